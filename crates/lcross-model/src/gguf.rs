@@ -1,0 +1,258 @@
+//! Reading GGUF files: header validation, metadata -> [`ModelConfig`], tensors.
+//!
+//! candle's `gguf_file` reader does the parsing; this module adds the checks that turn a
+//! truncated file or an absurd header into an error naming the file and the field, and
+//! maps llama.cpp's metadata keys onto the decoder's config.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::Device;
+
+use crate::config::{Activation, Architecture, LayerAttention, ModelConfig, RopeScaling};
+use crate::error::{ModelError, Result};
+
+type Metadata = HashMap<String, gguf_file::Value>;
+
+/// An opened, validated GGUF file.
+pub struct GgufFile {
+    path: PathBuf,
+    content: gguf_file::Content,
+    reader: BufReader<File>,
+}
+
+impl GgufFile {
+    /// Open and validate the header and the tensor table of `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+        let file_size = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
+        let mut reader = BufReader::new(file);
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| ModelError::InvalidFile {
+            path: path.to_path_buf(),
+            format: "GGUF",
+            reason: e.to_string(),
+        })?;
+        // Every tensor must have a sane shape and lie inside the file.
+        for (name, info) in &content.tensor_infos {
+            let dims = info.shape.dims();
+            let mut elems: u64 = 1;
+            for &d in dims {
+                elems = elems.checked_mul(d as u64).filter(|&e| e <= 1 << 40).ok_or_else(|| {
+                    ModelError::tensor(path, name, format!("absurd shape {dims:?}"))
+                })?;
+            }
+            let block = info.ggml_dtype.block_size() as u64;
+            if elems % block != 0 {
+                return Err(ModelError::tensor(path, name, format!(
+                    "{elems} elements is not a multiple of the {:?} block size {block}", info.ggml_dtype)));
+            }
+            let bytes = elems / block * info.ggml_dtype.type_size() as u64;
+            let start = content.tensor_data_offset.saturating_add(info.offset);
+            if start.saturating_add(bytes) > file_size {
+                return Err(ModelError::tensor(path, name, format!(
+                    "data ({bytes} bytes at offset {start}) runs past the end of the file ({file_size} bytes): truncated file?")));
+            }
+        }
+        Ok(Self { path: path.to_path_buf(), content, reader })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All metadata key/values.
+    pub fn metadata(&self) -> &Metadata {
+        &self.content.metadata
+    }
+
+    /// candle's parsed content.
+    pub fn content(&self) -> &gguf_file::Content {
+        &self.content
+    }
+
+    /// Whether a tensor is present.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Storage type of a tensor.
+    pub fn tensor_dtype(&self, name: &str) -> Option<GgmlDType> {
+        self.content.tensor_infos.get(name).map(|i| i.ggml_dtype)
+    }
+
+    /// The most common storage type among 2-D weights (the "quantization" of the file).
+    pub fn dominant_dtype(&self) -> Option<GgmlDType> {
+        let mut counts: HashMap<String, (usize, GgmlDType)> = HashMap::new();
+        for info in self.content.tensor_infos.values() {
+            if info.shape.rank() == 2 {
+                let e = counts.entry(format!("{:?}", info.ggml_dtype)).or_insert((0, info.ggml_dtype));
+                e.0 += 1;
+            }
+        }
+        counts.into_values().max_by_key(|(n, _)| *n).map(|(_, d)| d)
+    }
+
+    /// Read one tensor (quantized as stored) with its expected shape checked.
+    pub fn qtensor(&mut self, name: &str, expected_shape: &[usize], device: &Device) -> Result<QTensor> {
+        let info = self.content.tensor_infos.get(name).ok_or_else(|| ModelError::tensor(&self.path, name, "missing"))?;
+        if info.shape.dims() != expected_shape {
+            return Err(ModelError::tensor(&self.path, name, format!(
+                "shape {:?}, expected {:?}", info.shape.dims(), expected_shape)));
+        }
+        info.read(&mut self.reader, self.content.tensor_data_offset, device)
+            .map_err(|e| ModelError::tensor(&self.path, name, e.to_string()))
+    }
+
+    /// The decoder configuration described by the metadata.
+    pub fn config(&self) -> Result<ModelConfig> {
+        config_from_metadata(&self.path, &self.content, |n| self.has_tensor(n))
+    }
+}
+
+fn wrong_type(path: &Path, key: &str, want: &str, v: &gguf_file::Value) -> ModelError {
+    ModelError::field(path, key, format!("expected {want}, found {:?}", v.value_type()))
+}
+
+fn get<'a>(path: &Path, md: &'a Metadata, key: &str) -> Result<&'a gguf_file::Value> {
+    md.get(key).ok_or_else(|| ModelError::field(path, key, "missing"))
+}
+
+/// A string metadata value.
+pub(crate) fn meta_string(path: &Path, md: &Metadata, key: &str) -> Result<String> {
+    let v = get(path, md, key)?;
+    v.to_string().cloned().map_err(|_| wrong_type(path, key, "a string", v))
+}
+
+/// An array-of-strings metadata value.
+pub(crate) fn meta_string_array(path: &Path, md: &Metadata, key: &str) -> Result<Vec<String>> {
+    let v = get(path, md, key)?;
+    let arr = v.to_vec().map_err(|_| wrong_type(path, key, "an array", v))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, x)| x.to_string().cloned().map_err(|_| ModelError::field(path, key, format!("element {i} is not a string"))))
+        .collect()
+}
+
+/// A non-negative integer metadata value that fits u32.
+pub(crate) fn meta_u32(path: &Path, md: &Metadata, key: &str) -> Result<u32> {
+    let v = get(path, md, key)?;
+    let n: i128 = match v {
+        gguf_file::Value::U8(x) => *x as i128,
+        gguf_file::Value::I8(x) => *x as i128,
+        gguf_file::Value::U16(x) => *x as i128,
+        gguf_file::Value::I16(x) => *x as i128,
+        gguf_file::Value::U32(x) => *x as i128,
+        gguf_file::Value::I32(x) => *x as i128,
+        gguf_file::Value::U64(x) => *x as i128,
+        gguf_file::Value::I64(x) => *x as i128,
+        _ => return Err(wrong_type(path, key, "an integer", v)),
+    };
+    u32::try_from(n).map_err(|_| ModelError::field(path, key, format!("{n} is out of range")))
+}
+
+fn meta_usize(path: &Path, md: &Metadata, key: &str) -> Result<usize> {
+    meta_u32(path, md, key).map(|x| x as usize)
+}
+
+/// A floating-point metadata value (integers accepted).
+pub(crate) fn meta_f64(path: &Path, md: &Metadata, key: &str) -> Result<f64> {
+    let v = get(path, md, key)?;
+    match v {
+        gguf_file::Value::F32(x) => Ok(*x as f64),
+        gguf_file::Value::F64(x) => Ok(*x),
+        _ => meta_u32(path, md, key).map(|x| x as f64).map_err(|_| wrong_type(path, key, "a number", v)),
+    }
+}
+
+/// A boolean metadata value.
+pub(crate) fn meta_bool(path: &Path, md: &Metadata, key: &str) -> Result<bool> {
+    let v = get(path, md, key)?;
+    v.to_bool().map_err(|_| wrong_type(path, key, "a bool", v))
+}
+
+fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: impl Fn(&str) -> bool) -> Result<ModelConfig> {
+    let md = &content.metadata;
+    let arch_name = meta_string(path, md, "general.architecture")?;
+    let architecture = Architecture::parse(&arch_name)
+        .ok_or_else(|| ModelError::UnsupportedArchitecture { path: path.to_path_buf(), arch: arch_name.clone() })?;
+    let p = arch_name.as_str();
+    let key = |k: &str| format!("{p}.{k}");
+    let hidden_size = meta_usize(path, md, &key("embedding_length"))?;
+    let num_layers = meta_usize(path, md, &key("block_count"))?;
+    let intermediate_size = meta_usize(path, md, &key("feed_forward_length"))?;
+    let num_heads = meta_usize(path, md, &key("attention.head_count"))?;
+    if num_heads == 0 {
+        return Err(ModelError::field(path, key("attention.head_count"), "is 0"));
+    }
+    let num_kv_heads = if md.contains_key(&key("attention.head_count_kv")) {
+        meta_usize(path, md, &key("attention.head_count_kv"))?
+    } else {
+        num_heads
+    };
+    let head_dim = if md.contains_key(&key("attention.key_length")) {
+        meta_usize(path, md, &key("attention.key_length"))?
+    } else {
+        hidden_size / num_heads
+    };
+    let rms_norm_eps = meta_f64(path, md, &key("attention.layer_norm_rms_epsilon"))?;
+    let rope_theta = if md.contains_key(&key("rope.freq_base")) { meta_f64(path, md, &key("rope.freq_base"))? } else { 10_000.0 };
+    let max_position_embeddings = if md.contains_key(&key("context_length")) { meta_usize(path, md, &key("context_length"))? } else { 4096 };
+    let vocab_size = match md.get("tokenizer.ggml.tokens") {
+        Some(v) => v.to_vec().map(|a| a.len()).map_err(|_| wrong_type(path, "tokenizer.ggml.tokens", "an array", v))?,
+        None => return Err(ModelError::field(path, "tokenizer.ggml.tokens", "missing: the file has no tokenizer")),
+    };
+    let rope_scaling = match md.get(&key("rope.scaling.type")).and_then(|v| v.to_string().ok()).map(|s| s.as_str()) {
+        Some("linear") => Some(RopeScaling::Linear { factor: meta_f64(path, md, &key("rope.scaling.factor"))? }),
+        Some("none") | None => None,
+        Some(other) => return Err(ModelError::field(path, key("rope.scaling.type"), format!("unsupported rope scaling `{other}`"))),
+    };
+    let tied_embeddings = !has_tensor("output.weight");
+    let (activation, qkv_bias, qk_norm, sandwich_norms, scale_embeddings, rope_local_theta, layer_attention, rope_interleaved) =
+        match architecture {
+            Architecture::Llama => (Activation::Silu, false, false, false, false, None, vec![LayerAttention::Global; num_layers], true),
+            Architecture::Qwen2 => (Activation::Silu, true, false, false, false, None, vec![LayerAttention::Global; num_layers], false),
+            Architecture::Gemma3 => {
+                let window = if md.contains_key(&key("attention.sliding_window")) {
+                    meta_usize(path, md, &key("attention.sliding_window"))?
+                } else {
+                    512
+                };
+                // Gemma 3: five sliding-window layers, then one global layer.
+                let layers = (0..num_layers)
+                    .map(|i| if (i + 1) % 6 == 0 { LayerAttention::Global } else { LayerAttention::Sliding { window } })
+                    .collect();
+                (Activation::GeluTanh, false, true, true, true, Some(10_000.0), layers, false)
+            }
+        };
+    let config = ModelConfig {
+        architecture,
+        vocab_size,
+        hidden_size,
+        intermediate_size,
+        num_layers,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        rms_norm_eps,
+        rope_theta,
+        rope_local_theta,
+        rope_scaling,
+        rope_interleaved,
+        max_position_embeddings,
+        layer_attention,
+        activation,
+        qkv_bias,
+        qk_norm,
+        sandwich_norms,
+        scale_embeddings,
+        attention_scale: 1.0 / (head_dim as f64).sqrt(),
+        tied_embeddings,
+        final_logit_softcapping: None,
+    };
+    config.validate().map_err(|reason| ModelError::field(path, format!("{p}.*"), reason))?;
+    Ok(config)
+}

@@ -1,0 +1,42 @@
+//! # lcross-model
+//!
+//! The LLM runtime of lcross: loads GGUF files and Hugging Face directories of the
+//! llama, qwen2 and gemma3 families, tokenizes exactly like the model's own tokenizer,
+//! renders its chat template, runs the forward pass with named hooks on the residual
+//! stream (`resid_post(layer)`), and generates with a KV cache.
+//!
+//! ```no_run
+//! use lcross_model::{Model, LoadOptions, Hooks, Logits};
+//! let model = Model::load("smollm2-135m-instruct", &LoadOptions::default())?;
+//! let prompt = model.prompt("What is the capital of France?", true, None)?;
+//! let out = model.forward(&prompt.ids, None, &Hooks::capture_last(&[15]), Logits::None)?;
+//! let state = out.captures[&15].to_vec2::<f32>()?; // (1, hidden)
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod cache;
+pub mod chat;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod hf;
+pub mod hooks;
+pub mod model;
+pub mod registry;
+pub mod tokenizer;
+pub mod weights;
+
+pub use cache::KvCache;
+pub use chat::{ChatTemplate, Message};
+pub use config::{Architecture, ModelConfig};
+pub use decoder::{ForwardOutput, Logits};
+pub use error::{ModelError, Result};
+pub use generate::{argmax, GenerateOptions, Sampling, TextStream};
+pub use hooks::{Capture, CapturePositions, Hooks, Intervention, Positions};
+pub use model::{LoadOptions, Model, Prompt};
+pub use registry::{models_dir, resolve, ModelLocation, DEFAULT_MODEL, KNOWN_MODELS};
+pub use tokenizer::TextTokenizer;
+pub use weights::WeightMode;
+pub use candle_core::{Device, Tensor};

@@ -1,0 +1,233 @@
+//! [`Model`]: a decoder with its tokenizer and chat template, loaded from a `--model` spec.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::cache::KvCache;
+use crate::chat::ChatTemplate;
+use crate::config::ModelConfig;
+use crate::decoder::{Decoder, ForwardOutput, Logits};
+use crate::error::{ModelError, Result};
+use crate::generate::{GenerateOptions, Sampler};
+use crate::gguf::GgufFile;
+use crate::hf::HfFiles;
+use crate::hooks::Hooks;
+use crate::registry::{resolve, ModelLocation};
+use crate::tokenizer::TextTokenizer;
+use crate::weights::{WeightMode, WeightSource};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub weight_mode: WeightMode,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { weight_mode: WeightMode::F32, device: Device::Cpu, dtype: DType::F32 }
+    }
+}
+
+/// Tokens that end an assistant turn in the supported families.
+const END_OF_TURN_TOKENS: &[&str] = &["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|endoftext|>", "<|end_of_text|>", "</s>"];
+
+/// A loaded model: decoder, tokenizer, chat template and where it came from.
+pub struct Model {
+    location: ModelLocation,
+    decoder: Decoder,
+    tokenizer: TextTokenizer,
+    chat: ChatTemplate,
+    stop_tokens: Vec<u32>,
+    quantization: String,
+    load_seconds: f64,
+}
+
+/// A prompt ready to run: the text given to the tokenizer and its ids.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Prompt {
+    pub text: String,
+    pub ids: Vec<u32>,
+}
+
+impl Model {
+    /// Load from a known id, a `.gguf` path or a HF directory.
+    pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self> {
+        let location = resolve(spec).map_err(|reason| ModelError::ModelNotFound { spec: spec.to_string(), reason })?;
+        Self::load_location(location, opts)
+    }
+
+    /// Load from a resolved location.
+    pub fn load_location(location: ModelLocation, opts: &LoadOptions) -> Result<Self> {
+        let start = Instant::now();
+        let (decoder, tokenizer, chat, quantization) = match &location {
+            ModelLocation::Gguf { path, .. } => {
+                let file = GgufFile::open(path)?;
+                let config = file.config()?;
+                let tokenizer = TextTokenizer::from_gguf(path, file.content())?;
+                let template = file.metadata().get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+                let quantization = file.dominant_dtype().map(|d| format!("{d:?}")).unwrap_or_else(|| "?".into());
+                let chat = chat_for(template, &tokenizer)?;
+                if tokenizer.vocab_size() > config.vocab_size {
+                    return Err(ModelError::field(path, "tokenizer.ggml.tokens", format!(
+                        "tokenizer has {} tokens, the embedding only {}", tokenizer.vocab_size(), config.vocab_size)));
+                }
+                let mut src = WeightSource::Gguf { file, mode: opts.weight_mode };
+                let decoder = Decoder::load(config, &mut src, opts.dtype, &opts.device)?;
+                (decoder, tokenizer, chat, quantization)
+            }
+            ModelLocation::HfDir { path, .. } => {
+                let files = HfFiles::open(path)?;
+                let config = files.model_config()?;
+                let token_id = |name: &str, tk: &TextTokenizer| files.special_token(name).and_then(|t| tk.token_to_id(&t));
+                let probe = TextTokenizer::from_tokenizer_json(&files.tokenizer_json, None, None, false)?;
+                let bos = token_id("bos_token", &probe);
+                let eos = token_id("eos_token", &probe).or_else(|| config_eos(&files.config));
+                let add_bos = files.tokenizer_config.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
+                let tokenizer = TextTokenizer::from_tokenizer_json(&files.tokenizer_json, bos, eos, add_bos)?;
+                let chat = chat_for(files.chat_template(path), &tokenizer)?;
+                // SAFETY: the files are memory-mapped read-only; lcross never writes model files
+                // and the mapping lives only while the weights are copied out.
+                let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files.safetensors) }
+                    .map_err(|e| ModelError::InvalidFile { path: path.clone(), format: "safetensors", reason: e.to_string() })?;
+                let mut src = WeightSource::HfDir { dir: path.clone(), tensors, arch: config.architecture };
+                let decoder = Decoder::load(config, &mut src, opts.dtype, &opts.device)?;
+                (decoder, tokenizer, chat, "safetensors".to_string())
+            }
+        };
+        let mut stop_tokens: Vec<u32> = tokenizer.eos_token_id.into_iter().collect();
+        if chat.has_template() {
+            for t in END_OF_TURN_TOKENS {
+                if let Some(id) = tokenizer.token_to_id(t) {
+                    if !stop_tokens.contains(&id) {
+                        stop_tokens.push(id);
+                    }
+                }
+            }
+        }
+        Ok(Self { location, decoder, tokenizer, chat, stop_tokens, quantization, load_seconds: start.elapsed().as_secs_f64() })
+    }
+
+    /// The id recorded in artifacts (known id, or file / directory stem).
+    pub fn id(&self) -> &str {
+        self.location.id()
+    }
+    /// File or directory the model was loaded from.
+    pub fn path(&self) -> &Path {
+        self.location.path()
+    }
+    /// Decoder configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.decoder.config()
+    }
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+    /// The chat template.
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.chat
+    }
+    /// Tokens that end generation.
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop_tokens
+    }
+    /// Dominant storage type of the file's weights (e.g. `Q4_1`).
+    pub fn quantization(&self) -> &str {
+        &self.quantization
+    }
+    /// Seconds spent loading.
+    pub fn load_seconds(&self) -> f64 {
+        self.load_seconds
+    }
+    /// The decoder.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Build a prompt. With `chat`, `text` becomes one user message (plus an optional
+    /// system message) rendered by the chat template with the generation prompt, and is
+    /// tokenized without extra special tokens (as transformers' `apply_chat_template`).
+    /// Without a template the plain format is used and tokenized with the model's default
+    /// special tokens, as is plain text.
+    pub fn prompt(&self, text: &str, chat: bool, system: Option<&str>) -> Result<Prompt> {
+        let (rendered, add_special) = if chat {
+            (self.chat.render_user(text, system)?, !self.chat.has_template())
+        } else {
+            (text.to_string(), true)
+        };
+        let ids = self.tokenizer.encode(&rendered, add_special)?;
+        if ids.is_empty() {
+            return Err(ModelError::InvalidInput("empty prompt: it has no tokens".into()));
+        }
+        Ok(Prompt { text: rendered, ids })
+    }
+
+    /// A vector as a tensor on the model's device, checked against the hidden size.
+    pub fn vector_tensor(&self, values: &[f32]) -> Result<Tensor> {
+        let h = self.config().hidden_size;
+        if values.len() != h {
+            return Err(ModelError::InvalidInput(format!(
+                "vector has {} values, but {} has hidden size {h}", values.len(), self.id())));
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::InvalidInput(format!("vector value {i} is {} (not finite)", values[i])));
+        }
+        Ok(Tensor::from_slice(values, h, self.decoder.device())?.to_dtype(self.decoder.dtype())?)
+    }
+
+    /// One forward pass (see [`Decoder::forward`]).
+    pub fn forward(&self, tokens: &[u32], cache: Option<&mut KvCache>, hooks: &Hooks, logits: Logits) -> Result<ForwardOutput> {
+        self.decoder.forward(tokens, cache, hooks, logits)
+    }
+
+    /// A fresh KV cache.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config().num_layers)
+    }
+
+    /// Generate up to `opts.max_tokens` tokens after `prompt`, calling `on_token` with
+    /// each new id. `hooks.prompt_len` is set to the prompt's length. Returns the new ids.
+    pub fn generate(&self, prompt: &[u32], opts: &GenerateOptions, hooks: &Hooks, mut on_token: impl FnMut(u32) -> Result<()>) -> Result<Vec<u32>> {
+        let mut hooks = hooks.clone();
+        hooks.prompt_len = Some(prompt.len());
+        let mut sampler = Sampler::new(opts.sampling)?;
+        let mut cache = self.new_cache();
+        let mut out = Vec::new();
+        let mut next_input: Vec<u32> = prompt.to_vec();
+        while out.len() < opts.max_tokens {
+            let logits = self.forward(&next_input, Some(&mut cache), &hooks, Logits::Last)?.logits
+                .ok_or_else(|| ModelError::InvalidInput("no logits".into()))?;
+            let logits: Vec<f32> = logits.to_vec1()?;
+            let tok = sampler.next(&logits);
+            out.push(tok);
+            on_token(tok)?;
+            if opts.stop_tokens.contains(&tok) {
+                break;
+            }
+            next_input = vec![tok];
+        }
+        Ok(out)
+    }
+}
+
+fn config_eos(config: &serde_json::Value) -> Option<u32> {
+    match config.get("eos_token_id")? {
+        serde_json::Value::Number(n) => n.as_u64().map(|x| x as u32),
+        serde_json::Value::Array(a) => a.first()?.as_u64().map(|x| x as u32),
+        _ => None,
+    }
+}
+
+fn chat_for(template: Option<String>, tk: &TextTokenizer) -> Result<ChatTemplate> {
+    let name = |id: Option<u32>| id.and_then(|i| tk.id_to_token(i)).unwrap_or_default();
+    ChatTemplate::new(template, name(tk.bos_token_id), name(tk.eos_token_id))
+}
+
+/// Path helper for tests and tools: the fixture directory of this crate.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+}

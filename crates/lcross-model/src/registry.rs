@@ -1,0 +1,98 @@
+//! The models lcross knows by id, and where model files live.
+
+use std::path::{Path, PathBuf};
+
+/// A model lcross can fetch by id with `scripts/fetch-models`.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownModel {
+    /// Short id used on the command line.
+    pub id: &'static str,
+    /// sha256 of the assembled GGUF file.
+    pub sha256: &'static str,
+}
+
+/// The four models of the project (see `scripts/fetch-models`).
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel { id: "smollm2-135m-instruct", sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53" },
+    KnownModel { id: "gemma3-270m", sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818" },
+    KnownModel { id: "qwen2.5-coder-0.5b-instruct", sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32" },
+    KnownModel { id: "qwen2.5-coder-1.5b-instruct", sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046" },
+];
+
+/// The default model of commands that take `--model`.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// The models directory: `$LCROSS_MODELS`, else `~/.cache/lcross/models`.
+pub fn models_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LCROSS_MODELS").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("lcross").join("models")
+}
+
+/// The known model with this id.
+pub fn known(id: &str) -> Option<&'static KnownModel> {
+    KNOWN_MODELS.iter().find(|m| m.id == id)
+}
+
+/// Path of a known model's GGUF file in `dir`.
+pub fn known_path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.gguf"))
+}
+
+/// What a `--model` argument names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelLocation {
+    /// A GGUF file (from a known id or a path).
+    Gguf { id: String, path: PathBuf },
+    /// A Hugging Face model directory.
+    HfDir { id: String, path: PathBuf },
+}
+
+impl ModelLocation {
+    /// The id recorded in artifacts: the known id, or the file / directory name.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Gguf { id, .. } | Self::HfDir { id, .. } => id,
+        }
+    }
+    /// The file or directory.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Gguf { path, .. } | Self::HfDir { path, .. } => path,
+        }
+    }
+}
+
+/// Resolve a `--model` argument: a known id, a `.gguf` path, or a HF directory.
+pub fn resolve(spec: &str) -> Result<ModelLocation, String> {
+    if spec.trim().is_empty() {
+        return Err("empty model name".into());
+    }
+    if let Some(k) = known(spec) {
+        let path = known_path(&models_dir(), k.id);
+        if !path.is_file() {
+            return Err(format!(
+                "known model, but {} does not exist: run `scripts/fetch-models {}` (or set LCROSS_MODELS)",
+                path.display(),
+                k.id
+            ));
+        }
+        return Ok(ModelLocation::Gguf { id: k.id.to_string(), path });
+    }
+    let path = PathBuf::from(spec);
+    let stem = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| spec.to_string());
+    if path.is_dir() {
+        if !path.join("config.json").is_file() {
+            return Err(format!("{} is a directory without config.json: not a Hugging Face model directory", path.display()));
+        }
+        let id = path.canonicalize().ok().as_deref().map(stem).unwrap_or_else(|| stem(&path));
+        return Ok(ModelLocation::HfDir { id, path });
+    }
+    if path.is_file() {
+        return Ok(ModelLocation::Gguf { id: stem(&path), path });
+    }
+    let ids: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.id).collect();
+    Err(format!("not a known model id ({}), nor an existing .gguf file or model directory", ids.join(", ")))
+}

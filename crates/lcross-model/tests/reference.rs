@@ -1,0 +1,114 @@
+//! Faithfulness against transformers (f32, same GGUF dequantized): token ids, chat
+//! templates, last-token hidden states, next-token argmax and greedy continuations.
+//! Fixtures come from `scripts/reference/make_fixtures.py`.
+
+mod common;
+
+use common::{cosine, fixtures, load_known};
+use lcross_model::{GenerateOptions, Hooks, Logits, Message, Model, Sampling};
+use serde_json::Value;
+
+fn fixture(id: &str) -> Value {
+    let path = fixtures().join(format!("{id}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn check_tokenizer(model: &Model, fx: &Value) {
+    let mut failures = Vec::new();
+    for case in fx["tokenize"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want = ids(&case["ids"]);
+        let got = model.tokenizer().encode(text, true).unwrap();
+        if got != want {
+            failures.push(format!("{text:?}\n  want {want:?}\n  got  {got:?}"));
+            continue;
+        }
+        let decoded = model.tokenizer().decode(&got, false).unwrap();
+        if decoded != case["decoded"].as_str().unwrap() {
+            failures.push(format!("decode {text:?}: want {:?} got {decoded:?}", case["decoded"]));
+        }
+    }
+    assert!(failures.is_empty(), "{}: tokenizer mismatches:\n{}", model.id(), failures.join("\n"));
+}
+
+fn check_chat_template(model: &Model, fx: &Value) {
+    let cases = fx["chat_template"].as_array().unwrap();
+    assert_eq!(model.chat_template().has_template(), !cases.is_empty(), "{}: template presence", model.id());
+    for case in cases {
+        let mut msgs = Vec::new();
+        if let Some(s) = case["system"].as_str() {
+            msgs.push(Message::new("system", s));
+        }
+        msgs.push(Message::new("user", case["user"].as_str().unwrap()));
+        let got = model.chat_template().render(&msgs, case["add_generation_prompt"].as_bool().unwrap()).unwrap();
+        assert_eq!(got, case["rendered"].as_str().unwrap(), "{}: chat template render", model.id());
+    }
+}
+
+fn check_forward(model: &Model, fx: &Value) {
+    for case in fx["forward"].as_array().unwrap() {
+        let prompt_text = case["prompt"].as_str().unwrap();
+        let prompt = model.prompt(prompt_text, true, None).unwrap();
+        assert_eq!(prompt.text, case["text"].as_str().unwrap(), "{}: rendered prompt", model.id());
+        assert_eq!(prompt.ids, ids(&case["ids"]), "{}: prompt ids", model.id());
+        let layer = case["layer"].as_u64().unwrap() as usize;
+        let out = model.forward(&prompt.ids, None, &Hooks::capture_last(&[layer]), Logits::Last).unwrap();
+        let hidden: Vec<f32> = out.captures[&layer].flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f32> = case["hidden"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let cos = cosine(&hidden, &want);
+        let rel = {
+            let diff: f64 = hidden.iter().zip(&want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+            diff / want.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()
+        };
+        eprintln!("{} {prompt_text:?}: layer {layer} cosine {cos:.7}, relative L2 error {rel:.2e}", model.id());
+        assert!(cos >= 0.999, "{}: hidden state cosine {cos} < 0.999 for {prompt_text:?}", model.id());
+        let logits: Vec<f32> = out.logits.unwrap().to_vec1().unwrap();
+        let top = lcross_model::argmax(&logits) as u64;
+        assert_eq!(top, case["top5_ids"][0].as_u64().unwrap(), "{}: next-token argmax for {prompt_text:?}", model.id());
+        let want_gen = ids(&case["greedy"]);
+        let opts = GenerateOptions { max_tokens: want_gen.len(), sampling: Sampling::Greedy, stop_tokens: fx_eos(fx) };
+        let got = model.generate(&prompt.ids, &opts, &Hooks::none(), |_| Ok(())).unwrap();
+        assert_eq!(got, want_gen, "{}: greedy continuation of {prompt_text:?}:\n want {:?}\n got  {:?}", model.id(),
+            model.tokenizer().decode(&want_gen, false).unwrap(), model.tokenizer().decode(&got, false).unwrap());
+    }
+}
+
+/// transformers stops greedy generation at the model's EOS only.
+fn fx_eos(fx: &Value) -> Vec<u32> {
+    fx["eos_token_id"].as_u64().map(|x| vec![x as u32]).unwrap_or_default()
+}
+
+fn check_model(id: &str) {
+    let fx = fixture(id);
+    let Some(model) = load_known(id) else { return };
+    assert_eq!(model.config().num_layers as u64, fx["num_layers"].as_u64().unwrap());
+    assert_eq!(model.config().hidden_size as u64, fx["hidden_size"].as_u64().unwrap());
+    check_tokenizer(&model, &fx);
+    check_chat_template(&model, &fx);
+    check_forward(&model, &fx);
+}
+
+#[test]
+fn smollm2_135m_matches_transformers() {
+    check_model("smollm2-135m-instruct");
+}
+
+#[test]
+fn gemma3_270m_matches_transformers() {
+    check_model("gemma3-270m");
+}
+
+#[test]
+fn qwen25_coder_05b_matches_transformers() {
+    check_model("qwen2.5-coder-0.5b-instruct");
+}
+
+#[test]
+fn qwen25_coder_15b_matches_transformers() {
+    check_model("qwen2.5-coder-1.5b-instruct");
+}
