@@ -31,3 +31,13 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
 }
+
+/// Path of a fetched known model, or None when real-model tests are skipped.
+pub fn known_model_path(id: &str) -> Option<PathBuf> {
+    if std::env::var_os("LCROSS_SKIP_MODEL_TESTS").is_some() {
+        return None;
+    }
+    let path = registry::known_path(&registry::models_dir(), id);
+    assert!(path.is_file(), "{} is missing: run scripts/fetch-models {id}", path.display());
+    Some(path)
+}

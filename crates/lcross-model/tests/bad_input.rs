@@ -1,0 +1,287 @@
+//! Bad input is a clear error naming the file and the problem, never a panic.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use common::fixtures;
+use lcross_model::{LoadOptions, Model};
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lcross-bad-input-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn load_err(path: &Path) -> String {
+    match Model::load(path.to_str().unwrap(), &LoadOptions::default()) {
+        Ok(_) => panic!("{} loaded but should not have", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A minimal GGUF v3 writer for crafted test files.
+struct Gguf {
+    kvs: Vec<u8>,
+    n_kv: u64,
+    tensors: Vec<u8>,
+    n_tensors: u64,
+    data: Vec<u8>,
+}
+
+impl Gguf {
+    fn new() -> Self {
+        Self { kvs: vec![], n_kv: 0, tensors: vec![], n_tensors: 0, data: vec![] }
+    }
+    fn s(buf: &mut Vec<u8>, s: &str) {
+        buf.extend((s.len() as u64).to_le_bytes());
+        buf.extend(s.as_bytes());
+    }
+    fn kv_str(mut self, k: &str, v: &str) -> Self {
+        Self::s(&mut self.kvs, k);
+        self.kvs.extend(8u32.to_le_bytes());
+        Self::s(&mut self.kvs, v);
+        self.n_kv += 1;
+        self
+    }
+    fn kv_u32(mut self, k: &str, v: u32) -> Self {
+        Self::s(&mut self.kvs, k);
+        self.kvs.extend(4u32.to_le_bytes());
+        self.kvs.extend(v.to_le_bytes());
+        self.n_kv += 1;
+        self
+    }
+    fn kv_f32(mut self, k: &str, v: f32) -> Self {
+        Self::s(&mut self.kvs, k);
+        self.kvs.extend(6u32.to_le_bytes());
+        self.kvs.extend(v.to_le_bytes());
+        self.n_kv += 1;
+        self
+    }
+    fn kv_str_array(mut self, k: &str, items: &[&str]) -> Self {
+        Self::s(&mut self.kvs, k);
+        self.kvs.extend(9u32.to_le_bytes());
+        self.kvs.extend(8u32.to_le_bytes());
+        self.kvs.extend((items.len() as u64).to_le_bytes());
+        for it in items {
+            Self::s(&mut self.kvs, it);
+        }
+        self.n_kv += 1;
+        self
+    }
+    /// An f32 tensor; `dims` in GGUF order (innermost first); data written only if `data`.
+    fn tensor_f32(mut self, name: &str, dims: &[u64], data: bool) -> Self {
+        Self::s(&mut self.tensors, name);
+        self.tensors.extend((dims.len() as u32).to_le_bytes());
+        for d in dims {
+            self.tensors.extend(d.to_le_bytes());
+        }
+        self.tensors.extend(0u32.to_le_bytes()); // F32
+        self.tensors.extend((self.data.len() as u64).to_le_bytes());
+        if data {
+            let n: u64 = dims.iter().product();
+            self.data.extend(std::iter::repeat_n(0u8, (n * 4) as usize));
+        }
+        self.n_tensors += 1;
+        self
+    }
+    fn write(self, path: &Path) {
+        let mut out = b"GGUF".to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend(self.n_tensors.to_le_bytes());
+        out.extend(self.n_kv.to_le_bytes());
+        out.extend(self.kvs);
+        out.extend(self.tensors);
+        while out.len() % 32 != 0 {
+            out.push(0);
+        }
+        out.extend(self.data);
+        std::fs::File::create(path).unwrap().write_all(&out).unwrap();
+    }
+}
+
+fn llama_header() -> Gguf {
+    Gguf::new()
+        .kv_str("general.architecture", "llama")
+        .kv_u32("llama.embedding_length", 8)
+        .kv_u32("llama.block_count", 1)
+        .kv_u32("llama.feed_forward_length", 16)
+        .kv_u32("llama.attention.head_count", 2)
+        .kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+}
+
+#[test]
+fn random_bytes_are_not_a_gguf() {
+    let d = tmpdir("random");
+    let p = d.join("random.gguf");
+    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&p, bytes).unwrap();
+    let e = load_err(&p);
+    assert!(e.contains("random.gguf") && e.contains("not a valid GGUF"), "{e}");
+}
+
+#[test]
+fn empty_file_is_not_a_gguf() {
+    let d = tmpdir("empty");
+    let p = d.join("empty.gguf");
+    std::fs::write(&p, b"").unwrap();
+    let e = load_err(&p);
+    assert!(e.contains("empty.gguf") && e.contains("GGUF"), "{e}");
+}
+
+#[test]
+fn truncated_real_model_is_an_error() {
+    let Some(src) = common::known_model_path("smollm2-135m-instruct") else { return };
+    let d = tmpdir("truncated");
+    let p = d.join("truncated.gguf");
+    // Keep the header and the start of the tensor data only.
+    let mut f = std::fs::File::open(&src).unwrap();
+    let mut buf = vec![0u8; 8 << 20];
+    std::io::Read::read_exact(&mut f, &mut buf).unwrap();
+    std::fs::write(&p, &buf).unwrap();
+    let e = load_err(&p);
+    assert!(e.contains("truncated.gguf") && e.contains("runs past the end of the file"), "{e}");
+    // Cut inside the metadata, too.
+    std::fs::write(&p, &buf[..100_000]).unwrap();
+    let e = load_err(&p);
+    assert!(e.contains("truncated.gguf") && e.contains("not a valid GGUF"), "{e}");
+}
+
+#[test]
+fn absurd_tensor_shape_is_an_error_not_an_allocation() {
+    let d = tmpdir("absurd");
+    let p = d.join("absurd.gguf");
+    llama_header()
+        .kv_str_array("tokenizer.ggml.tokens", &["a", "b"])
+        .tensor_f32("token_embd.weight", &[1 << 31, 1 << 31], false)
+        .write(&p);
+    let e = load_err(&p);
+    assert!(e.contains("absurd.gguf") && e.contains("token_embd.weight"), "{e}");
+}
+
+#[test]
+fn unknown_architecture_is_named() {
+    let d = tmpdir("arch");
+    let p = d.join("mamba.gguf");
+    Gguf::new().kv_str("general.architecture", "mamba").write(&p);
+    let e = load_err(&p);
+    assert!(e.contains("mamba.gguf") && e.contains("unsupported architecture `mamba`"), "{e}");
+}
+
+#[test]
+fn missing_tokenizer_metadata_is_named() {
+    let d = tmpdir("notok");
+    let p = d.join("notok.gguf");
+    llama_header().tensor_f32("token_embd.weight", &[8, 2], true).write(&p);
+    let e = load_err(&p);
+    assert!(e.contains("notok.gguf") && e.contains("tokenizer.ggml.tokens"), "{e}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let d = tmpdir("notensor");
+    let p = d.join("notensor.gguf");
+    llama_header()
+        .kv_str("tokenizer.ggml.model", "gpt2")
+        .kv_str_array("tokenizer.ggml.tokens", &["a", "b", "ab"])
+        .kv_str_array("tokenizer.ggml.merges", &["a b"])
+        .tensor_f32("token_embd.weight", &[8, 3], true)
+        .write(&p);
+    let e = load_err(&p);
+    assert!(e.contains("notensor.gguf") && e.contains("blk.0."), "{e}");
+}
+
+#[test]
+fn bad_metadata_type_is_named() {
+    let d = tmpdir("badtype");
+    let p = d.join("badtype.gguf");
+    Gguf::new().kv_str("general.architecture", "llama").kv_str("llama.embedding_length", "eight").write(&p);
+    let e = load_err(&p);
+    assert!(e.contains("badtype.gguf") && e.contains("llama.embedding_length"), "{e}");
+}
+
+#[test]
+fn zero_heads_is_an_error_not_a_division_by_zero() {
+    let d = tmpdir("zeroheads");
+    let p = d.join("zero.gguf");
+    Gguf::new()
+        .kv_str("general.architecture", "llama")
+        .kv_u32("llama.embedding_length", 8)
+        .kv_u32("llama.block_count", 1)
+        .kv_u32("llama.feed_forward_length", 16)
+        .kv_u32("llama.attention.head_count", 0)
+        .write(&p);
+    let e = load_err(&p);
+    assert!(e.contains("zero.gguf") && e.contains("head_count"), "{e}");
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn truncated_safetensors_is_named() {
+    let d = tmpdir("st-trunc");
+    copy_dir(&fixtures().join("hf/tiny-llama"), &d);
+    let st = d.join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_err(&d);
+    assert!(e.contains("safetensors"), "{e}");
+}
+
+#[test]
+fn random_safetensors_is_named() {
+    let d = tmpdir("st-random");
+    copy_dir(&fixtures().join("hf/tiny-llama"), &d);
+    std::fs::write(d.join("model.safetensors"), vec![0xffu8; 1000]).unwrap();
+    let e = load_err(&d);
+    assert!(e.contains("safetensors"), "{e}");
+}
+
+#[test]
+fn absurd_safetensors_header_is_an_error() {
+    let d = tmpdir("st-absurd");
+    copy_dir(&fixtures().join("hf/tiny-llama"), &d);
+    let header = r#"{"model.embed_tokens.weight":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,16]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend([0u8; 16]);
+    std::fs::write(d.join("model.safetensors"), bytes).unwrap();
+    let e = load_err(&d);
+    assert!(e.contains("safetensors"), "{e}");
+}
+
+#[test]
+fn unknown_hf_architecture_is_named() {
+    let d = tmpdir("hf-arch");
+    copy_dir(&fixtures().join("hf/tiny-llama"), &d);
+    let cfg = std::fs::read_to_string(d.join("config.json")).unwrap().replace("\"llama\"", "\"falcon\"");
+    std::fs::write(d.join("config.json"), cfg).unwrap();
+    let e = load_err(&d);
+    assert!(e.contains("config.json") && e.contains("unsupported architecture `falcon`"), "{e}");
+}
+
+#[test]
+fn malformed_config_json_is_named() {
+    let d = tmpdir("hf-json");
+    copy_dir(&fixtures().join("hf/tiny-llama"), &d);
+    std::fs::write(d.join("config.json"), "{ not json").unwrap();
+    let e = load_err(&d);
+    assert!(e.contains("config.json") && e.contains("JSON"), "{e}");
+}
+
+#[test]
+fn unknown_model_spec_lists_known_ids() {
+    let e = match Model::load("no-such-model", &LoadOptions::default()) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("no-such-model") && e.contains("smollm2-135m-instruct"), "{e}");
+}
