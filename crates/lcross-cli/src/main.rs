@@ -1,1 +1,70 @@
-fn main() {}
+//! `lcross`: cross-model steering of language models.
+//!
+//! The binary is thin: it parses arguments, calls the libraries and prints human text
+//! (or JSON with `--json`).
+
+mod cmd;
+mod common;
+
+use clap::{Parser, Subcommand};
+
+/// Cross-model steering of language models (L-Cross Modulation).
+#[derive(Parser)]
+#[command(name = "lcross", version, about, long_about = None)]
+struct Cli {
+    /// Print machine-readable JSON instead of human text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How GGUF weights are held: f32 (dequantized, faithful; default) or quantized
+    /// (K-quants/Q4_0/Q8_0 kept quantized: faster, approximate).
+    #[arg(long, global = true, default_value = "f32", value_parser = ["f32", "quantized"])]
+    weights: String,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch and list the known models.
+    #[command(subcommand)]
+    Models(cmd::models::ModelsCommand),
+    /// Token ids of a text (or of a chat prompt with --chat).
+    Tokenize(cmd::run::TokenizeArgs),
+    /// Last-token residual stream after a layer, and the next-token top 5.
+    Hidden(cmd::run::HiddenArgs),
+    /// Generate text (streamed).
+    Generate(cmd::run::GenerateArgs),
+    /// Measure load time, prefill and decode speed, and peak memory per model.
+    Bench(cmd::bench::BenchArgs),
+    /// The built-in demo: a short chat with the default model.
+    Demo(cmd::demo::DemoArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let ctx = common::Context { json: cli.json, weights: lcross_model::WeightMode::parse(&cli.weights).unwrap_or_default() };
+    let result = match cli.command {
+        Command::Models(c) => cmd::models::run(&ctx, c),
+        Command::Tokenize(a) => cmd::run::tokenize(&ctx, a),
+        Command::Hidden(a) => cmd::run::hidden(&ctx, a),
+        Command::Generate(a) => cmd::run::generate(&ctx, a),
+        Command::Bench(a) => cmd::bench::run(&ctx, a),
+        Command::Demo(a) => cmd::demo::run(&ctx, a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -12,7 +12,9 @@ use crate::cache::KvCache;
 use crate::config::{Activation, LayerAttention, ModelConfig, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::hooks::{CapturePositions, Hooks};
-use crate::weights::{Linear, WeightSource};
+use candle_core::quantized::QMatMul;
+
+use crate::weights::{requantize, Linear, WeightMode, WeightSource};
 
 /// RMS normalisation with an effective per-channel multiplier (gemma's `1 + w` folded in).
 #[derive(Debug, Clone)]
@@ -245,7 +247,7 @@ pub struct Decoder {
     embed: Tensor,
     blocks: Vec<Block>,
     final_norm: RmsNorm,
-    lm_head: Option<Linear>,
+    lm_head: Linear,
     inv_freq_global: Vec<f64>,
     inv_freq_local: Vec<f64>,
     dtype: DType,
@@ -292,7 +294,11 @@ impl Decoder {
             });
         }
         let final_norm = RmsNorm::load(src, "output_norm.weight", h, c.rms_norm_eps, dtype, device)?;
-        let lm_head = if c.tied_embeddings { None } else { Some(src.linear("output", c.vocab_size, h, false, dtype, device)?) };
+        let lm_head = match (c.tied_embeddings, src.mode()) {
+            (false, _) => src.linear("output", c.vocab_size, h, false, dtype, device)?,
+            (true, WeightMode::F32) => Linear::new(QMatMul::Tensor(embed.clone()), None),
+            (true, WeightMode::Quantized) => Linear::new(requantize(&embed)?, None),
+        };
         let inv_freq_global = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling.as_ref());
         let inv_freq_local = inverse_frequencies(c.head_dim, c.rope_local_theta.unwrap_or(c.rope_theta), None);
         Ok(Self { config, embed, blocks, final_norm, lm_head, inv_freq_global, inv_freq_local, dtype, device: device.clone() })
@@ -399,10 +405,7 @@ impl Decoder {
             Logits::Last | Logits::All => {
                 let x = if logits == Logits::Last { x.narrow(1, t - 1, 1)? } else { x };
                 let x = self.final_norm.forward(&x)?;
-                let mut out = match &self.lm_head {
-                    Some(head) => head.forward(&x)?,
-                    None => x.broadcast_matmul(&self.embed.t()?)?,
-                };
+                let mut out = self.lm_head.forward(&x)?;
                 if let Some(cap) = c.final_logit_softcapping {
                     out = ((out / cap)?.tanh()? * cap)?;
                 }

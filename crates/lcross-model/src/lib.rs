@@ -21,6 +21,7 @@ pub mod decoder;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod hashing;
 pub mod hf;
 pub mod hooks;
 pub mod model;

@@ -44,6 +44,7 @@ pub struct Model {
     stop_tokens: Vec<u32>,
     quantization: String,
     load_seconds: f64,
+    file_hash: std::sync::OnceLock<String>,
 }
 
 /// A prompt ready to run: the text given to the tokenizer and its ids.
@@ -108,7 +109,7 @@ impl Model {
                 }
             }
         }
-        Ok(Self { location, decoder, tokenizer, chat, stop_tokens, quantization, load_seconds: start.elapsed().as_secs_f64() })
+        Ok(Self { location, decoder, tokenizer, chat, stop_tokens, quantization, load_seconds: start.elapsed().as_secs_f64(), file_hash: Default::default() })
     }
 
     /// The id recorded in artifacts (known id, or file / directory stem).
@@ -139,6 +140,30 @@ impl Model {
     pub fn quantization(&self) -> &str {
         &self.quantization
     }
+    /// sha256 of the model file (for a HF directory: of its config.json and safetensors
+    /// files in name order), computed once and remembered across runs in
+    /// `~/.cache/lcross/hashes` keyed by path, size and modification time.
+    pub fn file_sha256(&self) -> Result<String> {
+        if let Some(h) = self.file_hash.get() {
+            return Ok(h.clone());
+        }
+        let files: Vec<PathBuf> = match &self.location {
+            ModelLocation::Gguf { path, .. } => vec![path.clone()],
+            ModelLocation::HfDir { path, .. } => {
+                let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+                    .map_err(|e| ModelError::io(path, e))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "safetensors") || p.file_name().is_some_and(|n| n == "config.json"))
+                    .collect();
+                v.sort();
+                v
+            }
+        };
+        let h = crate::hashing::files_sha256(&files)?;
+        let _ = self.file_hash.set(h.clone());
+        Ok(h)
+    }
+
     /// Seconds spent loading.
     pub fn load_seconds(&self) -> f64 {
         self.load_seconds

@@ -22,8 +22,10 @@ pub enum WeightMode {
     /// implementation (transformers, f32). The default.
     #[default]
     F32,
-    /// Keep K-quants, Q4_0 and Q8_0 quantized (candle's fast kernels); dequantize the
-    /// rest. Faster decode, activations quantized to 8 bits inside matmuls.
+    /// Keep K-quants, Q4_0 and Q8_0 quantized (candle's fast kernels) and re-quantize
+    /// the types candle multiplies slowly (Q4_1, Q5_0, Q5_1, f32 matrices) to Q8_0.
+    /// Faster decode (less memory traffic), activations quantized to 8 bits inside
+    /// matmuls: approximate (error measured in docs/BENCH.md).
     Quantized,
 }
 
@@ -47,6 +49,15 @@ fn fast_quantized(dtype: GgmlDType) -> bool {
     )
 }
 
+/// Q8_0 copy of a dense `(out, in)` matrix for [`WeightMode::Quantized`] (dense when
+/// the row length is not a multiple of the Q8_0 block).
+pub(crate) fn requantize(w: &Tensor) -> Result<QMatMul> {
+    if w.dim(1)? % GgmlDType::Q8_0.block_size() != 0 {
+        return Ok(QMatMul::Tensor(w.clone()));
+    }
+    Ok(QMatMul::from_qtensor(QTensor::quantize(&w.to_dtype(DType::F32)?, GgmlDType::Q8_0)?)?)
+}
+
 /// A linear layer `y = x W^T + b`, dense or quantized.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -55,6 +66,11 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A linear layer from a matmul and an optional bias.
+    pub(crate) fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
     /// Apply to `x` of shape `(.., in)`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = self.weight.forward(x)?;
@@ -72,6 +88,14 @@ pub enum WeightSource {
 }
 
 impl WeightSource {
+    /// The weight mode (always F32 for HF directories).
+    pub fn mode(&self) -> WeightMode {
+        match self {
+            Self::Gguf { mode, .. } => *mode,
+            Self::HfDir { .. } => WeightMode::F32,
+        }
+    }
+
     /// Path of the file or directory, for error messages.
     pub fn path(&self) -> &Path {
         match self {
@@ -123,6 +147,9 @@ impl WeightSource {
             {
                 let q: QTensor = file.qtensor(&weight_name, &[out_dim, in_dim], device)?;
                 QMatMul::from_qtensor(q)?
+            }
+            Self::Gguf { mode: WeightMode::Quantized, .. } => {
+                requantize(&self.dense(&weight_name, &[out_dim, in_dim], dtype, device)?)?
             }
             _ => QMatMul::Tensor(self.dense(&weight_name, &[out_dim, in_dim], dtype, device)?),
         };

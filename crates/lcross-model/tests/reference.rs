@@ -112,3 +112,37 @@ fn qwen25_coder_05b_matches_transformers() {
 fn qwen25_coder_15b_matches_transformers() {
     check_model("qwen2.5-coder-1.5b-instruct");
 }
+
+/// The opt-in quantized mode is approximate; this pins its measured error so a change
+/// that makes it worse is noticed (numbers in docs/BENCH.md).
+fn quantized_error(id: &str) -> (f64, usize, usize) {
+    let fx = fixture(id);
+    if common::known_model_path(id).is_none() {
+        return (1.0, 0, 0);
+    }
+    let opts = lcross_model::LoadOptions { weight_mode: lcross_model::WeightMode::Quantized, ..Default::default() };
+    let model = Model::load(id, &opts).unwrap();
+    let mut worst = 1.0f64;
+    let mut argmax_agree = 0;
+    let cases = fx["forward"].as_array().unwrap();
+    for case in cases {
+        let layer = case["layer"].as_u64().unwrap() as usize;
+        let out = model.forward(&ids(&case["ids"]), None, &Hooks::capture_last(&[layer]), Logits::Last).unwrap();
+        let hidden: Vec<f32> = out.captures[&layer].flatten_all().unwrap().to_vec1().unwrap();
+        let want: Vec<f32> = case["hidden"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        worst = worst.min(cosine(&hidden, &want));
+        let logits: Vec<f32> = out.logits.unwrap().to_vec1().unwrap();
+        argmax_agree += (lcross_model::argmax(&logits) as u64 == case["top5_ids"][0].as_u64().unwrap()) as usize;
+    }
+    eprintln!("{id} quantized: worst hidden cosine {worst:.5}, next-token argmax agrees on {argmax_agree}/{}", cases.len());
+    (worst, argmax_agree, cases.len())
+}
+
+#[test]
+fn quantized_mode_error_is_bounded() {
+    for id in ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"] {
+        let (worst, agree, n) = quantized_error(id);
+        assert!(worst >= 0.99, "{id}: quantized hidden cosine {worst} < 0.99");
+        assert!(agree + 1 >= n, "{id}: quantized argmax agrees on only {agree}/{n}");
+    }
+}

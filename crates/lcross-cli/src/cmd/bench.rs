@@ -1,0 +1,198 @@
+//! `lcross bench`: load time, prefill and decode speed, peak memory, per model and
+//! weight mode, each measured in a fresh child process so peak RSS is its own. With
+//! `--peer PYTHON`, the same measurements from transformers (f32) in the same run.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use lcross_model::registry::{known_path, models_dir, KNOWN_MODELS};
+use lcross_model::{Hooks, LoadOptions, Logits, Model, WeightMode};
+use serde::{Deserialize, Serialize};
+
+use crate::common::Context;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Models to measure (default: every fetched known model).
+    #[arg(long, short, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Weight modes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "f32,quantized")]
+    modes: Vec<String>,
+    /// Prompt length for prefill.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens to decode.
+    #[arg(long, default_value_t = 32)]
+    decode_tokens: usize,
+    /// Repetitions (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Also measure transformers with this Python (needs torch + transformers).
+    #[arg(long)]
+    peer: Option<PathBuf>,
+    /// Write the Markdown table to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Internal: measure one model in this process.
+    #[arg(long, hide = true)]
+    single: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct BenchRow {
+    pub engine: String,
+    pub model: String,
+    pub mode: String,
+    pub load_seconds: f64,
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens_per_second: f64,
+    pub peak_rss_mib: f64,
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A prompt of exactly `n` tokens made of ordinary English.
+fn bench_prompt(model: &Model, n: usize) -> Result<Vec<u32>> {
+    let text = "The history of science is the study of how people came to understand the natural world, from early astronomy and medicine to modern physics and biology. ";
+    let mut ids = model.tokenizer().encode(text, true)?;
+    let unit = model.tokenizer().encode(text, false)?;
+    while ids.len() < n {
+        ids.extend(&unit);
+    }
+    ids.truncate(n);
+    Ok(ids)
+}
+
+fn measure_here(spec: &str, mode: WeightMode, a: &BenchArgs) -> Result<BenchRow> {
+    let start = Instant::now();
+    let model = Model::load(spec, &LoadOptions { weight_mode: mode, ..LoadOptions::default() })?;
+    let load_seconds = start.elapsed().as_secs_f64();
+    let ids = bench_prompt(&model, a.prompt_tokens)?;
+    let mut prefill = Vec::new();
+    let mut decode = Vec::new();
+    for _ in 0..a.repeat.max(1) {
+        let mut cache = model.new_cache();
+        let t = Instant::now();
+        let out = model.forward(&ids, Some(&mut cache), &Hooks::none(), Logits::Last)?;
+        prefill.push(ids.len() as f64 / t.elapsed().as_secs_f64());
+        let mut next = lcross_model::argmax(&out.logits.expect("logits").to_vec1::<f32>()?) as u32;
+        let t = Instant::now();
+        for _ in 0..a.decode_tokens {
+            let out = model.forward(&[next], Some(&mut cache), &Hooks::none(), Logits::Last)?;
+            next = lcross_model::argmax(&out.logits.expect("logits").to_vec1::<f32>()?) as u32;
+        }
+        decode.push(a.decode_tokens as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(BenchRow {
+        engine: "lcross".into(),
+        model: model.id().to_string(),
+        mode: format!("{mode:?}").to_lowercase(),
+        load_seconds,
+        prefill_tokens_per_second: median(prefill),
+        decode_tokens_per_second: median(decode),
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or("?".into(), |kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0));
+    format!("{cpu}, {cores} cores, {mem} RAM")
+}
+
+fn peer_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/peer_transformers.py")
+}
+
+pub fn run(ctx: &Context, a: BenchArgs) -> Result<()> {
+    let modes: Vec<WeightMode> = a.modes.iter().map(|m| WeightMode::parse(m).with_context(|| format!("unknown weight mode `{m}`"))).collect::<Result<_>>()?;
+    if a.single {
+        let spec = a.models.first().context("--single needs one --models")?;
+        let row = measure_here(spec, modes[0], &a)?;
+        println!("{}", serde_json::to_string(&row)?);
+        return Ok(());
+    }
+    let models: Vec<String> = if a.models.is_empty() {
+        KNOWN_MODELS.iter().filter(|m| known_path(&models_dir(), m.id).is_file()).map(|m| m.id.to_string()).collect()
+    } else {
+        a.models.clone()
+    };
+    if models.is_empty() {
+        bail!("no models to measure: fetch them with `lcross models fetch`");
+    }
+    let exe = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    let bar = indicatif::ProgressBar::new((models.len() * (modes.len() + a.peer.is_some() as usize)) as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("static template"));
+    for m in &models {
+        for mode in &modes {
+            bar.set_message(format!("{m} ({mode:?})"));
+            let out = Command::new(&exe)
+                .args(["--weights", if *mode == WeightMode::F32 { "f32" } else { "quantized" }, "bench", "--single", "--models", m])
+                .args(["--modes", if *mode == WeightMode::F32 { "f32" } else { "quantized" }])
+                .args(["--prompt-tokens", &a.prompt_tokens.to_string(), "--decode-tokens", &a.decode_tokens.to_string(), "--repeat", &a.repeat.to_string()])
+                .output()?;
+            if !out.status.success() {
+                bail!("measuring {m}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            rows.push(serde_json::from_slice::<BenchRow>(&out.stdout).with_context(|| format!("bench output of {m}"))?);
+            bar.inc(1);
+        }
+        if let Some(py) = &a.peer {
+            bar.set_message(format!("{m} (transformers)"));
+            let out = Command::new(py)
+                .arg(peer_script())
+                .args([m.as_str(), &a.prompt_tokens.to_string(), &a.decode_tokens.to_string(), &a.repeat.to_string()])
+                .output()
+                .with_context(|| format!("running {}", py.display()))?;
+            if !out.status.success() {
+                bail!("peer on {m}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let last = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string();
+            rows.push(serde_json::from_str::<BenchRow>(&last).with_context(|| format!("peer output of {m}: {last}"))?);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let machine = machine();
+    let mut md = format!(
+        "Machine: {machine}. Prompt {} tokens, decode {} tokens, median of {}.\n\n| engine | model | weights | load s | prefill tok/s | decode tok/s | peak RSS MiB |\n|---|---|---|---:|---:|---:|---:|\n",
+        a.prompt_tokens, a.decode_tokens, a.repeat
+    );
+    for r in &rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.0} |\n",
+            r.engine, r.model, r.mode, r.load_seconds, r.prefill_tokens_per_second, r.decode_tokens_per_second, r.peak_rss_mib
+        ));
+    }
+    if let Some(path) = &a.out {
+        std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
+    }
+    #[derive(Serialize)]
+    struct Out<'a> {
+        machine: String,
+        rows: &'a [BenchRow],
+    }
+    ctx.print(&Out { machine, rows: &rows }, || print!("{md}"))
+}

@@ -1,0 +1,187 @@
+//! `lcross tokenize`, `lcross hidden`, `lcross generate`.
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use lcross_model::{GenerateOptions, Hooks, Logits, Model, Sampling, TextStream, DEFAULT_MODEL};
+use serde::Serialize;
+
+use crate::common::{parse_ids, Context};
+
+/// Where the prompt comes from.
+#[derive(Args, Clone)]
+pub struct PromptArgs {
+    /// Model: a known id, a .gguf file or a Hugging Face model directory.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Wrap TEXT as one user message of the model's chat template, with the generation prompt.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message (with --chat).
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+}
+
+impl PromptArgs {
+    /// Text (rendered) and ids of the prompt.
+    pub fn build(&self, model: &Model, text: &str) -> Result<lcross_model::Prompt> {
+        if text.is_empty() {
+            bail!("empty prompt: give some text");
+        }
+        Ok(model.prompt(text, self.chat, self.system.as_deref())?)
+    }
+}
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// The text.
+    text: String,
+}
+
+#[derive(Serialize)]
+struct TokenizeOut {
+    ids: Vec<u32>,
+    text: String,
+    tokens: Vec<String>,
+}
+
+pub fn tokenize(ctx: &Context, a: TokenizeArgs) -> Result<()> {
+    let model = ctx.load(&a.prompt.model)?;
+    let p = a.prompt.build(&model, &a.text)?;
+    let tokens = p.ids.iter().map(|&i| model.tokenizer().id_to_token(i).unwrap_or_default()).collect();
+    let out = TokenizeOut { ids: p.ids, text: p.text, tokens };
+    ctx.print(&out, || {
+        println!("{} tokens", out.ids.len());
+        for (id, tok) in out.ids.iter().zip(&out.tokens) {
+            println!("{id:>8}  {tok:?}");
+        }
+    })
+}
+
+#[derive(Args)]
+pub struct HiddenArgs {
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// Decoder block whose output (resid_post, 0-based) is read.
+    #[arg(long, short)]
+    layer: usize,
+    /// Token ids to run exactly as given (instead of TEXT), e.g. 1,2,3.
+    #[arg(long, conflicts_with = "text")]
+    ids: Option<String>,
+    /// The text.
+    #[arg(required_unless_present = "ids")]
+    text: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HiddenOut {
+    layer: usize,
+    hidden: Vec<f32>,
+    top5: Vec<u32>,
+    n_tokens: usize,
+}
+
+pub fn hidden(ctx: &Context, a: HiddenArgs) -> Result<()> {
+    let model = ctx.load(&a.prompt.model)?;
+    let ids = match (&a.ids, &a.text) {
+        (Some(s), _) => parse_ids(s)?,
+        (None, Some(t)) => a.prompt.build(&model, t)?.ids,
+        (None, None) => bail!("give TEXT or --ids"),
+    };
+    if ids.is_empty() {
+        bail!("empty prompt: --ids has no token ids");
+    }
+    let out = model.forward(&ids, None, &Hooks::capture_last(&[a.layer]), Logits::Last)?;
+    let hidden: Vec<f32> = out.captures[&a.layer].flatten_all()?.to_vec1()?;
+    let logits: Vec<f32> = out.logits.expect("logits were requested").to_vec1()?;
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]).then(i.cmp(&j)));
+    let top5: Vec<u32> = order.iter().take(5).map(|&i| i as u32).collect();
+    let res = HiddenOut { layer: a.layer, hidden, top5, n_tokens: ids.len() };
+    ctx.print(&res, || {
+        let norm = res.hidden.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        println!("resid_post({}) of the last of {} tokens: {} values, norm {norm:.4}", res.layer, res.n_tokens, res.hidden.len());
+        let head: Vec<String> = res.hidden.iter().take(8).map(|x| format!("{x:.4}")).collect();
+        println!("first values: [{}, ...]", head.join(", "));
+        println!("next-token top 5:");
+        for &t in &res.top5 {
+            println!("  {t:>8} {:?}  logit {:.3}", model.tokenizer().id_to_token(t).unwrap_or_default(), logits[t as usize]);
+        }
+    })
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Sampling temperature (omit for greedy decoding).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Nucleus sampling mass (with --temperature).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Seed of the sampler (with --temperature).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The text.
+    text: String,
+}
+
+#[derive(Serialize)]
+pub struct GenerateOut {
+    pub prompt: String,
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub tokens_per_second: f64,
+}
+
+impl GenerateArgs {
+    pub fn sampling(&self) -> Sampling {
+        match self.temperature {
+            None => Sampling::Greedy,
+            Some(t) => Sampling::Sample { temperature: t, top_p: self.top_p, seed: self.seed },
+        }
+    }
+}
+
+/// Generate with `hooks`, streaming to stdout unless `json`.
+pub fn generate_with(ctx: &Context, model: &Model, prompt: &lcross_model::Prompt, max_tokens: usize, sampling: Sampling, hooks: &Hooks) -> Result<GenerateOut> {
+    let opts = GenerateOptions { max_tokens, sampling, stop_tokens: model.stop_tokens().to_vec() };
+    let mut stream = TextStream::new();
+    let start = std::time::Instant::now();
+    let stdout = std::io::stdout();
+    let ids = model.generate(&prompt.ids, &opts, hooks, |id| {
+        if !ctx.json && !model.stop_tokens().contains(&id) {
+            if let Some(piece) = stream.push(id, |ids| model.tokenizer().decode(ids, true))? {
+                let mut out = stdout.lock();
+                let _ = out.write_all(piece.as_bytes());
+                let _ = out.flush();
+            }
+        }
+        Ok(())
+    })?;
+    if !ctx.json {
+        println!();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let text = model.tokenizer().decode(&ids, true)?;
+    Ok(GenerateOut { prompt: prompt.text.clone(), tokens_per_second: ids.len() as f64 / secs.max(1e-9), ids, text })
+}
+
+pub fn generate(ctx: &Context, a: GenerateArgs) -> Result<()> {
+    let model = ctx.load(&a.prompt.model)?;
+    let prompt = a.prompt.build(&model, &a.text)?;
+    let out = generate_with(ctx, &model, &prompt, a.max_tokens, a.sampling(), &Hooks::none())?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        eprintln!("[{} tokens, {:.1} tokens/s incl. prefill]", out.ids.len(), out.tokens_per_second);
+    }
+    Ok(())
+}

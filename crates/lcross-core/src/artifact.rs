@@ -1,0 +1,72 @@
+//! Artifacts on disk: safetensors files whose `__metadata__` holds lcross's JSON
+//! metadata under the key `lcross`, written atomically (temp file + rename).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{CoreError, Result};
+
+/// Write bytes to `path` atomically: a temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "artifact".into());
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CoreError::io(path, e));
+    }
+    Ok(())
+}
+
+/// Save named f32 tensors (`name -> (shape, values)`) with JSON metadata.
+pub fn save<M: Serialize>(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>, metadata: &M) -> Result<()> {
+    let bytes: BTreeMap<&String, Vec<u8>> = tensors.iter().map(|(k, (_, v))| (k, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let views: Vec<(&String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, (shape, _))| TensorView::new(Dtype::F32, shape.clone(), &bytes[k]).map(|v| (k, v)))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| CoreError::Invalid(format!("{}: {e}", path.display())))?;
+    let meta = serde_json::to_string(metadata).map_err(|e| CoreError::Invalid(e.to_string()))?;
+    let info: HashMap<String, String> = [("lcross".to_string(), meta)].into_iter().collect();
+    let out = safetensors::serialize(views, Some(info)).map_err(|e| CoreError::Invalid(format!("{}: {e}", path.display())))?;
+    write_atomic(path, &out)
+}
+
+/// Load all f32 tensors and the JSON metadata of an lcross artifact.
+pub fn load<M: DeserializeOwned>(path: &Path) -> Result<(BTreeMap<String, (Vec<usize>, Vec<f32>)>, M)> {
+    let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| CoreError::parse(path, None, format!("not a valid safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| CoreError::parse(path, None, format!("not a valid safetensors file: {e}")))?;
+    let meta_json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("lcross"))
+        .ok_or_else(|| CoreError::parse(path, None, "no `lcross` metadata: not an lcross artifact"))?;
+    let metadata: M = serde_json::from_str(meta_json).map_err(|e| CoreError::parse(path, None, format!("metadata field: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    for name in st.names() {
+        let t = st.tensor(name).map_err(|e| CoreError::parse(path, None, format!("tensor `{name}`: {e}")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(CoreError::parse(path, None, format!("tensor `{name}` is {:?}, expected F32", t.dtype())));
+        }
+        let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(CoreError::parse(path, None, format!("tensor `{name}` has a non-finite value at index {i}")));
+        }
+        tensors.insert(name.to_string(), (t.shape().to_vec(), v));
+    }
+    Ok((tensors, metadata))
+}
