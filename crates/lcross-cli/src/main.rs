@@ -5,6 +5,7 @@
 
 mod cmd;
 mod common;
+mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,16 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// The built-in demo: a short chat with the default model.
     Demo(cmd::demo::DemoArgs),
+    /// Extract a steering vector (CAA mean difference or RepE PCA) from a concept dataset.
+    Extract(cmd::vectors::ExtractArgs),
+    /// Inspect steering vectors.
+    #[command(subcommand)]
+    Vector(cmd::vectors::VectorCommand),
+    /// Generate with a steering vector added to the residual stream.
+    Steer(cmd::vectors::SteerArgs),
+    /// Evaluate a model (optionally steered).
+    #[command(subcommand)]
+    Eval(cmd::vectors::EvalCommand),
 }
 
 fn main() {
@@ -62,6 +73,10 @@ fn main() {
         Command::Generate(a) => cmd::run::generate(&ctx, a),
         Command::Bench(a) => cmd::bench::run(&ctx, a),
         Command::Demo(a) => cmd::demo::run(&ctx, a),
+        Command::Extract(a) => cmd::vectors::extract_cmd(&ctx, a),
+        Command::Vector(c) => cmd::vectors::vector_cmd(&ctx, c),
+        Command::Steer(a) => cmd::vectors::steer_cmd(&ctx, a),
+        Command::Eval(c) => cmd::vectors::eval_cmd(&ctx, c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -101,6 +101,9 @@ impl ActivationCache {
 
     fn put(&mut self, layer: usize, ids: &[u32], v: &[f32]) -> Result<()> {
         let key = self.key(layer, ids);
+        if self.entries.contains_key(&key) {
+            return Ok(());
+        }
         let mut rec = Vec::with_capacity(40 + 4 * v.len());
         rec.extend_from_slice(&key);
         rec.extend_from_slice(&(layer as u32).to_le_bytes());

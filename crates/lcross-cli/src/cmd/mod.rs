@@ -3,3 +3,4 @@ pub mod bench;
 pub mod demo;
 pub mod models;
 pub mod run;
+pub mod vectors;

@@ -1,0 +1,347 @@
+//! `lcross extract`, `lcross vector show`, `lcross steer`, `lcross eval ab`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use lcross_core::activations::{cache_dir, ActivationCache, ExtractOptions, Extractor};
+use lcross_core::dataset::{self, AbItem, ContrastPair};
+use lcross_core::eval::{evaluate_ab, steering_hooks, AbResult, Steering};
+use lcross_core::steering::{extract, ExtractSpec, Method, SteeringVector, VectorMetadata};
+use lcross_core::texts::pair_ids;
+use lcross_model::{Model, Positions, Sampling, DEFAULT_MODEL};
+use serde::Serialize;
+
+use crate::cmd::run::{generate_with, PromptArgs};
+use crate::common::Context;
+
+/// Parse `12,13,14` or `12-14`.
+pub fn parse_layers(s: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b): (usize, usize) = (a.trim().parse()?, b.trim().parse()?);
+            if a > b {
+                bail!("layer range {part} is empty");
+            }
+            out.extend(a..=b);
+        } else {
+            out.push(part.parse().with_context(|| format!("`{part}` is not a layer number"))?);
+        }
+    }
+    if out.is_empty() {
+        bail!("no layers given");
+    }
+    Ok(out)
+}
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// Model: a known id, a .gguf file or a HF directory.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// A CAA A/B file (generate_dataset.json), builtin:optimism, or a RepE concept
+    /// (happiness, fear, fairness, harmfulness) read from --data-dir.
+    #[arg(long, short)]
+    pub dataset: String,
+    /// Layers (0-based resid_post), e.g. 12 or 12,13 or 10-14.
+    #[arg(long, short)]
+    pub layers: String,
+    /// mean-diff (CAA) or pca (RepE).
+    #[arg(long, default_value = "mean-diff")]
+    pub method: String,
+    /// Use the first N pairs in file order.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Unit-normalise each layer's vector.
+    #[arg(long)]
+    pub normalize: bool,
+    /// Average the A- and B-matching pairs separately (cancels the letter component).
+    #[arg(long)]
+    pub balance_letters: bool,
+    /// Data directory for RepE concepts (default ../shared/data or $LCROSS_DATA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Do not read or write the activation cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Run both texts of a pair in full (for measuring what prefix sharing buys).
+    #[arg(long, hide = true)]
+    pub no_prefix_sharing: bool,
+    /// Run every layer and the logits (for measuring what early exit buys).
+    #[arg(long, hide = true)]
+    pub no_early_exit: bool,
+    /// Output vector file (.safetensors).
+    #[arg(long, short)]
+    pub output: PathBuf,
+}
+
+#[derive(Serialize)]
+struct ExtractOut<'a> {
+    output: &'a Path,
+    metadata: &'a VectorMetadata,
+    norms: BTreeMap<usize, f64>,
+    seconds: f64,
+    pairs_per_second: f64,
+}
+
+/// Extract a vector; shared by `extract` and the experiment commands.
+pub fn extract_vector(model: &Model, a: &ExtractArgs) -> Result<(SteeringVector, f64)> {
+    let method = Method::parse(&a.method).with_context(|| format!("unknown method `{}` (mean-diff or pca)", a.method))?;
+    let layers = parse_layers(&a.layers)?;
+    let data_dir = a.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
+    let ds = dataset::load_concept(&a.dataset, &data_dir)?.limit(a.limit);
+    if ds.pairs.is_empty() {
+        bail!("dataset {} has no pairs", a.dataset);
+    }
+    let hash = model.file_sha256()?;
+    let cache = if a.no_cache { None } else { Some(ActivationCache::open(&cache_dir(), &hash, model.config().hidden_size)?) };
+    let opts = ExtractOptions { prefix_sharing: !a.no_prefix_sharing, early_exit: !a.no_early_exit };
+    let mut ex = Extractor::new(model, &layers, cache, opts)?;
+    let ids: Vec<(Vec<u32>, Vec<u32>)> = ds.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
+    let start = Instant::now();
+    let states = ex.pairs(&ids, &format!("{} on {}", ds.concept, model.id()))?;
+    let secs = start.elapsed().as_secs_f64();
+    let letters: Option<Vec<char>> = ds
+        .pairs
+        .iter()
+        .map(|p| match p {
+            ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
+            ContrastPair::Prompts { .. } => None,
+        })
+        .collect();
+    if a.balance_letters && letters.is_none() {
+        bail!("--balance-letters needs A/B data");
+    }
+    let spec = ExtractSpec { method, normalize: a.normalize, balance_letters: a.balance_letters };
+    let (vectors, stability) = extract(&states, &layers, letters.as_deref(), &spec)?;
+    let metadata = VectorMetadata {
+        lcross_version: lcross_core::VERSION.into(),
+        model_id: model.id().into(),
+        model_sha256: hash,
+        hidden_size: model.config().hidden_size,
+        layers: vectors.keys().copied().collect(),
+        concept: ds.concept.clone(),
+        dataset: ds.source.clone(),
+        dataset_sha256: ds.hash.clone(),
+        method,
+        n_pairs: ds.pairs.len(),
+        normalized: a.normalize,
+        letter_balance: ds.letter_balance(),
+        balanced_letters: a.balance_letters,
+        half_split_cosine: stability,
+        provenance: None,
+    };
+    Ok((SteeringVector { metadata, layers: vectors }, secs))
+}
+
+pub fn extract_cmd(ctx: &Context, a: ExtractArgs) -> Result<()> {
+    let model = ctx.load(&a.model)?;
+    let (sv, secs) = extract_vector(&model, &a)?;
+    sv.save(&a.output)?;
+    let norms = sv.layers.iter().map(|(l, v)| (*l, v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt())).collect();
+    let out = ExtractOut { output: &a.output, metadata: &sv.metadata, norms, seconds: secs, pairs_per_second: sv.metadata.n_pairs as f64 / secs.max(1e-9) };
+    ctx.print(&out, || {
+        let m = &sv.metadata;
+        println!("{} vector of `{}` from {} pairs of {} on {} -> {}", format!("{:?}", m.method).to_lowercase(), m.concept, m.n_pairs, m.dataset, m.model_id, a.output.display());
+        if let Some((x, y)) = m.letter_balance {
+            println!("letters: {x} pairs match with (A), {y} with (B){}", if m.balanced_letters { " (groups averaged separately)" } else { "" });
+        }
+        for (l, n) in &out.norms {
+            let stab = m.half_split_cosine.get(l).map_or("-".into(), |c| format!("{c:.3}"));
+            println!("  layer {l:>3}: norm {n:.4}, cosine between halves {stab}");
+        }
+        println!("{:.1} s, {:.2} pairs/s", out.seconds, out.pairs_per_second);
+    })
+}
+
+#[derive(Subcommand)]
+pub enum VectorCommand {
+    /// Print a vector's metadata and values.
+    Show {
+        /// Vector file.
+        path: PathBuf,
+    },
+}
+
+pub fn vector_cmd(ctx: &Context, c: VectorCommand) -> Result<()> {
+    match c {
+        VectorCommand::Show { path } => {
+            let sv = SteeringVector::load(&path)?;
+            #[derive(Serialize)]
+            struct Out<'a> {
+                metadata: &'a VectorMetadata,
+                layers: BTreeMap<String, &'a Vec<f32>>,
+            }
+            let out = Out { metadata: &sv.metadata, layers: sv.layers.iter().map(|(l, v)| (l.to_string(), v)).collect() };
+            ctx.print(&out, || {
+                println!("{}", serde_json::to_string_pretty(&sv.metadata).unwrap_or_default());
+                for (l, v) in &sv.layers {
+                    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+                    let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.4}")).collect();
+                    println!("layer {l}: {} values, norm {n:.4}: [{}, ...]", v.len(), head.join(", "));
+                }
+            })
+        }
+    }
+}
+
+/// Default positions for a vector: CAA adds everywhere, RepE at the last prompt token and
+/// generated tokens.
+pub fn default_positions(sv: &SteeringVector) -> Positions {
+    match sv.metadata.method {
+        Method::Pca => Positions::PromptLastAndGenerated,
+        _ => Positions::All,
+    }
+}
+
+fn parse_positions(s: Option<&str>, sv: &SteeringVector) -> Result<Positions> {
+    match s {
+        None => Ok(default_positions(sv)),
+        Some(p) => Positions::parse(p).with_context(|| format!("unknown positions `{p}` (all, prompt-last, generated, prompt-last+generated, from:N)")),
+    }
+}
+
+#[derive(Args)]
+pub struct SteerArgs {
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// Steering vector file.
+    #[arg(long)]
+    vector: PathBuf,
+    /// Multiplier of the vector.
+    #[arg(long, allow_hyphen_values = true)]
+    beta: f64,
+    /// Where to add it (default: all for mean-diff, prompt-last+generated for pca).
+    #[arg(long)]
+    positions: Option<String>,
+    /// Use a vector made for another model of the same size.
+    #[arg(long)]
+    force: bool,
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// The text.
+    text: String,
+}
+
+pub fn steer_cmd(ctx: &Context, a: SteerArgs) -> Result<()> {
+    let model = ctx.load(&a.prompt.model)?;
+    let sv = SteeringVector::load(&a.vector)?;
+    sv.check_model(&model, a.force)?;
+    let positions = parse_positions(a.positions.as_deref(), &sv)?;
+    let hooks = steering_hooks(&model, Some(&Steering { vector: &sv, beta: a.beta, positions }))?;
+    let prompt = a.prompt.build(&model, &a.text)?;
+    let out = generate_with(ctx, &model, &prompt, a.max_tokens, Sampling::Greedy, &hooks)?;
+    if ctx.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Mean probability of the behaviour-matching letter on held-out A/B questions.
+    Ab(EvalAbArgs),
+}
+
+#[derive(Args)]
+pub struct EvalAbArgs {
+    /// Model.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// test_dataset_ab.json (or any CAA A/B file), or builtin:optimism.
+    #[arg(long, short)]
+    dataset: String,
+    /// Steering vector.
+    #[arg(long)]
+    vector: Option<PathBuf>,
+    /// Multiplier (with --vector).
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0)]
+    beta: f64,
+    /// Several multipliers: a sweep table (and plot with --out), e.g. -2,-1,0,1,2.
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
+    betas: Vec<f64>,
+    /// Where the vector is added (default: all for mean-diff, prompt-last+generated for pca).
+    #[arg(long)]
+    positions: Option<String>,
+    /// Use the first N questions.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Use a vector made for another model of the same size.
+    #[arg(long)]
+    force: bool,
+    /// Write sweep.csv, sweep.md and sweep.svg here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// A/B items from a file or a built-in concept.
+pub fn load_ab(spec: &str, limit: Option<usize>) -> Result<Vec<AbItem>> {
+    let mut items = match spec.strip_prefix("builtin:") {
+        Some(name) => dataset::builtin_test(name)?,
+        None => dataset::load_ab_items(Path::new(spec))?,
+    };
+    if let Some(n) = limit {
+        items.truncate(n);
+    }
+    Ok(items)
+}
+
+pub fn eval_cmd(ctx: &Context, c: EvalCommand) -> Result<()> {
+    let EvalCommand::Ab(a) = c;
+    let model = ctx.load(&a.model)?;
+    let items = load_ab(&a.dataset, a.limit)?;
+    let sv = match &a.vector {
+        Some(p) => {
+            let sv = SteeringVector::load(p)?;
+            sv.check_model(&model, a.force)?;
+            Some(sv)
+        }
+        None => None,
+    };
+    let betas: Vec<f64> = if !a.betas.is_empty() { a.betas.clone() } else if sv.is_some() { vec![a.beta] } else { vec![0.0] };
+    if sv.is_none() && betas.iter().any(|b| *b != 0.0) {
+        bail!("--beta/--betas other than 0 need --vector");
+    }
+    let mut results: Vec<AbResult> = Vec::new();
+    for &beta in &betas {
+        let r = match &sv {
+            Some(v) => {
+                let positions = parse_positions(a.positions.as_deref(), v)?;
+                evaluate_ab(&model, &items, Some(&Steering { vector: v, beta, positions }))?
+            }
+            None => evaluate_ab(&model, &items, None)?,
+        };
+        if !ctx.json {
+            eprintln!("beta {beta:>6}: mean_prob_matching {:.4} (n = {})", r.mean_prob_matching, r.n);
+        }
+        results.push(r);
+    }
+    if let Some(dir) = &a.out {
+        crate::report::write_sweep(dir, model.id(), &a.dataset, &results)?;
+    }
+    if results.len() == 1 {
+        let r = &results[0];
+        #[derive(Serialize)]
+        struct Out<'a> {
+            model: &'a str,
+            dataset: &'a str,
+            vector: Option<&'a Path>,
+            #[serde(flatten)]
+            result: &'a AbResult,
+        }
+        ctx.print(&Out { model: model.id(), dataset: &a.dataset, vector: a.vector.as_deref(), result: r }, || {
+            println!("mean_prob_matching {:.4} over {} questions (beta {})", r.mean_prob_matching, r.n, r.beta)
+        })
+    } else {
+        ctx.print(&results, || {
+            println!("| beta | mean_prob_matching |\n|---:|---:|");
+            for r in &results {
+                println!("| {} | {:.4} |", r.beta, r.mean_prob_matching);
+            }
+        })
+    }
+}
