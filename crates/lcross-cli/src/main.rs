@@ -52,6 +52,9 @@ enum Command {
     /// Evaluate a model (optionally steered).
     #[command(subcommand)]
     Eval(cmd::vectors::EvalCommand),
+    /// Resumable experiment grids (self modulation, layer sweeps).
+    #[command(subcommand)]
+    Experiment(cmd::experiment::ExperimentCommand),
 }
 
 fn main() {
@@ -77,6 +80,7 @@ fn main() {
         Command::Vector(c) => cmd::vectors::vector_cmd(&ctx, c),
         Command::Steer(a) => cmd::vectors::steer_cmd(&ctx, a),
         Command::Eval(c) => cmd::vectors::eval_cmd(&ctx, c),
+        Command::Experiment(c) => cmd::experiment::run(&ctx, c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -5,10 +5,13 @@
 //! difference, RepE PCA), A/B evaluation, and the artifact format.
 
 pub mod activations;
+pub mod analyses;
 pub mod artifact;
+pub mod controlvec;
 pub mod dataset;
 pub mod error;
 pub mod eval;
+pub mod maps;
 pub mod steering;
 pub mod texts;
 

@@ -41,3 +41,4 @@ pub use registry::{models_dir, resolve, ModelLocation, DEFAULT_MODEL, KNOWN_MODE
 pub use tokenizer::TextTokenizer;
 pub use weights::WeightMode;
 pub use candle_core::{Device, Tensor};
+pub use candle_core;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod demo;
+pub mod experiment;
 pub mod models;
 pub mod run;
 pub mod vectors;

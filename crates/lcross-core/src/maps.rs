@@ -1,0 +1,427 @@
+//! Linear maps between the hidden spaces of two models (L-Cross, Eq. 3.1), fitted in
+//! f64 with faer, with diagnostics and the map artifact.
+//!
+//! `T = argmin ||Y - X T||`: X `(n, d_s)` holds source states, Y `(n, d_t)` target states
+//! of the same texts; a source vector `v` transfers as `v T`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use faer::Mat;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+use crate::artifact;
+use crate::error::{CoreError, Result};
+
+/// How T is estimated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum Estimator {
+    /// Ordinary least squares by pseudo-inverse, `T = X^+ Y` (the paper; minimum-norm
+    /// solution when X is rank-deficient or n < d_s).
+    Ols,
+    /// Ridge: `T = (X^T X + lambda I)^-1 X^T Y`; `lambda: None` = chosen by held-out error.
+    Ridge { lambda: Option<f64> },
+    /// Orthogonal Procrustes: `T = U V^T` from the SVD of `X^T Y` (semi-orthogonal when
+    /// d_s != d_t).
+    Procrustes,
+    /// Seeded Gaussian entries scaled so that `||x T||` matches `||y||` on average (ablation).
+    Random { seed: u64 },
+    /// The identity (only when d_s == d_t: the "no T" ablation).
+    Identity,
+}
+
+impl Estimator {
+    /// Parse `ols`, `ridge`, `ridge:0.1`, `procrustes`, `random`, `random:SEED`, `identity`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (name, arg) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
+        match name {
+            "ols" | "pinv" => Some(Self::Ols),
+            "ridge" => match arg {
+                None => Some(Self::Ridge { lambda: None }),
+                Some(x) => x.parse().ok().filter(|l: &f64| *l > 0.0).map(|l| Self::Ridge { lambda: Some(l) }),
+            },
+            "procrustes" => Some(Self::Procrustes),
+            "random" => Some(Self::Random { seed: arg.map_or(Some(0), |x| x.parse().ok())? }),
+            "identity" | "none" => Some(Self::Identity),
+            _ => None,
+        }
+    }
+}
+
+/// A dense row-major f64 matrix with its shape (rows of states).
+#[derive(Debug, Clone)]
+pub struct Rows {
+    pub n: usize,
+    pub d: usize,
+    pub data: Vec<f64>,
+}
+
+impl Rows {
+    /// From rows of f32 (all the same length).
+    pub fn from_f32(rows: &[Vec<f32>]) -> Result<Self> {
+        let n = rows.len();
+        let d = rows.first().map_or(0, |r| r.len());
+        if n == 0 || d == 0 {
+            return Err(CoreError::Invalid("no states to fit on".into()));
+        }
+        let mut data = Vec::with_capacity(n * d);
+        for (i, r) in rows.iter().enumerate() {
+            if r.len() != d {
+                return Err(CoreError::Invalid(format!("state {i} has {} values, expected {d}", r.len())));
+            }
+            if let Some(j) = r.iter().position(|x| !x.is_finite()) {
+                return Err(CoreError::Invalid(format!("state {i} has a non-finite value at {j}")));
+            }
+            data.extend(r.iter().map(|x| *x as f64));
+        }
+        Ok(Self { n, d, data })
+    }
+    fn mat(&self) -> Mat<f64> {
+        Mat::from_fn(self.n, self.d, |i, j| self.data[i * self.d + j])
+    }
+    fn select(&self, idx: &[usize]) -> Self {
+        let mut data = Vec::with_capacity(idx.len() * self.d);
+        for &i in idx {
+            data.extend_from_slice(&self.data[i * self.d..(i + 1) * self.d]);
+        }
+        Self { n: idx.len(), d: self.d, data }
+    }
+}
+
+/// Fit diagnostics stored with the map.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitDiagnostics {
+    pub n: usize,
+    pub source_dim: usize,
+    pub target_dim: usize,
+    /// Numerical rank of X.
+    pub rank: usize,
+    /// n <= d_s and X has full row rank: OLS interpolates (X T = Y), and any vector in the
+    /// row span of X (e.g. a mean difference of corpus texts) transfers to exactly what
+    /// the target's states of the same texts give.
+    pub interpolating: bool,
+    /// R^2 of the fit on its own data (1 - SS_res / SS_tot, SS_tot about column means).
+    pub train_r2: f64,
+    /// R^2 on a held-out 20% when the map is refitted on the other 80% (None for n < 10).
+    pub heldout_r2: Option<f64>,
+    /// Ridge: the lambda used.
+    pub lambda: Option<f64>,
+    /// Seconds spent fitting.
+    pub seconds: f64,
+}
+
+fn thin_svd(x: &Mat<f64>) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>)> {
+    let svd = x.thin_svd().map_err(|e| CoreError::Numerical(format!("SVD did not converge: {e:?}")))?;
+    let s: Vec<f64> = (0..svd.S().dim()).map(|i| svd.S()[i]).collect();
+    Ok((svd.U().to_owned(), s, svd.V().to_owned()))
+}
+
+/// Singular values below this are treated as zero (numpy's lstsq / pinv convention).
+fn rank_tolerance(s: &[f64], n: usize, d: usize) -> f64 {
+    s.first().copied().unwrap_or(0.0) * (n.max(d) as f64) * f64::EPSILON
+}
+
+/// `V diag(f(s)) U^T Y` for a spectral filter f.
+fn spectral_solve(u: &Mat<f64>, s: &[f64], v: &Mat<f64>, y: &Mat<f64>, filter: impl Fn(f64) -> f64) -> Mat<f64> {
+    let uty = u.transpose() * y; // (k, d_t)
+    let scaled = Mat::from_fn(uty.nrows(), uty.ncols(), |i, j| uty[(i, j)] * filter(s[i]));
+    v * &scaled
+}
+
+fn r2(x: &Mat<f64>, y: &Mat<f64>, t: &Mat<f64>) -> f64 {
+    let pred = x * t;
+    let (n, d) = (y.nrows(), y.ncols());
+    let mut ss_res = 0.0;
+    let mut ss_tot = 0.0;
+    for j in 0..d {
+        let mean = (0..n).map(|i| y[(i, j)]).sum::<f64>() / n as f64;
+        for i in 0..n {
+            ss_res += (y[(i, j)] - pred[(i, j)]).powi(2);
+            ss_tot += (y[(i, j)] - mean).powi(2);
+        }
+    }
+    if ss_tot == 0.0 { f64::NAN } else { 1.0 - ss_res / ss_tot }
+}
+
+fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<(Mat<f64>, usize, Option<f64>)> {
+    let (n, ds, dt) = (x.nrows(), x.ncols(), y.ncols());
+    match est {
+        Estimator::Ols => {
+            let (u, s, v) = thin_svd(x)?;
+            let tol = rank_tolerance(&s, n, ds);
+            let rank = s.iter().filter(|&&x| x > tol).count();
+            Ok((spectral_solve(&u, &s, &v, y, |si| if si > tol { 1.0 / si } else { 0.0 }), rank, None))
+        }
+        Estimator::Ridge { lambda } => {
+            let (u, s, v) = thin_svd(x)?;
+            let tol = rank_tolerance(&s, n, ds);
+            let rank = s.iter().filter(|&&x| x > tol).count();
+            let lam = match lambda {
+                Some(l) => *l,
+                None => choose_lambda(x, y, &s)?,
+            };
+            Ok((spectral_solve(&u, &s, &v, y, |si| si / (si * si + lam)), rank, Some(lam)))
+        }
+        Estimator::Procrustes => {
+            let (_, s, _) = thin_svd(x)?;
+            let rank = s.iter().filter(|&&v| v > rank_tolerance(&s, n, ds)).count();
+            let m = x.transpose() * y; // (d_s, d_t)
+            let (u, _, v) = thin_svd(&m)?;
+            Ok((&u * v.transpose(), rank, None))
+        }
+        Estimator::Random { seed } => {
+            let mean_sq = |m: &Mat<f64>| (0..m.nrows()).map(|i| (0..m.ncols()).map(|j| m[(i, j)].powi(2)).sum::<f64>()).sum::<f64>() / m.nrows() as f64;
+            let sigma = (mean_sq(y) / (dt as f64 * mean_sq(x).max(1e-300))).sqrt();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(*seed);
+            let normal = Normal::new(0.0, sigma.max(1e-300)).map_err(|e| CoreError::Numerical(e.to_string()))?;
+            Ok((Mat::from_fn(ds, dt, |_, _| normal.sample(&mut rng)), 0, None))
+        }
+        Estimator::Identity => {
+            if ds != dt {
+                return Err(CoreError::Invalid(format!("the identity map needs equal hidden sizes, got {ds} and {dt}")));
+            }
+            Ok((Mat::from_fn(ds, dt, |i, j| if i == j { 1.0 } else { 0.0 }), 0, None))
+        }
+    }
+}
+
+/// Held-out split: every 5th row.
+fn split(n: usize) -> (Vec<usize>, Vec<usize>) {
+    (0..n).partition(|i| i % 5 != 4)
+}
+
+fn to_mat(r: &Rows) -> Mat<f64> {
+    r.mat()
+}
+
+/// Ridge lambda with the lowest held-out squared error over a grid relative to s_max^2.
+fn choose_lambda(x: &Mat<f64>, y: &Mat<f64>, s: &[f64]) -> Result<f64> {
+    let n = x.nrows();
+    let smax2 = s.first().copied().unwrap_or(1.0).powi(2).max(1e-300);
+    let grid: Vec<f64> = (-8..=0).map(|k| smax2 * 10f64.powi(k)).collect();
+    if n < 10 {
+        return Ok(grid[4]);
+    }
+    let (tr, te) = split(n);
+    let pick = |m: &Mat<f64>, idx: &[usize]| Mat::from_fn(idx.len(), m.ncols(), |i, j| m[(idx[i], j)]);
+    let (xt, yt, xv, yv) = (pick(x, &tr), pick(y, &tr), pick(x, &te), pick(y, &te));
+    let (u, st, v) = thin_svd(&xt)?;
+    let mut best = (f64::INFINITY, grid[0]);
+    for &lam in &grid {
+        let t = spectral_solve(&u, &st, &v, &yt, |si| si / (si * si + lam));
+        let pred = &xv * &t;
+        let err: f64 = (0..yv.nrows()).flat_map(|i| (0..yv.ncols()).map(move |j| (i, j))).map(|(i, j)| (yv[(i, j)] - pred[(i, j)]).powi(2)).sum();
+        if err < best.0 {
+            best = (err, lam);
+        }
+    }
+    Ok(best.1)
+}
+
+/// Fit T on paired states, with diagnostics.
+pub fn fit(x: &Rows, y: &Rows, est: &Estimator) -> Result<(Mat<f64>, FitDiagnostics)> {
+    if x.n != y.n {
+        return Err(CoreError::Invalid(format!("source has {} states, target {}: they must be paired", x.n, y.n)));
+    }
+    let start = std::time::Instant::now();
+    let (xm, ym) = (to_mat(x), to_mat(y));
+    let (t, rank, lambda) = fit_raw(&xm, &ym, est)?;
+    let train_r2 = r2(&xm, &ym, &t);
+    let heldout_r2 = if x.n >= 10 {
+        let (tr, te) = split(x.n);
+        let (xt, yt) = (to_mat(&x.select(&tr)), to_mat(&y.select(&tr)));
+        let est_fixed = match est {
+            Estimator::Ridge { .. } => Estimator::Ridge { lambda },
+            other => other.clone(),
+        };
+        let (t_tr, _, _) = fit_raw(&xt, &yt, &est_fixed)?;
+        Some(r2(&to_mat(&x.select(&te)), &to_mat(&y.select(&te)), &t_tr))
+    } else {
+        None
+    };
+    let rank_full = if matches!(est, Estimator::Random { .. } | Estimator::Identity) {
+        let (_, s, _) = thin_svd(&xm)?;
+        s.iter().filter(|&&v| v > rank_tolerance(&s, x.n, x.d)).count()
+    } else {
+        rank
+    };
+    let diag = FitDiagnostics {
+        n: x.n,
+        source_dim: x.d,
+        target_dim: y.d,
+        rank: rank_full,
+        interpolating: x.n <= x.d && rank_full == x.n,
+        train_r2,
+        heldout_r2,
+        lambda,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((t, diag))
+}
+
+/// `v T` for a row vector `v`.
+pub fn apply(t: &Mat<f64>, v: &[f32]) -> Result<Vec<f32>> {
+    if v.len() != t.nrows() {
+        return Err(CoreError::Invalid(format!("vector has {} values, the map expects {}", v.len(), t.nrows())));
+    }
+    Ok((0..t.ncols()).map(|j| (0..t.nrows()).map(|i| v[i] as f64 * t[(i, j)]).sum::<f64>() as f32).collect())
+}
+
+/// Metadata of a map file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MapMetadata {
+    pub lcross_version: String,
+    pub source_model_id: String,
+    pub source_model_sha256: String,
+    pub target_model_id: String,
+    pub target_model_sha256: String,
+    pub source_layer: usize,
+    pub target_layer: usize,
+    pub estimator: Estimator,
+    pub corpus: String,
+    pub corpus_sha256: String,
+    pub diagnostics: FitDiagnostics,
+    /// Cosine between the transferred and the target's own vector, when one was given.
+    #[serde(default)]
+    pub native_cosine: Option<f64>,
+    #[serde(default)]
+    pub native_vector: Option<String>,
+}
+
+/// A fitted map with its provenance.
+#[derive(Debug, Clone)]
+pub struct LinearMap {
+    pub metadata: MapMetadata,
+    pub t: Mat<f64>,
+}
+
+impl LinearMap {
+    /// Save as safetensors (`T`, shape `(d_s, d_t)`, f32) + metadata, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let (r, c) = (self.t.nrows(), self.t.ncols());
+        let mut data = Vec::with_capacity(r * c);
+        for i in 0..r {
+            for j in 0..c {
+                data.push(self.t[(i, j)] as f32);
+            }
+        }
+        if data.iter().any(|x| !x.is_finite()) {
+            return Err(CoreError::Numerical("the fitted map has non-finite entries".into()));
+        }
+        let tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = [("T".to_string(), (vec![r, c], data))].into_iter().collect();
+        artifact::save(path, &tensors, &self.metadata)
+    }
+
+    /// Load and validate a map file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let (tensors, metadata): (BTreeMap<String, (Vec<usize>, Vec<f32>)>, MapMetadata) = artifact::load(path)?;
+        let (shape, data) = tensors.get("T").ok_or_else(|| CoreError::parse(path, None, "no tensor `T`: not a map file"))?;
+        let d = &metadata.diagnostics;
+        if shape.as_slice() != [d.source_dim, d.target_dim] {
+            return Err(CoreError::parse(path, None, format!("T has shape {shape:?}, metadata says ({}, {})", d.source_dim, d.target_dim)));
+        }
+        let t = Mat::from_fn(shape[0], shape[1], |i, j| data[i * shape[1] + j] as f64);
+        Ok(Self { metadata, t })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rows_from(n: usize, d: usize, f: impl Fn(usize, usize) -> f64) -> Rows {
+        Rows { n, d, data: (0..n * d).map(|k| f(k / d, k % d)).collect() }
+    }
+
+    /// splitmix64 of (i, j, s) mapped to [-1, 1).
+    fn pseudo(i: usize, j: usize, s: u64) -> f64 {
+        let mut z = (i as u64).wrapping_mul(0x9E3779B97F4A7C15) ^ (j as u64).wrapping_mul(0xBF58476D1CE4E5B9) ^ s.wrapping_mul(0x94D049BB133111EB);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn ols_recovers_a_known_linear_map(n in 12usize..40, ds in 2usize..8, dt in 2usize..8, seed in 0u64..1000) {
+            prop_assume!(n > ds + 2);
+            let x = rows_from(n, ds, |i, j| pseudo(i, j, seed));
+            let t_true = Mat::from_fn(ds, dt, |i, j| pseudo(i + 100, j, seed + 1));
+            let xm = x.mat();
+            let ym = &xm * &t_true;
+            let y = Rows { n, d: dt, data: (0..n * dt).map(|k| ym[(k / dt, k % dt)]).collect() };
+            let (t, diag) = fit(&x, &y, &Estimator::Ols).unwrap();
+            for i in 0..ds { for j in 0..dt { prop_assert!((t[(i, j)] - t_true[(i, j)]).abs() < 1e-8); } }
+            prop_assert!(diag.train_r2 > 1.0 - 1e-10);
+            prop_assert!(!diag.interpolating);
+        }
+
+        #[test]
+        fn procrustes_output_is_semi_orthogonal(n in 10usize..30, ds in 2usize..7, dt in 2usize..7, seed in 0u64..1000) {
+            let x = rows_from(n, ds, |i, j| pseudo(i, j, seed));
+            let y = rows_from(n, dt, |i, j| pseudo(i, j, seed + 7));
+            let (t, _) = fit(&x, &y, &Estimator::Procrustes).unwrap();
+            // T T^T = I (d_s <= d_t) or T^T T = I (d_s >= d_t)
+            let g = if ds <= dt { &t * t.transpose() } else { t.transpose() * &t };
+            for i in 0..g.nrows() { for j in 0..g.ncols() {
+                let want = if i == j { 1.0 } else { 0.0 };
+                prop_assert!((g[(i, j)] - want).abs() < 1e-9, "gram[{},{}] = {}", i, j, g[(i, j)]);
+            } }
+        }
+    }
+
+    #[test]
+    fn ols_interpolates_when_n_is_below_the_source_dim() {
+        let x = rows_from(5, 12, |i, j| pseudo(i, j, 3));
+        let y = rows_from(5, 7, |i, j| pseudo(i, j, 4));
+        let (t, diag) = fit(&x, &y, &Estimator::Ols).unwrap();
+        assert!(diag.interpolating && diag.rank == 5);
+        assert!(diag.train_r2 > 1.0 - 1e-10);
+        // A combination of corpus rows maps to the same combination of target rows.
+        let v: Vec<f32> = (0..12).map(|j| (x.data[j] - x.data[12 + j]) as f32).collect();
+        let got = apply(&t, &v).unwrap();
+        for (k, g) in got.iter().enumerate() {
+            assert!((*g as f64 - (y.data[k] - y.data[7 + k])).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn ridge_shrinks_and_identity_needs_equal_sizes() {
+        let x = rows_from(30, 4, |i, j| pseudo(i, j, 1));
+        let y = rows_from(30, 4, |i, j| pseudo(i, j, 2));
+        let (t_ols, _) = fit(&x, &y, &Estimator::Ols).unwrap();
+        let (t_ridge, d) = fit(&x, &y, &Estimator::Ridge { lambda: Some(100.0) }).unwrap();
+        assert_eq!(d.lambda, Some(100.0));
+        assert!(t_ridge.norm_l2() < t_ols.norm_l2());
+        let y3 = rows_from(30, 3, |i, j| pseudo(i, j, 2));
+        assert!(fit(&x, &y3, &Estimator::Identity).is_err());
+        let (ti, _) = fit(&x, &y, &Estimator::Identity).unwrap();
+        assert_eq!(ti[(1, 1)], 1.0);
+    }
+
+    #[test]
+    fn random_map_is_seeded() {
+        let x = rows_from(10, 4, |i, j| pseudo(i, j, 1));
+        let y = rows_from(10, 3, |i, j| pseudo(i, j, 2));
+        let (a, _) = fit(&x, &y, &Estimator::Random { seed: 5 }).unwrap();
+        let (b, _) = fit(&x, &y, &Estimator::Random { seed: 5 }).unwrap();
+        let (c, _) = fit(&x, &y, &Estimator::Random { seed: 6 }).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn estimator_names_parse() {
+        assert_eq!(Estimator::parse("ols"), Some(Estimator::Ols));
+        assert_eq!(Estimator::parse("ridge:0.5"), Some(Estimator::Ridge { lambda: Some(0.5) }));
+        assert_eq!(Estimator::parse("ridge:-1"), None);
+        assert_eq!(Estimator::parse("random:9"), Some(Estimator::Random { seed: 9 }));
+        assert_eq!(Estimator::parse("bogus"), None);
+    }
+}
