@@ -52,6 +52,12 @@ enum Command {
     /// Evaluate a model (optionally steered).
     #[command(subcommand)]
     Eval(cmd::vectors::EvalCommand),
+    /// Fit a linear map T between two models' hidden spaces on a shared corpus.
+    Align(cmd::maps::AlignArgs),
+    /// Move a steering vector to another model through a map: sv @ T.
+    Transfer(cmd::maps::TransferArgs),
+    /// Compare two maps (SSIM, spectra, Frobenius), each also against a random map.
+    CompareMaps(cmd::maps::CompareArgs),
     /// Resumable experiment grids (self modulation, layer sweeps).
     #[command(subcommand)]
     Experiment(cmd::experiment::ExperimentCommand),
@@ -80,6 +86,9 @@ fn main() {
         Command::Vector(c) => cmd::vectors::vector_cmd(&ctx, c),
         Command::Steer(a) => cmd::vectors::steer_cmd(&ctx, a),
         Command::Eval(c) => cmd::vectors::eval_cmd(&ctx, c),
+        Command::Align(a) => cmd::maps::align_cmd(&ctx, a),
+        Command::Transfer(a) => cmd::maps::transfer_cmd(&ctx, a),
+        Command::CompareMaps(a) => cmd::maps::compare_cmd(&ctx, a),
         Command::Experiment(c) => cmd::experiment::run(&ctx, c),
     };
     if let Err(e) = result {

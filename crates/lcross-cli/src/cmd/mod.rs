@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod demo;
 pub mod experiment;
+pub mod maps;
 pub mod models;
 pub mod run;
 pub mod vectors;

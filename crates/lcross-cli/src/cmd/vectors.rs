@@ -164,10 +164,73 @@ pub enum VectorCommand {
         /// Vector file.
         path: PathBuf,
     },
+    /// Write a vector as a llama.cpp control vector (GGUF, tensors direction.<layer>).
+    Export {
+        /// Vector file.
+        path: PathBuf,
+        /// Output .gguf.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Read a llama.cpp control vector into an lcross vector for MODEL.
+    Import {
+        /// Control-vector .gguf.
+        path: PathBuf,
+        /// The model it is for (checked against the vector size).
+        #[arg(long, short)]
+        model: String,
+        /// Output vector file.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 pub fn vector_cmd(ctx: &Context, c: VectorCommand) -> Result<()> {
     match c {
+        VectorCommand::Export { path, output } => {
+            let sv = SteeringVector::load(&path)?;
+            let hint = lcross_model::resolve(&sv.metadata.model_id)
+                .ok()
+                .and_then(|loc| lcross_model::gguf::GgufFile::open(loc.path()).ok())
+                .and_then(|f| f.config().ok())
+                .map_or("llama".to_string(), |c| c.architecture.as_str().to_string());
+            lcross_core::controlvec::export(&output, &sv.layers, &hint)?;
+            ctx.print(&serde_json::json!({"output": output, "layers": sv.metadata.layers}), || {
+                println!("wrote {} (layers {:?}); use it with llama-cli --control-vector {}", output.display(), sv.metadata.layers, output.display())
+            })
+        }
+        VectorCommand::Import { path, model, output } => {
+            let (layers, _hint) = lcross_core::controlvec::import(&path)?;
+            let m = ctx.load(&model)?;
+            let h = m.config().hidden_size;
+            if let Some((l, v)) = layers.iter().find(|(_, v)| v.len() != h) {
+                bail!("{}: direction.{l} has {} values, {} has hidden size {h}", path.display(), v.len(), m.id());
+            }
+            let bytes = std::fs::read(&path)?;
+            let sv = SteeringVector {
+                metadata: VectorMetadata {
+                    lcross_version: lcross_core::VERSION.into(),
+                    model_id: m.id().into(),
+                    model_sha256: m.file_sha256()?,
+                    hidden_size: h,
+                    layers: layers.keys().copied().collect(),
+                    concept: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+                    dataset: format!("llama.cpp control vector {}", path.display()),
+                    dataset_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                    method: Method::MeanDiff,
+                    n_pairs: 0,
+                    normalized: false,
+                    letter_balance: None,
+                    balanced_letters: false,
+                    half_split_cosine: Default::default(),
+                    provenance: Some(serde_json::json!({"imported_from": path.display().to_string()})),
+                },
+                layers,
+            };
+            sv.check_model(&m, false)?;
+            sv.save(&output)?;
+            ctx.print(&sv.metadata, || println!("imported {} layers -> {}", sv.layers.len(), output.display()))
+        }
         VectorCommand::Show { path } => {
             let sv = SteeringVector::load(&path)?;
             #[derive(Serialize)]
