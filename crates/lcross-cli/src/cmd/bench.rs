@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Write the Markdown table to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure fitting maps instead (d_s = 896, d_t = 1536, n = 2000, synthetic data).
+    #[arg(long)]
+    fit: bool,
     /// Internal: measure one model in this process.
     #[arg(long, hide = true)]
     single: bool,
@@ -125,7 +128,47 @@ fn peer_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/peer_transformers.py")
 }
 
+/// Time fitting T on synthetic data of the size, per estimator.
+fn bench_fit(ctx: &Context, a: &BenchArgs) -> Result<()> {
+    use lcross_core::maps::{fit, Estimator, Rows};
+    use rand::{Rng, SeedableRng};
+    let (n, ds, dt) = (2000usize, 896usize, 1536usize);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let x: Vec<Vec<f32>> = (0..n).map(|_| (0..ds).map(|_| rng.random::<f32>() - 0.5).collect()).collect();
+    let y: Vec<Vec<f32>> = (0..n).map(|_| (0..dt).map(|_| rng.random::<f32>() - 0.5).collect()).collect();
+    let (xr, yr) = (Rows::from_f32(&x)?, Rows::from_f32(&y)?);
+    #[derive(Serialize)]
+    struct Row {
+        estimator: String,
+        fit_seconds: f64,
+        with_diagnostics_seconds: f64,
+    }
+    let mut rows = Vec::new();
+    for est in [Estimator::Ols, Estimator::Ridge { lambda: None }, Estimator::Procrustes] {
+        let mut times = Vec::new();
+        let mut total = Vec::new();
+        for _ in 0..a.repeat.max(1) {
+            let t = Instant::now();
+            let (_, d) = fit(&xr, &yr, &est)?;
+            total.push(t.elapsed().as_secs_f64());
+            times.push(d.seconds);
+        }
+        rows.push(Row { estimator: format!("{est:?}"), fit_seconds: median(times), with_diagnostics_seconds: median(total) });
+    }
+    let machine = machine();
+    ctx.print(&rows, || {
+        println!("Machine: {machine}. Fit T: n = {n}, d_s = {ds}, d_t = {dt}, f64, median of {}.\n", a.repeat);
+        println!("| estimator | fit T, s | fit + train/held-out R^2, s |\n|---|---:|---:|");
+        for r in &rows {
+            println!("| {} | {:.2} | {:.2} |", r.estimator, r.fit_seconds, r.with_diagnostics_seconds);
+        }
+    })
+}
+
 pub fn run(ctx: &Context, a: BenchArgs) -> Result<()> {
+    if a.fit {
+        return bench_fit(ctx, &a);
+    }
     let modes: Vec<WeightMode> = a.modes.iter().map(|m| WeightMode::parse(m).with_context(|| format!("unknown weight mode `{m}`"))).collect::<Result<_>>()?;
     if a.single {
         let spec = a.models.first().context("--single needs one --models")?;
