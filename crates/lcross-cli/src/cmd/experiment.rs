@@ -30,6 +30,46 @@ pub enum ExperimentCommand {
     SelfModulation(SelfArgs),
     /// Which layer steers best: for one behaviour, the A/B metric at -beta and +beta per layer.
     LayerSweep(LayerSweepArgs),
+    /// L-Cross on CAA behaviours for model pairs: no / self / L-Cross (concept-specific T,
+    /// concept-unrelated T) / random T / identity, cosines to the native vector, and the
+    /// similarity of maps fitted on different concepts (RQ1, RQ2, RQ3 and Table 4).
+    Cross(CrossArgs),
+}
+
+#[derive(Args)]
+pub struct CrossArgs {
+    #[command(flatten)]
+    grid: GridArgs,
+    /// SOURCE:TARGET model pairs.
+    #[arg(long, value_delimiter = ',', default_value = "smollm2-135m-instruct:qwen2.5-coder-0.5b-instruct")]
+    pairs: Vec<String>,
+    /// Behaviours; the concept-unrelated map of a behaviour is fitted on the next one in this list.
+    #[arg(long, value_delimiter = ',', default_value = "refusal,sycophancy,survival-instinct,corrigible-neutral-HHH")]
+    behaviours: Vec<String>,
+    /// Layer per model as MODEL=LAYER (default: 40% depth).
+    #[arg(long, value_delimiter = ',')]
+    layer: Vec<String>,
+    /// Multipliers for the steered conditions.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "16")]
+    betas: Vec<f64>,
+}
+
+/// One row of the cross-model results.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct CrossRow {
+    pub source: String,
+    pub target: String,
+    pub behaviour: String,
+    /// none | self | lcross-specific | lcross-unrelated | random-T | identity
+    pub method: String,
+    /// Corpus of the map (for L-Cross rows).
+    pub map_corpus: Option<String>,
+    pub beta: f64,
+    pub mean_prob_matching: f64,
+    pub cosine_to_native: Option<f64>,
+    pub train_r2: Option<f64>,
+    pub heldout_r2: Option<f64>,
+    pub interpolating: Option<bool>,
 }
 
 #[derive(Args, Clone)]
@@ -247,6 +287,7 @@ pub fn run(ctx: &Context, c: ExperimentCommand) -> Result<()> {
             let cells = run_cells(ctx, &a.grid, &plan)?;
             summarize(ctx, &a.grid.out, &cells)
         }
+        ExperimentCommand::Cross(a) => run_cross(ctx, &a),
         ExperimentCommand::LayerSweep(a) => {
             let layers = parse_layers(&a.layers)?;
             let mut plan = Vec::new();
@@ -264,4 +305,148 @@ pub fn run(ctx: &Context, c: ExperimentCommand) -> Result<()> {
 fn summarize(ctx: &Context, out: &Path, cells: &[Cell]) -> Result<()> {
     let md = std::fs::read_to_string(out.join("results.md")).unwrap_or_default();
     ctx.print(&cells, || print!("{md}"))
+}
+
+fn cross_key(r: &CrossRow) -> String {
+    format!("{}|{}|{}|{}|{}", r.source, r.target, r.behaviour, r.method, r.beta)
+}
+
+fn write_cross_tables(dir: &Path, rows: &[CrossRow], maps: &[(String, String, String, lcross_core::analyses::MapComparison)]) -> Result<()> {
+    let mut csv = String::from("source,target,behaviour,method,map_corpus,beta,mean_prob_matching,cosine_to_native,train_r2,heldout_r2,interpolating\n");
+    let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.4}"));
+    for r in rows {
+        csv.push_str(&format!("{},{},{},{},{},{},{:.6},{},{},{},{}\n", r.source, r.target, r.behaviour, r.method, r.map_corpus.clone().unwrap_or_default(), r.beta,
+            r.mean_prob_matching, opt(r.cosine_to_native), opt(r.train_r2), opt(r.heldout_r2), r.interpolating.map_or(String::new(), |b| b.to_string())));
+    }
+    write_atomic(&dir.join("cross.csv"), csv.as_bytes())?;
+    let methods = ["none", "self", "lcross-specific", "lcross-unrelated", "random-T", "identity"];
+    let mut md = String::from("| source -> target | behaviour | beta | none | self | L-Cross (specific T) | L-Cross (unrelated T) | random T | identity | cos specific | cos unrelated | held-out R^2 specific / unrelated |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    let mut groups: BTreeMap<(String, String, String, String), Vec<&CrossRow>> = BTreeMap::new();
+    for r in rows {
+        if r.method != "none" {
+            groups.entry((r.source.clone(), r.target.clone(), r.behaviour.clone(), format!("{}", r.beta))).or_default().push(r);
+        }
+    }
+    for ((s, t, b, beta), rs) in &groups {
+        let none = rows.iter().find(|r| r.source == *s && r.target == *t && r.behaviour == *b && r.method == "none");
+        let get = |m: &str| -> Option<&CrossRow> { if m == "none" { none } else { rs.iter().copied().find(|r| r.method == m) } };
+        let cells: Vec<String> = methods.iter().map(|m| get(m).map_or("-".into(), |r| format!("{:.3}", r.mean_prob_matching))).collect();
+        let cos = |m: &str| get(m).and_then(|r| r.cosine_to_native).map_or("-".into(), |c| format!("{c:.3}"));
+        let r2 = |m: &str| get(m).and_then(|r| r.heldout_r2).map_or("-".into(), |c| format!("{c:.3}"));
+        md.push_str(&format!("| {s} -> {t} | {b} | {beta} | {} | {} | {} | {} |\n", cells.join(" | "), cos("lcross-specific"), cos("lcross-unrelated"), format!("{} / {}", r2("lcross-specific"), r2("lcross-unrelated"))));
+    }
+    if !maps.is_empty() {
+        md.push_str("\nMaps fitted on different concepts (Table 4):\n\n| pair | map A | map B | SSIM | mean abs spectral diff | Frobenius |\n|---|---|---|---:|---:|---:|\n");
+        for (pair, a, b, c) in maps {
+            md.push_str(&format!("| {pair} | {a} | {b} | {:.4} | {:.4} | {:.4} |\n", c.ssim, c.spectral_mean_abs_diff, c.frobenius));
+        }
+    }
+    write_atomic(&dir.join("cross.md"), md.as_bytes())?;
+    Ok(())
+}
+
+fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
+    use crate::cmd::maps::{align_models, transfer_vector, AlignArgs};
+    use lcross_core::analyses::{compare, random_like};
+    use lcross_core::steering::cosine;
+    let out = &a.grid.out;
+    std::fs::create_dir_all(out)?;
+    let jsonl = out.join("cross.jsonl");
+    let mut rows: Vec<CrossRow> = if jsonl.exists() { std::fs::read_to_string(&jsonl)?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect() } else { vec![] };
+    let data_dir = a.grid.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
+    let mut map_rows = Vec::new();
+    for pair in &a.pairs {
+        let (src_id, tgt_id) = pair.split_once(':').with_context(|| format!("--pairs {pair}: expected SOURCE:TARGET"))?;
+        let src = ctx.load(src_id)?;
+        let tgt = ctx.load(tgt_id)?;
+        let ls = default_layer(ctx, src_id, &a.layer)?;
+        let lt = default_layer(ctx, tgt_id, &a.layer)?;
+        let mut specific_maps: Vec<(String, faer::Mat<f64>)> = Vec::new();
+        for (k, w1) in a.behaviours.iter().enumerate() {
+            let w2 = &a.behaviours[(k + 1) % a.behaviours.len()];
+            let file = |w: &str, f: &str| data_dir.join("caa").join(w).join(f).display().to_string();
+            let ex = |model: &str, layer: usize| ExtractArgs {
+                model: model.into(), dataset: file(w1, "generate_dataset.json"), layers: layer.to_string(), method: "mean-diff".into(), limit: Some(a.grid.limit),
+                normalize: false, balance_letters: a.grid.balance_letters, data_dir: Some(data_dir.clone()), no_cache: false, no_prefix_sharing: false, no_early_exit: false, output: PathBuf::new(),
+            };
+            let (sv_s, _) = extract_vector(&src, &ex(src_id, ls))?;
+            let (sv_t, _) = extract_vector(&tgt, &ex(tgt_id, lt))?;
+            let vdir = out.join("vectors");
+            std::fs::create_dir_all(&vdir)?;
+            let sv_s_path = vdir.join(format!("{src_id}.{w1}.safetensors"));
+            sv_s.save(&sv_s_path)?;
+            let align = |corpus: &str, est: &str, name: &str| -> Result<(lcross_core::maps::LinearMap, PathBuf)> {
+                let args = AlignArgs {
+                    source: src_id.into(), source_layer: ls, target: tgt_id.into(), target_layer: lt, corpus: corpus.into(), limit: Some(a.grid.limit),
+                    estimator: est.into(), vector: None, native: None, data_dir: Some(data_dir.clone()), no_cache: false, output: vdir.join(name),
+                };
+                let m = align_models(&src, &tgt, &args)?;
+                m.save(&args.output)?;
+                Ok((m, args.output))
+            };
+            let (m_spec, p_spec) = align(&file(w1, "generate_dataset.json"), "ols", &format!("map.{src_id}.{tgt_id}.{w1}.safetensors"))?;
+            let (m_unrel, p_unrel) = align(&file(w2, "generate_dataset.json"), "ols", &format!("map.{src_id}.{tgt_id}.{w2}-for-{w1}.safetensors"))?;
+            let (m_rand, p_rand) = align(&file(w1, "generate_dataset.json"), "random", &format!("map.{src_id}.{tgt_id}.random.safetensors"))?;
+            specific_maps.push((w1.clone(), m_spec.t.clone()));
+            let native = &sv_t.layers[&lt];
+            let mut conditions: Vec<(String, Option<String>, lcross_core::steering::SteeringVector, Option<&lcross_core::maps::MapMetadata>)> = vec![("self".into(), None, sv_t.clone(), None)];
+            conditions.push(("lcross-specific".into(), Some(w1.clone()), transfer_vector(&sv_s, &m_spec, &p_spec, false)?, Some(&m_spec.metadata)));
+            conditions.push(("lcross-unrelated".into(), Some(w2.clone()), transfer_vector(&sv_s, &m_unrel, &p_unrel, false)?, Some(&m_unrel.metadata)));
+            conditions.push(("random-T".into(), Some(w1.clone()), transfer_vector(&sv_s, &m_rand, &p_rand, false)?, Some(&m_rand.metadata)));
+            if src.config().hidden_size == tgt.config().hidden_size {
+                let mut id = sv_s.clone();
+                id.metadata.model_id = tgt_id.into();
+                id.metadata.model_sha256 = tgt.file_sha256()?;
+                id.layers = [(lt, sv_s.layers[&ls].clone())].into_iter().collect();
+                id.metadata.layers = vec![lt];
+                conditions.push(("identity".into(), None, id, None));
+            }
+            let items = load_ab(&file(w1, "test_dataset_ab.json"), Some(a.grid.test_limit))?;
+            let push = |row: CrossRow, rows: &mut Vec<CrossRow>| -> Result<()> {
+                eprintln!("{} -> {} {} {} beta {}: {:.4}", row.source, row.target, row.behaviour, row.method, row.beta, row.mean_prob_matching);
+                append_line(&jsonl, &row)?;
+                rows.push(row);
+                Ok(())
+            };
+            let base = CrossRow { source: src_id.into(), target: tgt_id.into(), behaviour: w1.clone(), method: "none".into(), map_corpus: None, beta: 0.0,
+                mean_prob_matching: 0.0, cosine_to_native: None, train_r2: None, heldout_r2: None, interpolating: None };
+            if !rows.iter().any(|r| cross_key(r) == cross_key(&base)) {
+                let r = evaluate_ab(&tgt, &items, None)?;
+                push(CrossRow { mean_prob_matching: r.mean_prob_matching, ..base.clone() }, &mut rows)?;
+            }
+            for &beta in &a.betas {
+                for (method, corpus, v, meta) in &conditions {
+                    let row = CrossRow {
+                        method: method.clone(), map_corpus: corpus.clone(), beta,
+                        cosine_to_native: Some(cosine(&v.layers[&lt], native)),
+                        train_r2: meta.map(|m| m.diagnostics.train_r2), heldout_r2: meta.and_then(|m| m.diagnostics.heldout_r2),
+                        interpolating: meta.map(|m| m.diagnostics.interpolating), ..base.clone()
+                    };
+                    if rows.iter().any(|r| cross_key(r) == cross_key(&row)) {
+                        continue;
+                    }
+                    let r = evaluate_ab(&tgt, &items, Some(&Steering { vector: v, beta, positions: Positions::All }))?;
+                    push(CrossRow { mean_prob_matching: r.mean_prob_matching, ..row }, &mut rows)?;
+                }
+            }
+            write_cross_tables(out, &rows, &map_rows)?;
+        }
+        for i in 0..specific_maps.len() {
+            for j in i + 1..specific_maps.len() {
+                map_rows.push((pair.clone(), specific_maps[i].0.clone(), specific_maps[j].0.clone(), compare(&specific_maps[i].1, &specific_maps[j].1)?));
+            }
+            let rnd = random_like(&specific_maps[i].1, i as u64);
+            map_rows.push((pair.clone(), specific_maps[i].0.clone(), "random (same shape and scale)".into(), compare(&specific_maps[i].1, &rnd)?));
+        }
+        write_cross_tables(out, &rows, &map_rows)?;
+    }
+    let md = std::fs::read_to_string(out.join("cross.md")).unwrap_or_default();
+    ctx.print(&rows, || print!("{md}"))
+}
+
+fn append_line<T: Serialize>(path: &Path, row: &T) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(row)?)?;
+    f.sync_data()?;
+    Ok(())
 }
