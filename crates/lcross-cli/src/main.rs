@@ -58,6 +58,8 @@ enum Command {
     Transfer(cmd::maps::TransferArgs),
     /// Compare two maps (SSIM, spectra, Frobenius), each also against a random map.
     CompareMaps(cmd::maps::CompareArgs),
+    /// t-SNE scatter of the difference vectors of several concepts in several models.
+    Tsne(cmd::tsne::TsneArgs),
     /// Resumable experiment grids (self modulation, layer sweeps).
     #[command(subcommand)]
     Experiment(cmd::experiment::ExperimentCommand),
@@ -89,6 +91,7 @@ fn main() {
         Command::Align(a) => cmd::maps::align_cmd(&ctx, a),
         Command::Transfer(a) => cmd::maps::transfer_cmd(&ctx, a),
         Command::CompareMaps(a) => cmd::maps::compare_cmd(&ctx, a),
+        Command::Tsne(a) => cmd::tsne::run(&ctx, a),
         Command::Experiment(c) => cmd::experiment::run(&ctx, c),
     };
     if let Err(e) = result {

@@ -14,6 +14,7 @@ pub mod eval;
 pub mod maps;
 pub mod steering;
 pub mod texts;
+pub mod tsne;
 
 pub use error::{CoreError, Result};
 

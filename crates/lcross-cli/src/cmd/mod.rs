@@ -5,4 +5,5 @@ pub mod experiment;
 pub mod maps;
 pub mod models;
 pub mod run;
+pub mod tsne;
 pub mod vectors;
