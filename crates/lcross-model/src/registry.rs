@@ -9,14 +9,17 @@ pub struct KnownModel {
     pub id: &'static str,
     /// sha256 of the assembled GGUF file.
     pub sha256: &'static str,
+    /// Layer where CAA steering works best, from `lcross experiment layer-sweep` on refusal
+    /// (docs/STEERING.md); None: not measured, use 40% depth.
+    pub steering_layer: Option<usize>,
 }
 
 /// The four models of the project (see `scripts/fetch-models`).
 pub const KNOWN_MODELS: &[KnownModel] = &[
-    KnownModel { id: "smollm2-135m-instruct", sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53" },
-    KnownModel { id: "gemma3-270m", sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818" },
-    KnownModel { id: "qwen2.5-coder-0.5b-instruct", sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32" },
-    KnownModel { id: "qwen2.5-coder-1.5b-instruct", sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046" },
+    KnownModel { id: "smollm2-135m-instruct", sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", steering_layer: Some(12) },
+    KnownModel { id: "gemma3-270m", sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", steering_layer: None },
+    KnownModel { id: "qwen2.5-coder-0.5b-instruct", sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", steering_layer: Some(14) },
+    KnownModel { id: "qwen2.5-coder-1.5b-instruct", sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", steering_layer: None },
 ];
 
 /// The default model of commands that take `--model`.
@@ -29,6 +32,12 @@ pub fn models_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("lcross").join("models")
+}
+
+/// Default steering layer of a model: the measured one for known models, else 40% of
+/// the depth (METHOD.md's rule for CAA).
+pub fn default_steering_layer(id: &str, num_layers: usize) -> usize {
+    known(id).and_then(|k| k.steering_layer).unwrap_or(((num_layers as f64) * 0.4).round() as usize).min(num_layers.saturating_sub(1))
 }
 
 /// The known model with this id.

@@ -26,13 +26,13 @@ pub struct DemoArgs {
     /// Source model.
     #[arg(long, default_value = "smollm2-135m-instruct")]
     source: String,
-    /// Source layer (default: 40% depth).
+    /// Source layer (default: the model's measured steering layer, else 40% depth).
     #[arg(long)]
     source_layer: Option<usize>,
     /// Target model.
     #[arg(long, default_value = "qwen2.5-coder-0.5b-instruct")]
     target: String,
-    /// Target layer (default: 40% depth).
+    /// Target layer (default: the model's measured steering layer, else 40% depth).
     #[arg(long)]
     target_layer: Option<usize>,
     /// Steering strength for self and L-Cross modulation.
@@ -63,17 +63,14 @@ struct DemoOut {
     steered: String,
 }
 
-fn depth(n: usize) -> usize {
-    ((n as f64) * 0.4).round() as usize
-}
 
 pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)?;
     let say = |s: String| if !ctx.json { println!("{s}") };
     let src = ctx.load(&a.source)?;
     let tgt = ctx.load(&a.target)?;
-    let ls = a.source_layer.unwrap_or_else(|| depth(src.config().num_layers));
-    let lt = a.target_layer.unwrap_or_else(|| depth(tgt.config().num_layers));
+    let ls = a.source_layer.unwrap_or_else(|| lcross_model::registry::default_steering_layer(src.id(), src.config().num_layers));
+    let lt = a.target_layer.unwrap_or_else(|| lcross_model::registry::default_steering_layer(tgt.id(), tgt.config().num_layers));
     say(format!("1. Concept `optimism` (built in, {} training pairs, {} held-out questions).", dataset::builtin_pairs("optimism")?.pairs.len(), dataset::builtin_test("optimism")?.len()));
     let extract = |model: &str, layer: usize, name: &str| ExtractArgs {
         model: model.into(), dataset: "builtin:optimism".into(), layers: layer.to_string(), method: "mean-diff".into(), limit: None,

@@ -46,7 +46,7 @@ pub struct CrossArgs {
     /// Behaviours; the concept-unrelated map of a behaviour is fitted on the next one in this list.
     #[arg(long, value_delimiter = ',', default_value = "refusal,sycophancy,survival-instinct,corrigible-neutral-HHH")]
     behaviours: Vec<String>,
-    /// Layer per model as MODEL=LAYER (default: 40% depth).
+    /// Layer per model as MODEL=LAYER (default: the model's measured steering layer, else 40% depth).
     #[arg(long, value_delimiter = ',')]
     layer: Vec<String>,
     /// Multipliers for the steered conditions.
@@ -101,7 +101,7 @@ pub struct SelfArgs {
     /// Behaviours (default: all seven).
     #[arg(long, value_delimiter = ',')]
     behaviours: Vec<String>,
-    /// Layer per model as MODEL=LAYER (default: 40% depth).
+    /// Layer per model as MODEL=LAYER (default: the model's measured steering layer, else 40% depth).
     #[arg(long, value_delimiter = ',')]
     layer: Vec<String>,
     /// Multipliers.
@@ -270,7 +270,7 @@ fn default_layer(ctx: &Context, spec: &str, overrides: &[String]) -> Result<usiz
         .and_then(|f| f.config())
         .map(|c| c.num_layers)
         .or_else(|_| ctx.load(spec).map(|m| m.config().num_layers))?;
-    Ok((n as f64 * 0.4).round() as usize)
+    Ok(lcross_model::registry::default_steering_layer(spec, n))
 }
 
 pub fn run(ctx: &Context, c: ExperimentCommand) -> Result<()> {

@@ -26,7 +26,7 @@ pub struct TsneArgs {
     /// Pairs per concept.
     #[arg(long, default_value_t = 50)]
     limit: usize,
-    /// Layer per model as MODEL=LAYER (default: 40% depth).
+    /// Layer per model as MODEL=LAYER (default: the model's measured steering layer, else 40% depth).
     #[arg(long, value_delimiter = ',')]
     layer: Vec<String>,
     /// Data directory.
@@ -54,7 +54,7 @@ pub fn run(ctx: &Context, a: TsneArgs) -> Result<()> {
     for spec in &a.models {
         let model = ctx.load(spec)?;
         let n = model.config().num_layers;
-        let layer = a.layer.iter().find_map(|o| o.split_once('=').filter(|(m, _)| m == spec).and_then(|(_, l)| l.parse().ok())).unwrap_or(((n as f64) * 0.4).round() as usize);
+        let layer = a.layer.iter().find_map(|o| o.split_once('=').filter(|(m, _)| m == spec).and_then(|(_, l)| l.parse().ok())).unwrap_or_else(|| lcross_model::registry::default_steering_layer(spec, n));
         let cache = ActivationCache::open(&cache_dir(), &model.file_sha256()?, model.config().hidden_size)?;
         let mut ex = Extractor::new(&model, &[layer], Some(cache), ExtractOptions::default())?;
         let mut diffs = Vec::new();
