@@ -145,7 +145,7 @@ pub fn extract_cmd(ctx: &Context, a: ExtractArgs) -> Result<()> {
     let out = ExtractOut { output: &a.output, metadata: &sv.metadata, norms, seconds: secs, pairs_per_second: sv.metadata.n_pairs as f64 / secs.max(1e-9) };
     ctx.print(&out, || {
         let m = &sv.metadata;
-        println!("{} vector of `{}` from {} pairs of {} on {} -> {}", format!("{:?}", m.method).to_lowercase(), m.concept, m.n_pairs, m.dataset, m.model_id, a.output.display());
+        println!("{} vector of `{}` from {} pairs of {} on {} -> {}", serde_json::to_value(m.method).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), m.concept, m.n_pairs, m.dataset, m.model_id, a.output.display());
         if let Some((x, y)) = m.letter_balance {
             println!("letters: {x} pairs match with (A), {y} with (B){}", if m.balanced_letters { " (groups averaged separately)" } else { "" });
         }
