@@ -1,0 +1,95 @@
+//! The `lcross` binary end to end on SmolLM2-135M: JSON shapes of the documented
+//! commands, and clear errors (exit code 1, message on stderr) for bad input.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn skip() -> bool {
+    std::env::var_os("LCROSS_SKIP_MODEL_TESTS").is_some()
+}
+
+fn lcross(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lcross")).args(args).output().expect("run lcross");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn json(args: &[&str]) -> Value {
+    let (ok, out, err) = lcross(args);
+    assert!(ok, "lcross {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("lcross {args:?}: not JSON ({e}): {out}"))
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("lcross-cli-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn tokenize_hidden_generate_json() {
+    if skip() {
+        return;
+    }
+    let t = json(&["tokenize", "--chat", "Hello", "--json"]);
+    assert!(t["text"].as_str().unwrap().contains("<|im_start|>user\nHello<|im_end|>"));
+    assert!(t["ids"].as_array().unwrap().len() > 5);
+    let h = json(&["hidden", "--layer", "15", "--ids", "1,2,3", "--json"]);
+    assert_eq!(h["layer"], 15);
+    assert_eq!(h["hidden"].as_array().unwrap().len(), 576);
+    assert_eq!(h["top5"].as_array().unwrap().len(), 5);
+    let g = json(&["generate", "--chat", "--max-tokens", "5", "Say hi", "--json"]);
+    assert!(!g["ids"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn extract_show_eval_align_transfer() {
+    if skip() {
+        return;
+    }
+    let d = tmp("flow");
+    let sv = d.join("sv.safetensors");
+    let e = json(&["extract", "-d", "builtin:optimism", "-l", "10,12", "--limit", "8", "-o", sv.to_str().unwrap(), "--json"]);
+    assert_eq!(e["metadata"]["n_pairs"], 8);
+    let show = json(&["vector", "show", sv.to_str().unwrap(), "--json"]);
+    assert_eq!(show["metadata"]["layers"], serde_json::json!([10, 12]));
+    assert_eq!(show["layers"]["12"].as_array().unwrap().len(), 576);
+    let ev = json(&["eval", "ab", "-d", "builtin:optimism", "--limit", "3", "--vector", sv.to_str().unwrap(), "--beta", "2", "--json"]);
+    assert_eq!(ev["n"], 3);
+    let p = ev["mean_prob_matching"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p));
+    // A map from the model to itself on the concept's texts, and a transfer through it.
+    let map = d.join("map.safetensors");
+    let m = json(&["align", "--source", "smollm2-135m-instruct", "--source-layer", "12", "--target", "smollm2-135m-instruct", "--target-layer", "12",
+        "--corpus", "builtin:optimism", "--limit", "8", "-o", map.to_str().unwrap(), "--json"]);
+    assert_eq!(m["diagnostics"]["n"], 16);
+    assert_eq!(m["diagnostics"]["interpolating"], true);
+    let moved = d.join("moved.safetensors");
+    let t = json(&["transfer", "--vector", sv.to_str().unwrap(), "--map", map.to_str().unwrap(), "-o", moved.to_str().unwrap(), "--json"]);
+    assert_eq!(t["method"], "transferred");
+    let c = json(&["compare-maps", map.to_str().unwrap(), map.to_str().unwrap(), "--json"]);
+    assert!((c["a_vs_b"]["ssim"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    assert!(c["a_vs_random"]["ssim"].as_f64().unwrap() < 0.99);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let d = tmp("bad");
+    let (ok, _, err) = lcross(&["tokenize", "-m", "no-such-model", "hi"]);
+    assert!(!ok && err.contains("no-such-model"), "{err}");
+    if skip() {
+        return;
+    }
+    let (ok, _, err) = lcross(&["hidden", "--layer", "99", "hi"]);
+    assert!(!ok && err.contains("layer 99 is out of range"), "{err}");
+    let (ok, _, err) = lcross(&["generate", ""]);
+    assert!(!ok && err.contains("empty prompt"), "{err}");
+    let bad = d.join("bad.json");
+    std::fs::write(&bad, "[{\"question\": 3}]").unwrap();
+    let (ok, _, err) = lcross(&["extract", "-d", bad.to_str().unwrap(), "-l", "3", "-o", d.join("x.safetensors").to_str().unwrap()]);
+    assert!(!ok && err.contains("bad.json, item 0"), "{err}");
+    assert!(!d.join("x.safetensors").exists());
+    let (ok, _, err) = lcross(&["vector", "show", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("bad.json"), "{err}");
+}
