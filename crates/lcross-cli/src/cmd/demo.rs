@@ -36,7 +36,7 @@ pub struct DemoArgs {
     #[arg(long)]
     target_layer: Option<usize>,
     /// Steering strength for self and L-Cross modulation.
-    #[arg(long, default_value_t = 16.0, allow_hyphen_values = true)]
+    #[arg(long, default_value_t = 4.0, allow_hyphen_values = true)]
     beta: f64,
     /// Tokens per answer in the side-by-side.
     #[arg(long, default_value_t = 48)]
