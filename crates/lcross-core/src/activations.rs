@@ -4,12 +4,14 @@
 //! Cache: one append-only file per model (keyed by the model file's sha256) under
 //! `$LCROSS_CACHE` or `~/.cache/lcross/activations`. A record is
 //! `[sha256(model hash, layer, ids): 32 bytes][layer: u32][dim: u32][dim x f32]`, all
-//! little-endian. A run that is interrupted leaves at most one partial record at the
-//! end, which is cut off when the cache is next opened.
+//! little-endian. The file is opened in append mode and every record is written whole
+//! under an exclusive file lock, so several lcross processes can share a cache; a run
+//! that is interrupted leaves at most one partial record at the end, which is cut off
+//! (under the same lock) when the cache is next opened.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use lcross_model::{Hooks, Logits, Model};
@@ -34,9 +36,8 @@ pub fn cache_dir() -> PathBuf {
 pub struct ActivationCache {
     path: PathBuf,
     entries: HashMap<[u8; 32], Vec<f32>>,
-    writer: BufWriter<File>,
+    file: File,
     model_hash: String,
-    pending: usize,
 }
 
 impl ActivationCache {
@@ -44,35 +45,42 @@ impl ActivationCache {
     pub fn open(dir: &Path, model_hash: &str, hidden_size: usize) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
         let path = dir.join(format!("{}.bin", &model_hash[..model_hash.len().min(24)]));
+        let mut file = OpenOptions::new().create(true).append(true).read(true).open(&path).map_err(|e| CoreError::io(&path, e))?;
+        file.lock().map_err(|e| CoreError::io(&path, e))?;
+        let loaded = Self::read_records(&mut file, &path, hidden_size);
+        let unlocked = file.unlock();
+        let entries = loaded?;
+        unlocked.map_err(|e| CoreError::io(&path, e))?;
+        Ok(Self { path, entries, file, model_hash: model_hash.to_string() })
+    }
+
+    /// Read every whole record; cut a trailing partial one. Call with the lock held.
+    fn read_records(file: &mut File, path: &Path, hidden_size: usize) -> Result<HashMap<[u8; 32], Vec<f32>>> {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| CoreError::io(path, e))?;
         let mut entries = HashMap::new();
-        let mut good_len = 0u64;
-        if path.exists() {
-            let mut bytes = Vec::new();
-            File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| CoreError::io(&path, e))?;
-            let mut off = 0usize;
-            while off + 40 <= bytes.len() {
-                let dim = u32::from_le_bytes(bytes[off + 36..off + 40].try_into().expect("4 bytes")) as usize;
-                if dim != hidden_size {
-                    tracing::warn!(path = %path.display(), offset = off, "activation cache record of wrong size; ignoring the rest");
-                    break;
-                }
-                let end = off + 40 + 4 * dim;
-                if end > bytes.len() {
-                    break; // partial record of an interrupted run
-                }
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&bytes[off..off + 32]);
-                let v: Vec<f32> = bytes[off + 40..end].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
-                entries.insert(key, v);
-                off = end;
+        let mut off = 0usize;
+        while off + 40 <= bytes.len() {
+            let dim = u32::from_le_bytes(bytes[off + 36..off + 40].try_into().expect("4 bytes")) as usize;
+            if dim != hidden_size {
+                return Err(CoreError::parse(path, None, format!(
+                    "activation cache record at byte {off} has {dim} values, the model has {hidden_size}: the cache is damaged; delete it")));
             }
-            good_len = off as u64;
+            let end = off + 40 + 4 * dim;
+            if end > bytes.len() {
+                break; // partial record of an interrupted run
+            }
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&bytes[off..off + 32]);
+            let v: Vec<f32> = bytes[off + 40..end].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
+            entries.insert(key, v);
+            off = end;
         }
-        let file = OpenOptions::new().create(true).append(false).write(true).truncate(false).open(&path).map_err(|e| CoreError::io(&path, e))?;
-        file.set_len(good_len).map_err(|e| CoreError::io(&path, e))?;
-        let mut writer = BufWriter::new(file);
-        std::io::Seek::seek(&mut writer, std::io::SeekFrom::Start(good_len)).map_err(|e| CoreError::io(&path, e))?;
-        Ok(Self { path, entries, writer, model_hash: model_hash.to_string(), pending: 0 })
+        if (off as u64) < bytes.len() as u64 {
+            file.set_len(off as u64).map_err(|e| CoreError::io(path, e))?;
+        }
+        Ok(entries)
+
     }
 
     /// Cached entries.
@@ -111,25 +119,17 @@ impl ActivationCache {
         for x in v {
             rec.extend_from_slice(&x.to_le_bytes());
         }
-        self.writer.write_all(&rec).map_err(|e| CoreError::io(&self.path, e))?;
+        self.file.lock().map_err(|e| CoreError::io(&self.path, e))?;
+        let written = self.file.write_all(&rec);
+        let unlocked = self.file.unlock();
+        written.and(unlocked).map_err(|e| CoreError::io(&self.path, e))?;
         self.entries.insert(key, v.to_vec());
-        self.pending += 1;
-        if self.pending >= 64 {
-            self.flush()?;
-        }
         Ok(())
     }
 
-    /// Write buffered records to disk.
+    /// Make the records written so far durable.
     pub fn flush(&mut self) -> Result<()> {
-        self.pending = 0;
-        self.writer.flush().map_err(|e| CoreError::io(&self.path, e))
-    }
-}
-
-impl Drop for ActivationCache {
-    fn drop(&mut self) {
-        let _ = self.writer.flush();
+        self.file.sync_data().map_err(|e| CoreError::io(&self.path, e))
     }
 }
 
@@ -270,4 +270,28 @@ pub fn progress(len: u64, label: &str) -> indicatif::ProgressBar {
     );
     bar.set_message(label.to_string());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_writers_sharing_a_cache_do_not_overwrite_each_other() {
+        let dir = std::env::temp_dir().join(format!("lcross-cache-share-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hash = "ab".repeat(32);
+        let mut a = ActivationCache::open(&dir, &hash, 3).unwrap();
+        let mut b = ActivationCache::open(&dir, &hash, 3).unwrap();
+        a.put(1, &[1, 2], &[1.0, 2.0, 3.0]).unwrap();
+        b.put(1, &[7], &[4.0, 5.0, 6.0]).unwrap();
+        a.put(2, &[1, 2], &[7.0, 8.0, 9.0]).unwrap();
+        let c = ActivationCache::open(&dir, &hash, 3).unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.get(1, &[1, 2]), Some(&vec![1.0, 2.0, 3.0]));
+        assert_eq!(c.get(1, &[7]), Some(&vec![4.0, 5.0, 6.0]));
+        assert_eq!(c.get(2, &[1, 2]), Some(&vec![7.0, 8.0, 9.0]));
+        // A record of the wrong size is reported, not silently used.
+        assert!(ActivationCache::open(&dir, &hash, 4).err().expect("must fail").to_string().contains("damaged"));
+    }
 }
