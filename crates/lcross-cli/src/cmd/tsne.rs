@@ -32,6 +32,11 @@ pub struct TsneArgs {
     /// Data directory.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Remove the answer-letter component of A/B differences: within each concept, centre
+    /// the A-matching and the B-matching pairs on their own means, then add back the
+    /// concept's mean difference.
+    #[arg(long)]
+    remove_letter: bool,
     /// Seed of t-SNE.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -63,8 +68,20 @@ pub fn run(ctx: &Context, a: TsneArgs) -> Result<()> {
             let caa = data_dir.join("caa").join(c).join("generate_dataset.json");
             let ds = if caa.is_file() { dataset::load_caa_pairs(&caa)? } else { dataset::load_concept(c, &data_dir)? }.limit(Some(a.limit));
             let ids: Vec<_> = ds.pairs.iter().map(|p| pair_ids(&model, p)).collect::<lcross_core::Result<_>>()?;
-            for (p, q) in ex.pairs(&ids, &format!("{c} on {spec}"))? {
-                diffs.push(p[&layer].iter().zip(&q[&layer]).map(|(x, y)| (*x - *y) as f64).collect::<Vec<f64>>());
+            let mut concept_diffs: Vec<Vec<f64>> = ex
+                .pairs(&ids, &format!("{c} on {spec}"))?
+                .into_iter()
+                .map(|(p, q)| p[&layer].iter().zip(&q[&layer]).map(|(x, y)| (*x - *y) as f64).collect())
+                .collect();
+            if a.remove_letter {
+                let letters: Vec<Option<char>> = ds.pairs.iter().map(|p| match p {
+                    dataset::ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
+                    dataset::ContrastPair::Prompts { .. } => None,
+                }).collect();
+                remove_letter_component(&mut concept_diffs, &letters);
+            }
+            for d in concept_diffs {
+                diffs.push(d);
                 labels.push(c.clone());
             }
         }
@@ -79,6 +96,30 @@ pub fn run(ctx: &Context, a: TsneArgs) -> Result<()> {
     ctx.print(&serde_json::json!({"svg": a.output, "points": json, "n": points.len()}), || {
         println!("t-SNE of {} difference vectors -> {} (coordinates in {})", points.len(), a.output.display(), json.display())
     })
+}
+
+/// Centre each letter group on its own mean, keeping the overall mean.
+fn remove_letter_component(diffs: &mut [Vec<f64>], letters: &[Option<char>]) {
+    let dim = diffs.first().map_or(0, |d| d.len());
+    let mean_of = |idx: &[usize], diffs: &[Vec<f64>]| -> Vec<f64> {
+        (0..dim).map(|j| idx.iter().map(|&i| diffs[i][j]).sum::<f64>() / idx.len().max(1) as f64).collect()
+    };
+    let all: Vec<usize> = (0..diffs.len()).collect();
+    let overall = mean_of(&all, diffs);
+    let mut groups: std::collections::BTreeMap<char, Vec<usize>> = Default::default();
+    for (i, l) in letters.iter().enumerate() {
+        if let Some(l) = l {
+            groups.entry(*l).or_default().push(i);
+        }
+    }
+    for idx in groups.values() {
+        let m = mean_of(idx, diffs);
+        for &i in idx {
+            for j in 0..dim {
+                diffs[i][j] += overall[j] - m[j];
+            }
+        }
+    }
 }
 
 fn plot(path: &std::path::Path, points: &[Point], concepts: &[String]) -> Result<()> {
