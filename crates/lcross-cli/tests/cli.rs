@@ -68,6 +68,16 @@ fn extract_show_eval_align_transfer() {
     let moved = d.join("moved.safetensors");
     let t = json(&["transfer", "--vector", sv.to_str().unwrap(), "--map", map.to_str().unwrap(), "-o", moved.to_str().unwrap(), "--json"]);
     assert_eq!(t["method"], "transferred");
+    // A map fitted on the next 8 pairs (held out of the vector's pairs) records its range.
+    let held = d.join("held.safetensors");
+    let h = json(&["align", "--source", "smollm2-135m-instruct", "--source-layer", "12", "--target", "smollm2-135m-instruct", "--target-layer", "12",
+        "--corpus", "builtin:optimism", "--skip", "8", "--limit", "8", "-o", held.to_str().unwrap(), "--json"]);
+    assert_eq!(h["diagnostics"]["n"], 16);
+    assert!(h["corpus"].as_str().unwrap().contains("from item 8"), "{}", h["corpus"]);
+    assert_ne!(h["corpus_sha256"], m["corpus_sha256"]);
+    let (ok, _, err) = lcross(&["align", "--source", "smollm2-135m-instruct", "--source-layer", "12", "--target", "smollm2-135m-instruct", "--target-layer", "12",
+        "--corpus", "builtin:optimism", "--skip", "100000", "-o", d.join("none.safetensors").to_str().unwrap()]);
+    assert!(!ok && err.contains("no pairs left after skipping 100000"), "{err}");
     let c = json(&["compare-maps", map.to_str().unwrap(), map.to_str().unwrap(), "--json"]);
     assert!((c["a_vs_b"]["ssim"].as_f64().unwrap() - 1.0).abs() < 1e-9);
     assert!(c["a_vs_random"]["ssim"].as_f64().unwrap() < 0.99);

@@ -66,6 +66,17 @@ impl ConceptDataset {
         self
     }
 
+    /// Drop the first `n` pairs (file order), e.g. the pairs a vector was extracted from, so
+    /// that a map is fitted on pairs held out of that vector. The source names the range.
+    pub fn skip(mut self, n: usize) -> Self {
+        if n > 0 {
+            self.pairs.drain(..n.min(self.pairs.len()));
+            self.source = format!("{} (from item {n})", self.source);
+            self.hash = hex::encode(Sha256::digest(serde_json::to_vec(&self.pairs).unwrap_or_default()));
+        }
+        self
+    }
+
     /// Number of A/B pairs whose positive letter is A and B.
     pub fn letter_balance(&self) -> Option<(usize, usize)> {
         let mut a = 0;
@@ -395,6 +406,19 @@ mod tests {
         assert_eq!(answer_letter("B"), Some('B'));
         assert_eq!(answer_letter("(yes)"), None);
         assert_eq!(answer_letter(""), None);
+    }
+
+    #[test]
+    fn skip_then_limit_takes_a_disjoint_range_and_renames_it() {
+        let all = builtin_pairs("optimism").unwrap();
+        let head = builtin_pairs("optimism").unwrap().limit(Some(8));
+        let rest = builtin_pairs("optimism").unwrap().skip(8).limit(Some(8));
+        assert_eq!(rest.pairs.len(), 8);
+        assert_eq!(serde_json::to_value(&rest.pairs[0]).unwrap(), serde_json::to_value(&all.pairs[8]).unwrap());
+        assert!(rest.pairs.iter().all(|p| !head.pairs.iter().any(|q| serde_json::to_value(p).unwrap() == serde_json::to_value(q).unwrap())));
+        assert_ne!(rest.hash, head.hash);
+        assert!(rest.source.contains("from item 8"), "{}", rest.source);
+        assert!(builtin_pairs("optimism").unwrap().skip(10_000).pairs.is_empty());
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     sv_t.save(&ex_t.output)?;
     say(format!("2. Steering vectors: {} layer {ls} (norm {:.3}), {} layer {lt} (its own, norm {:.3}).", src.id(), norm(&sv_s.layers[&ls]), tgt.id(), norm(&sv_t.layers[&lt])));
     let align = AlignArgs {
-        source: a.source.clone(), source_layer: ls, target: a.target.clone(), target_layer: lt, corpus: "builtin:optimism".into(), limit: None,
+        source: a.source.clone(), source_layer: ls, target: a.target.clone(), target_layer: lt, corpus: "builtin:optimism".into(), limit: None, skip: 0,
         estimator: "ols".into(), vector: Some(ex_s.output.clone()), native: Some(ex_t.output.clone()), data_dir: None, no_cache: false,
         output: a.out.join("map.safetensors"),
     };

@@ -52,6 +52,15 @@ pub struct CrossArgs {
     /// Multipliers for the steered conditions.
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true, default_value = "16")]
     betas: Vec<f64>,
+    /// Pairs of the same concept, after the --limit pairs the vectors come from, for the
+    /// held-out condition (a concept-specific map that did not see the vector's pairs);
+    /// 0 turns the condition off.
+    #[arg(long, default_value_t = 128)]
+    heldout_pairs: usize,
+    /// Skip the pooled condition (one map fitted on the corpora of all --behaviours: n > d_s,
+    /// so OLS does not interpolate).
+    #[arg(long)]
+    no_pooled: bool,
 }
 
 /// One row of the cross-model results.
@@ -60,7 +69,7 @@ pub struct CrossRow {
     pub source: String,
     pub target: String,
     pub behaviour: String,
-    /// none | self | lcross-specific | lcross-unrelated | random-T | identity
+    /// none | self | lcross-specific | lcross-unrelated | lcross-heldout | lcross-pooled | random-T | identity
     pub method: String,
     /// Corpus of the map (for L-Cross rows).
     pub map_corpus: Option<String>,
@@ -70,6 +79,9 @@ pub struct CrossRow {
     pub train_r2: Option<f64>,
     pub heldout_r2: Option<f64>,
     pub interpolating: Option<bool>,
+    /// Texts the map was fitted on.
+    #[serde(default)]
+    pub map_n: Option<usize>,
 }
 
 #[derive(Args, Clone)]
@@ -319,22 +331,24 @@ fn write_cross_tables(dir: &Path, rows: &[CrossRow], maps: &[(String, String, St
             r.mean_prob_matching, opt(r.cosine_to_native), opt(r.train_r2), opt(r.heldout_r2), r.interpolating.map_or(String::new(), |b| b.to_string())));
     }
     write_atomic(&dir.join("cross.csv"), csv.as_bytes())?;
-    let methods = ["none", "self", "lcross-specific", "lcross-unrelated", "random-T", "identity"];
-    let mut md = String::from("| source -> target | behaviour | beta | none | self | L-Cross (specific T) | L-Cross (unrelated T) | random T | identity | cos specific | cos unrelated | held-out R^2 specific / unrelated |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    let methods = ["none", "self", "lcross-specific", "lcross-unrelated", "lcross-heldout", "lcross-pooled", "random-T", "identity"];
+    let mut md = String::from("| source -> target | behaviour | beta | none | self | L-Cross (specific T) | L-Cross (unrelated T) | L-Cross (held-out T) | L-Cross (pooled T) | random T | identity | cos specific / unrelated / held-out / pooled | held-out R^2 specific / unrelated / held-out / pooled |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     let mut groups: BTreeMap<(String, String, String, String), Vec<&CrossRow>> = BTreeMap::new();
     for r in rows {
         if r.method != "none" {
             groups.entry((r.source.clone(), r.target.clone(), r.behaviour.clone(), format!("{}", r.beta))).or_default().push(r);
         }
     }
+    let lcross = ["lcross-specific", "lcross-unrelated", "lcross-heldout", "lcross-pooled"];
     for ((s, t, b, beta), rs) in &groups {
         let none = rows.iter().find(|r| r.source == *s && r.target == *t && r.behaviour == *b && r.method == "none");
         let get = |m: &str| -> Option<&CrossRow> { if m == "none" { none } else { rs.iter().copied().find(|r| r.method == m) } };
         let cells: Vec<String> = methods.iter().map(|m| get(m).map_or("-".into(), |r| format!("{:.3}", r.mean_prob_matching))).collect();
-        let cos = |m: &str| get(m).and_then(|r| r.cosine_to_native).map_or("-".into(), |c| format!("{c:.3}"));
-        let r2 = |m: &str| get(m).and_then(|r| r.heldout_r2).map_or("-".into(), |c| format!("{c:.3}"));
-        md.push_str(&format!("| {s} -> {t} | {b} | {beta} | {} | {} | {} | {} |\n", cells.join(" | "), cos("lcross-specific"), cos("lcross-unrelated"), format!("{} / {}", r2("lcross-specific"), r2("lcross-unrelated"))));
+        let cos: Vec<String> = lcross.iter().map(|m| get(m).and_then(|r| r.cosine_to_native).map_or("-".into(), |c| format!("{c:.2}"))).collect();
+        let r2: Vec<String> = lcross.iter().map(|m| get(m).and_then(|r| r.heldout_r2).map_or("-".into(), |c| format!("{c:.2}"))).collect();
+        md.push_str(&format!("| {s} -> {t} | {b} | {beta} | {} | {} | {} |\n", cells.join(" | "), cos.join(" / "), r2.join(" / ")));
     }
+    md.push_str("\nMaps: specific and unrelated T are fitted on 2 x --limit texts (n <= d_s: OLS interpolates); held-out T on the next --heldout-pairs pairs of the same concept (the vector's pairs are not in its corpus); pooled T on all behaviours' corpora together (n > d_s for the models here: no interpolation).\n");
     if !maps.is_empty() {
         md.push_str("\nMaps fitted on different concepts (Table 4):\n\n| pair | map A | map B | SSIM | mean abs spectral diff | Frobenius |\n|---|---|---|---:|---:|---:|\n");
         for (pair, a, b, c) in maps {
@@ -362,6 +376,16 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
         let ls = default_layer(ctx, src_id, &a.layer)?;
         let lt = default_layer(ctx, tgt_id, &a.layer)?;
         let mut specific_maps: Vec<(String, faer::Mat<f64>)> = Vec::new();
+        let pooled = if a.no_pooled {
+            None
+        } else {
+            let vdir = out.join("vectors");
+            std::fs::create_dir_all(&vdir)?;
+            let path = vdir.join(format!("map.{src_id}.{tgt_id}.pooled.safetensors"));
+            let m = pooled_map(&src, &tgt, (ls, lt), &a.behaviours, &data_dir, a.grid.limit)?;
+            m.save(&path)?;
+            Some((m, path))
+        };
         for (k, w1) in a.behaviours.iter().enumerate() {
             let w2 = &a.behaviours[(k + 1) % a.behaviours.len()];
             let file = |w: &str, f: &str| data_dir.join("caa").join(w).join(f).display().to_string();
@@ -375,23 +399,35 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
             std::fs::create_dir_all(&vdir)?;
             let sv_s_path = vdir.join(format!("{src_id}.{w1}.safetensors"));
             sv_s.save(&sv_s_path)?;
-            let align = |corpus: &str, est: &str, name: &str| -> Result<(lcross_core::maps::LinearMap, PathBuf)> {
+            let align = |corpus: &str, est: &str, skip: usize, limit: usize, name: &str| -> Result<(lcross_core::maps::LinearMap, PathBuf)> {
                 let args = AlignArgs {
-                    source: src_id.into(), source_layer: ls, target: tgt_id.into(), target_layer: lt, corpus: corpus.into(), limit: Some(a.grid.limit),
+                    source: src_id.into(), source_layer: ls, target: tgt_id.into(), target_layer: lt, corpus: corpus.into(), limit: Some(limit), skip,
                     estimator: est.into(), vector: None, native: None, data_dir: Some(data_dir.clone()), no_cache: false, output: vdir.join(name),
                 };
                 let m = align_models(&src, &tgt, &args)?;
                 m.save(&args.output)?;
                 Ok((m, args.output))
             };
-            let (m_spec, p_spec) = align(&file(w1, "generate_dataset.json"), "ols", &format!("map.{src_id}.{tgt_id}.{w1}.safetensors"))?;
-            let (m_unrel, p_unrel) = align(&file(w2, "generate_dataset.json"), "ols", &format!("map.{src_id}.{tgt_id}.{w2}-for-{w1}.safetensors"))?;
-            let (m_rand, p_rand) = align(&file(w1, "generate_dataset.json"), "random", &format!("map.{src_id}.{tgt_id}.random.safetensors"))?;
+            let limit = a.grid.limit;
+            let (m_spec, p_spec) = align(&file(w1, "generate_dataset.json"), "ols", 0, limit, &format!("map.{src_id}.{tgt_id}.{w1}.safetensors"))?;
+            let (m_unrel, p_unrel) = align(&file(w2, "generate_dataset.json"), "ols", 0, limit, &format!("map.{src_id}.{tgt_id}.{w2}-for-{w1}.safetensors"))?;
+            let (m_rand, p_rand) = align(&file(w1, "generate_dataset.json"), "random", 0, limit, &format!("map.{src_id}.{tgt_id}.random.safetensors"))?;
+            let heldout = if a.heldout_pairs > 0 {
+                Some(align(&file(w1, "generate_dataset.json"), "ols", limit, a.heldout_pairs, &format!("map.{src_id}.{tgt_id}.{w1}-heldout.safetensors"))?)
+            } else {
+                None
+            };
             specific_maps.push((w1.clone(), m_spec.t.clone()));
             let native = &sv_t.layers[&lt];
             let mut conditions: Vec<(String, Option<String>, lcross_core::steering::SteeringVector, Option<&lcross_core::maps::MapMetadata>)> = vec![("self".into(), None, sv_t.clone(), None)];
             conditions.push(("lcross-specific".into(), Some(w1.clone()), transfer_vector(&sv_s, &m_spec, &p_spec, false)?, Some(&m_spec.metadata)));
             conditions.push(("lcross-unrelated".into(), Some(w2.clone()), transfer_vector(&sv_s, &m_unrel, &p_unrel, false)?, Some(&m_unrel.metadata)));
+            if let Some((m, p)) = &heldout {
+                conditions.push(("lcross-heldout".into(), Some(m.metadata.corpus.clone()), transfer_vector(&sv_s, m, p, false)?, Some(&m.metadata)));
+            }
+            if let Some((m, p)) = &pooled {
+                conditions.push(("lcross-pooled".into(), Some(m.metadata.corpus.clone()), transfer_vector(&sv_s, m, p, false)?, Some(&m.metadata)));
+            }
             conditions.push(("random-T".into(), Some(w1.clone()), transfer_vector(&sv_s, &m_rand, &p_rand, false)?, Some(&m_rand.metadata)));
             if src.config().hidden_size == tgt.config().hidden_size {
                 let mut id = sv_s.clone();
@@ -409,7 +445,7 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
                 Ok(())
             };
             let base = CrossRow { source: src_id.into(), target: tgt_id.into(), behaviour: w1.clone(), method: "none".into(), map_corpus: None, beta: 0.0,
-                mean_prob_matching: 0.0, cosine_to_native: None, train_r2: None, heldout_r2: None, interpolating: None };
+                mean_prob_matching: 0.0, cosine_to_native: None, train_r2: None, heldout_r2: None, interpolating: None, map_n: None };
             if !rows.iter().any(|r| cross_key(r) == cross_key(&base)) {
                 let r = evaluate_ab(&tgt, &items, None)?;
                 push(CrossRow { mean_prob_matching: r.mean_prob_matching, ..base.clone() }, &mut rows)?;
@@ -420,7 +456,7 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
                         method: method.clone(), map_corpus: corpus.clone(), beta,
                         cosine_to_native: Some(cosine(&v.layers[&lt], native)),
                         train_r2: meta.map(|m| m.diagnostics.train_r2), heldout_r2: meta.and_then(|m| m.diagnostics.heldout_r2),
-                        interpolating: meta.map(|m| m.diagnostics.interpolating), ..base.clone()
+                        interpolating: meta.map(|m| m.diagnostics.interpolating), map_n: meta.map(|m| m.diagnostics.n), ..base.clone()
                     };
                     if rows.iter().any(|r| cross_key(r) == cross_key(&row)) {
                         continue;
@@ -442,6 +478,24 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
     }
     let md = std::fs::read_to_string(out.join("cross.md")).unwrap_or_default();
     ctx.print(&rows, || print!("{md}"))
+}
+
+/// One OLS map fitted on the first `limit` pairs of every behaviour's corpus together (the
+/// non-interpolating regime once 2 x limit x behaviours > d_s). States come from the
+/// activation cache, so behaviours already extracted cost nothing.
+fn pooled_map(src: &lcross_model::Model, tgt: &lcross_model::Model, layers: (usize, usize), behaviours: &[String], data_dir: &Path, limit: usize) -> Result<lcross_core::maps::LinearMap> {
+    use crate::cmd::maps::{fit_states, Corpus};
+    use sha2::{Digest, Sha256};
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut hasher = Sha256::new();
+    for w in behaviours {
+        let corpus = Corpus::load(&data_dir.join("caa").join(w).join("generate_dataset.json").display().to_string(), data_dir, 0, Some(limit))?;
+        hasher.update(corpus.describe().1.as_bytes());
+        xs.extend(corpus.states(src, layers.0, true)?);
+        ys.extend(corpus.states(tgt, layers.1, true)?);
+    }
+    let description = format!("pooled: first {limit} pairs of each of {}", behaviours.join(", "));
+    fit_states(src, tgt, layers, &xs, &ys, lcross_core::maps::Estimator::Ols, (description, hex::encode(hasher.finalize())))
 }
 
 fn append_line<T: Serialize>(path: &Path, row: &T) -> Result<()> {

@@ -24,21 +24,27 @@ pub enum Corpus {
 
 impl Corpus {
     /// Load `--corpus`: a dataset spec (as `extract --dataset`) or a `.txt` file (one text a line).
-    pub fn load(spec: &str, data_dir: &Path, limit: Option<usize>) -> Result<Self> {
+    /// `skip` items are dropped before `limit` is applied.
+    pub fn load(spec: &str, data_dir: &Path, skip: usize, limit: Option<usize>) -> Result<Self> {
         let p = Path::new(spec);
         if p.extension().is_some_and(|e| e == "txt") {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {spec}"))?;
-            let mut lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect();
+            let mut lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).skip(skip).map(String::from).collect();
             if let Some(n) = limit {
                 lines.truncate(n);
             }
             if lines.is_empty() {
-                bail!("{spec}: no non-empty lines");
+                bail!("{spec}: no non-empty lines{}", if skip > 0 { format!(" after skipping {skip}") } else { String::new() });
             }
             let hash = hex::encode(Sha256::digest(lines.join("\n").as_bytes()));
-            return Ok(Self::Lines { source: spec.to_string(), hash, lines });
+            let source = if skip > 0 { format!("{spec} (from line {skip})") } else { spec.to_string() };
+            return Ok(Self::Lines { source, hash, lines });
         }
-        Ok(Self::Pairs(dataset::load_concept(spec, data_dir)?.limit(limit)))
+        let d = dataset::load_concept(spec, data_dir)?.skip(skip).limit(limit);
+        if d.pairs.is_empty() {
+            bail!("{spec}: no pairs left after skipping {skip}");
+        }
+        Ok(Self::Pairs(d))
     }
 
     /// Source and content hash.
@@ -86,9 +92,13 @@ pub struct AlignArgs {
     /// used, or a .txt file with one text a line.
     #[arg(long)]
     pub corpus: String,
-    /// First N items of the corpus (pairs: both texts of each).
+    /// First N items of the corpus (pairs: both texts of each), after --skip.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Skip the first N items (e.g. the pairs the vector was extracted from, to fit the map
+    /// on held-out pairs).
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
     /// ols (default, the paper's pseudo-inverse), ridge[:LAMBDA], procrustes, random[:SEED], identity.
     #[arg(long, default_value = "ols")]
     pub estimator: String,
@@ -113,35 +123,43 @@ pub struct AlignArgs {
 pub fn align_models(src: &Model, tgt: &Model, a: &AlignArgs) -> Result<LinearMap> {
     let est = Estimator::parse(&a.estimator).with_context(|| format!("unknown estimator `{}`", a.estimator))?;
     let data_dir = a.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
-    let corpus = Corpus::load(&a.corpus, &data_dir, a.limit)?;
+    let corpus = Corpus::load(&a.corpus, &data_dir, a.skip, a.limit)?;
     let xs = corpus.states(src, a.source_layer, !a.no_cache)?;
     let ys = corpus.states(tgt, a.target_layer, !a.no_cache)?;
-    let (t, diag) = fit(&Rows::from_f32(&xs)?, &Rows::from_f32(&ys)?, &est)?;
     let (source, hash) = corpus.describe();
-    let mut metadata = MapMetadata {
-        lcross_version: lcross_core::VERSION.into(),
-        source_model_id: src.id().into(),
-        source_model_sha256: src.file_sha256()?,
-        target_model_id: tgt.id().into(),
-        target_model_sha256: tgt.file_sha256()?,
-        source_layer: a.source_layer,
-        target_layer: a.target_layer,
-        estimator: est,
-        corpus: source,
-        corpus_sha256: hash,
-        diagnostics: diag,
-        native_cosine: None,
-        native_vector: None,
-    };
+    let mut map = fit_states(src, tgt, (a.source_layer, a.target_layer), &xs, &ys, est, (source, hash))?;
+    let metadata = &mut map.metadata;
     if let (Some(v), Some(n)) = (&a.vector, &a.native) {
         let sv = SteeringVector::load(v)?;
         let native = SteeringVector::load(n)?;
         let sv_layer = sv.layers.get(&a.source_layer).with_context(|| format!("{} has no layer {}", v.display(), a.source_layer))?;
         let nat = native.layers.get(&a.target_layer).with_context(|| format!("{} has no layer {}", n.display(), a.target_layer))?;
-        let moved = apply(&t, sv_layer)?;
+        let moved = apply(&map.t, sv_layer)?;
         metadata.native_cosine = Some(cosine(&moved, nat));
         metadata.native_vector = Some(n.display().to_string());
     }
+    Ok(map)
+}
+
+/// Fit a map on paired states already gathered (`xs[i]` from `src`, `ys[i]` from `tgt`, same
+/// text), recording both models, the layers and the corpus `(description, sha256)`.
+pub fn fit_states(src: &Model, tgt: &Model, layers: (usize, usize), xs: &[Vec<f32>], ys: &[Vec<f32>], est: Estimator, corpus: (String, String)) -> Result<LinearMap> {
+    let (t, diag) = fit(&Rows::from_f32(xs)?, &Rows::from_f32(ys)?, &est)?;
+    let metadata = MapMetadata {
+        lcross_version: lcross_core::VERSION.into(),
+        source_model_id: src.id().into(),
+        source_model_sha256: src.file_sha256()?,
+        target_model_id: tgt.id().into(),
+        target_model_sha256: tgt.file_sha256()?,
+        source_layer: layers.0,
+        target_layer: layers.1,
+        estimator: est,
+        corpus: corpus.0,
+        corpus_sha256: corpus.1,
+        diagnostics: diag,
+        native_cosine: None,
+        native_vector: None,
+    };
     Ok(LinearMap { metadata, t })
 }
 
