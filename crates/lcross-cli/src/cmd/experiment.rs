@@ -82,6 +82,10 @@ pub struct CrossRow {
     /// Texts the map was fitted on.
     #[serde(default)]
     pub map_n: Option<usize>,
+    /// Set when the metric was not re-evaluated because the steering was identical to a row
+    /// already measured (same target, behaviour and vector): which row.
+    #[serde(default)]
+    pub copied_from: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -445,10 +449,18 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
                 Ok(())
             };
             let base = CrossRow { source: src_id.into(), target: tgt_id.into(), behaviour: w1.clone(), method: "none".into(), map_corpus: None, beta: 0.0,
-                mean_prob_matching: 0.0, cosine_to_native: None, train_r2: None, heldout_r2: None, interpolating: None, map_n: None };
+                mean_prob_matching: 0.0, cosine_to_native: None, train_r2: None, heldout_r2: None, interpolating: None, map_n: None, copied_from: None };
+            // The unsteered and the self-steered target do not depend on the source: reuse
+            // them from an earlier pair with the same target instead of re-evaluating.
+            let same_target = |rows: &[CrossRow], method: &str, beta: f64| -> Option<CrossRow> {
+                rows.iter().find(|r| r.target == tgt_id && r.behaviour == *w1 && r.method == method && r.beta == beta && r.copied_from.is_none()).cloned()
+            };
             if !rows.iter().any(|r| cross_key(r) == cross_key(&base)) {
-                let r = evaluate_ab(&tgt, &items, None)?;
-                push(CrossRow { mean_prob_matching: r.mean_prob_matching, ..base.clone() }, &mut rows)?;
+                let row = match same_target(&rows, "none", 0.0) {
+                    Some(prev) => CrossRow { mean_prob_matching: prev.mean_prob_matching, copied_from: Some(cross_key(&prev)), ..base.clone() },
+                    None => CrossRow { mean_prob_matching: evaluate_ab(&tgt, &items, None)?.mean_prob_matching, ..base.clone() },
+                };
+                push(row, &mut rows)?;
             }
             for &beta in &a.betas {
                 for (method, corpus, v, meta) in &conditions {
@@ -459,6 +471,13 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
                         interpolating: meta.map(|m| m.diagnostics.interpolating), map_n: meta.map(|m| m.diagnostics.n), ..base.clone()
                     };
                     if rows.iter().any(|r| cross_key(r) == cross_key(&row)) {
+                        continue;
+                    }
+                    // A vector equal to the native one (the interpolation regime gives exactly
+                    // that) steers exactly as self modulation: copy that row.
+                    let identical = method == "self" || same_vector(&v.layers[&lt], native);
+                    if let Some(prev) = same_target(&rows, "self", beta).filter(|_| identical) {
+                        push(CrossRow { mean_prob_matching: prev.mean_prob_matching, copied_from: Some(cross_key(&prev)), ..row }, &mut rows)?;
                         continue;
                     }
                     let r = evaluate_ab(&tgt, &items, Some(&Steering { vector: v, beta, positions: Positions::All }))?;
@@ -478,6 +497,14 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
     }
     let md = std::fs::read_to_string(out.join("cross.md")).unwrap_or_default();
     ctx.print(&rows, || print!("{md}"))
+}
+
+/// Equal up to float rounding (relative L2 difference below 1e-4: a steering difference
+/// that small moves the A/B metric by far less than its 3-decimal precision).
+fn same_vector(a: &[f32], b: &[f32]) -> bool {
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    a.len() == b.len() && diff <= 1e-4 * norm.max(f64::MIN_POSITIVE)
 }
 
 /// One OLS map fitted on the first `limit` pairs of every behaviour's corpus together (the
@@ -503,4 +530,19 @@ fn append_line<T: Serialize>(path: &Path, row: &T) -> Result<()> {
     writeln!(f, "{}", serde_json::to_string(row)?)?;
     f.sync_data()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_vector;
+
+    #[test]
+    fn same_vector_accepts_rounding_only() {
+        let a = vec![1.0f32, -2.0, 3.0];
+        assert!(same_vector(&a, &a));
+        assert!(same_vector(&[1.00001, -2.0, 3.0], &a));
+        assert!(!same_vector(&[1.01, -2.0, 3.0], &a));
+        assert!(!same_vector(&[2.0, -4.0, 6.0], &a), "a scaled vector steers differently");
+        assert!(!same_vector(&a[..2], &a));
+    }
 }
