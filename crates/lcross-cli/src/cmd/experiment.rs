@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use lcross_core::artifact::write_atomic;
-use lcross_core::eval::{evaluate_ab, Steering};
+use lcross_core::eval::{eval_cache_dir, evaluate_ab_cached, Steering};
 use lcross_model::Positions;
 use serde::{Deserialize, Serialize};
 
@@ -260,7 +260,7 @@ fn run_cells(ctx: &Context, grid: &GridArgs, plan: &[(String, String, usize, Vec
         let items = load_ab(&dir.join("test_dataset_ab.json").display().to_string(), Some(grid.test_limit))?;
         let norm = sv.layers[layer].iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
         for beta in todo {
-            let r = evaluate_ab(model, &items, Some(&Steering { vector: &sv, beta, positions: Positions::All }))?;
+            let r = evaluate_ab_cached(model, &items, Some(&Steering { vector: &sv, beta, positions: Positions::All }), &eval_cache_dir())?;
             let cell = Cell {
                 model: model_spec.clone(), behaviour: behaviour.clone(), layer: *layer, beta, mean_prob_matching: r.mean_prob_matching, n: r.n,
                 n_pairs: sv.metadata.n_pairs, balanced_letters: grid.balance_letters, half_split_cosine: sv.metadata.half_split_cosine.get(layer).copied(), vector_norm: norm,
@@ -458,7 +458,7 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
             if !rows.iter().any(|r| cross_key(r) == cross_key(&base)) {
                 let row = match same_target(&rows, "none", 0.0) {
                     Some(prev) => CrossRow { mean_prob_matching: prev.mean_prob_matching, copied_from: Some(cross_key(&prev)), ..base.clone() },
-                    None => CrossRow { mean_prob_matching: evaluate_ab(&tgt, &items, None)?.mean_prob_matching, ..base.clone() },
+                    None => CrossRow { mean_prob_matching: evaluate_ab_cached(&tgt, &items, None, &eval_cache_dir())?.mean_prob_matching, ..base.clone() },
                 };
                 push(row, &mut rows)?;
             }
@@ -480,7 +480,7 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
                         push(CrossRow { mean_prob_matching: prev.mean_prob_matching, copied_from: Some(cross_key(&prev)), ..row }, &mut rows)?;
                         continue;
                     }
-                    let r = evaluate_ab(&tgt, &items, Some(&Steering { vector: v, beta, positions: Positions::All }))?;
+                    let r = evaluate_ab_cached(&tgt, &items, Some(&Steering { vector: v, beta, positions: Positions::All }), &eval_cache_dir())?;
                     push(CrossRow { mean_prob_matching: r.mean_prob_matching, ..row }, &mut rows)?;
                 }
             }
