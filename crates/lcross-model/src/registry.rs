@@ -19,7 +19,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
     KnownModel { id: "smollm2-135m-instruct", sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", steering_layer: Some(12) },
     KnownModel { id: "gemma3-270m", sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", steering_layer: None },
     KnownModel { id: "qwen2.5-coder-0.5b-instruct", sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", steering_layer: Some(14) },
-    KnownModel { id: "qwen2.5-coder-1.5b-instruct", sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", steering_layer: None },
+    KnownModel { id: "qwen2.5-coder-1.5b-instruct", sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", steering_layer: Some(20) },
 ];
 
 /// The default model of commands that take `--model`.
