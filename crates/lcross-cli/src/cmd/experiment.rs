@@ -450,17 +450,11 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
             };
             let base = CrossRow { source: src_id.into(), target: tgt_id.into(), behaviour: w1.clone(), method: "none".into(), map_corpus: None, beta: 0.0,
                 mean_prob_matching: 0.0, cosine_to_native: None, train_r2: None, heldout_r2: None, interpolating: None, map_n: None, copied_from: None };
-            // The unsteered and the self-steered target do not depend on the source: reuse
-            // them from an earlier pair with the same target instead of re-evaluating.
-            let same_target = |rows: &[CrossRow], method: &str, beta: f64| -> Option<CrossRow> {
-                rows.iter().find(|r| r.target == tgt_id && r.behaviour == *w1 && r.method == method && r.beta == beta && r.copied_from.is_none()).cloned()
-            };
+            // The unsteered and self-steered rows recur for every pair with this target: the
+            // evaluation cache answers them after the first time.
             if !rows.iter().any(|r| cross_key(r) == cross_key(&base)) {
-                let row = match same_target(&rows, "none", 0.0) {
-                    Some(prev) => CrossRow { mean_prob_matching: prev.mean_prob_matching, copied_from: Some(cross_key(&prev)), ..base.clone() },
-                    None => CrossRow { mean_prob_matching: evaluate_ab_cached(&tgt, &items, None, &eval_cache_dir())?.mean_prob_matching, ..base.clone() },
-                };
-                push(row, &mut rows)?;
+                let r = evaluate_ab_cached(&tgt, &items, None, &eval_cache_dir())?;
+                push(CrossRow { mean_prob_matching: r.mean_prob_matching, ..base.clone() }, &mut rows)?;
             }
             for &beta in &a.betas {
                 for (method, corpus, v, meta) in &conditions {
@@ -475,8 +469,8 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
                     }
                     // A vector equal to the native one (the interpolation regime gives exactly
                     // that) steers exactly as self modulation: copy that row.
-                    let identical = method == "self" || same_vector(&v.layers[&lt], native);
-                    if let Some(prev) = same_target(&rows, "self", beta).filter(|_| identical) {
+                    let self_row = || rows.iter().find(|r| r.target == tgt_id && r.behaviour == *w1 && r.method == "self" && r.beta == beta).cloned();
+                    if let Some(prev) = self_row().filter(|_| method != "self" && same_vector(&v.layers[&lt], native)) {
                         push(CrossRow { mean_prob_matching: prev.mean_prob_matching, copied_from: Some(cross_key(&prev)), ..row }, &mut rows)?;
                         continue;
                     }
