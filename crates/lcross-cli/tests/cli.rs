@@ -103,3 +103,29 @@ fn bad_input_is_a_clear_error() {
     let (ok, _, err) = lcross(&["vector", "show", bad.to_str().unwrap()]);
     assert!(!ok && err.contains("bad.json"), "{err}");
 }
+
+/// The README's first command: the demo runs end to end and its numbers say what the
+/// method predicts (interpolating map: the transferred vector is the native one; a map
+/// fitted on other pairs still transfers a vector close to it and steers).
+#[test]
+fn demo_end_to_end() {
+    if skip() {
+        return;
+    }
+    let d = tmp("demo");
+    let out = json(&["demo", "--max-tokens", "12", "--out", d.to_str().unwrap(), "--json"]);
+    assert_eq!(out["map"]["diagnostics"]["interpolating"], true);
+    let f = |k: &str| out[k].as_f64().unwrap_or_else(|| panic!("demo --json: no number `{k}`: {out}"));
+    assert!(f("cosine_transferred_native") > 0.9999, "{out}");
+    assert_eq!(out["heldout_map"]["diagnostics"]["n"], 64);
+    let c = f("cosine_heldout");
+    assert!(c > 0.8 && c < 0.9999, "held-out cosine {c}");
+    assert!(f("ab_self") > f("ab_none") + 0.03, "self modulation does not steer: {out}");
+    assert!((f("ab_lcross") - f("ab_self")).abs() < 1e-3, "interpolating L-Cross differs from self: {out}");
+    assert!(f("ab_lcross_heldout") > f("ab_none") + 0.03, "held-out L-Cross does not steer: {out}");
+    assert_ne!(out["unsteered"], out["steered"]);
+    for f in ["source.safetensors", "native.safetensors", "map.safetensors", "transferred.safetensors", "map-second-half.safetensors"] {
+        assert!(d.join(f).exists(), "demo did not write {f}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
