@@ -31,7 +31,8 @@ pub struct BenchArgs {
     /// Repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
     repeat: usize,
-    /// Also measure transformers with this Python (needs torch + transformers).
+    /// Also measure the peer with this Python: transformers (needs torch + transformers),
+    /// or with --fit numpy (needs numpy).
     #[arg(long)]
     peer: Option<PathBuf>,
     /// Write the Markdown table to this file.
@@ -142,9 +143,11 @@ fn bench_fit(ctx: &Context, a: &BenchArgs) -> Result<()> {
         estimator: String,
         fit_seconds: f64,
         with_diagnostics_seconds: f64,
+        /// The numpy peer's fit of the same estimator, when measured.
+        numpy_seconds: Option<f64>,
     }
     let mut rows = Vec::new();
-    for est in [Estimator::Ols, Estimator::Ridge { lambda: None }, Estimator::Procrustes] {
+    for (label, est) in [("OLS", Estimator::Ols), ("ridge (lambda chosen on held-out)", Estimator::Ridge { lambda: None }), ("Procrustes", Estimator::Procrustes)] {
         let mut times = Vec::new();
         let mut total = Vec::new();
         for _ in 0..a.repeat.max(1) {
@@ -153,16 +156,56 @@ fn bench_fit(ctx: &Context, a: &BenchArgs) -> Result<()> {
             total.push(t.elapsed().as_secs_f64());
             times.push(d.seconds);
         }
-        rows.push(Row { estimator: format!("{est:?}"), fit_seconds: median(times), with_diagnostics_seconds: median(total) });
+        rows.push(Row { estimator: label.into(), fit_seconds: median(times), with_diagnostics_seconds: median(total), numpy_seconds: None });
+    }
+    let peer = match &a.peer {
+        Some(py) => Some(numpy_fit_peer(py, (n, ds, dt), a.repeat)?),
+        None => None,
+    };
+    for r in &mut rows {
+        r.numpy_seconds = peer.as_ref().and_then(|p| match r.estimator.as_str() {
+            "OLS" => p.ols_seconds,
+            "Procrustes" => p.procrustes_seconds,
+            _ => None,
+        });
     }
     let machine = machine();
-    ctx.print(&rows, || {
-        println!("Machine: {machine}. Fit T: n = {n}, d_s = {ds}, d_t = {dt}, f64, median of {}.\n", a.repeat);
-        println!("| estimator | fit T, s | fit + train/held-out R^2, s |\n|---|---:|---:|");
+    let out = serde_json::json!({ "machine": machine, "n": n, "d_s": ds, "d_t": dt, "rows": rows, "numpy": peer.as_ref().map(|p| p.numpy.clone()) });
+    ctx.print(&out, || {
+        println!("Machine: {machine}. Fit T: n = {n}, d_s = {ds}, d_t = {dt}, f64, median of {}.", a.repeat);
+        if let Some(p) = &peer {
+            println!("Peer: numpy {} in the same run (OLS = pinv(X) @ Y, Procrustes = SVD of X^T Y; same shapes).", p.numpy);
+        }
+        println!("\n| estimator | fit T, s | fit + train/held-out R^2, s | numpy fit, s |\n|---|---:|---:|---:|");
         for r in &rows {
-            println!("| {} | {:.2} | {:.2} |", r.estimator, r.fit_seconds, r.with_diagnostics_seconds);
+            let np = r.numpy_seconds.map_or("-".into(), |s| format!("{s:.2}"));
+            println!("| {} | {:.2} | {:.2} | {np} |", r.estimator, r.fit_seconds, r.with_diagnostics_seconds);
         }
     })
+}
+
+/// What `scripts/bench/peer_numpy_fit.py` prints.
+#[derive(Deserialize)]
+struct NumpyFit {
+    numpy: String,
+    ols_seconds: Option<f64>,
+    procrustes_seconds: Option<f64>,
+}
+
+/// Time numpy fitting maps of the same shapes with `python`.
+fn numpy_fit_peer(python: &std::path::Path, (n, ds, dt): (usize, usize, usize), repeat: usize) -> Result<NumpyFit> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/peer_numpy_fit.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .args([n.to_string(), ds.to_string(), dt.to_string(), repeat.max(1).to_string()])
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!("numpy peer ({}): {}", python.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("numpy peer output: {last}"))
 }
 
 pub fn run(ctx: &Context, a: BenchArgs) -> Result<()> {
