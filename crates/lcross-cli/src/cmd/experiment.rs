@@ -352,7 +352,18 @@ fn write_cross_tables(dir: &Path, rows: &[CrossRow], maps: &[(String, String, St
         let r2: Vec<String> = lcross.iter().map(|m| get(m).and_then(|r| r.heldout_r2).map_or("-".into(), |c| format!("{c:.2}"))).collect();
         md.push_str(&format!("| {s} -> {t} | {b} | {beta} | {} | {} | {} |\n", cells.join(" | "), cos.join(" / "), r2.join(" / ")));
     }
-    md.push_str("\nMaps: specific and unrelated T are fitted on 2 x --limit texts (n <= d_s: OLS interpolates); held-out T on the next --heldout-pairs pairs of the same concept (the vector's pairs are not in its corpus); pooled T on all behaviours' corpora together (n > d_s for the models here: no interpolation).\n");
+    md.push_str("\nMaps: specific and unrelated T are fitted on 2 x --limit texts of a behaviour; held-out T on the next --heldout-pairs pairs of the same concept (the vector's pairs are not in its corpus); pooled T on all behaviours' corpora together.");
+    // Which conditions interpolate (n <= d_s, X T = Y exactly) depends on the models and
+    // limits of this run: say it from the rows.
+    let interpolating: Vec<String> = lcross
+        .iter()
+        .filter_map(|m| {
+            let fitted: Vec<&CrossRow> = rows.iter().filter(|r| r.method == *m && r.interpolating.is_some()).collect();
+            let yes = fitted.iter().filter(|r| r.interpolating == Some(true)).count();
+            (!fitted.is_empty()).then(|| format!("{m} {yes}/{}", fitted.len()))
+        })
+        .collect();
+    md.push_str(&format!(" Rows whose map interpolates its corpus (n <= d_s, X T = Y exactly): {}.\n", interpolating.join(", ")));
     if !maps.is_empty() {
         md.push_str("\nMaps fitted on different concepts (Table 4):\n\n| pair | map A | map B | SSIM | mean abs spectral diff | Frobenius |\n|---|---|---|---:|---:|---:|\n");
         for (pair, a, b, c) in maps {
