@@ -169,7 +169,8 @@ fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<(Mat<f64>, usi
             Ok((spectral_solve(&u, &s, &v, y, |si| si / (si * si + lam)), rank, Some(lam)))
         }
         Estimator::Procrustes => {
-            let (_, s, _) = thin_svd(x)?;
+            // Only the rank of X is reported: its singular values suffice (no vectors).
+            let s = x.singular_values().map_err(|e| CoreError::Numerical(format!("SVD did not converge: {e:?}")))?;
             let rank = s.iter().filter(|&&v| v > rank_tolerance(&s, n, ds)).count();
             let m = x.transpose() * y; // (d_s, d_t)
             let (u, _, v) = thin_svd(&m)?;
