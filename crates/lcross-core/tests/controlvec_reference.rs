@@ -55,5 +55,6 @@ fn export_reproduces_the_file_gguf_py_read_back() {
         golden.display()
     );
     let (back, _) = import(&ours).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(back, reference_layers());
 }

@@ -147,7 +147,17 @@ fn bench_fit(ctx: &Context, a: &BenchArgs) -> Result<()> {
         numpy_seconds: Option<f64>,
     }
     let mut rows = Vec::new();
-    for (label, est) in [("OLS", Estimator::Ols), ("ridge (lambda chosen on held-out)", Estimator::Ridge { lambda: None }), ("Procrustes", Estimator::Procrustes)] {
+    let peer = match &a.peer {
+        Some(py) => Some(numpy_fit_peer(py, (n, ds, dt), a.repeat)?),
+        None => None,
+    };
+    // (label, estimator, the peer's time for the same estimator if it has one)
+    let estimators = [
+        ("OLS", Estimator::Ols, peer.as_ref().and_then(|p| p.ols_seconds)),
+        ("ridge (lambda chosen on held-out)", Estimator::Ridge { lambda: None }, None),
+        ("Procrustes", Estimator::Procrustes, peer.as_ref().and_then(|p| p.procrustes_seconds)),
+    ];
+    for (label, est, numpy_seconds) in estimators {
         let mut times = Vec::new();
         let mut total = Vec::new();
         for _ in 0..a.repeat.max(1) {
@@ -156,18 +166,7 @@ fn bench_fit(ctx: &Context, a: &BenchArgs) -> Result<()> {
             total.push(t.elapsed().as_secs_f64());
             times.push(d.seconds);
         }
-        rows.push(Row { estimator: label.into(), fit_seconds: median(times), with_diagnostics_seconds: median(total), numpy_seconds: None });
-    }
-    let peer = match &a.peer {
-        Some(py) => Some(numpy_fit_peer(py, (n, ds, dt), a.repeat)?),
-        None => None,
-    };
-    for r in &mut rows {
-        r.numpy_seconds = peer.as_ref().and_then(|p| match r.estimator.as_str() {
-            "OLS" => p.ols_seconds,
-            "Procrustes" => p.procrustes_seconds,
-            _ => None,
-        });
+        rows.push(Row { estimator: label.into(), fit_seconds: median(times), with_diagnostics_seconds: median(total), numpy_seconds });
     }
     let machine = machine();
     let out = serde_json::json!({ "machine": machine, "n": n, "d_s": ds, "d_t": dt, "rows": rows, "numpy": peer.as_ref().map(|p| p.numpy.clone()) });

@@ -79,7 +79,9 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     let tgt = ctx.load(&a.target)?;
     let ls = a.source_layer.unwrap_or_else(|| lcross_model::registry::default_steering_layer(src.id(), src.config().num_layers));
     let lt = a.target_layer.unwrap_or_else(|| lcross_model::registry::default_steering_layer(tgt.id(), tgt.config().num_layers));
-    say(format!("1. Concept `optimism` (built in, {} training pairs, {} held-out questions).", dataset::builtin_pairs("optimism")?.pairs.len(), dataset::builtin_test("optimism")?.len()));
+    let n_pairs = dataset::builtin_pairs("optimism")?.pairs.len();
+    let items = dataset::builtin_test("optimism")?;
+    say(format!("1. Concept `optimism` (built in, {n_pairs} training pairs, {} held-out questions).", items.len()));
     let extract = |model: &str, layer: usize, limit: Option<usize>, name: &str| ExtractArgs {
         model: model.into(), dataset: "builtin:optimism".into(), layers: layer.to_string(), method: "mean-diff".into(), limit,
         normalize: false, balance_letters: false, data_dir: None, no_cache: false, no_prefix_sharing: false, no_early_exit: false,
@@ -109,7 +111,6 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     // The map above interpolates the very texts the vectors come from, so its cosine of 1 is
     // by construction. The held-out check splits the pairs: vectors from the first half, a
     // map fitted only on the second half.
-    let n_pairs = dataset::builtin_pairs("optimism")?.pairs.len();
     let half = n_pairs / 2;
     let ex_s_half = extract(&a.source, ls, Some(half), "source-first-half.safetensors");
     let (sv_s_half, _) = extract_vector(&src, &ex_s_half)?;
@@ -133,7 +134,6 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
         );
     }
     drop(src);
-    let items = dataset::builtin_test("optimism")?;
     let steer = |v| Steering { vector: v, beta: a.beta, positions: Positions::All };
     let none = evaluate_ab(&tgt, &items, None)?.mean_prob_matching;
     let own = evaluate_ab(&tgt, &items, Some(&steer(&sv_t)))?.mean_prob_matching;
