@@ -52,11 +52,18 @@ impl Mlp {
     }
 }
 
-/// Cosine/sine tables for the positions of one forward call.
+/// Cosine/sine tables of every position up to the model's context, computed once at
+/// load; a forward pass takes the rows of its positions.
+#[derive(Debug, Clone)]
 struct RotaryTables {
+    /// `(positions, head_dim / 2)` in the compute dtype.
     cos: Tensor,
     sin: Tensor,
 }
+
+/// Positions covered by the rotary tables at most (8 MiB per table at head_dim 64);
+/// longer contexts are refused with a clear error.
+const ROTARY_TABLE_MAX: usize = 1 << 16;
 
 /// Inverse rotary frequencies for a base, with the model's scaling applied.
 fn inverse_frequencies(head_dim: usize, base: f64, scaling: Option<&RopeScaling>) -> Vec<f64> {
@@ -86,11 +93,11 @@ fn inverse_frequencies(head_dim: usize, base: f64, scaling: Option<&RopeScaling>
 }
 
 impl RotaryTables {
-    fn new(inv_freq: &[f64], start: usize, len: usize, dtype: DType, device: &Device) -> Result<Self> {
+    fn new(inv_freq: &[f64], len: usize, dtype: DType, device: &Device) -> Result<Self> {
         let half = inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
-        for p in start..start + len {
+        for p in 0..len {
             for f in inv_freq {
                 // f32 product as in the reference, then cos/sin.
                 let angle = (p as f32 * *f as f32) as f64;
@@ -104,6 +111,29 @@ impl RotaryTables {
         })
     }
 
+    /// The tables of a pass: `(t, half)` when every row starts at the same offset,
+    /// else `(rows, t, half)` gathered per row.
+    fn for_pass(&self, offsets: &[usize], t: usize) -> Result<PassRotary> {
+        let first = offsets[0];
+        let last = self.cos.dim(0)? - 1;
+        if offsets.iter().all(|&o| o == first) && first + t <= last + 1 {
+            return Ok(PassRotary { cos: self.cos.narrow(0, first, t)?, sin: self.sin.narrow(0, first, t)? });
+        }
+        // Padded positions past the table are clamped: their outputs are never read.
+        let idx: Vec<u32> = offsets.iter().flat_map(|&o| (o..o + t).map(move |p| p.min(last) as u32)).collect();
+        let idx = Tensor::from_vec(idx, offsets.len() * t, self.cos.device())?;
+        let shape = (offsets.len(), t, self.cos.dim(1)?);
+        Ok(PassRotary { cos: self.cos.index_select(&idx, 0)?.reshape(shape)?, sin: self.sin.index_select(&idx, 0)?.reshape(shape)? })
+    }
+}
+
+/// The rotary rows of one pass.
+struct PassRotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl PassRotary {
     fn apply(&self, x: &Tensor, interleaved: bool) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
         if interleaved {
@@ -131,8 +161,10 @@ struct Attention {
 }
 
 impl Attention {
-    /// `x`: `(b, t, hidden)` for positions `offset..offset + t`.
-    fn forward(&self, x: &Tensor, rope: &RotaryTables, layer: usize, offset: usize, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    /// `x`: `(rows, t, hidden)`; row `i` holds positions `offsets[i]..offsets[i] + t`
+    /// (its real tokens first, then padding). `mask`: additive `(rows, 1, 1, t, keys)`
+    /// over key slots `key_start..` (None: nothing hidden).
+    fn forward(&self, x: &Tensor, rope: &PassRotary, layer: usize, mask: Option<&PassMask>, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> { y.reshape((b, t, n, self.head_dim))?.transpose(1, 2) };
         let mut q = heads(self.q.forward(x)?, self.num_heads)?;
@@ -145,53 +177,73 @@ impl Attention {
         let q = rope.apply(&q, self.interleaved)?;
         let k = rope.apply(&k, self.interleaved)?;
         let (k, v) = match cache {
-            Some(c) => c.append(layer, k, v)?,
+            Some(c) => c.write(layer, &k, &v)?,
             None => (k, v),
         };
-        let total = k.dim(2)?;
-        let group = self.num_heads / self.num_kv_heads;
-        let (k, v) = if group > 1 {
-            let rep = |y: &Tensor| -> candle_core::Result<Tensor> {
-                let (b, n, s, d) = y.dims4()?;
-                y.unsqueeze(2)?.expand((b, n, group, s, d))?.reshape((b, n * group, s, d))
-            };
-            (rep(&k)?, rep(&v)?)
-        } else {
-            (k, v)
+        let (k, v) = match mask {
+            Some(m) if m.key_start > 0 => {
+                let keys = k.dim(2)? - m.key_start;
+                (k.narrow(2, m.key_start, keys)?, v.narrow(2, m.key_start, keys)?)
+            }
+            _ => (k, v),
         };
+        let keys = k.dim(2)?;
+        // Grouped-query attention without repeating K/V: the `group` query heads that
+        // share a K/V head are stacked as rows of one matrix.
+        let group = self.num_heads / self.num_kv_heads;
+        let q = q.reshape((b, self.num_kv_heads, group * t, self.head_dim))?;
         let scores = (q.matmul(&k.t()?)? * self.scale)?;
-        let scores = match causal_mask(t, offset, total, self.kind, x.device())? {
-            Some(mask) => scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?,
+        let scores = match mask {
+            Some(m) => scores.reshape((b, self.num_kv_heads, group, t, keys))?.broadcast_add(&m.additive)?.reshape((b, self.num_kv_heads, group * t, keys))?,
             None => scores,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let y = probs.matmul(&v.contiguous()?)?;
-        let y = y.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?;
+        let y = probs.matmul(&v)?;
+        let y = y.reshape((b, self.num_heads, t, self.head_dim))?.transpose(1, 2)?.reshape((b, t, self.num_heads * self.head_dim))?;
         Ok(self.o.forward(&y)?)
     }
 }
 
-/// Additive mask `(t, total)`: `-inf` where query `offset + i` may not see key `j`.
-/// `None` when nothing is masked (one query that sees the whole context).
-fn causal_mask(t: usize, offset: usize, total: usize, kind: LayerAttention, device: &Device) -> Result<Option<Tensor>> {
+/// The additive attention mask of one pass for one kind of layer.
+struct PassMask {
+    /// `(rows, 1, 1, t, keys)`: 0 where a query may see a key slot, `-inf` elsewhere.
+    additive: Tensor,
+    /// First key slot any query of the pass may see (a sliding window skips the rest).
+    key_start: usize,
+}
+
+/// The mask for rows at `offsets` (`t` tokens each, padding included) attending over
+/// `total` key slots. Query `j` of row `i` sits at position `offsets[i] + j` and sees
+/// slots up to its position (and within the window); padded queries see the same way,
+/// so they stay finite. None when nothing is hidden.
+fn pass_mask(offsets: &[usize], t: usize, total: usize, kind: LayerAttention, dtype: DType, device: &Device) -> Result<Option<PassMask>> {
     let window = match kind {
         LayerAttention::Global => None,
         LayerAttention::Sliding { window } => Some(window),
     };
-    let hidden = |i: usize, j: usize| {
-        let q = offset + i;
-        j > q || window.is_some_and(|w| q >= j + w)
+    let key_start = match window {
+        Some(w) => offsets.iter().map(|&o| (o + 1).saturating_sub(w)).min().unwrap_or(0),
+        None => 0,
     };
-    if (0..t).all(|i| (0..total).all(|j| !hidden(i, j))) {
+    let visible = |o: usize, j: usize, s: usize| {
+        let q = o + j;
+        s <= q && window.is_none_or(|w| q < s + w)
+    };
+    let all_visible = offsets.iter().all(|&o| (0..t).all(|j| (key_start..total).all(|s| visible(o, j, s))));
+    if all_visible && key_start == 0 {
         return Ok(None);
     }
-    let mut m = Vec::with_capacity(t * total);
-    for i in 0..t {
-        for j in 0..total {
-            m.push(if hidden(i, j) { f32::NEG_INFINITY } else { 0.0 });
+    let keys = total - key_start;
+    let mut m = Vec::with_capacity(offsets.len() * t * keys);
+    for &o in offsets {
+        for j in 0..t {
+            for s in key_start..total {
+                m.push(if visible(o, j, s) { 0.0f32 } else { f32::NEG_INFINITY });
+            }
         }
     }
-    Ok(Some(Tensor::from_vec(m, (t, total), device)?))
+    let additive = Tensor::from_vec(m, (offsets.len(), 1, 1, t, keys), device)?.to_dtype(dtype)?;
+    Ok(Some(PassMask { additive, key_start }))
 }
 
 #[derive(Debug, Clone)]
@@ -205,8 +257,8 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, rope: &RotaryTables, layer: usize, offset: usize, cache: Option<&mut KvCache>) -> Result<Tensor> {
-        let mut h = self.attn.forward(&self.attn_norm.forward(x)?, rope, layer, offset, cache)?;
+    fn forward(&self, x: &Tensor, rope: &PassRotary, layer: usize, mask: Option<&PassMask>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let mut h = self.attn.forward(&self.attn_norm.forward(x)?, rope, layer, mask, cache)?;
         if let Some(n) = &self.post_attn_norm {
             h = n.forward(&h)?;
         }
@@ -230,14 +282,61 @@ pub enum Logits {
     All,
 }
 
-/// What a forward pass returns.
+/// What a forward pass returns (one per row of a batch).
 #[derive(Debug)]
 pub struct ForwardOutput {
-    /// Logits as requested (f32).
+    /// Logits as requested (f32): `(vocab,)` for [`Logits::Last`], `(t, vocab)` for
+    /// [`Logits::All`] over the row's real tokens.
     pub logits: Option<Tensor>,
     /// Captured `resid_post(layer)`: shape `(1, hidden)` for last-token captures,
     /// `(t, hidden)` for all-position captures (f32).
     pub captures: BTreeMap<usize, Tensor>,
+}
+
+/// One row of a batched forward pass: its new tokens and its own hooks.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRow<'a> {
+    /// Tokens at positions `cache_len..cache_len + tokens.len()` of this row.
+    pub tokens: &'a [u32],
+    /// Captures and interventions of this row only.
+    pub hooks: &'a Hooks,
+}
+
+/// Residual streams of a padded batch part way through the decoder, for callers that
+/// run the layers below a split point once and fork the rows into several conditions
+/// (see [`Decoder::begin`], [`Decoder::run_layers`], [`BatchState::fork`]).
+///
+/// Rows are right-padded to a common length; no KV cache is involved.
+#[derive(Debug, Clone)]
+pub struct BatchState {
+    /// `(rows, t, hidden)` in the compute dtype.
+    x: Tensor,
+    /// Real tokens per row.
+    lens: Vec<usize>,
+    /// Blocks `0..next_layer` have run.
+    next_layer: usize,
+}
+
+impl BatchState {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.lens.len()
+    }
+    /// The next block to run.
+    pub fn next_layer(&self) -> usize {
+        self.next_layer
+    }
+    /// A state whose rows are copies of `rows` of this one (repeats fork a row).
+    pub fn fork(&self, rows: &[usize]) -> Result<BatchState> {
+        if rows.is_empty() {
+            return Err(ModelError::InvalidInput("forking a batch into no rows".into()));
+        }
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.rows()) {
+            return Err(ModelError::InvalidInput(format!("row {bad} is out of range: the batch has {} rows", self.rows())));
+        }
+        let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), rows.len(), self.x.device())?;
+        Ok(BatchState { x: self.x.index_select(&idx, 0)?, lens: rows.iter().map(|&r| self.lens[r]).collect(), next_layer: self.next_layer })
+    }
 }
 
 /// The decoder with its weights.
@@ -248,8 +347,8 @@ pub struct Decoder {
     blocks: Vec<Block>,
     final_norm: RmsNorm,
     lm_head: Linear,
-    inv_freq_global: Vec<f64>,
-    inv_freq_local: Vec<f64>,
+    rotary_global: RotaryTables,
+    rotary_local: Option<RotaryTables>,
     dtype: DType,
     device: Device,
 }
@@ -299,9 +398,14 @@ impl Decoder {
             (true, WeightMode::F32) => Linear::new(QMatMul::Tensor(embed.clone()), None),
             (true, WeightMode::Quantized) => Linear::new(requantize(&embed)?, None),
         };
+        let table_len = c.max_position_embeddings.min(ROTARY_TABLE_MAX);
         let inv_freq_global = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling.as_ref());
-        let inv_freq_local = inverse_frequencies(c.head_dim, c.rope_local_theta.unwrap_or(c.rope_theta), None);
-        Ok(Self { config, embed, blocks, final_norm, lm_head, inv_freq_global, inv_freq_local, dtype, device: device.clone() })
+        let rotary_global = RotaryTables::new(&inv_freq_global, table_len, dtype, device)?;
+        let rotary_local = match c.rope_local_theta {
+            Some(theta) => Some(RotaryTables::new(&inverse_frequencies(c.head_dim, theta, None), table_len, dtype, device)?),
+            None => None,
+        };
+        Ok(Self { config, embed, blocks, final_norm, lm_head, rotary_global, rotary_local, dtype, device: device.clone() })
     }
 
     /// The configuration.
@@ -319,18 +423,100 @@ impl Decoder {
         self.dtype
     }
 
-    /// Run `tokens` (positions `cache.len()..`) through the model.
+    /// Longest sequence a row may reach.
+    pub fn max_sequence(&self) -> usize {
+        self.config.max_position_embeddings.min(ROTARY_TABLE_MAX)
+    }
+
+    /// Run `tokens` (positions `cache.len()..`) through the model: a batch of one row.
     ///
     /// With a cache, keys/values are appended to it. Without logits the pass stops
     /// after the deepest hooked layer (and a cache then only covers layers up to it).
     pub fn forward(&self, tokens: &[u32], cache: Option<&mut KvCache>, hooks: &Hooks, logits: Logits) -> Result<ForwardOutput> {
+        let mut out = self.forward_batch(&[BatchRow { tokens, hooks }], cache, logits)?;
+        Ok(out.pop().expect("one row in, one row out"))
+    }
+
+    /// Run several rows in one pass: row `i` continues row `i` of `cache` (or starts at
+    /// position 0 without a cache) with its own tokens and its own hooks. Rows are
+    /// right-padded to the longest; padding never reaches a real position (causal
+    /// mask) and is dropped from the outputs. Results equal one [`Decoder::forward`]
+    /// per row to float rounding.
+    ///
+    /// Without logits the pass stops after the deepest layer any row hooks.
+    pub fn forward_batch(&self, rows: &[BatchRow<'_>], cache: Option<&mut KvCache>, logits: Logits) -> Result<Vec<ForwardOutput>> {
+        let offsets: Vec<usize> = match cache.as_deref() {
+            Some(kv) => {
+                if kv.rows() != rows.len() {
+                    return Err(ModelError::InvalidInput(format!("the KV cache has {} rows, the batch {}", kv.rows(), rows.len())));
+                }
+                kv.row_lens().to_vec()
+            }
+            None => vec![0; rows.len()],
+        };
+        self.check_rows(rows, &offsets)?;
+        let last_layer = match logits {
+            Logits::None => rows
+                .iter()
+                .filter_map(|r| r.hooks.deepest_layer())
+                .max()
+                .ok_or_else(|| ModelError::InvalidInput("forward pass with no logits and no hooks does nothing".into()))?,
+            _ => self.config.num_layers - 1,
+        };
+        let mut cache = cache;
+        if let Some(kv) = cache.as_deref() {
+            if !kv.is_empty() && last_layer >= kv.valid_layers() {
+                return Err(ModelError::InvalidInput(format!(
+                    "the KV cache covers layers 0..{} only (filled by a pass that stopped early); layer {last_layer} is needed",
+                    kv.valid_layers())));
+            }
+        }
+        let mut state = self.embed_rows(rows)?;
+        let hooks: Vec<&Hooks> = rows.iter().map(|r| r.hooks).collect();
+        let mut captures = vec![BTreeMap::new(); rows.len()];
+        self.run(&mut state, &offsets, &hooks, last_layer + 1, cache.as_deref_mut(), &mut captures)?;
+        if let Some(kv) = cache.as_deref_mut() {
+            kv.advance(&state.lens, last_layer + 1);
+        }
+        self.outputs(&state, captures, logits)
+    }
+
+    /// Embed rows (no KV cache, positions from 0) and return the state before block 0.
+    pub fn begin(&self, rows: &[&[u32]]) -> Result<BatchState> {
+        let none = Hooks::none();
+        let batch: Vec<BatchRow<'_>> = rows.iter().map(|&tokens| BatchRow { tokens, hooks: &none }).collect();
+        self.check_rows(&batch, &vec![0; rows.len()])?;
+        self.embed_rows(&batch)
+    }
+
+    /// Run blocks `state.next_layer()..until` with each row's hooks (`hooks[i]` for row
+    /// `i`) and return the captures per row.
+    pub fn run_layers(&self, state: &mut BatchState, hooks: &[&Hooks], until: usize) -> Result<Vec<BTreeMap<usize, Tensor>>> {
+        if hooks.len() != state.rows() {
+            return Err(ModelError::InvalidInput(format!("{} hooks for {} rows", hooks.len(), state.rows())));
+        }
+        if until > self.config.num_layers || until < state.next_layer {
+            return Err(ModelError::InvalidInput(format!("cannot run blocks {}..{until} of a {}-layer model", state.next_layer, self.config.num_layers)));
+        }
+        for h in hooks {
+            self.check_hooks(h)?;
+        }
+        let mut captures = vec![BTreeMap::new(); state.rows()];
+        self.run(state, &vec![0; state.rows()], hooks, until, None, &mut captures)?;
+        Ok(captures)
+    }
+
+    /// Logits of the last real token of each row of a state that ran every block:
+    /// `(rows, vocab)` (f32).
+    pub fn last_logits(&self, state: &BatchState) -> Result<Tensor> {
+        if state.next_layer != self.config.num_layers {
+            return Err(ModelError::InvalidInput(format!("logits need all {} blocks; {} have run", self.config.num_layers, state.next_layer)));
+        }
+        self.head(&self.last_positions(state)?)
+    }
+
+    fn check_hooks(&self, hooks: &Hooks) -> Result<()> {
         let c = &self.config;
-        if tokens.is_empty() {
-            return Err(ModelError::InvalidInput("empty input: at least one token is needed".into()));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-            return Err(ModelError::InvalidInput(format!("token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
-        }
         for l in hooks.captures.iter().map(|c| c.layer).chain(hooks.interventions.iter().map(|i| i.layer)) {
             if l >= c.num_layers {
                 return Err(ModelError::InvalidInput(format!("layer {l} is out of range: the model has layers 0..={}", c.num_layers - 1)));
@@ -341,78 +527,163 @@ impl Decoder {
                 return Err(ModelError::InvalidInput(format!(
                     "steering vector for layer {} has shape {:?}, the model's hidden size is {}", iv.layer, iv.vector.dims(), c.hidden_size)));
             }
-        }
-        let offset = cache.as_ref().map_or(0, |c| c.len());
-        let t = tokens.len();
-        if offset + t > c.max_position_embeddings {
-            return Err(ModelError::InvalidInput(format!(
-                "sequence of {} tokens is longer than the model's context of {}", offset + t, c.max_position_embeddings)));
-        }
-        let last_layer = match logits {
-            Logits::None => hooks.deepest_layer().ok_or_else(|| ModelError::InvalidInput("forward pass with no logits and no hooks does nothing".into()))?,
-            _ => c.num_layers - 1,
-        };
-        let mut cache = cache;
-        if let Some(kv) = cache.as_deref() {
-            if !kv.is_empty() && last_layer >= kv.valid_layers() {
-                return Err(ModelError::InvalidInput(format!(
-                    "the KV cache covers layers 0..{} only (filled by a pass that stopped early); layer {last_layer} is needed",
-                    kv.valid_layers())));
+            if !iv.scale.is_finite() {
+                return Err(ModelError::InvalidInput(format!("steering scale for layer {} is {} (not finite)", iv.layer, iv.scale)));
             }
         }
-        let prompt_len = hooks.prompt_len.unwrap_or(offset + t);
+        Ok(())
+    }
 
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mut x = self.embed.embedding(&ids.squeeze(0)?)?.unsqueeze(0)?;
+    fn check_rows(&self, rows: &[BatchRow<'_>], offsets: &[usize]) -> Result<()> {
+        let c = &self.config;
+        if rows.is_empty() {
+            return Err(ModelError::InvalidInput("empty batch: at least one row is needed".into()));
+        }
+        let many = rows.len() > 1;
+        let ctx = |i: usize, msg: String| ModelError::InvalidInput(if many { format!("row {i}: {msg}") } else { msg });
+        for (i, (row, &offset)) in rows.iter().zip(offsets).enumerate() {
+            if row.tokens.is_empty() {
+                return Err(ctx(i, "empty input: at least one token is needed".into()));
+            }
+            if let Some(&bad) = row.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+                return Err(ctx(i, format!("token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
+            }
+            if offset + row.tokens.len() > self.max_sequence() {
+                return Err(ctx(i, format!("sequence of {} tokens is longer than the model's context of {}", offset + row.tokens.len(), self.max_sequence())));
+            }
+            self.check_hooks(row.hooks).map_err(|e| match e {
+                ModelError::InvalidInput(m) => ctx(i, m),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Token embeddings of right-padded rows (padding: token 0).
+    fn embed_rows(&self, rows: &[BatchRow<'_>]) -> Result<BatchState> {
+        let c = &self.config;
+        let t = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * t);
+        for r in rows {
+            ids.extend_from_slice(r.tokens);
+            ids.extend(std::iter::repeat_n(0u32, t - r.tokens.len()));
+        }
+        let ids = Tensor::from_vec(ids, rows.len() * t, &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.reshape((rows.len(), t, c.hidden_size))?;
         if c.scale_embeddings {
             // The reference multiplies by sqrt(hidden) rounded to the compute dtype.
             x = (x * ((c.hidden_size as f32).sqrt() as f64))?;
         }
-        let rope_global = RotaryTables::new(&self.inv_freq_global, offset, t, self.dtype, &self.device)?;
-        let rope_local = match c.rope_local_theta {
-            Some(_) => Some(RotaryTables::new(&self.inv_freq_local, offset, t, self.dtype, &self.device)?),
-            None => None,
-        };
-        let mut captures = BTreeMap::new();
-        for (layer, block) in self.blocks.iter().enumerate().take(last_layer + 1) {
-            let rope = match (block.attn.kind, &rope_local) {
+        Ok(BatchState { x, lens: rows.iter().map(|r| r.tokens.len()).collect(), next_layer: 0 })
+    }
+
+    /// Blocks `state.next_layer..until`, each followed by its hooks.
+    fn run(&self, state: &mut BatchState, offsets: &[usize], hooks: &[&Hooks], until: usize, mut cache: Option<&mut KvCache>, captures: &mut [BTreeMap<usize, Tensor>]) -> Result<()> {
+        if state.next_layer >= until {
+            return Ok(());
+        }
+        let (rows, t, _) = state.x.dims3()?;
+        let total = offsets.iter().max().copied().unwrap_or(0) + t;
+        let rope_global = self.rotary_global.for_pass(offsets, t)?;
+        let rope_local = self.rotary_local.as_ref().map(|r| r.for_pass(offsets, t)).transpose()?;
+        let mut masks: Vec<(LayerAttention, Option<PassMask>)> = Vec::new();
+        for layer in state.next_layer..until {
+            let block = &self.blocks[layer];
+            let kind = block.attn.kind;
+            if !masks.iter().any(|(k, _)| *k == kind) {
+                masks.push((kind, pass_mask(offsets, t, total, kind, self.dtype, &self.device)?));
+            }
+            let mask = masks.iter().find(|(k, _)| *k == kind).and_then(|(_, m)| m.as_ref());
+            let rope = match (kind, &rope_local) {
                 (LayerAttention::Sliding { .. }, Some(local)) => local,
                 _ => &rope_global,
             };
-            x = block.forward(&x, rope, layer, offset, cache.as_deref_mut())?;
-            for iv in hooks.interventions.iter().filter(|iv| iv.layer == layer) {
-                let mask: Vec<f32> = (offset..offset + t).map(|p| if iv.positions.contains(p, prompt_len) { 1.0 } else { 0.0 }).collect();
+            state.x = block.forward(&state.x, rope, layer, mask, cache.as_deref_mut())?;
+            state.next_layer = layer + 1;
+            self.intervene(state, offsets, hooks, layer)?;
+            for (i, h) in hooks.iter().enumerate() {
+                for cap in h.captures.iter().filter(|cap| cap.layer == layer) {
+                    let n = state.lens[i];
+                    let row = state.x.get(i)?;
+                    let s = match cap.positions {
+                        CapturePositions::Last => row.narrow(0, n - 1, 1)?,
+                        CapturePositions::All => row.narrow(0, 0, n)?,
+                    };
+                    captures[i].insert(layer, s.to_dtype(DType::F32)?);
+                }
+            }
+        }
+        debug_assert_eq!(rows, hooks.len());
+        Ok(())
+    }
+
+    /// Add each row's interventions at `layer` (a `(rows, t, hidden)` delta; rows
+    /// without any get zeros).
+    fn intervene(&self, state: &mut BatchState, offsets: &[usize], hooks: &[&Hooks], layer: usize) -> Result<()> {
+        let (rows, t, hidden) = state.x.dims3()?;
+        let mut deltas: Vec<Option<Tensor>> = vec![None; rows];
+        for (i, h) in hooks.iter().enumerate() {
+            let (offset, n) = (offsets[i], state.lens[i]);
+            let prompt_len = h.prompt_len.unwrap_or(offset + n);
+            for iv in h.interventions.iter().filter(|iv| iv.layer == layer) {
+                let mask: Vec<f32> = (0..t).map(|j| if j < n && iv.positions.contains(offset + j, prompt_len) { 1.0 } else { 0.0 }).collect();
                 if mask.iter().all(|&m| m == 0.0) {
                     continue;
                 }
-                let mask = Tensor::from_vec(mask, (1, t, 1), &self.device)?.to_dtype(self.dtype)?;
-                let delta = mask.broadcast_mul(&(iv.vector.to_dtype(self.dtype)? * iv.scale)?.reshape((1, 1, c.hidden_size))?)?;
-                x = (x + delta)?;
-            }
-            for cap in hooks.captures.iter().filter(|cap| cap.layer == layer) {
-                let state = match cap.positions {
-                    CapturePositions::Last => x.narrow(1, t - 1, 1)?,
-                    CapturePositions::All => x.clone(),
-                };
-                captures.insert(layer, state.squeeze(0)?.to_dtype(DType::F32)?);
+                let mask = Tensor::from_vec(mask, (t, 1), &self.device)?.to_dtype(self.dtype)?;
+                let d = mask.broadcast_mul(&(iv.vector.to_dtype(self.dtype)? * iv.scale)?.reshape((1, hidden))?)?;
+                deltas[i] = Some(match deltas[i].take() {
+                    Some(prev) => (prev + d)?,
+                    None => d,
+                });
             }
         }
-        if let Some(kv) = cache.as_deref_mut() {
-            kv.advance(t, last_layer + 1);
+        if deltas.iter().all(|d| d.is_none()) {
+            return Ok(());
         }
-        let logits = match logits {
-            Logits::None => None,
-            Logits::Last | Logits::All => {
-                let x = if logits == Logits::Last { x.narrow(1, t - 1, 1)? } else { x };
-                let x = self.final_norm.forward(&x)?;
-                let mut out = self.lm_head.forward(&x)?;
-                if let Some(cap) = c.final_logit_softcapping {
-                    out = ((out / cap)?.tanh()? * cap)?;
-                }
-                let out = out.squeeze(0)?.to_dtype(DType::F32)?;
-                Some(if logits == Logits::Last { out.squeeze(0)? } else { out })
+        if rows == 1 {
+            state.x = state.x.broadcast_add(&deltas[0].take().expect("checked above").unsqueeze(0)?)?;
+            return Ok(());
+        }
+        let zeros = Tensor::zeros((t, hidden), self.dtype, &self.device)?;
+        let parts: Vec<Tensor> = deltas.into_iter().map(|d| d.unwrap_or_else(|| zeros.clone())).collect();
+        state.x = (&state.x + Tensor::stack(&parts, 0)?)?;
+        Ok(())
+    }
+
+    /// `(rows, hidden)`: the state at each row's last real token.
+    fn last_positions(&self, state: &BatchState) -> Result<Tensor> {
+        let (rows, t, hidden) = state.x.dims3()?;
+        if state.lens.iter().all(|&n| n == t) {
+            return Ok(state.x.narrow(1, t - 1, 1)?.reshape((rows, hidden))?);
+        }
+        let idx: Vec<u32> = state.lens.iter().enumerate().map(|(i, &n)| (i * t + n - 1) as u32).collect();
+        let idx = Tensor::from_vec(idx, rows, &self.device)?;
+        Ok(state.x.reshape((rows * t, hidden))?.index_select(&idx, 0)?)
+    }
+
+    /// Final norm, LM head and soft-capping of `(.., hidden)` states, as f32.
+    fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let x = self.final_norm.forward(x)?;
+        let mut out = self.lm_head.forward(&x)?;
+        if let Some(cap) = self.config.final_logit_softcapping {
+            out = ((out / cap)?.tanh()? * cap)?;
+        }
+        Ok(out.to_dtype(DType::F32)?)
+    }
+
+    fn outputs(&self, state: &BatchState, captures: Vec<BTreeMap<usize, Tensor>>, logits: Logits) -> Result<Vec<ForwardOutput>> {
+        let per_row: Vec<Option<Tensor>> = match logits {
+            Logits::None => vec![None; state.rows()],
+            Logits::Last => {
+                let all = self.head(&self.last_positions(state)?)?;
+                (0..state.rows()).map(|i| all.get(i).map(Some)).collect::<candle_core::Result<_>>()?
+            }
+            Logits::All => {
+                let all = self.head(&state.x)?;
+                (0..state.rows()).map(|i| all.get(i)?.narrow(0, 0, state.lens[i]).map(Some)).collect::<candle_core::Result<_>>()?
             }
         };
-        Ok(ForwardOutput { logits, captures })
+        Ok(per_row.into_iter().zip(captures).map(|(logits, captures)| ForwardOutput { logits, captures }).collect())
     }
 }

@@ -26,13 +26,15 @@ pub mod hf;
 pub mod hooks;
 pub mod model;
 pub mod registry;
+pub mod scheduler;
 pub mod tokenizer;
 pub mod weights;
 
 pub use cache::KvCache;
 pub use chat::{ChatTemplate, Message};
 pub use config::{Architecture, ModelConfig};
-pub use decoder::{ForwardOutput, Logits};
+pub use decoder::{BatchRow, BatchState, ForwardOutput, Logits};
+pub use scheduler::{BatchGenerator, FinishReason, GenerationRequest, StepEvent, TokenLogprob};
 pub use error::{ModelError, Result};
 pub use generate::{argmax, GenerateOptions, Sampling, TextStream};
 pub use hooks::{Capture, CapturePositions, Hooks, Intervention, Positions};

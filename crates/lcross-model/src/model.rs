@@ -8,9 +8,10 @@ use candle_core::{DType, Device, Tensor};
 use crate::cache::KvCache;
 use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
-use crate::decoder::{Decoder, ForwardOutput, Logits};
+use crate::decoder::{BatchRow, Decoder, ForwardOutput, Logits};
+use crate::scheduler::{generate_batch, GenerationRequest};
 use crate::error::{ModelError, Result};
-use crate::generate::{GenerateOptions, Sampler};
+use crate::generate::GenerateOptions;
 use crate::gguf::GgufFile;
 use crate::hf::HfFiles;
 use crate::hooks::Hooks;
@@ -214,28 +215,25 @@ impl Model {
         KvCache::new(self.config().num_layers)
     }
 
+    /// Several rows in one pass, each with its own tokens and hooks (see
+    /// [`Decoder::forward_batch`]).
+    pub fn forward_batch(&self, rows: &[BatchRow<'_>], cache: Option<&mut KvCache>, logits: Logits) -> Result<Vec<ForwardOutput>> {
+        self.decoder.forward_batch(rows, cache, logits)
+    }
+
     /// Generate up to `opts.max_tokens` tokens after `prompt`, calling `on_token` with
     /// each new id. `hooks.prompt_len` is set to the prompt's length. Returns the new ids.
+    /// (A batch of one row of [`generate_batch`].)
     pub fn generate(&self, prompt: &[u32], opts: &GenerateOptions, hooks: &Hooks, mut on_token: impl FnMut(u32) -> Result<()>) -> Result<Vec<u32>> {
-        let mut hooks = hooks.clone();
-        hooks.prompt_len = Some(prompt.len());
-        let mut sampler = Sampler::new(opts.sampling)?;
-        let mut cache = self.new_cache();
-        let mut out = Vec::new();
-        let mut next_input: Vec<u32> = prompt.to_vec();
-        while out.len() < opts.max_tokens {
-            let logits = self.forward(&next_input, Some(&mut cache), &hooks, Logits::Last)?.logits
-                .ok_or_else(|| ModelError::InvalidInput("no logits".into()))?;
-            let logits: Vec<f32> = logits.to_vec1()?;
-            let tok = sampler.next(&logits);
-            out.push(tok);
-            on_token(tok)?;
-            if opts.stop_tokens.contains(&tok) {
-                break;
-            }
-            next_input = vec![tok];
-        }
-        Ok(out)
+        let request = GenerationRequest { prompt: prompt.to_vec(), hooks: hooks.clone(), options: opts.clone() };
+        let mut out = generate_batch(self, std::slice::from_ref(&request), 1, |_, t| on_token(t))?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Generate many requests in batches of at most `max_rows` rows (see
+    /// [`crate::scheduler::generate_batch`]).
+    pub fn generate_batch(&self, requests: &[GenerationRequest], max_rows: usize, on_token: impl FnMut(usize, u32) -> Result<()>) -> Result<Vec<Vec<u32>>> {
+        generate_batch(self, requests, max_rows, on_token)
     }
 }
 

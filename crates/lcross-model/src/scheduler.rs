@@ -1,0 +1,303 @@
+//! Batched generation: many sequences decode together, each with its own prompt,
+//! sampling, stop tokens and steering; rows finish on their own and new rows join
+//! between decode steps (continuous batching, the loop a server drives).
+
+use std::collections::VecDeque;
+
+use crate::cache::KvCache;
+use crate::decoder::{BatchRow, Logits};
+use crate::error::{ModelError, Result};
+use crate::generate::{GenerateOptions, Sampler};
+use crate::hooks::Hooks;
+use crate::model::Model;
+
+/// One sequence to generate.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// Prompt token ids (at least one).
+    pub prompt: Vec<u32>,
+    /// Steering and captures of this row; `prompt_len` is set to the prompt's length.
+    pub hooks: Hooks,
+    /// Length limit, sampling (with its own seed) and stop tokens of this row.
+    pub options: GenerateOptions,
+}
+
+/// Why a row stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// It produced one of its stop tokens (included in its output).
+    Stop,
+    /// It reached its `max_tokens`.
+    Length,
+    /// It was cancelled.
+    Cancelled,
+}
+
+/// Something that happened to a row in one [`BatchGenerator::step`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepEvent {
+    /// The id [`BatchGenerator::submit`] returned.
+    pub id: u64,
+    /// The new token, if one was produced.
+    pub token: Option<u32>,
+    /// Log-probabilities of the new token's distribution, when the row asked for them
+    /// ([`BatchGenerator::keep_logprobs`]): the chosen token's and the top ones.
+    pub logprob: Option<TokenLogprob>,
+    /// Set when the row is done.
+    pub finished: Option<FinishReason>,
+}
+
+/// The log-probability of a chosen token and of the most likely ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+struct ActiveRow {
+    id: u64,
+    hooks: Hooks,
+    sampler: Sampler,
+    options: GenerateOptions,
+    produced: usize,
+    last: u32,
+    top_logprobs: Option<usize>,
+}
+
+struct PendingRow {
+    id: u64,
+    request: GenerationRequest,
+    top_logprobs: Option<usize>,
+}
+
+/// Continuous-batching generator over one model.
+///
+/// `submit` queues rows; each `step` first admits queued rows up to `max_rows` (their
+/// prompts run together in one prefill pass) and decodes one token for every row that
+/// was already running (one batched pass). Rows leave when they stop; their KV slots
+/// are reused.
+pub struct BatchGenerator<'m> {
+    model: &'m Model,
+    max_rows: usize,
+    cache: KvCache,
+    active: Vec<ActiveRow>,
+    pending: VecDeque<PendingRow>,
+    next_id: u64,
+}
+
+impl<'m> BatchGenerator<'m> {
+    /// A generator that keeps at most `max_rows` rows in flight.
+    pub fn new(model: &'m Model, max_rows: usize) -> Self {
+        let layers = model.config().num_layers;
+        Self { model, max_rows: max_rows.max(1), cache: KvCache::with_rows(layers, 0), active: Vec::new(), pending: VecDeque::new(), next_id: 0 }
+    }
+
+    /// Queue a row; returns its id. The request is checked now (empty prompt, bad
+    /// sampling parameters, prompt plus `max_tokens` past the context).
+    pub fn submit(&mut self, request: GenerationRequest) -> Result<u64> {
+        self.submit_with_logprobs(request, None)
+    }
+
+    /// [`Self::submit`], and report the log-probabilities of each produced token with
+    /// the `top` most likely ones when `top` is Some.
+    pub fn submit_with_logprobs(&mut self, request: GenerationRequest, top: Option<usize>) -> Result<u64> {
+        if request.prompt.is_empty() {
+            return Err(ModelError::InvalidInput("empty prompt: it has no tokens".into()));
+        }
+        Sampler::new(request.options.sampling)?;
+        let max = self.model.decoder().max_sequence();
+        if request.prompt.len() + request.options.max_tokens > max {
+            return Err(ModelError::InvalidInput(format!(
+                "prompt of {} tokens plus {} new tokens is longer than the model's context of {max}",
+                request.prompt.len(), request.options.max_tokens)));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.push_back(PendingRow { id, request, top_logprobs: top });
+        Ok(id)
+    }
+
+    /// Stop a row (queued or running) now; it yields a `Cancelled` event at once.
+    pub fn cancel(&mut self, id: u64) -> Result<Option<StepEvent>> {
+        if let Some(p) = self.pending.iter().position(|p| p.id == id) {
+            self.pending.remove(p);
+            return Ok(Some(StepEvent { id, token: None, logprob: None, finished: Some(FinishReason::Cancelled) }));
+        }
+        if let Some(i) = self.active.iter().position(|r| r.id == id) {
+            self.remove_active(i)?;
+            return Ok(Some(StepEvent { id, token: None, logprob: None, finished: Some(FinishReason::Cancelled) }));
+        }
+        Ok(None)
+    }
+
+    /// Rows running now.
+    pub fn active(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Rows waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True when nothing is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.active.is_empty() && self.pending.is_empty()
+    }
+
+    /// Bytes held by the KV cache.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    fn remove_active(&mut self, i: usize) -> Result<()> {
+        self.cache.swap_remove_row(i)?;
+        self.active.swap_remove(i);
+        Ok(())
+    }
+
+    /// Decode one token for every running row, then admit queued rows (prefill and
+    /// their first token). Returns one event per produced token or finished row.
+    pub fn step(&mut self) -> Result<Vec<StepEvent>> {
+        let mut events = Vec::new();
+        if !self.active.is_empty() {
+            let inputs: Vec<[u32; 1]> = self.active.iter().map(|r| [r.last]).collect();
+            let rows: Vec<BatchRow<'_>> = self.active.iter().zip(&inputs).map(|(r, t)| BatchRow { tokens: t, hooks: &r.hooks }).collect();
+            let outs = self.model.decoder().forward_batch(&rows, Some(&mut self.cache), Logits::Last)?;
+            let logits: Vec<Vec<f32>> = outs.into_iter().map(|o| o.logits.expect("asked for logits").to_vec1()).collect::<candle_core::Result<_>>()?;
+            let mut finished = Vec::new();
+            for (i, l) in logits.iter().enumerate() {
+                let (ev, done) = Self::emit(&mut self.active[i], l);
+                events.push(ev);
+                if done {
+                    finished.push(i);
+                }
+            }
+            for &i in finished.iter().rev() {
+                self.remove_active(i)?;
+            }
+        }
+        self.admit(&mut events)?;
+        Ok(events)
+    }
+
+    /// Prefill queued rows that fit and produce their first token.
+    fn admit(&mut self, events: &mut Vec<StepEvent>) -> Result<()> {
+        let room = self.max_rows.saturating_sub(self.active.len());
+        let n = room.min(self.pending.len());
+        if n == 0 {
+            return Ok(());
+        }
+        let joining: Vec<PendingRow> = self.pending.drain(..n).collect();
+        let mut rows: Vec<ActiveRow> = Vec::with_capacity(n);
+        for p in &joining {
+            let mut hooks = p.request.hooks.clone();
+            hooks.prompt_len = Some(p.request.prompt.len());
+            rows.push(ActiveRow {
+                id: p.id,
+                hooks,
+                sampler: Sampler::new(p.request.options.sampling)?,
+                options: p.request.options.clone(),
+                produced: 0,
+                last: 0,
+                top_logprobs: p.top_logprobs,
+            });
+        }
+        let mut fresh = KvCache::with_rows(self.model.config().num_layers, n);
+        let batch: Vec<BatchRow<'_>> = joining.iter().zip(&rows).map(|(p, r)| BatchRow { tokens: &p.request.prompt, hooks: &r.hooks }).collect();
+        let outs = self.model.decoder().forward_batch(&batch, Some(&mut fresh), Logits::Last)?;
+        let logits: Vec<Vec<f32>> = outs.into_iter().map(|o| o.logits.expect("asked for logits").to_vec1()).collect::<candle_core::Result<_>>()?;
+        self.cache.extend_rows(&fresh)?;
+        for (mut row, l) in rows.into_iter().zip(&logits) {
+            let (ev, done) = Self::emit(&mut row, l);
+            events.push(ev);
+            self.active.push(row);
+            if done {
+                let i = self.active.len() - 1;
+                self.remove_active(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Choose a row's next token from its logits.
+    fn emit(row: &mut ActiveRow, logits: &[f32]) -> (StepEvent, bool) {
+        let token = row.sampler.next(logits);
+        row.produced += 1;
+        row.last = token;
+        let logprob = row.top_logprobs.map(|top| token_logprob(logits, token, top));
+        let finished = if row.options.stop_tokens.contains(&token) {
+            Some(FinishReason::Stop)
+        } else if row.produced >= row.options.max_tokens {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        (StepEvent { id: row.id, token: Some(token), logprob, finished }, finished.is_some())
+    }
+}
+
+/// Log-softmax of `token` and of the `top` most likely tokens (ties: lower id first).
+pub fn token_logprob(logits: &[f32], token: u32, top: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let log_z = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+    let lp = |i: usize| (logits[i] as f64 - log_z) as f32;
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    let k = top.min(logits.len());
+    if k > 0 {
+        order.select_nth_unstable_by(k - 1, |&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    }
+    let mut best: Vec<usize> = order[..k].to_vec();
+    best.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    TokenLogprob { token, logprob: lp(token as usize), top: best.into_iter().map(|i| (i as u32, lp(i))).collect() }
+}
+
+/// Generate every request with at most `max_rows` in flight; `on_token(i, token)` is
+/// called for request `i` as its tokens arrive. Returns each request's new tokens (a
+/// stop token included), in request order.
+pub fn generate_batch(model: &Model, requests: &[GenerationRequest], max_rows: usize, mut on_token: impl FnMut(usize, u32) -> Result<()>) -> Result<Vec<Vec<u32>>> {
+    if max_rows == 0 && !requests.is_empty() {
+        return Err(ModelError::InvalidInput("--batch-size must be at least 1".into()));
+    }
+    let mut generator = BatchGenerator::new(model, max_rows);
+    let mut index = std::collections::HashMap::new();
+    for (i, r) in requests.iter().enumerate() {
+        if r.options.max_tokens == 0 {
+            continue;
+        }
+        let id = generator.submit(r.clone()).map_err(|e| match e {
+            ModelError::InvalidInput(m) if requests.len() > 1 => ModelError::InvalidInput(format!("request {i}: {m}")),
+            other => other,
+        })?;
+        index.insert(id, i);
+    }
+    let mut out = vec![Vec::new(); requests.len()];
+    while !generator.is_idle() {
+        for ev in generator.step()? {
+            if let Some(tok) = ev.token {
+                let i = index[&ev.id];
+                out[i].push(tok);
+                on_token(i, tok)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_logprob_is_a_log_softmax_with_sorted_top() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0];
+        let lp = token_logprob(&logits, 2, 3);
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        assert!((lp.logprob as f64 - (2.0 - z.ln())).abs() < 1e-6);
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 3, 2]);
+        let total: f64 = (0..4).map(|i| token_logprob(&logits, i, 0).logprob as f64).map(f64::exp).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+    }
+}
