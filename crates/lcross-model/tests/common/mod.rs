@@ -41,3 +41,10 @@ pub fn known_model_path(id: &str) -> Option<PathBuf> {
     assert!(path.is_file(), "{} is missing: run scripts/fetch-models {id}", path.display());
     Some(path)
 }
+
+/// ||a - b|| / ||b|| in f64.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+    diff / b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(f64::MIN_POSITIVE)
+}
