@@ -20,6 +20,13 @@ struct Cli {
     /// (K-quants/Q4_0/Q8_0 kept quantized: faster, approximate).
     #[arg(long, global = true, default_value = "f32", value_parser = ["f32", "quantized"])]
     weights: String,
+    /// Where to compute: cpu, cuda[:N] (build with --features cuda) or metal[:N]
+    /// (--features metal).
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    /// Compute dtype: f32 (default; matches the reference), f16 or bf16 (for GPUs).
+    #[arg(long, global = true, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    dtype: String,
     /// More logging (-v info, -vv debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -76,7 +83,7 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
         .with_writer(std::io::stderr)
         .init();
-    let ctx = common::Context { json: cli.json, weights: lcross_model::WeightMode::parse(&cli.weights).unwrap_or_default() };
+    let ctx = common::Context { json: cli.json, weights: lcross_model::WeightMode::parse(&cli.weights).unwrap_or_default(), device: cli.device, dtype: cli.dtype };
     let result = match cli.command {
         Command::Models(c) => cmd::models::run(&ctx, c),
         Command::Tokenize(a) => cmd::run::tokenize(&ctx, a),

@@ -6,7 +6,11 @@ use std::process::Command;
 use serde_json::Value;
 
 fn skip() -> bool {
-    std::env::var_os("LCROSS_SKIP_MODEL_TESTS").is_some()
+    let skip = std::env::var_os("LCROSS_SKIP_MODEL_TESTS").is_some();
+    if skip {
+        eprintln!("SKIPPED: LCROSS_SKIP_MODEL_TESTS is set, real-model test not run");
+    }
+    skip
 }
 
 fn lcross(args: &[&str]) -> (bool, String, String) {

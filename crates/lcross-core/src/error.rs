@@ -20,6 +20,9 @@ pub enum CoreError {
     /// A numerical routine failed (e.g. SVD did not converge).
     #[error("numerical: {0}")]
     Numerical(String),
+    /// The result store (SQLite) failed.
+    #[error("result store {path}: {reason}")]
+    Store { path: PathBuf, reason: String },
     #[error(transparent)]
     Model(#[from] lcross_model::ModelError),
 }

@@ -1,16 +1,19 @@
 //! A/B evaluation: the probability a model gives to the answer letter that matches the
 //! behaviour, normalised over the two letters, with and without steering.
+//!
+//! Several steering conditions are evaluated together: per batch of questions, the
+//! layers below the shallowest steered layer run once, then each question's state is
+//! forked into one row per condition for the remaining layers. The two letters share
+//! their prompt (the logits after `(` give both).
 
-use lcross_model::{Hooks, Logits, Model, Positions};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use lcross_model::{Hooks, Model, Positions, Tensor};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::dataset::AbItem;
 use crate::error::{CoreError, Result};
 use crate::steering::SteeringVector;
+use crate::store::{key_of, numerics_key, Store};
 use crate::texts::ab_choice_tokens;
 
 /// Steering applied during evaluation or generation.
@@ -21,14 +24,20 @@ pub struct Steering<'a> {
     pub positions: Positions,
 }
 
-/// Hooks that add `beta * sv[layer]` at every layer of the vector.
+/// Hooks that add `beta * sv[layer]` at every layer of the vector (also for beta 0:
+/// the intervention then adds exact zeros).
 pub fn steering_hooks(model: &Model, steering: Option<&Steering<'_>>) -> Result<Hooks> {
     let mut hooks = Hooks::none();
     if let Some(s) = steering {
-        if s.beta != 0.0 {
-            for (&layer, v) in &s.vector.layers {
-                hooks = hooks.with_intervention(layer, model.vector_tensor(v)?, s.beta, s.positions);
+        if !s.beta.is_finite() {
+            return Err(CoreError::Invalid(format!("beta is {} (not finite)", s.beta)));
+        }
+        for (&layer, v) in &s.vector.layers {
+            if layer >= model.config().num_layers {
+                return Err(CoreError::Invalid(format!(
+                    "the vector steers layer {layer}, but {} has layers 0..={}", model.id(), model.config().num_layers - 1)));
             }
+            hooks = hooks.with_intervention(layer, model.vector_tensor(v)?, s.beta, s.positions);
         }
     }
     Ok(hooks)
@@ -45,85 +54,111 @@ pub struct AbResult {
     pub per_item: Vec<f64>,
 }
 
+/// Rows (questions x conditions) per forward pass of an A/B evaluation.
+pub const AB_ROWS_PER_PASS: usize = 32;
+
 /// Evaluate `items` with optional steering (positions from `steering`).
 pub fn evaluate_ab(model: &Model, items: &[AbItem], steering: Option<&Steering<'_>>) -> Result<AbResult> {
+    Ok(evaluate_ab_conditions(model, items, &[steering.cloned()])?.pop().expect("one condition in, one result out"))
+}
+
+/// Evaluate `items` under each condition (None: unsteered); one result per condition.
+pub fn evaluate_ab_conditions(model: &Model, items: &[AbItem], conditions: &[Option<Steering<'_>>]) -> Result<Vec<AbResult>> {
     if items.is_empty() {
         return Err(CoreError::Invalid("no A/B items to evaluate".into()));
     }
-    let hooks = steering_hooks(model, steering)?;
-    let bar = crate::activations::progress(items.len() as u64, "A/B eval");
-    let mut per_item = Vec::with_capacity(items.len());
-    for it in items {
-        let (prefix, tok_m, tok_o) = ab_choice_tokens(model, &it.question, it.matching_letter, it.other_letter)?;
-        let logits: Vec<f32> = model
-            .forward(&prefix, None, &hooks, Logits::Last)?
-            .logits
-            .ok_or_else(|| CoreError::Invalid("no logits".into()))?
-            .to_vec1()
-            .map_err(lcross_model::ModelError::from)?;
-        let (lm, lo) = (logits[tok_m as usize] as f64, logits[tok_o as usize] as f64);
-        let mx = lm.max(lo);
-        let (em, eo) = ((lm - mx).exp(), (lo - mx).exp());
-        per_item.push(em / (em + eo));
-        bar.inc(1);
+    if conditions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hooks: Vec<Hooks> = conditions.iter().map(|c| steering_hooks(model, c.as_ref())).collect::<Result<_>>()?;
+    let layers = model.config().num_layers;
+    let split = hooks.iter().filter_map(|h| h.interventions.iter().map(|i| i.layer).min()).min().unwrap_or(layers);
+    let questions: Vec<(Vec<u32>, u32, u32)> =
+        items.iter().map(|it| ab_choice_tokens(model, &it.question, it.matching_letter, it.other_letter)).collect::<Result<_>>()?;
+    let per_pass = (AB_ROWS_PER_PASS / conditions.len()).max(1);
+    let decoder = model.decoder();
+    let none = Hooks::none();
+    let bar = crate::activations::progress((items.len() * conditions.len()) as u64, "A/B eval");
+    let mut probs: Vec<Vec<f64>> = vec![Vec::with_capacity(items.len()); conditions.len()];
+    for chunk in questions.chunks(per_pass) {
+        let prompts: Vec<&[u32]> = chunk.iter().map(|q| q.0.as_slice()).collect();
+        let mut state = decoder.begin(&prompts)?;
+        decoder.run_layers(&mut state, &vec![&none; chunk.len()], split)?;
+        let rows: Vec<usize> = (0..chunk.len()).flat_map(|q| std::iter::repeat_n(q, conditions.len())).collect();
+        let mut forked = state.fork(&rows)?;
+        let row_hooks: Vec<&Hooks> = (0..chunk.len()).flat_map(|_| hooks.iter()).collect();
+        decoder.run_layers(&mut forked, &row_hooks, layers)?;
+        let logits = decoder.last_logits(&forked)?;
+        let letters: Vec<u32> = rows.iter().flat_map(|&q| [chunk[q].1, chunk[q].2]).collect();
+        let letters = Tensor::from_vec(letters, (rows.len(), 2), logits.device()).map_err(lcross_model::ModelError::from)?;
+        let pairs: Vec<Vec<f32>> = logits.gather(&letters, 1).and_then(|t| t.to_vec2()).map_err(lcross_model::ModelError::from)?;
+        for (r, lp) in pairs.iter().enumerate() {
+            let (lm, lo) = (lp[0] as f64, lp[1] as f64);
+            let mx = lm.max(lo);
+            let (em, eo) = ((lm - mx).exp(), (lo - mx).exp());
+            probs[r % conditions.len()].push(em / (em + eo));
+        }
+        bar.inc(rows.len() as u64);
     }
     bar.finish_and_clear();
-    let mean = per_item.iter().sum::<f64>() / per_item.len() as f64;
-    Ok(AbResult { mean_prob_matching: mean, n: per_item.len(), beta: steering.map_or(0.0, |s| s.beta), per_item })
+    Ok(probs
+        .into_iter()
+        .zip(conditions)
+        .map(|(per_item, c)| AbResult {
+            mean_prob_matching: per_item.iter().sum::<f64>() / per_item.len() as f64,
+            n: per_item.len(),
+            beta: c.as_ref().map_or(0.0, |s| s.beta),
+            per_item,
+        })
+        .collect())
 }
 
-/// Where finished A/B evaluations are remembered: next to the activation cache.
-pub fn eval_cache_dir() -> PathBuf {
-    crate::activations::cache_dir().with_file_name("ab-evals")
-}
+/// Store kind of A/B evaluation entries.
+const KIND: &str = "ab-eval";
 
-/// The key of one evaluation: lcross version, model file, questions, and the exact steering
-/// (vector values, beta, positions). Any difference gives another key.
-fn eval_key(model_sha256: &str, items: &[AbItem], steering: Option<&Steering<'_>>) -> String {
-    let mut h = Sha256::new();
-    h.update(crate::VERSION.as_bytes());
-    h.update(model_sha256.as_bytes());
-    h.update(serde_json::to_vec(items).unwrap_or_default());
+/// The key of one evaluation: the model's numerics (file, weights, dtype, device,
+/// runtime revision), the questions, and the exact steering (vector values, beta,
+/// positions). Any difference gives another key.
+fn eval_key(numerics: &str, items: &[AbItem], steering: Option<&Steering<'_>>) -> [u8; 32] {
+    let mut steer = Vec::new();
     if let Some(s) = steering {
-        h.update(s.beta.to_le_bytes());
-        h.update(format!("{:?}", s.positions).as_bytes());
+        steer.extend_from_slice(&s.beta.to_le_bytes());
+        steer.extend_from_slice(format!("{:?}", s.positions).as_bytes());
         for (layer, v) in &s.vector.layers {
-            h.update((*layer as u64).to_le_bytes());
+            steer.extend_from_slice(&(*layer as u64).to_le_bytes());
             for x in v {
-                h.update(x.to_le_bytes());
+                steer.extend_from_slice(&x.to_le_bytes());
             }
         }
     }
-    hex::encode(h.finalize())
+    key_of(&[crate::VERSION.as_bytes(), numerics.as_bytes(), &serde_json::to_vec(items).unwrap_or_default(), &steer])
 }
 
-#[derive(Serialize, Deserialize)]
-struct CachedEval {
-    key: String,
-    result: AbResult,
-}
-
-/// [`evaluate_ab`], remembered in `dir` (one JSONL file per model): an evaluation already
-/// done with the same model file, questions and steering is read back instead of recomputed,
-/// so experiments that share a condition (e.g. the unsteered model) pay for it once.
-pub fn evaluate_ab_cached(model: &Model, items: &[AbItem], steering: Option<&Steering<'_>>, dir: &Path) -> Result<AbResult> {
-    let sha = model.file_sha256()?;
-    let key = eval_key(&sha, items, steering);
-    let file = dir.join(format!("{sha}.jsonl"));
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        // Lines cut by an interrupted write do not parse and are skipped.
-        if let Some(hit) = text.lines().filter_map(|l| serde_json::from_str::<CachedEval>(l).ok()).find(|c| c.key == key) {
-            return Ok(hit.result);
-        }
+/// [`evaluate_ab_conditions`], remembered in `store`: conditions already evaluated with
+/// the same model numerics, questions and steering are read back; the others are
+/// evaluated together and stored.
+pub fn evaluate_ab_cached(model: &Model, items: &[AbItem], conditions: &[Option<Steering<'_>>], store: &mut Store) -> Result<Vec<AbResult>> {
+    let numerics = numerics_key(model)?;
+    let keys: Vec<[u8; 32]> = conditions.iter().map(|c| eval_key(&numerics, items, c.as_ref())).collect();
+    let mut results: Vec<Option<AbResult>> = Vec::with_capacity(conditions.len());
+    for k in &keys {
+        results.push(match store.get(KIND, k)? {
+            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| CoreError::Store { path: store.path().to_path_buf(), reason: format!("A/B entry: {e}") })?),
+            None => None,
+        });
     }
-    let result = evaluate_ab(model, items, steering)?;
-    let line = serde_json::to_string(&CachedEval { key, result: result.clone() }).map_err(|e| CoreError::Invalid(e.to_string()))? + "\n";
-    let io = |e: std::io::Error| CoreError::io(&file, e);
-    std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
-    // One write call of the whole line in append mode: concurrent writers do not interleave.
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&file).map_err(io)?;
-    f.write_all(line.as_bytes()).map_err(io)?;
-    Ok(result)
+    let missing: Vec<usize> = (0..conditions.len()).filter(|&i| results[i].is_none()).collect();
+    if !missing.is_empty() {
+        let todo: Vec<Option<Steering<'_>>> = missing.iter().map(|&i| conditions[i].clone()).collect();
+        let fresh = evaluate_ab_conditions(model, items, &todo)?;
+        let mut entries = Vec::with_capacity(fresh.len());
+        for (&i, r) in missing.iter().zip(fresh) {
+            entries.push((keys[i], serde_json::to_vec(&r).map_err(|e| CoreError::Invalid(e.to_string()))?));
+            results[i] = Some(r);
+        }
+        store.put_many(KIND, &entries)?;
+    }
+    Ok(results.into_iter().map(|r| r.expect("filled above")).collect())
 }
 
 #[cfg(test)]
@@ -140,6 +175,7 @@ mod tests {
         };
         let mut v = SteeringVector { metadata, layers: [(3, vec![0.5f32; 8])].into_iter().collect() };
         let base = eval_key("m", &items, None);
+        assert_ne!(base, eval_key("m;weights=quantized", &items, None), "weight mode is part of the key");
         assert_eq!(base, eval_key("m", &items, None));
         assert_ne!(base, eval_key("other", &items, None));
         let s1 = eval_key("m", &items, Some(&Steering { vector: &v, beta: 1.0, positions: Positions::All }));

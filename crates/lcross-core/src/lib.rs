@@ -13,6 +13,7 @@ pub mod error;
 pub mod eval;
 pub mod maps;
 pub mod steering;
+pub mod store;
 pub mod texts;
 pub mod tsne;
 

@@ -82,6 +82,7 @@ fn ols_and_transfer_match_numpy_on_real_states() {
 #[test]
 fn lcross_states_are_the_reference_paired_states() {
     if std::env::var_os("LCROSS_SKIP_MODEL_TESTS").is_some() {
+        eprintln!("SKIPPED: LCROSS_SKIP_MODEL_TESTS is set, real-model test not run");
         return;
     }
     let fx = fixture();

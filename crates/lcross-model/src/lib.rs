@@ -43,4 +43,10 @@ pub use registry::{models_dir, resolve, ModelLocation, DEFAULT_MODEL, KNOWN_MODE
 pub use tokenizer::TextTokenizer;
 pub use weights::WeightMode;
 pub use candle_core::{Device, Tensor};
+
+/// Revision of the forward pass's arithmetic, part of every cache key: bump it whenever
+/// a change to the runtime can change a number it computes (so no cache serves values
+/// computed by an older forward). 2: batched forward (grouped-query attention without
+/// repeated K/V, rotary tables at load).
+pub const RUNTIME_REVISION: u32 = 2;
 pub use candle_core;

@@ -44,6 +44,7 @@ pub struct Model {
     chat: ChatTemplate,
     stop_tokens: Vec<u32>,
     quantization: String,
+    options: LoadOptions,
     load_seconds: f64,
     file_hash: std::sync::OnceLock<String>,
 }
@@ -110,7 +111,7 @@ impl Model {
                 }
             }
         }
-        Ok(Self { location, decoder, tokenizer, chat, stop_tokens, quantization, load_seconds: start.elapsed().as_secs_f64(), file_hash: Default::default() })
+        Ok(Self { location, decoder, tokenizer, chat, stop_tokens, quantization, options: opts.clone(), load_seconds: start.elapsed().as_secs_f64(), file_hash: Default::default() })
     }
 
     /// The id recorded in artifacts (known id, or file / directory stem).
@@ -163,6 +164,22 @@ impl Model {
         let h = crate::hashing::files_sha256(&files)?;
         let _ = self.file_hash.set(h.clone());
         Ok(h)
+    }
+
+    /// How the weights are held and computed: weight mode, compute dtype and device, as
+    /// `weights=f32;dtype=F32;device=cpu` (part of every cache key).
+    pub fn numerics(&self) -> String {
+        let device = match self.options.device.location() {
+            candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        };
+        format!("weights={:?};dtype={:?};device={device}", self.options.weight_mode, self.options.dtype).to_lowercase()
+    }
+
+    /// The options the model was loaded with.
+    pub fn load_options(&self) -> &LoadOptions {
+        &self.options
     }
 
     /// Seconds spent loading.

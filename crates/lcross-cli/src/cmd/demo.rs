@@ -142,7 +142,7 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     say(format!("4. A/B metric on {} (mean p(optimistic answer), {} questions, beta {}):", tgt.id(), items.len(), a.beta));
     say(format!("   no modulation {none:.4} | self modulation {own:.4} | L-Cross from {} {lc:.4}", a.source));
     say(format!("   L-Cross through the held-out map (first-half vector, second-half map) {lc_heldout:.4}"));
-    let quiet = Context { json: true, weights: ctx.weights };
+    let quiet = Context { json: true, weights: ctx.weights, device: ctx.device.clone(), dtype: ctx.dtype.clone() };
     let prompt = tgt.prompt(PROMPT, true, None)?;
     let plain = generate_with(&quiet, &tgt, &prompt, a.max_tokens, Sampling::Greedy, &lcross_model::Hooks::none())?;
     let hooks = steering_hooks(&tgt, Some(&steer(&moved)))?;

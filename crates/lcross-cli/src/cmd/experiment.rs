@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use lcross_core::artifact::write_atomic;
-use lcross_core::eval::{eval_cache_dir, evaluate_ab_cached, Steering};
+use lcross_core::eval::{evaluate_ab_cached, Steering};
+use lcross_core::store::Store;
 use lcross_model::Positions;
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +87,10 @@ pub struct CrossRow {
     /// already measured (same target, behaviour and vector): which row.
     #[serde(default)]
     pub copied_from: Option<String>,
+    /// Settings that change the number (pairs, test questions, held-out pairs, pooled,
+    /// weights, dtype, device, runtime revision): part of the resume key.
+    #[serde(default)]
+    pub settings: String,
 }
 
 #[derive(Args, Clone)]
@@ -153,10 +158,20 @@ pub struct Cell {
     pub balanced_letters: bool,
     pub half_split_cosine: Option<f64>,
     pub vector_norm: f64,
+    /// Everything else that changes the number (pairs, test questions, weights, dtype,
+    /// device, runtime revision): part of the resume key, so a rerun with other settings
+    /// never reuses this cell.
+    #[serde(default)]
+    pub settings: String,
 }
 
 fn key(c: &Cell) -> String {
-    format!("{}|{}|{}|{}|{}", c.model, c.behaviour, c.layer, c.beta, c.balanced_letters)
+    format!("{}|{}|{}|{}|{}|{}", c.model, c.behaviour, c.layer, c.beta, c.balanced_letters, c.settings)
+}
+
+/// The settings part of a resume key.
+fn grid_settings(ctx: &Context, grid: &GridArgs, extra: &str) -> String {
+    format!("limit={};test_limit={};balance_letters={};{};{extra}", grid.limit, grid.test_limit, grid.balance_letters, ctx.numerics())
 }
 
 fn read_cells(path: &Path) -> Result<Vec<Cell>> {
@@ -221,12 +236,13 @@ fn run_cells(ctx: &Context, grid: &GridArgs, plan: &[(String, String, usize, Vec
     let mut cells = read_cells(&jsonl)?;
     let data_dir = grid.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
     let mut current: Option<lcross_model::Model> = None;
+    let settings = grid_settings(ctx, grid, "");
     for (model_spec, behaviour, layer, betas) in plan {
         let todo: Vec<f64> = betas
             .iter()
             .copied()
             .filter(|&b| {
-                let probe = Cell { model: model_spec.clone(), behaviour: behaviour.clone(), layer: *layer, beta: b, mean_prob_matching: 0.0, n: 0, n_pairs: 0, balanced_letters: grid.balance_letters, half_split_cosine: None, vector_norm: 0.0 };
+                let probe = Cell { model: model_spec.clone(), behaviour: behaviour.clone(), layer: *layer, beta: b, mean_prob_matching: 0.0, n: 0, n_pairs: 0, balanced_letters: grid.balance_letters, half_split_cosine: None, vector_norm: 0.0, settings: settings.clone() };
                 !cells.iter().any(|c| key(c) == key(&probe))
             })
             .collect();
@@ -259,11 +275,13 @@ fn run_cells(ctx: &Context, grid: &GridArgs, plan: &[(String, String, usize, Vec
         let (sv, _) = extract_vector(model, &ex)?;
         let items = load_ab(&dir.join("test_dataset_ab.json").display().to_string(), Some(grid.test_limit))?;
         let norm = sv.layers[layer].iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        for beta in todo {
-            let r = evaluate_ab_cached(model, &items, Some(&Steering { vector: &sv, beta, positions: Positions::All }), &eval_cache_dir())?;
+        let conditions: Vec<Option<Steering>> = todo.iter().map(|&beta| Some(Steering { vector: &sv, beta, positions: Positions::All })).collect();
+        let results = evaluate_ab_cached(model, &items, &conditions, &mut Store::open_default()?)?;
+        for (beta, r) in todo.into_iter().zip(results) {
             let cell = Cell {
                 model: model_spec.clone(), behaviour: behaviour.clone(), layer: *layer, beta, mean_prob_matching: r.mean_prob_matching, n: r.n,
                 n_pairs: sv.metadata.n_pairs, balanced_letters: grid.balance_letters, half_split_cosine: sv.metadata.half_split_cosine.get(layer).copied(), vector_norm: norm,
+                settings: settings.clone(),
             };
             eprintln!("{model_spec} {behaviour} layer {layer} beta {beta}: {:.4}", cell.mean_prob_matching);
             append_cell(&jsonl, &cell)?;
@@ -324,7 +342,7 @@ fn summarize(ctx: &Context, out: &Path, cells: &[Cell]) -> Result<()> {
 }
 
 fn cross_key(r: &CrossRow) -> String {
-    format!("{}|{}|{}|{}|{}", r.source, r.target, r.behaviour, r.method, r.beta)
+    format!("{}|{}|{}|{}|{}|{}", r.source, r.target, r.behaviour, r.method, r.beta, r.settings)
 }
 
 fn write_cross_tables(dir: &Path, rows: &[CrossRow], maps: &[(String, String, String, lcross_core::analyses::MapComparison)]) -> Result<()> {
@@ -383,6 +401,7 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
     let jsonl = out.join("cross.jsonl");
     let mut rows: Vec<CrossRow> = if jsonl.exists() { std::fs::read_to_string(&jsonl)?.lines().filter_map(|l| serde_json::from_str(l).ok()).collect() } else { vec![] };
     let data_dir = a.grid.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
+    let mut store = Store::open_default()?;
     let mut map_rows = Vec::new();
     for pair in &a.pairs {
         let (src_id, tgt_id) = pair.split_once(':').with_context(|| format!("--pairs {pair}: expected SOURCE:TARGET"))?;
@@ -460,11 +479,12 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
                 Ok(())
             };
             let base = CrossRow { source: src_id.into(), target: tgt_id.into(), behaviour: w1.clone(), method: "none".into(), map_corpus: None, beta: 0.0,
-                mean_prob_matching: 0.0, cosine_to_native: None, train_r2: None, heldout_r2: None, interpolating: None, map_n: None, copied_from: None };
+                mean_prob_matching: 0.0, cosine_to_native: None, train_r2: None, heldout_r2: None, interpolating: None, map_n: None, copied_from: None,
+                settings: grid_settings(ctx, &a.grid, &format!("heldout_pairs={};pooled={}", a.heldout_pairs, !a.no_pooled)) };
             // The unsteered and self-steered rows recur for every pair with this target: the
             // evaluation cache answers them after the first time.
             if !rows.iter().any(|r| cross_key(r) == cross_key(&base)) {
-                let r = evaluate_ab_cached(&tgt, &items, None, &eval_cache_dir())?;
+                let r = evaluate_ab_cached(&tgt, &items, &[None], &mut store)?.remove(0);
                 push(CrossRow { mean_prob_matching: r.mean_prob_matching, ..base.clone() }, &mut rows)?;
             }
             for &beta in &a.betas {
@@ -485,7 +505,7 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
                         push(CrossRow { mean_prob_matching: prev.mean_prob_matching, copied_from: Some(cross_key(&prev)), ..row }, &mut rows)?;
                         continue;
                     }
-                    let r = evaluate_ab_cached(&tgt, &items, Some(&Steering { vector: v, beta, positions: Positions::All }), &eval_cache_dir())?;
+                    let r = evaluate_ab_cached(&tgt, &items, &[Some(Steering { vector: v, beta, positions: Positions::All })], &mut store)?.remove(0);
                     push(CrossRow { mean_prob_matching: r.mean_prob_matching, ..row }, &mut rows)?;
                 }
             }

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use lcross_core::activations::{cache_dir, ActivationCache, ExtractOptions, Extractor};
+use lcross_core::activations::{ExtractOptions, Extractor};
+use lcross_core::store::Store;
 use lcross_core::analyses::{compare, random_like, MapComparison};
 use lcross_core::dataset::{self, ConceptDataset};
 use lcross_core::maps::{apply, fit, Estimator, LinearMap, MapMetadata, Rows};
@@ -58,7 +59,7 @@ impl Corpus {
     /// Last-token states of every corpus text at `layer` of `model`, in corpus order
     /// (for pairs: positive then negative of each pair).
     pub fn states(&self, model: &Model, layer: usize, use_cache: bool) -> Result<Vec<Vec<f32>>> {
-        let cache = if use_cache { Some(ActivationCache::open(&cache_dir(), &model.file_sha256()?, model.config().hidden_size)?) } else { None };
+        let cache = if use_cache { Some(Store::open_default()?) } else { None };
         let mut ex = Extractor::new(model, &[layer], cache, ExtractOptions::default())?;
         let label = format!("corpus on {}", model.id());
         Ok(match self {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use lcross_core::activations::{cache_dir, ActivationCache, ExtractOptions, Extractor};
+use lcross_core::activations::{ExtractOptions, Extractor};
+use lcross_core::store::Store;
 use lcross_core::artifact::write_atomic;
 use lcross_core::dataset;
 use lcross_core::texts::pair_ids;
@@ -60,7 +61,7 @@ pub fn run(ctx: &Context, a: TsneArgs) -> Result<()> {
         let model = ctx.load(spec)?;
         let n = model.config().num_layers;
         let layer = a.layer.iter().find_map(|o| o.split_once('=').filter(|(m, _)| m == spec).and_then(|(_, l)| l.parse().ok())).unwrap_or_else(|| lcross_model::registry::default_steering_layer(spec, n));
-        let cache = ActivationCache::open(&cache_dir(), &model.file_sha256()?, model.config().hidden_size)?;
+        let cache = Store::open_default()?;
         let mut ex = Extractor::new(&model, &[layer], Some(cache), ExtractOptions::default())?;
         let mut diffs = Vec::new();
         let mut labels = Vec::new();

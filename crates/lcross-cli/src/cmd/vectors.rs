@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
-use lcross_core::activations::{cache_dir, ActivationCache, ExtractOptions, Extractor};
+use lcross_core::activations::{ExtractOptions, Extractor};
+use lcross_core::store::Store;
 use lcross_core::dataset::{self, AbItem, ContrastPair};
 use lcross_core::eval::{evaluate_ab, steering_hooks, AbResult, Steering};
 use lcross_core::steering::{extract, ExtractSpec, Method, SteeringVector, VectorMetadata};
@@ -96,9 +97,8 @@ pub fn extract_vector(model: &Model, a: &ExtractArgs) -> Result<(SteeringVector,
     if ds.pairs.is_empty() {
         bail!("dataset {} has no pairs", a.dataset);
     }
-    let hash = model.file_sha256()?;
-    let cache = if a.no_cache { None } else { Some(ActivationCache::open(&cache_dir(), &hash, model.config().hidden_size)?) };
-    let opts = ExtractOptions { prefix_sharing: !a.no_prefix_sharing, early_exit: !a.no_early_exit };
+    let cache = if a.no_cache { None } else { Some(Store::open_default()?) };
+    let opts = ExtractOptions { prefix_sharing: !a.no_prefix_sharing, early_exit: !a.no_early_exit, ..ExtractOptions::default() };
     let mut ex = Extractor::new(model, &layers, cache, opts)?;
     let ids: Vec<(Vec<u32>, Vec<u32>)> = ds.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
     let start = Instant::now();
@@ -120,7 +120,7 @@ pub fn extract_vector(model: &Model, a: &ExtractArgs) -> Result<(SteeringVector,
     let metadata = VectorMetadata {
         lcross_version: lcross_core::VERSION.into(),
         model_id: model.id().into(),
-        model_sha256: hash,
+        model_sha256: model.file_sha256()?,
         hidden_size: model.config().hidden_size,
         layers: vectors.keys().copied().collect(),
         concept: ds.concept.clone(),

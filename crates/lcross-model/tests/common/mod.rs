@@ -10,7 +10,7 @@ use lcross_model::{registry, LoadOptions, Model};
 /// (returns None then); CI never sets it.
 pub fn load_known(id: &str) -> Option<Model> {
     if std::env::var_os("LCROSS_SKIP_MODEL_TESTS").is_some() {
-        eprintln!("LCROSS_SKIP_MODEL_TESTS set: skipping {id}");
+        eprintln!("SKIPPED: LCROSS_SKIP_MODEL_TESTS is set, real-model test of {id} not run");
         return None;
     }
     let path = registry::known_path(&registry::models_dir(), id);
