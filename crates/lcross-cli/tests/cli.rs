@@ -133,3 +133,31 @@ fn demo_end_to_end() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn steer_prompts_and_betas_are_rows_of_one_batch() {
+    if skip() {
+        return;
+    }
+    let d = tmp("rows");
+    let sv = d.join("sv.safetensors");
+    json(&["extract", "-d", "builtin:optimism", "-l", "12", "--limit", "16", "-o", sv.to_str().unwrap(), "--json"]);
+    let prompts = d.join("prompts.txt");
+    std::fs::write(&prompts, "How was your day?\n\n{\"prompt\": \"Describe the future of cities.\"}\n").unwrap();
+    let out = json(&["steer", "--chat", "--vector", sv.to_str().unwrap(), "--betas=-6,0,6", "--prompts", prompts.to_str().unwrap(), "--max-tokens", "12", "--batch-size", "4", "--json"]);
+    let rows = out["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 6, "2 prompts x 3 betas");
+    assert_eq!(rows[4]["prompt"], "Describe the future of cities.");
+    assert_eq!(rows[4]["beta"], 0.0);
+    // Every batched row equals the same prompt steered alone (greedy).
+    for r in [&rows[0], &rows[5]] {
+        let beta = format!("--beta={}", r["beta"]);
+        let alone = json(&["steer", "--chat", "--vector", sv.to_str().unwrap(), &beta, "--max-tokens", "12", r["prompt"].as_str().unwrap(), "--json"]);
+        assert_eq!(alone["ids"], r["ids"], "row {r}");
+    }
+    assert_ne!(rows[0]["ids"], rows[2]["ids"], "beta -6 and +6 gave the same answer");
+    // A malformed prompts file names the file and the line.
+    std::fs::write(&prompts, "fine\n{\"text\": 3}\n").unwrap();
+    let (ok, _, err) = lcross(&["steer", "--vector", sv.to_str().unwrap(), "--beta", "1", "--prompts", prompts.to_str().unwrap()]);
+    assert!(!ok && err.contains("prompts.txt, line 2") && err.contains("\"prompt\""), "{err}");
+}

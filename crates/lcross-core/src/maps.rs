@@ -22,7 +22,8 @@ pub enum Estimator {
     /// Ordinary least squares by pseudo-inverse, `T = X^+ Y` (the paper; minimum-norm
     /// solution when X is rank-deficient or n < d_s).
     Ols,
-    /// Ridge: `T = (X^T X + lambda I)^-1 X^T Y`; `lambda: None` = chosen by held-out error.
+    /// Ridge: `T = (X^T X + lambda I)^-1 X^T Y`; `lambda: None` = chosen by generalised
+    /// cross-validation.
     Ridge { lambda: Option<f64> },
     /// Orthogonal Procrustes: `T = U V^T` from the SVD of `X^T Y` (semi-orthogonal when
     /// d_s != d_t).
@@ -164,7 +165,7 @@ fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<(Mat<f64>, usi
             let rank = s.iter().filter(|&&x| x > tol).count();
             let lam = match lambda {
                 Some(l) => *l,
-                None => choose_lambda(x, y, &s)?,
+                None => choose_lambda(&u, &s, y),
             };
             Ok((spectral_solve(&u, &s, &v, y, |si| si / (si * si + lam)), rank, Some(lam)))
         }
@@ -201,28 +202,33 @@ fn to_mat(r: &Rows) -> Mat<f64> {
     r.mat()
 }
 
-/// Ridge lambda with the lowest held-out squared error over a grid relative to s_max^2.
-fn choose_lambda(x: &Mat<f64>, y: &Mat<f64>, s: &[f64]) -> Result<f64> {
-    let n = x.nrows();
+/// Ridge lambda by generalised cross-validation (Golub, Heath & Wahba 1979) over a grid
+/// relative to s_max^2: GCV(l) = n ||(I - H_l) Y||^2 / (n - tr H_l)^2 with the hat
+/// matrix H_l = U diag(s^2 / (s^2 + l)) U^T. It uses only the rows it is given, so the
+/// held-out R^2 of [`fit`] (which refits on the training split) is scored on rows that
+/// never chose lambda.
+fn choose_lambda(u: &Mat<f64>, s: &[f64], y: &Mat<f64>) -> f64 {
+    let n = y.nrows() as f64;
     let smax2 = s.first().copied().unwrap_or(1.0).powi(2).max(1e-300);
     let grid: Vec<f64> = (-8..=0).map(|k| smax2 * 10f64.powi(k)).collect();
-    if n < 10 {
-        return Ok(grid[4]);
-    }
-    let (tr, te) = split(n);
-    let pick = |m: &Mat<f64>, idx: &[usize]| Mat::from_fn(idx.len(), m.ncols(), |i, j| m[(idx[i], j)]);
-    let (xt, yt, xv, yv) = (pick(x, &tr), pick(y, &tr), pick(x, &te), pick(y, &te));
-    let (u, st, v) = thin_svd(&xt)?;
-    let mut best = (f64::INFINITY, grid[0]);
+    let uty = u.transpose() * y;
+    let proj: Vec<f64> = (0..uty.nrows()).map(|i| (0..uty.ncols()).map(|j| uty[(i, j)].powi(2)).sum()).collect();
+    let total: f64 = (0..y.nrows()).map(|i| (0..y.ncols()).map(|j| y[(i, j)].powi(2)).sum::<f64>()).sum();
+    let outside = (total - proj.iter().sum::<f64>()).max(0.0);
+    let mut best = (f64::INFINITY, grid[grid.len() / 2]);
     for &lam in &grid {
-        let t = spectral_solve(&u, &st, &v, &yt, |si| si / (si * si + lam));
-        let pred = &xv * &t;
-        let err: f64 = (0..yv.nrows()).flat_map(|i| (0..yv.ncols()).map(move |j| (i, j))).map(|(i, j)| (yv[(i, j)] - pred[(i, j)]).powi(2)).sum();
-        if err < best.0 {
-            best = (err, lam);
+        let f: Vec<f64> = s.iter().map(|&si| si * si / (si * si + lam)).collect();
+        let rss = outside + f.iter().zip(&proj).map(|(fi, p)| (1.0 - fi).powi(2) * p).sum::<f64>();
+        let dof = n - f.iter().sum::<f64>();
+        if dof <= 1e-9 {
+            continue;
+        }
+        let gcv = n * rss / (dof * dof);
+        if gcv < best.0 {
+            best = (gcv, lam);
         }
     }
-    Ok(best.1)
+    best.1
 }
 
 /// Fit T on paired states, with diagnostics.
@@ -239,11 +245,8 @@ pub fn fit(x: &Rows, y: &Rows, est: &Estimator) -> Result<(Mat<f64>, FitDiagnost
     let heldout_r2 = if x.n >= 10 {
         let (tr, te) = split(x.n);
         let (xt, yt) = (to_mat(&x.select(&tr)), to_mat(&y.select(&tr)));
-        let est_fixed = match est {
-            Estimator::Ridge { .. } => Estimator::Ridge { lambda },
-            other => other.clone(),
-        };
-        let (t_tr, _, _) = fit_raw(&xt, &yt, &est_fixed)?;
+        // Ridge without a given lambda chooses it again on the training rows alone.
+        let (t_tr, _, _) = fit_raw(&xt, &yt, est)?;
         Some(r2(&to_mat(&x.select(&te)), &to_mat(&y.select(&te)), &t_tr))
     } else {
         None
@@ -410,6 +413,36 @@ mod tests {
         assert!(fit(&x, &y3, &Estimator::Identity).is_err());
         let (ti, _) = fit(&x, &y, &Estimator::Identity).unwrap();
         assert_eq!(ti[(1, 1)], 1.0);
+    }
+
+    #[test]
+    fn gcv_lambda_minimises_the_explicit_gcv_score() {
+        // Noisy linear data: y = x W + noise, n = 40, d_s = 6.
+        let (n, ds, dt) = (40, 6, 3);
+        let x = rows_from(n, ds, |i, j| pseudo(i, j, 3));
+        let y = rows_from(n, dt, |i, j| (0..ds).map(|k| pseudo(i, k, 3) * ((k + j) as f64 * 0.3 - 0.5)).sum::<f64>() + 2.0 * pseudo(i, j, 9));
+        let (xm, ym) = (x.mat(), y.mat());
+        let (u, sv, _) = thin_svd(&xm).unwrap();
+        let chosen = choose_lambda(&u, &sv, &ym);
+        // GCV from the hat matrix built explicitly: H = X T_l with T_l the ridge map of
+        // X onto the identity (so H e_i is the fitted value of e_i).
+        let eye = rows_from(n, n, |i, j| if i == j { 1.0 } else { 0.0 });
+        let gcv = |lam: f64| {
+            let (t_h, _) = fit(&x, &eye, &Estimator::Ridge { lambda: Some(lam) }).unwrap();
+            let h = &xm * &t_h;
+            let tr: f64 = (0..n).map(|i| h[(i, i)]).sum();
+            let resid = &ym - &h * &ym;
+            let rss: f64 = (0..n).map(|i| (0..dt).map(|j| resid[(i, j)].powi(2)).sum::<f64>()).sum();
+            n as f64 * rss / (n as f64 - tr).powi(2)
+        };
+        let smax2 = sv[0].powi(2);
+        let grid: Vec<f64> = (-8..=0).map(|k| smax2 * 10f64.powi(k)).collect();
+        let best = grid.iter().copied().min_by(|a, b| gcv(*a).total_cmp(&gcv(*b))).unwrap();
+        assert!((chosen / best - 1.0).abs() < 1e-9, "GCV chose {chosen}, the explicit score {best}");
+        // The automatic fit reports that lambda and a held-out R^2 from a refit.
+        let (_, d) = fit(&x, &y, &Estimator::Ridge { lambda: None }).unwrap();
+        assert_eq!(d.lambda, Some(chosen));
+        assert!(d.heldout_r2.is_some());
     }
 
     #[test]

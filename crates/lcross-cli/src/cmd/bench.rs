@@ -44,6 +44,19 @@ pub struct BenchArgs {
     /// Internal: measure one model in this process.
     #[arg(long, hide = true)]
     single: bool,
+    /// Time one workload on the first --models instead (extract, ab, generate,
+    /// generate-serial, decode); prints one JSON row. Driven by scripts/bench/peers.py.
+    #[arg(long)]
+    workload: Option<String>,
+    /// Layer of the workload (captures and steering).
+    #[arg(long, default_value_t = 14)]
+    layer: usize,
+    /// Items of the workload: pairs, questions or prompts.
+    #[arg(long, default_value_t = 32)]
+    items: usize,
+    /// New tokens per prompt of the generation workloads.
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -210,6 +223,13 @@ fn numpy_fit_peer(python: &std::path::Path, (n, ds, dt): (usize, usize, usize), 
 pub fn run(ctx: &Context, a: BenchArgs) -> Result<()> {
     if a.fit {
         return bench_fit(ctx, &a);
+    }
+    if let Some(w) = &a.workload {
+        let spec = a.models.first().context("--workload needs one --models")?;
+        let size = crate::cmd::workload::WorkloadSize { items: a.items, new_tokens: a.new_tokens };
+        let row = crate::cmd::workload::run_workload(ctx, spec, a.layer, w, size)?;
+        println!("{}", serde_json::to_string(&row)?);
+        return Ok(());
     }
     let modes: Vec<WeightMode> = a.modes.iter().map(|m| WeightMode::parse(m).with_context(|| format!("unknown weight mode `{m}`"))).collect::<Result<_>>()?;
     if a.single {

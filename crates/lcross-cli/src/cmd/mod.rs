@@ -7,3 +7,4 @@ pub mod models;
 pub mod run;
 pub mod tsne;
 pub mod vectors;
+pub mod workload;

@@ -126,11 +126,132 @@ pub struct GenerateArgs {
     /// Nucleus sampling mass (with --temperature).
     #[arg(long, default_value_t = 1.0)]
     top_p: f64,
-    /// Seed of the sampler (with --temperature).
+    /// Seed of the sampler (with --temperature; row i of a batch uses seed + i).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The text.
-    text: String,
+    #[command(flatten)]
+    batch: BatchArgs,
+    /// The text (or --prompts FILE).
+    #[arg(required_unless_present = "prompts")]
+    text: Option<String>,
+}
+
+/// Many prompts at once.
+#[derive(Args, Clone)]
+pub struct BatchArgs {
+    /// A file of prompts, one a line (or JSONL with a "prompt" field): each prompt is a
+    /// row of one batch (with `steer --betas`: each prompt x beta).
+    #[arg(long)]
+    pub prompts: Option<std::path::PathBuf>,
+    /// Rows in flight at most (default: what fits this machine, at most 32).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+}
+
+/// Prompts of a `--prompts` file: plain lines, or JSONL objects with a "prompt" string.
+/// Blank lines are skipped; a malformed line is an error naming the file and line.
+pub fn read_prompts(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.trim_start().starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{}, line {}: not valid JSON: {e}", path.display(), i + 1))?;
+            match v.get("prompt") {
+                Some(serde_json::Value::String(p)) if !p.is_empty() => out.push(p.clone()),
+                Some(serde_json::Value::String(_)) => bail!("{}, line {}: field \"prompt\" is empty", path.display(), i + 1),
+                Some(_) => bail!("{}, line {}: field \"prompt\" must be a string", path.display(), i + 1),
+                None => bail!("{}, line {}: JSON line without a \"prompt\" field", path.display(), i + 1),
+            }
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    if out.is_empty() {
+        bail!("{}: no prompts in the file", path.display());
+    }
+    Ok(out)
+}
+
+/// Rows in flight that fit this machine: the KV cache of all rows within a quarter of
+/// the available memory, at most 32 (past that a CPU gains little).
+pub fn default_batch_size(model: &Model, tokens_per_row: usize) -> usize {
+    let c = model.config();
+    let per_row = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4 * tokens_per_row.max(1);
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()))
+        .map_or(4usize << 30, |kib| kib * 1024);
+    (available / 4 / per_row).clamp(1, 32)
+}
+
+/// One generated row of a batch.
+#[derive(Serialize)]
+pub struct RowOut {
+    pub prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+    pub text: String,
+    pub tokens: usize,
+    pub ids: Vec<u32>,
+}
+
+/// Generate every (prompt, beta, hooks) row in batches with a progress bar.
+pub fn generate_rows(model: &Model, rows: &[(String, lcross_model::Prompt, Option<f64>, Hooks)], max_tokens: usize, sampling: Sampling, batch_size: Option<usize>) -> Result<Vec<RowOut>> {
+    let longest = rows.iter().map(|r| r.1.ids.len()).max().unwrap_or(0);
+    let batch = batch_size.unwrap_or_else(|| default_batch_size(model, longest + max_tokens));
+    if batch == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let requests: Vec<lcross_model::GenerationRequest> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p, _, h))| lcross_model::GenerationRequest {
+            prompt: p.ids.clone(),
+            hooks: h.clone(),
+            options: GenerateOptions {
+                max_tokens,
+                sampling: match sampling {
+                    Sampling::Sample { temperature, top_p, seed } => Sampling::Sample { temperature, top_p, seed: seed.wrapping_add(i as u64) },
+                    g => g,
+                },
+                stop_tokens: model.stop_tokens().to_vec(),
+            },
+        })
+        .collect();
+    let bar = lcross_core::activations::progress((rows.len() * max_tokens) as u64, &format!("generating {} rows, {batch} at a time", rows.len()));
+    let outs = model.generate_batch(&requests, batch, |_, _| {
+        bar.inc(1);
+        Ok(())
+    })?;
+    bar.finish_and_clear();
+    rows.iter()
+        .zip(outs)
+        .map(|((text, _, beta, _), ids)| {
+            let shown: Vec<u32> = ids.iter().copied().filter(|t| !model.stop_tokens().contains(t)).collect();
+            Ok(RowOut { prompt: text.clone(), beta: *beta, text: model.tokenizer().decode(&shown, true)?, tokens: ids.len(), ids })
+        })
+        .collect()
+}
+
+/// Print batch rows: `{"rows": [...]}` with --json, else each answer under its prompt.
+pub fn print_rows(ctx: &Context, rows: &[RowOut]) -> Result<()> {
+    #[derive(Serialize)]
+    struct Rows<'a> {
+        rows: &'a [RowOut],
+    }
+    ctx.print(&Rows { rows }, || {
+        for r in rows {
+            match r.beta {
+                Some(b) => println!("=== {} (beta {b})", r.prompt),
+                None => println!("=== {}", r.prompt),
+            }
+            println!("{}\n", r.text.trim_end());
+        }
+    })
 }
 
 #[derive(Serialize)]
@@ -176,7 +297,15 @@ pub fn generate_with(ctx: &Context, model: &Model, prompt: &lcross_model::Prompt
 
 pub fn generate(ctx: &Context, a: GenerateArgs) -> Result<()> {
     let model = ctx.load(&a.prompt.model)?;
-    let prompt = a.prompt.build(&model, &a.text)?;
+    if let Some(file) = &a.batch.prompts {
+        let rows = read_prompts(file)?
+            .into_iter()
+            .map(|t| Ok((t.clone(), a.prompt.build(&model, &t)?, None, Hooks::none())))
+            .collect::<Result<Vec<_>>>()?;
+        let out = generate_rows(&model, &rows, a.max_tokens, a.sampling(), a.batch.batch_size)?;
+        return print_rows(ctx, &out);
+    }
+    let prompt = a.prompt.build(&model, a.text.as_deref().unwrap_or_default())?;
     let out = generate_with(ctx, &model, &prompt, a.max_tokens, a.sampling(), &Hooks::none())?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

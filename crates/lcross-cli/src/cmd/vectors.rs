@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use lcross_core::activations::{ExtractOptions, Extractor};
 use lcross_core::store::Store;
 use lcross_core::dataset::{self, AbItem, ContrastPair};
-use lcross_core::eval::{evaluate_ab, steering_hooks, AbResult, Steering};
+use lcross_core::eval::{evaluate_ab_conditions, steering_hooks, AbResult, Steering};
 use lcross_core::steering::{extract, ExtractSpec, Method, SteeringVector, VectorMetadata};
 use lcross_core::texts::pair_ids;
 use lcross_model::{Model, Positions, Sampling, DEFAULT_MODEL};
@@ -275,8 +275,11 @@ pub struct SteerArgs {
     #[arg(long)]
     vector: PathBuf,
     /// Multiplier of the vector.
-    #[arg(long, allow_hyphen_values = true)]
-    beta: f64,
+    #[arg(long, allow_hyphen_values = true, required_unless_present = "betas")]
+    beta: Option<f64>,
+    /// Several multipliers: every (prompt, beta) is a row of one batch, e.g. -4,0,4.
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
+    betas: Vec<f64>,
     /// Where to add it (default: all for mean-diff, prompt-last+generated for pca).
     #[arg(long)]
     positions: Option<String>,
@@ -286,8 +289,11 @@ pub struct SteerArgs {
     /// Maximum new tokens.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
-    /// The text.
-    text: String,
+    #[command(flatten)]
+    batch: crate::cmd::run::BatchArgs,
+    /// The text (or --prompts FILE).
+    #[arg(required_unless_present = "prompts")]
+    text: Option<String>,
 }
 
 pub fn steer_cmd(ctx: &Context, a: SteerArgs) -> Result<()> {
@@ -295,8 +301,26 @@ pub fn steer_cmd(ctx: &Context, a: SteerArgs) -> Result<()> {
     let sv = SteeringVector::load(&a.vector)?;
     sv.check_model(&model, a.force)?;
     let positions = parse_positions(a.positions.as_deref(), &sv)?;
-    let hooks = steering_hooks(&model, Some(&Steering { vector: &sv, beta: a.beta, positions }))?;
-    let prompt = a.prompt.build(&model, &a.text)?;
+    if a.batch.prompts.is_some() || !a.betas.is_empty() {
+        let texts = match &a.batch.prompts {
+            Some(file) => crate::cmd::run::read_prompts(file)?,
+            None => vec![a.text.clone().unwrap_or_default()],
+        };
+        let betas = if a.betas.is_empty() { vec![a.beta.unwrap_or(0.0)] } else { a.betas.clone() };
+        let mut rows = Vec::with_capacity(texts.len() * betas.len());
+        for t in &texts {
+            let prompt = a.prompt.build(&model, t)?;
+            for &beta in &betas {
+                let hooks = steering_hooks(&model, Some(&Steering { vector: &sv, beta, positions }))?;
+                rows.push((t.clone(), prompt.clone(), Some(beta), hooks));
+            }
+        }
+        let out = crate::cmd::run::generate_rows(&model, &rows, a.max_tokens, Sampling::Greedy, a.batch.batch_size)?;
+        return crate::cmd::run::print_rows(ctx, &out);
+    }
+    let beta = a.beta.unwrap_or(0.0);
+    let hooks = steering_hooks(&model, Some(&Steering { vector: &sv, beta, positions }))?;
+    let prompt = a.prompt.build(&model, a.text.as_deref().unwrap_or_default())?;
     let out = generate_with(ctx, &model, &prompt, a.max_tokens, Sampling::Greedy, &hooks)?;
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -369,19 +393,19 @@ pub fn eval_cmd(ctx: &Context, c: EvalCommand) -> Result<()> {
     if sv.is_none() && betas.iter().any(|b| *b != 0.0) {
         bail!("--beta/--betas other than 0 need --vector");
     }
-    let mut results: Vec<AbResult> = Vec::new();
-    for &beta in &betas {
-        let r = match &sv {
-            Some(v) => {
-                let positions = parse_positions(a.positions.as_deref(), v)?;
-                evaluate_ab(&model, &items, Some(&Steering { vector: v, beta, positions }))?
-            }
-            None => evaluate_ab(&model, &items, None)?,
-        };
-        if !ctx.json {
-            eprintln!("beta {beta:>6}: mean_prob_matching {:.4} (n = {})", r.mean_prob_matching, r.n);
+    // Every beta in one batched evaluation (layers below the vector's run once).
+    let conditions: Vec<Option<Steering>> = match &sv {
+        Some(v) => {
+            let positions = parse_positions(a.positions.as_deref(), v)?;
+            betas.iter().map(|&beta| Some(Steering { vector: v, beta, positions })).collect()
         }
-        results.push(r);
+        None => vec![None],
+    };
+    let results: Vec<AbResult> = evaluate_ab_conditions(&model, &items, &conditions)?;
+    if !ctx.json {
+        for r in &results {
+            eprintln!("beta {:>6}: mean_prob_matching {:.4} (n = {})", r.beta, r.mean_prob_matching, r.n);
+        }
     }
     if let Some(dir) = &a.out {
         crate::report::write_sweep(dir, model.id(), &a.dataset, &results)?;

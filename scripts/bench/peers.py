@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""lcross against the Python stack on the same work, in one run, alternating.
+
+    python3 scripts/bench/peers.py [--python PY] [--repeat 3] [--items ...] [--out docs/peers.md]
+
+Without --python it makes a virtualenv (.venv-peers at the repository root, ignored by
+git) and installs torch, transformers, gguf and accelerate from PyPI into it; CI never
+runs this. Each round runs every engine once per (model, workload), in turn, so load
+changes on the machine hit all engines alike; the table gives medians over rounds and
+the ratio lcross / peer (above 1: lcross is faster). Needs `cargo build --release`.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LCROSS = ROOT / "target" / "release" / "lcross"
+PEER = ROOT / "scripts" / "bench" / "peer_workloads.py"
+MODELS = {"qwen2.5-coder-0.5b-instruct": 14, "smollm2-135m-instruct": 12}
+
+
+def peer_python(arg):
+    if arg:
+        return arg
+    env = ROOT / ".venv-peers"
+    py = env / "bin" / "python"
+    if not py.exists():
+        venv.create(env, with_pip=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "torch", "transformers", "gguf", "accelerate", "numpy"], check=True)
+    return str(py)
+
+
+def run(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--python")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--workloads", default="extract,ab,generate,decode")
+    ap.add_argument("--extract-pairs", type=int, default=200)
+    ap.add_argument("--ab-questions", type=int, default=50)
+    ap.add_argument("--gen-prompts", type=int, default=32)
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    py = peer_python(a.python)
+    items = {"extract": a.extract_pairs, "ab": a.ab_questions, "generate": a.gen_prompts, "decode": 1}
+    results = {}
+    for rnd in range(a.repeat):
+        for m in a.models.split(","):
+            layer = MODELS.get(m, 12)
+            for w in a.workloads.split(","):
+                n = str(items[w])
+                engines = [("lcross", [str(LCROSS), "bench", "--workload", w, "-m", m, "--layer", str(layer), "--items", n, "--new-tokens", str(a.new_tokens)])]
+                if w == "generate":
+                    engines.append(("lcross one-at-a-time", [str(LCROSS), "bench", "--workload", "generate-serial", "-m", m, "--layer", str(layer), "--items", n, "--new-tokens", str(a.new_tokens)]))
+                for mode in (["single"] if w == "decode" else ["single", "batched"]):
+                    engines.append((f"transformers {mode}", [py, str(PEER), m, str(layer), w, mode, n, str(a.new_tokens)]))
+                for name, cmd in engines:
+                    row = run(cmd)
+                    results.setdefault((m, w, name), []).append(row)
+                    print(f"round {rnd + 1}: {m} {w} {name}: {row['per_second']:.2f} {row['unit']}/s", file=sys.stderr, flush=True)
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; medians of {a.repeat} alternating rounds.",
+        "",
+        "| model | workload | engine | median /s | unit | lcross / engine |",
+        "|---|---|---|---:|---|---:|",
+    ]
+    for (m, w, name), rows in results.items():
+        med = statistics.median(r["per_second"] for r in rows)
+        mine = statistics.median(r["per_second"] for r in results[(m, w, "lcross")])
+        lines.append(f"| {m} | {w} | {rows[0]['engine'] if name == 'lcross' else name} | {med:.2f} | {rows[0]['unit']} | {mine / med:.2f}x |")
+    table = "\n".join(lines)
+    print(table)
+    if a.out:
+        Path(a.out).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
