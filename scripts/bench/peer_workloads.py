@@ -7,6 +7,7 @@ Usage: peer_workloads.py MODEL LAYER WORKLOAD MODE ITEMS NEW_TOKENS
   WORKLOAD: extract | ab | generate | decode
   MODE: single (one sequence at a time, as CAA's and RepE's scripts do)
         batched (left padding, batch 16, as a competent user does)
+        llamacpp (decode only: llama-cpp-python on the quantized GGUF, control vector)
 Prints one JSON row (the fields of lcross's) on its last line. Run by
 scripts/bench/peers.py; needs torch, transformers, gguf (never installed by CI).
 """
@@ -17,10 +18,46 @@ import sys
 import time
 from pathlib import Path
 
+mid, layer, workload, mode, items, new_tokens = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+
+if mode == "llamacpp":
+    # llama.cpp (llama-cpp-python) on the GGUF as it is (quantized), 2 threads, the same
+    # vector as a control vector on the output of block LAYER, single-stream decode.
+    import ctypes
+
+    import llama_cpp
+
+    models_dir = Path(os.environ.get("LCROSS_MODELS", Path.home() / ".cache/lcross/models"))
+    data_dir = Path(os.environ.get("LCROSS_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "caa" / "refusal"
+    llm = llama_cpp.Llama(model_path=str(models_dir / f"{mid}.gguf"), n_threads=2, n_ctx=1024, verbose=False)
+    n_embd, n_layer = llm.n_embd(), llama_cpp.llama_model_n_layer(llm.model) if hasattr(llama_cpp, "llama_model_n_layer") else llama_cpp.llama_n_layer(llm.model)
+    v = [((i * 7919 % 1000) / 500.0) - 1.0 for i in range(n_embd)]
+    norm = math.sqrt(sum(x * x for x in v))
+    buf = [0.0] * (n_embd * n_layer)
+    # Layer il's vector sits at (il - 1) * n_embd (llama.cpp skips layer 0).
+    buf[(layer - 1) * n_embd:layer * n_embd] = [4.0 * x / norm for x in v]
+    arr = (ctypes.c_float * len(buf))(*buf)
+    apply = getattr(llama_cpp, "llama_set_adapter_cvec", None) or getattr(llama_cpp, "llama_apply_adapter_cvec", None) or getattr(llama_cpp, "llama_control_vector_apply", None)
+    steered = apply is not None and apply(llm.ctx, arr, len(buf), n_embd, 1, n_layer) == 0
+    q = json.load(open(data_dir / "test_dataset_open_ended.json"))[0]["question"]
+    prompt = llm.tokenize(f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n".encode(), add_bos=False, special=True)
+    llm.eval(prompt)
+    tok = llm.sample(top_k=1, temp=0.0)
+    t0 = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        llm.eval([tok])
+        tok = llm.sample(top_k=1, temp=0.0)
+    secs = time.perf_counter() - t0
+    print(json.dumps({
+        "engine": f"llama.cpp (llama-cpp-python {llama_cpp.__version__}, 2 threads, {'control vector' if steered else 'no control vector'})",
+        "workload": workload, "model": mid, "layer": layer, "items": items,
+        "seconds": secs, "per_second": (new_tokens - 1) / secs, "unit": "new tokens",
+    }))
+    sys.exit(0)
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-mid, layer, workload, mode, items, new_tokens = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 BATCH = 16
 AB_BETAS = [-2.0, -1.0, 0.0, 1.0, 2.0]
 models = Path(os.environ.get("LCROSS_MODELS", Path.home() / ".cache/lcross/models"))

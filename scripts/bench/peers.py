@@ -33,6 +33,11 @@ def peer_python(arg):
     if not py.exists():
         venv.create(env, with_pip=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", "torch", "transformers", "gguf", "accelerate", "numpy"], check=True)
+        # llama.cpp builds from source (cmake, ~10 minutes on 2 cores); the decode peer
+        # needs it. The native build (-march=native) segfaulted in llama_decode on the
+        # Intel Xeon of 2026-11-28; the AVX2 build works.
+        cmake = "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "llama-cpp-python"], check=False, env={**os.environ, "CMAKE_ARGS": cmake})
     return str(py)
 
 
@@ -53,6 +58,7 @@ def main():
     ap.add_argument("--ab-questions", type=int, default=50)
     ap.add_argument("--gen-prompts", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--no-llamacpp", action="store_true", help="skip the llama.cpp decode peer")
     ap.add_argument("--out")
     a = ap.parse_args()
     py = peer_python(a.python)
@@ -66,8 +72,12 @@ def main():
                 engines = [("lcross", [str(LCROSS), "bench", "--workload", w, "-m", m, "--layer", str(layer), "--items", n, "--new-tokens", str(a.new_tokens)])]
                 if w == "generate":
                     engines.append(("lcross one-at-a-time", [str(LCROSS), "bench", "--workload", "generate-serial", "-m", m, "--layer", str(layer), "--items", n, "--new-tokens", str(a.new_tokens)]))
+                if w == "decode":
+                    engines.append(("lcross quantized", [str(LCROSS), "--weights", "quantized", "bench", "--workload", w, "-m", m, "--layer", str(layer), "--items", n, "--new-tokens", str(a.new_tokens)]))
                 for mode in (["single"] if w == "decode" else ["single", "batched"]):
                     engines.append((f"transformers {mode}", [py, str(PEER), m, str(layer), w, mode, n, str(a.new_tokens)]))
+                if w == "decode" and not a.no_llamacpp:
+                    engines.append(("llama.cpp", [py, str(PEER), m, str(layer), w, "llamacpp", n, str(a.new_tokens)]))
                 for name, cmd in engines:
                     row = run(cmd)
                     results.setdefault((m, w, name), []).append(row)
@@ -75,12 +85,14 @@ def main():
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; medians of {a.repeat} alternating rounds.",
         "",
-        "| model | workload | engine | median /s | unit | lcross / engine |",
+        "| model | workload | engine | median /s | unit | lcross / engine (llama.cpp: lcross quantized / it) |",
         "|---|---|---|---:|---|---:|",
     ]
     for (m, w, name), rows in results.items():
         med = statistics.median(r["per_second"] for r in rows)
-        mine = statistics.median(r["per_second"] for r in results[(m, w, "lcross")])
+        # Quantized engines compare with lcross quantized, the others with lcross f32.
+        ref = "lcross quantized" if name == "llama.cpp" and (m, w, "lcross quantized") in results else "lcross"
+        mine = statistics.median(r["per_second"] for r in results[(m, w, ref)])
         lines.append(f"| {m} | {w} | {rows[0]['engine'] if name == 'lcross' else name} | {med:.2f} | {rows[0]['unit']} | {mine / med:.2f}x |")
     table = "\n".join(lines)
     print(table)

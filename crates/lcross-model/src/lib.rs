@@ -47,6 +47,6 @@ pub use candle_core::{Device, Tensor};
 /// Revision of the forward pass's arithmetic, part of every cache key: bump it whenever
 /// a change to the runtime can change a number it computes (so no cache serves values
 /// computed by an older forward). 2: batched forward (grouped-query attention without
-/// repeated K/V, rotary tables at load).
-pub const RUNTIME_REVISION: u32 = 2;
+/// repeated K/V, rotary tables at load). 3: dense linear layers on few rows as `W x^T`.
+pub const RUNTIME_REVISION: u32 = 3;
 pub use candle_core;

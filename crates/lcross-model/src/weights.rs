@@ -58,6 +58,10 @@ pub(crate) fn requantize(w: &Tensor) -> Result<QMatMul> {
     Ok(QMatMul::from_qtensor(QTensor::quantize(&w.to_dtype(DType::F32)?, GgmlDType::Q8_0)?)?)
 }
 
+/// Rows (tokens of all sequences in a pass) up to which a dense linear layer computes
+/// `W x^T` instead of `x W^T`.
+const SMALL_BATCH_ROWS: usize = 32;
+
 /// A linear layer `y = x W^T + b`, dense or quantized.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -73,7 +77,21 @@ impl Linear {
 
     /// Apply to `x` of shape `(.., in)`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        let y = match &self.weight {
+            QMatMul::Tensor(w) if x.elem_count() / x.dim(candle_core::D::Minus1)? <= SMALL_BATCH_ROWS => {
+                // Few rows (decoding): `W x^T` streams the weight rows once; `x W^T`
+                // makes the gemm kernel pack W, which measured 1.7x slower at 16 rows
+                // (docs/PERFORMANCE.md).
+                let dims = x.dims().to_vec();
+                let k = dims[dims.len() - 1];
+                let rows = x.elem_count() / k;
+                let xt = x.reshape((rows, k))?.t()?.contiguous()?;
+                let mut out_dims = dims;
+                *out_dims.last_mut().expect("rank >= 1") = w.dim(0)?;
+                w.matmul(&xt)?.t()?.contiguous()?.reshape(out_dims)?
+            }
+            _ => self.weight.forward(x)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
