@@ -515,7 +515,9 @@ impl Decoder {
         self.head(&self.last_positions(state)?)
     }
 
-    fn check_hooks(&self, hooks: &Hooks) -> Result<()> {
+    /// Check hooks against the model: layers in range, vectors of the hidden size,
+    /// finite scales.
+    pub fn check_hooks(&self, hooks: &Hooks) -> Result<()> {
         let c = &self.config;
         for l in hooks.captures.iter().map(|c| c.layer).chain(hooks.interventions.iter().map(|i| i.layer)) {
             if l >= c.num_layers {

@@ -107,6 +107,12 @@ impl<'m> BatchGenerator<'m> {
             return Err(ModelError::InvalidInput("empty prompt: it has no tokens".into()));
         }
         Sampler::new(request.options.sampling)?;
+        let vocab = self.model.config().vocab_size;
+        if let Some(&bad) = request.prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::InvalidInput(format!("token id {bad} is outside the vocabulary (size {vocab})")));
+        }
+        // A bad row is refused here, before it could fail a whole batched step.
+        self.model.decoder().check_hooks(&request.hooks)?;
         let max = self.model.decoder().max_sequence();
         if request.prompt.len() + request.options.max_tokens > max {
             return Err(ModelError::InvalidInput(format!(

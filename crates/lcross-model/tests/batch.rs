@@ -288,4 +288,11 @@ fn bad_batches_are_clear_errors() {
     let too_long = GenerateOptions { max_tokens: model.config().max_position_embeddings, sampling: Sampling::Greedy, stop_tokens: vec![] };
     let e = g.submit(GenerationRequest { prompt: vec![1, 2], hooks: Hooks::none(), options: too_long }).unwrap_err().to_string();
     assert!(e.contains("longer than the model's context"), "{e}");
+    let opts = GenerateOptions { max_tokens: 4, sampling: Sampling::Greedy, stop_tokens: vec![] };
+    let e = g.submit(GenerationRequest { prompt: vec![u32::MAX], hooks: Hooks::none(), options: opts.clone() }).unwrap_err().to_string();
+    assert!(e.contains("outside the vocabulary"), "{e}");
+    let far = Hooks::none().with_intervention(model.config().num_layers, vector(&model, 1), 1.0, Positions::All);
+    let e = g.submit(GenerationRequest { prompt: vec![1], hooks: far, options: opts }).unwrap_err().to_string();
+    assert!(e.contains("out of range"), "{e}");
+    assert!(g.is_idle(), "refused rows are not queued");
 }

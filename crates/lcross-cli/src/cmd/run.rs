@@ -132,7 +132,7 @@ pub struct GenerateArgs {
     #[command(flatten)]
     batch: BatchArgs,
     /// The text (or --prompts FILE).
-    #[arg(required_unless_present = "prompts")]
+    #[arg(required_unless_present = "prompts", conflicts_with = "prompts")]
     text: Option<String>,
 }
 

@@ -292,7 +292,7 @@ pub struct SteerArgs {
     #[command(flatten)]
     batch: crate::cmd::run::BatchArgs,
     /// The text (or --prompts FILE).
-    #[arg(required_unless_present = "prompts")]
+    #[arg(required_unless_present = "prompts", conflicts_with = "prompts")]
     text: Option<String>,
 }
 
