@@ -58,7 +58,9 @@ enum Command {
     Steer(cmd::vectors::SteerArgs),
     /// Evaluate a model (optionally steered).
     #[command(subcommand)]
-    Eval(cmd::vectors::EvalCommand),
+    Eval(cmd::evaluate::EvalCommand),
+    /// Score (question, answer) pairs with a judge: check a judge before trusting it.
+    Judge(cmd::evaluate::JudgeCmdArgs),
     /// Fit a linear map T between two models' hidden spaces on a shared corpus.
     Align(cmd::maps::AlignArgs),
     /// Move a steering vector to another model through a map: sv @ T.
@@ -94,7 +96,8 @@ fn main() {
         Command::Extract(a) => cmd::vectors::extract_cmd(&ctx, a),
         Command::Vector(c) => cmd::vectors::vector_cmd(&ctx, c),
         Command::Steer(a) => cmd::vectors::steer_cmd(&ctx, a),
-        Command::Eval(c) => cmd::vectors::eval_cmd(&ctx, c),
+        Command::Eval(c) => cmd::evaluate::eval_cmd(&ctx, c),
+        Command::Judge(a) => cmd::evaluate::judge_cmd(&ctx, a),
         Command::Align(a) => cmd::maps::align_cmd(&ctx, a),
         Command::Transfer(a) => cmd::maps::transfer_cmd(&ctx, a),
         Command::CompareMaps(a) => cmd::maps::compare_cmd(&ctx, a),

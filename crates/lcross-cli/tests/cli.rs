@@ -60,8 +60,10 @@ fn extract_show_eval_align_transfer() {
     assert_eq!(show["metadata"]["layers"], serde_json::json!([10, 12]));
     assert_eq!(show["layers"]["12"].as_array().unwrap().len(), 576);
     let ev = json(&["eval", "ab", "-d", "builtin:optimism", "--limit", "3", "--vector", sv.to_str().unwrap(), "--beta", "2", "--json"]);
-    assert_eq!(ev["n"], 3);
-    let p = ev["mean_prob_matching"].as_f64().unwrap();
+    assert_eq!(ev["metric"], "ab_prob_matching");
+    assert_eq!(ev["rows"][0]["n"], 3);
+    assert_eq!(ev["rows"][0]["beta"], 2.0);
+    let p = ev["rows"][0]["mean"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&p));
     // A map from the model to itself on the concept's texts, and a transfer through it.
     let map = d.join("map.safetensors");

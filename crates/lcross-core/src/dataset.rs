@@ -25,8 +25,12 @@ pub enum ContrastPair {
     /// An A/B question; the positive text ends in the letter of the answer that matches
     /// the behaviour, the negative in the other letter.
     AbQuestion { question: String, positive_letter: char, negative_letter: char },
-    /// Two user prompts that differ in the concept (RepE).
+    /// Two user prompts that differ in the concept (RepE), each rendered as one user
+    /// turn of the chat template.
     Prompts { positive: String, negative: String },
+    /// Two texts tokenized as they are (no chat template; the model's default special
+    /// tokens), for `--raw` pair files.
+    RawTexts { positive: String, negative: String },
 }
 
 /// A held-out A/B question.
@@ -85,7 +89,7 @@ impl ConceptDataset {
             match p {
                 ContrastPair::AbQuestion { positive_letter: 'A', .. } => a += 1,
                 ContrastPair::AbQuestion { .. } => b += 1,
-                ContrastPair::Prompts { .. } => return None,
+                ContrastPair::Prompts { .. } | ContrastPair::RawTexts { .. } => return None,
             }
         }
         Some((a, b))
@@ -333,6 +337,88 @@ pub fn repe_harmfulness(data_dir: &Path, split: Split) -> Result<(ConceptDataset
     Ok((ConceptDataset::new("harmfulness", "repe:harmfulness".into(), pairs), eval))
 }
 
+/// Contrast pairs from a JSON array or JSONL file of `{"positive": ..., "negative": ...}`
+/// objects (other fields ignored). Plain prompts become user turns of the chat template,
+/// or, with `raw`, texts tokenized as they are. The concept is the file's stem.
+pub fn load_pairs(path: &Path, raw: bool) -> Result<ConceptDataset> {
+    let text = read(path)?;
+    let values: Vec<(Option<usize>, serde_json::Value)> = if text.trim_start().starts_with('[') {
+        let v: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| CoreError::parse(path, None, format!("not a JSON array of pairs: {e}")))?;
+        v.into_iter().enumerate().map(|(i, x)| (Some(i), x)).collect()
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l).map(|v| (Some(i), v)).map_err(|e| CoreError::parse(path, Some(i), format!("line {} is not valid JSON: {e}", i + 1)))
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut pairs = Vec::with_capacity(values.len());
+    for (i, v) in values {
+        let field = |name: &str| -> Result<String> {
+            match v.get(name) {
+                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+                Some(serde_json::Value::String(_)) => Err(CoreError::parse(path, i, format!("`{name}` is empty"))),
+                Some(_) => Err(CoreError::parse(path, i, format!("`{name}` is not a string"))),
+                None => Err(CoreError::parse(path, i, format!("missing `{name}`"))),
+            }
+        };
+        let (positive, negative) = (field("positive")?, field("negative")?);
+        pairs.push(if raw { ContrastPair::RawTexts { positive, negative } } else { ContrastPair::Prompts { positive, negative } });
+    }
+    if pairs.is_empty() {
+        return Err(CoreError::parse(path, None, "no pairs"));
+    }
+    let concept = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "concept".into());
+    Ok(ConceptDataset::new(&concept, path.display().to_string(), pairs))
+}
+
+/// A list of non-empty strings: a JSON array of strings, or one per line.
+pub fn load_string_list(path: &Path) -> Result<Vec<String>> {
+    let text = read(path)?;
+    let out = if text.trim_start().starts_with('[') {
+        json_strings(path)?
+    } else {
+        text.lines().map(|l| l.trim_end_matches('\r').to_string()).filter(|l| !l.trim().is_empty()).collect()
+    };
+    if let Some(i) = out.iter().position(|s| s.trim().is_empty()) {
+        return Err(CoreError::parse(path, Some(i), "empty string"));
+    }
+    if out.is_empty() {
+        return Err(CoreError::parse(path, None, "no entries"));
+    }
+    Ok(out)
+}
+
+/// RepE's construction from any scenario list: each scenario of `scenarios` put in
+/// `template` (which must contain `{scenario}`) is the positive text; a scenario of
+/// `contrast` (shuffled with seed 0, reused cyclically) in the same template is the
+/// negative. Duplicates are dropped. With `raw` the texts are not chat-wrapped.
+pub fn scenario_pairs(concept: &str, scenarios: &Path, contrast: &Path, template: &str, raw: bool) -> Result<ConceptDataset> {
+    if !template.contains("{scenario}") {
+        return Err(CoreError::Invalid(format!("--template must contain {{scenario}}: {template:?}")));
+    }
+    let dedup = |v: Vec<String>| {
+        let mut seen = std::collections::HashSet::new();
+        v.into_iter().filter(|s| seen.insert(s.clone())).collect::<Vec<_>>()
+    };
+    let pos = dedup(load_string_list(scenarios)?);
+    let mut neg = dedup(load_string_list(contrast)?);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    neg.shuffle(&mut rng);
+    let fill = |s: &str| template.replace("{scenario}", s);
+    let pairs = pos
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (positive, negative) = (fill(p), fill(&neg[i % neg.len()]));
+            if raw { ContrastPair::RawTexts { positive, negative } } else { ContrastPair::Prompts { positive, negative } }
+        })
+        .collect();
+    Ok(ConceptDataset::new(concept, format!("scenarios {} vs {} in {template:?}", scenarios.display(), contrast.display()), pairs))
+}
+
 /// The built-in concept (optimism vs pessimism), written for lcross.
 const BUILTIN_OPTIMISM: &str = include_str!("../data/optimism.json");
 
@@ -370,7 +456,19 @@ pub fn builtin_test(name: &str) -> Result<Vec<AbItem>> {
     Ok(builtin_items(name)?.1)
 }
 
-/// Resolve a `--dataset` argument into training pairs: a CAA file path,
+/// Whether a dataset file holds `positive`/`negative` pairs (JSONL, or a JSON array
+/// whose first item has a `positive` field) rather than CAA A/B items.
+fn is_pairs_file(path: &Path) -> Result<bool> {
+    let text = read(path)?;
+    let t = text.trim_start();
+    if t.starts_with('{') {
+        return Ok(true);
+    }
+    Ok(t.starts_with('[') && serde_json::from_str::<Vec<serde_json::Value>>(t).ok().and_then(|v| v.first().map(|x| x.get("positive").is_some())).unwrap_or(false))
+}
+
+/// Resolve a `--dataset` argument into training pairs: a CAA file path, a pairs file
+/// (JSON/JSONL `{"positive", "negative"}`, see [`load_pairs`]),
 /// `builtin:NAME`, or a RepE concept (`happiness`, `fear`, `fairness`, `harmfulness`,
 /// optionally `repe:` prefixed) read from `data_dir`.
 pub fn load_concept(spec: &str, data_dir: &Path) -> Result<ConceptDataset> {
@@ -387,7 +485,7 @@ pub fn load_concept(spec: &str, data_dir: &Path) -> Result<ConceptDataset> {
     }
     let path = Path::new(spec);
     if path.is_file() {
-        return load_caa_pairs(path);
+        return if is_pairs_file(path)? { load_pairs(path, false) } else { load_caa_pairs(path) };
     }
     Err(CoreError::Invalid(format!(
         "dataset `{spec}`: not a file, a built-in concept (builtin:{}), nor a RepE concept (happiness, fear, fairness, harmfulness)",
@@ -434,6 +532,45 @@ mod tests {
             _ => unreachable!(),
         }).collect();
         assert!(test.iter().all(|t| !qs.contains(&t.question)), "test questions must be held out");
+    }
+
+    #[test]
+    fn pair_files_and_scenario_lists() {
+        let dir = std::env::temp_dir().join(format!("lcross-pairs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("calm.jsonl");
+        std::fs::write(&p, "{\"positive\": \"Stay calm.\", \"negative\": \"Panic!\"}\n\n{\"positive\": \"Breathe.\", \"negative\": \"Run!\", \"note\": 1}\n").unwrap();
+        let ds = load_concept(p.to_str().unwrap(), &dir).unwrap();
+        assert_eq!(ds.concept, "calm");
+        assert_eq!(ds.pairs[1], ContrastPair::Prompts { positive: "Breathe.".into(), negative: "Run!".into() });
+        let raw = load_pairs(&p, true).unwrap();
+        assert_eq!(raw.pairs[0], ContrastPair::RawTexts { positive: "Stay calm.".into(), negative: "Panic!".into() });
+        assert_ne!(raw.hash, ds.hash);
+        let a = dir.join("arr.json");
+        std::fs::write(&a, r#"[{"positive": "a", "negative": "b"}, {"positive": "c", "negative": 3}]"#).unwrap();
+        let e = load_concept(a.to_str().unwrap(), &dir).unwrap_err().to_string();
+        assert!(e.contains("arr.json, item 1") && e.contains("`negative` is not a string"), "{e}");
+        std::fs::write(&p, "{\"positive\": \"x\"}\n").unwrap();
+        let e = load_pairs(&p, false).unwrap_err().to_string();
+        assert!(e.contains("item 0") && e.contains("missing `negative`"), "{e}");
+
+        let s = dir.join("pride.txt");
+        let c = dir.join("shame.json");
+        std::fs::write(&s, "I won the race.\nI finished my thesis.\nI won the race.\n").unwrap();
+        std::fs::write(&c, r#"["I forgot her birthday.", "I lied to a friend."]"#).unwrap();
+        let ds = scenario_pairs("pride", &s, &c, "Consider the pride of: {scenario}", false).unwrap();
+        assert_eq!(ds.pairs.len(), 2, "duplicates dropped");
+        match &ds.pairs[0] {
+            ContrastPair::Prompts { positive, negative } => {
+                assert_eq!(positive, "Consider the pride of: I won the race.");
+                assert!(negative.starts_with("Consider the pride of: I "), "{negative}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(scenario_pairs("pride", &s, &c, "no placeholder", false).unwrap_err().to_string().contains("{scenario}"));
+        std::fs::write(&c, r#"["ok", 5]"#).unwrap();
+        let e = scenario_pairs("pride", &s, &c, "{scenario}", false).unwrap_err().to_string();
+        assert!(e.contains("shame.json, item 1"), "{e}");
     }
 
     #[test]

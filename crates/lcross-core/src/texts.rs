@@ -46,6 +46,7 @@ pub fn pair_ids(model: &Model, pair: &ContrastPair) -> Result<(Vec<u32>, Vec<u32
             Ok((ab_ids(model, question, *positive_letter)?, ab_ids(model, question, *negative_letter)?))
         }
         ContrastPair::Prompts { positive, negative } => Ok((model.prompt(positive, true, None)?.ids, model.prompt(negative, true, None)?.ids)),
+        ContrastPair::RawTexts { positive, negative } => Ok((model.prompt(positive, false, None)?.ids, model.prompt(negative, false, None)?.ids)),
     }
 }
 

@@ -83,6 +83,7 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     let items = dataset::builtin_test("optimism")?;
     say(format!("1. Concept `optimism` (built in, {n_pairs} training pairs, {} held-out questions).", items.len()));
     let extract = |model: &str, layer: usize, limit: Option<usize>, name: &str| ExtractArgs {
+        custom: Default::default(),
         model: model.into(), dataset: "builtin:optimism".into(), layers: layer.to_string(), method: "mean-diff".into(), limit,
         normalize: false, balance_letters: false, data_dir: None, no_cache: false, no_prefix_sharing: false, no_early_exit: false,
         output: a.out.join(name),

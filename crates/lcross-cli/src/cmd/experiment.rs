@@ -259,6 +259,7 @@ fn run_cells(ctx: &Context, grid: &GridArgs, plan: &[(String, String, usize, Vec
             bail!("no behaviour folder {}", dir.display());
         }
         let ex = ExtractArgs {
+            custom: Default::default(),
             model: model_spec.clone(),
             dataset: dir.join("generate_dataset.json").display().to_string(),
             layers: layer.to_string(),
@@ -424,6 +425,7 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
             let w2 = &a.behaviours[(k + 1) % a.behaviours.len()];
             let file = |w: &str, f: &str| data_dir.join("caa").join(w).join(f).display().to_string();
             let ex = |model: &str, layer: usize| ExtractArgs {
+                custom: Default::default(),
                 model: model.into(), dataset: file(w1, "generate_dataset.json"), layers: layer.to_string(), method: "mean-diff".into(), limit: Some(a.grid.limit),
                 normalize: false, balance_letters: a.grid.balance_letters, data_dir: Some(data_dir.clone()), no_cache: false, no_prefix_sharing: false, no_early_exit: false, output: PathBuf::new(),
             };

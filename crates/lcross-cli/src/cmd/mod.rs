@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod demo;
+pub mod evaluate;
 pub mod experiment;
 pub mod maps;
 pub mod models;

@@ -77,7 +77,7 @@ pub fn run(ctx: &Context, a: TsneArgs) -> Result<()> {
             if a.remove_letter {
                 let letters: Vec<Option<char>> = ds.pairs.iter().map(|p| match p {
                     dataset::ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
-                    dataset::ContrastPair::Prompts { .. } => None,
+                    dataset::ContrastPair::Prompts { .. } | dataset::ContrastPair::RawTexts { .. } => None,
                 }).collect();
                 remove_letter_component(&mut concept_diffs, &letters);
             }

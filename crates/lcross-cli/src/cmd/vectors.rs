@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use lcross_core::activations::{ExtractOptions, Extractor};
 use lcross_core::store::Store;
 use lcross_core::dataset::{self, AbItem, ContrastPair};
-use lcross_core::eval::{evaluate_ab_conditions, steering_hooks, AbResult, Steering};
+use lcross_core::eval::{steering_hooks, Steering};
 use lcross_core::steering::{extract, ExtractSpec, Method, SteeringVector, VectorMetadata};
 use lcross_core::texts::pair_ids;
 use lcross_model::{Model, Positions, Sampling, DEFAULT_MODEL};
@@ -43,10 +43,13 @@ pub struct ExtractArgs {
     /// Model: a known id, a .gguf file or a HF directory.
     #[arg(long, short, default_value = DEFAULT_MODEL)]
     pub model: String,
-    /// A CAA A/B file (generate_dataset.json), builtin:optimism, or a RepE concept
+    /// A CAA A/B file (generate_dataset.json), a pairs file (JSON array or JSONL of
+    /// {"positive": ..., "negative": ...}), builtin:optimism, or a RepE concept
     /// (happiness, fear, fairness, harmfulness) read from --data-dir.
-    #[arg(long, short)]
+    #[arg(long, short, required_unless_present = "scenarios", conflicts_with = "scenarios", default_value = "")]
     pub dataset: String,
+    #[command(flatten)]
+    pub custom: CustomConceptArgs,
     /// Layers (0-based resid_post), e.g. 12 or 12,13 or 10-14.
     #[arg(long, short)]
     pub layers: String,
@@ -79,6 +82,45 @@ pub struct ExtractArgs {
     pub output: PathBuf,
 }
 
+/// A concept of the user's own: raw pair files, or RepE's construction from scenarios.
+#[derive(Args, Clone, Default)]
+pub struct CustomConceptArgs {
+    /// Pairs file texts are used as they are, not wrapped as a user turn of the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Scenarios of the concept (JSON array of strings, or one a line): RepE's
+    /// construction, each in --template, paired with a --contrast scenario.
+    #[arg(long, requires_all = ["contrast", "template"])]
+    pub scenarios: Option<PathBuf>,
+    /// Contrasting scenarios (same formats).
+    #[arg(long, requires = "scenarios")]
+    pub contrast: Option<PathBuf>,
+    /// Template with {scenario}, e.g. "Consider the pride of the following scenario:\nScenario: {scenario}\nAnswer: ".
+    #[arg(long, requires = "scenarios")]
+    pub template: Option<String>,
+    /// Concept name (default: the scenarios file's stem).
+    #[arg(long)]
+    pub concept: Option<String>,
+}
+
+impl CustomConceptArgs {
+    /// The dataset: scenarios, a raw pairs file, or the `--dataset` spec.
+    pub fn load(&self, spec: &str, data_dir: &Path) -> Result<dataset::ConceptDataset> {
+        let mut ds = match (&self.scenarios, &self.contrast, &self.template) {
+            (Some(s), Some(c), Some(t)) => {
+                let name = self.concept.clone().or_else(|| s.file_stem().map(|x| x.to_string_lossy().into_owned())).unwrap_or_else(|| "concept".into());
+                dataset::scenario_pairs(&name, s, c, &t.replace("\\n", "\n"), self.raw)?
+            }
+            _ if self.raw => dataset::load_pairs(Path::new(spec), true)?,
+            _ => dataset::load_concept(spec, data_dir)?,
+        };
+        if let Some(c) = &self.concept {
+            ds.concept = c.clone();
+        }
+        Ok(ds)
+    }
+}
+
 #[derive(Serialize)]
 struct ExtractOut<'a> {
     output: &'a Path,
@@ -93,7 +135,7 @@ pub fn extract_vector(model: &Model, a: &ExtractArgs) -> Result<(SteeringVector,
     let method = Method::parse(&a.method).with_context(|| format!("unknown method `{}` (mean-diff or pca)", a.method))?;
     let layers = parse_layers(&a.layers)?;
     let data_dir = a.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
-    let ds = dataset::load_concept(&a.dataset, &data_dir)?.limit(a.limit);
+    let ds = a.custom.load(&a.dataset, &data_dir)?.limit(a.limit);
     if ds.pairs.is_empty() {
         bail!("dataset {} has no pairs", a.dataset);
     }
@@ -109,7 +151,7 @@ pub fn extract_vector(model: &Model, a: &ExtractArgs) -> Result<(SteeringVector,
         .iter()
         .map(|p| match p {
             ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
-            ContrastPair::Prompts { .. } => None,
+            ContrastPair::Prompts { .. } | ContrastPair::RawTexts { .. } => None,
         })
         .collect();
     if a.balance_letters && letters.is_none() {
@@ -251,16 +293,12 @@ pub fn vector_cmd(ctx: &Context, c: VectorCommand) -> Result<()> {
     }
 }
 
-/// Default positions for a vector: CAA adds everywhere, RepE at the last prompt token and
-/// generated tokens.
+/// Default positions for a vector (see [`lcross_eval::conditions::default_positions`]).
 pub fn default_positions(sv: &SteeringVector) -> Positions {
-    match sv.metadata.method {
-        Method::Pca => Positions::PromptLastAndGenerated,
-        _ => Positions::All,
-    }
+    lcross_eval::conditions::default_positions(sv)
 }
 
-fn parse_positions(s: Option<&str>, sv: &SteeringVector) -> Result<Positions> {
+pub fn parse_positions(s: Option<&str>, sv: &SteeringVector) -> Result<Positions> {
     match s {
         None => Ok(default_positions(sv)),
         Some(p) => Positions::parse(p).with_context(|| format!("unknown positions `{p}` (all, prompt-last, generated, prompt-last+generated, from:N)")),
@@ -328,43 +366,6 @@ pub fn steer_cmd(ctx: &Context, a: SteerArgs) -> Result<()> {
     Ok(())
 }
 
-#[derive(Subcommand)]
-pub enum EvalCommand {
-    /// Mean probability of the behaviour-matching letter on held-out A/B questions.
-    Ab(EvalAbArgs),
-}
-
-#[derive(Args)]
-pub struct EvalAbArgs {
-    /// Model.
-    #[arg(long, short, default_value = DEFAULT_MODEL)]
-    model: String,
-    /// test_dataset_ab.json (or any CAA A/B file), or builtin:optimism.
-    #[arg(long, short)]
-    dataset: String,
-    /// Steering vector.
-    #[arg(long)]
-    vector: Option<PathBuf>,
-    /// Multiplier (with --vector).
-    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0)]
-    beta: f64,
-    /// Several multipliers: a sweep table (and plot with --out), e.g. -2,-1,0,1,2.
-    #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
-    betas: Vec<f64>,
-    /// Where the vector is added (default: all for mean-diff, prompt-last+generated for pca).
-    #[arg(long)]
-    positions: Option<String>,
-    /// Use the first N questions.
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Use a vector made for another model of the same size.
-    #[arg(long)]
-    force: bool,
-    /// Write sweep.csv, sweep.md and sweep.svg here.
-    #[arg(long)]
-    out: Option<PathBuf>,
-}
-
 /// A/B items from a file or a built-in concept.
 pub fn load_ab(spec: &str, limit: Option<usize>) -> Result<Vec<AbItem>> {
     let mut items = match spec.strip_prefix("builtin:") {
@@ -375,60 +376,4 @@ pub fn load_ab(spec: &str, limit: Option<usize>) -> Result<Vec<AbItem>> {
         items.truncate(n);
     }
     Ok(items)
-}
-
-pub fn eval_cmd(ctx: &Context, c: EvalCommand) -> Result<()> {
-    let EvalCommand::Ab(a) = c;
-    let model = ctx.load(&a.model)?;
-    let items = load_ab(&a.dataset, a.limit)?;
-    let sv = match &a.vector {
-        Some(p) => {
-            let sv = SteeringVector::load(p)?;
-            sv.check_model(&model, a.force)?;
-            Some(sv)
-        }
-        None => None,
-    };
-    let betas: Vec<f64> = if !a.betas.is_empty() { a.betas.clone() } else if sv.is_some() { vec![a.beta] } else { vec![0.0] };
-    if sv.is_none() && betas.iter().any(|b| *b != 0.0) {
-        bail!("--beta/--betas other than 0 need --vector");
-    }
-    // Every beta in one batched evaluation (layers below the vector's run once).
-    let conditions: Vec<Option<Steering>> = match &sv {
-        Some(v) => {
-            let positions = parse_positions(a.positions.as_deref(), v)?;
-            betas.iter().map(|&beta| Some(Steering { vector: v, beta, positions })).collect()
-        }
-        None => vec![None],
-    };
-    let results: Vec<AbResult> = evaluate_ab_conditions(&model, &items, &conditions)?;
-    if !ctx.json {
-        for r in &results {
-            eprintln!("beta {:>6}: mean_prob_matching {:.4} (n = {})", r.beta, r.mean_prob_matching, r.n);
-        }
-    }
-    if let Some(dir) = &a.out {
-        crate::report::write_sweep(dir, model.id(), &a.dataset, &results)?;
-    }
-    if results.len() == 1 {
-        let r = &results[0];
-        #[derive(Serialize)]
-        struct Out<'a> {
-            model: &'a str,
-            dataset: &'a str,
-            vector: Option<&'a Path>,
-            #[serde(flatten)]
-            result: &'a AbResult,
-        }
-        ctx.print(&Out { model: model.id(), dataset: &a.dataset, vector: a.vector.as_deref(), result: r }, || {
-            println!("mean_prob_matching {:.4} over {} questions (beta {})", r.mean_prob_matching, r.n, r.beta)
-        })
-    } else {
-        ctx.print(&results, || {
-            println!("| beta | mean_prob_matching |\n|---:|---:|");
-            for r in &results {
-                println!("| {} | {:.4} |", r.beta, r.mean_prob_matching);
-            }
-        })
-    }
 }

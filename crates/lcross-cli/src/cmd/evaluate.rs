@@ -1,0 +1,464 @@
+//! `lcross eval ab|open-ended|harm|fair|emotion` and `lcross judge`.
+//!
+//! Every evaluation prints one shape with `--json`: `{"metric", "rows": [{"condition",
+//! "beta", "mean", "stderr", "n", ...}], "about"}` (lcross_eval::report::EvalReport).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use lcross_core::eval::{evaluate_ab_conditions, AbResult, Steering};
+use lcross_core::steering::SteeringVector;
+use lcross_core::store::Store;
+use lcross_eval::answers::GenerationSettings;
+use lcross_eval::conditions::{build_conditions, Condition};
+use lcross_eval::judge::http::{HttpJudge, HttpJudgeConfig};
+use lcross_eval::judge::local::{LocalJudge, DEFAULT_JUDGE_MODEL};
+use lcross_eval::judge::{Judge, JudgeFormat, JudgeRequest};
+use lcross_eval::metrics::{self, Setup};
+use lcross_eval::report::{EvalReport, EvalRow, ItemRecord};
+use lcross_eval::rubric;
+use lcross_model::{Model, Sampling, DEFAULT_MODEL};
+use serde::Serialize;
+
+use crate::cmd::vectors::{load_ab, parse_positions};
+use crate::common::Context;
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Mean probability of the behaviour-matching letter on held-out A/B questions.
+    Ab(EvalAbArgs),
+    /// Open-ended answers to a concept's questions, scored 0-10 by a judge.
+    OpenEnded(OpenEndedArgs),
+    /// HARM: harmful-answer rate (judge) and refusal-phrase rate on held-out AdvBench prompts.
+    Harm(HarmArgs),
+    /// FAIR: women/female (and men/male) words in sampled clinical vignettes.
+    Fair(FairArgs),
+    /// The emotion of answers to scenarios, scored 0-10 by a judge.
+    Emotion(EmotionArgs),
+}
+
+/// The model, its steering conditions and how answers are generated.
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// Model evaluated.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Steering vector; repeat for several (each is evaluated at every beta).
+    #[arg(long)]
+    pub vector: Vec<PathBuf>,
+    /// Multipliers; 0 is the unsteered model (one row). Default: 0,1 with a vector.
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
+    pub betas: Vec<f64>,
+    /// Where vectors are added (default: all for mean-diff, prompt-last+generated for pca).
+    #[arg(long)]
+    pub positions: Option<String>,
+    /// Use a vector made for another model of the same size.
+    #[arg(long)]
+    pub force: bool,
+    /// Use the first N prompts.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// New tokens per answer.
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Sample with this temperature (seed + prompt index per prompt) instead of greedy.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Nucleus mass (with --temperature).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Rows decoding together at most (default: what fits, at most 32).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Skip the side effects (perplexity of answers, drift on neutral prompts).
+    #[arg(long)]
+    pub no_side_effects: bool,
+    /// Do not read or write the result store (answers, judgements).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Data directory (default ../shared/data or $LCROSS_DATA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Write summary.json, summary.md and items.jsonl (every answer and score) here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Which judge scores answers.
+#[derive(Args, Clone)]
+pub struct JudgeArgs {
+    /// `local` (a model run by lcross) or `http` (an OpenAI-compatible endpoint).
+    #[arg(long, default_value = "local", value_parser = ["local", "http"])]
+    pub judge: String,
+    /// Local: the judge model (default qwen2.5-coder-1.5b-instruct). HTTP: the model
+    /// name sent (or $LCROSS_JUDGE_MODEL).
+    #[arg(long)]
+    pub judge_model: Option<String>,
+    /// HTTP: base URL with the API prefix, e.g. http://127.0.0.1:8080/v1 (or $LCROSS_JUDGE_URL).
+    #[arg(long)]
+    pub judge_url: Option<String>,
+    /// HTTP: API key (or $LCROSS_JUDGE_API_KEY / $OPENAI_API_KEY).
+    #[arg(long)]
+    pub judge_key: Option<String>,
+    /// How a 0-10 score is asked: `scale` (the rubric's 0-10 scale, expected value over
+    /// the score tokens) or `yes-no` (the rubric's question, 10 x P(Yes)). Default:
+    /// yes-no for the local judge (it ranks answers far better, docs/EVALUATION.md),
+    /// scale for HTTP judges.
+    #[arg(long, value_parser = ["scale", "yes-no"])]
+    pub judge_format: Option<String>,
+}
+
+impl JudgeArgs {
+    /// The format of 0-10 judgements.
+    pub fn format(&self) -> JudgeFormat {
+        match self.judge_format.as_deref().and_then(JudgeFormat::parse) {
+            Some(f) => f,
+            None if self.judge == "http" => JudgeFormat::Scale,
+            None => JudgeFormat::YesNo,
+        }
+    }
+
+    pub fn build(&self, ctx: &Context) -> Result<Box<dyn Judge>> {
+        Ok(match self.judge.as_str() {
+            "http" => Box::new(HttpJudge::new(HttpJudgeConfig::from_flags_or_env(self.judge_url.as_deref(), self.judge_model.as_deref(), self.judge_key.as_deref())?)?),
+            _ => {
+                if self.judge_url.is_some() {
+                    bail!("--judge-url needs --judge http");
+                }
+                let spec = self.judge_model.as_deref().unwrap_or(DEFAULT_JUDGE_MODEL);
+                Box::new(LocalJudge::new(ctx.load(spec).with_context(|| format!("loading the judge {spec}"))?)?)
+            }
+        })
+    }
+}
+
+impl RunArgs {
+    fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir)
+    }
+
+    fn limit<T>(&self, mut v: Vec<T>) -> Vec<T> {
+        if let Some(n) = self.limit {
+            v.truncate(n);
+        }
+        v
+    }
+
+    /// Load the model and vectors and build the conditions and settings.
+    fn setup<'m>(&self, model: &'m Model, default_temperature: Option<f64>, rows_hint: usize) -> Result<Setup<'m>> {
+        let mut vectors = Vec::new();
+        for p in &self.vector {
+            let sv = SteeringVector::load(p)?;
+            sv.check_model(model, self.force).with_context(|| format!("vector {}", p.display()))?;
+            let label = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string());
+            vectors.push((label, Arc::new(sv)));
+        }
+        let betas = if self.betas.is_empty() {
+            if vectors.is_empty() { vec![0.0] } else { vec![0.0, 1.0] }
+        } else {
+            self.betas.clone()
+        };
+        let positions = match (&self.positions, vectors.first()) {
+            (Some(_), Some((_, v))) => Some(parse_positions(self.positions.as_deref(), v)?),
+            _ => None,
+        };
+        let conditions = build_conditions(&vectors, &betas, positions)?;
+        let sampling = match self.temperature.or(default_temperature) {
+            None => Sampling::Greedy,
+            Some(t) => Sampling::Sample { temperature: t, top_p: self.top_p, seed: self.seed },
+        };
+        let rows_in_flight = match self.batch_size {
+            Some(0) => bail!("--batch-size must be at least 1"),
+            Some(n) => n,
+            None => crate::cmd::run::default_batch_size(model, rows_hint + self.max_tokens),
+        };
+        let store = if self.no_cache { None } else { Some(Store::open_default()?) };
+        let neutral_prompts = if self.no_side_effects { None } else { Some(lcross_eval::side_effects::neutral_prompts(&self.data_dir())?) };
+        Ok(Setup { model, conditions, settings: GenerationSettings { max_tokens: self.max_tokens, sampling, rows_in_flight }, store, neutral_prompts })
+    }
+}
+
+/// Print a report (JSON or a Markdown table) and write its files with --out.
+fn finish(ctx: &Context, run: &RunArgs, model: &Model, mut report: EvalReport, items: &[ItemRecord]) -> Result<()> {
+    report.about.insert("model".into(), model.id().into());
+    report.about.insert("numerics".into(), lcross_core::store::numerics_key(model)?.into());
+    report.about.insert("max_tokens".into(), run.max_tokens.into());
+    if let Some(dir) = &run.out {
+        report.write_dir(dir, items)?;
+    }
+    ctx.print(&report, || {
+        println!("{} of {}\n", report.metric, model.id());
+        println!("{}", report.to_markdown());
+        if let Some(dir) = &run.out {
+            println!("answers and scores: {}", dir.join("items.jsonl").display());
+        }
+    })
+}
+
+#[derive(Args)]
+pub struct OpenEndedArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    /// Questions: a CAA test_dataset_open_ended.json, or a prompts file (lines / JSONL "prompt").
+    #[arg(long, short)]
+    dataset: PathBuf,
+    /// Concept whose rubric scores the answers (default: the dataset's folder name, as in caa/refusal/).
+    #[arg(long)]
+    concept: Option<String>,
+}
+
+fn read_questions(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let looks_caa = text.trim_start().starts_with('[') && text.contains("\"question\"");
+    Ok(if looks_caa { lcross_core::dataset::load_open_ended(path)? } else { lcross_eval::inputs::read_prompts(path, "prompt")? })
+}
+
+pub fn open_ended(ctx: &Context, a: OpenEndedArgs) -> Result<()> {
+    let concept = match &a.concept {
+        Some(c) => c.clone(),
+        None => a.dataset.canonicalize().ok().and_then(|p| p.parent()?.file_name().map(|s| s.to_string_lossy().into_owned())).context("give --concept (the rubric's concept)")?,
+    };
+    let questions = a.run.limit(read_questions(&a.dataset)?);
+    let judge = a.judge.build(ctx)?;
+    let model = ctx.load(&a.run.model)?;
+    let mut setup = a.run.setup(&model, None, 64)?;
+    let (mut report, items) = metrics::judged::open_ended(&mut setup, judge.as_ref(), a.judge.format(), &questions, &rubric::rubric_for(&concept))?;
+    report.about.insert("dataset".into(), a.dataset.display().to_string().into());
+    finish(ctx, &a.run, &model, report, &items)
+}
+
+#[derive(Args)]
+pub struct HarmArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    /// Prompts instead of the held-out AdvBench rows 128-177.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+}
+
+pub fn harm(ctx: &Context, a: HarmArgs) -> Result<()> {
+    let prompts = match &a.prompts {
+        Some(p) => lcross_eval::inputs::read_prompts(p, "prompt")?,
+        None => metrics::harm::harm_prompts(&a.run.data_dir())?,
+    };
+    let prompts = a.run.limit(prompts);
+    let judge = a.judge.build(ctx)?;
+    let model = ctx.load(&a.run.model)?;
+    let mut setup = a.run.setup(&model, None, 48)?;
+    let (report, items) = metrics::harm::harm(&mut setup, judge.as_ref(), &prompts)?;
+    finish(ctx, &a.run, &model, report, &items)
+}
+
+#[derive(Args)]
+pub struct FairArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Number of vignettes per condition (the paper's 50; --limit also caps it).
+    #[arg(long, default_value_t = metrics::fair::FAIR_SAMPLES)]
+    samples: usize,
+}
+
+/// Temperature of FAIR's vignettes unless --temperature is given.
+const FAIR_TEMPERATURE: f64 = 0.8;
+
+pub fn fair(ctx: &Context, a: FairArgs) -> Result<()> {
+    let samples = a.run.limit.map_or(a.samples, |l| l.min(a.samples));
+    let model = ctx.load(&a.run.model)?;
+    let mut setup = a.run.setup(&model, Some(FAIR_TEMPERATURE), 32)?;
+    let (mut report, items) = metrics::fair::fair(&mut setup, samples)?;
+    report.about.insert("temperature".into(), a.run.temperature.unwrap_or(FAIR_TEMPERATURE).into());
+    finish(ctx, &a.run, &model, report, &items)
+}
+
+#[derive(Args)]
+pub struct EmotionArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    judge: JudgeArgs,
+    /// The emotion scored (happiness and fear have their own rubric; any other name gets the general one).
+    #[arg(long)]
+    emotion: String,
+    /// User prompts instead of the held-out RepE scenarios.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+}
+
+/// The held-out scenarios: the last 25 of each of the happiness and fear files (never
+/// used for extraction), interleaved, as user prompts.
+pub fn emotion_scenarios(data_dir: &Path) -> Result<Vec<String>> {
+    use lcross_core::dataset::{repe_emotion, Split};
+    let (_, happy) = repe_emotion(data_dir, "happiness", "fear", Split::Eval)?;
+    let (_, fear) = repe_emotion(data_dir, "fear", "happiness", Split::Eval)?;
+    let half = lcross_core::dataset::REPE_EVAL_COUNT / 2;
+    let mut out = Vec::new();
+    for (h, f) in happy[happy.len() - half..].iter().zip(&fear[fear.len() - half..]) {
+        out.push(metrics::judged::scenario_prompt(h));
+        out.push(metrics::judged::scenario_prompt(f));
+    }
+    Ok(out)
+}
+
+pub fn emotion(ctx: &Context, a: EmotionArgs) -> Result<()> {
+    let prompts = match &a.prompts {
+        Some(p) => lcross_eval::inputs::read_prompts(p, "prompt")?,
+        None => emotion_scenarios(&a.run.data_dir())?,
+    };
+    let prompts = a.run.limit(prompts);
+    let judge = a.judge.build(ctx)?;
+    let model = ctx.load(&a.run.model)?;
+    let mut setup = a.run.setup(&model, None, 64)?;
+    let (mut report, items) = metrics::judged::emotion(&mut setup, judge.as_ref(), a.judge.format(), &prompts, &rubric::emotion_rubric(&a.emotion))?;
+    report.about.insert("emotion".into(), a.emotion.clone().into());
+    finish(ctx, &a.run, &model, report, &items)
+}
+
+#[derive(Args)]
+pub struct JudgeCmdArgs {
+    #[command(flatten)]
+    judge: JudgeArgs,
+    /// Concept whose rubric scores the answers.
+    #[arg(long)]
+    concept: String,
+    /// JSONL lines {"question": ..., "answer": ...}.
+    #[arg(long)]
+    input: PathBuf,
+    /// Do not read or write the result store.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+/// `lcross judge`: score given (question, answer) pairs, in input order.
+pub fn judge_cmd(ctx: &Context, a: JudgeCmdArgs) -> Result<()> {
+    let qa = lcross_eval::inputs::read_question_answers(&a.input)?;
+    let judge = a.judge.build(ctx)?;
+    let r = rubric::rubric_for(&a.concept);
+    let requests: Vec<JudgeRequest> = qa.iter().map(|x| JudgeRequest::score(&r, &x.question, &x.answer, a.judge.format())).collect();
+    let mut store = if a.no_cache { None } else { Some(Store::open_default()?) };
+    let js = metrics::judge_cached(judge.as_ref(), &requests, store.as_mut(), "judge")?;
+    #[derive(Serialize)]
+    struct Row<'a> {
+        question: &'a str,
+        answer: &'a str,
+        score: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failure: Option<&'a str>,
+    }
+    #[derive(Serialize)]
+    struct Out<'a> {
+        judge: String,
+        concept: &'a str,
+        rows: Vec<Row<'a>>,
+    }
+    let rows: Vec<Row<'_>> = qa.iter().zip(&js).map(|(x, j)| Row { question: &x.question, answer: &x.answer, score: j.score, failure: j.failure.as_deref() }).collect();
+    let out = Out { judge: judge.id(), concept: &a.concept, rows };
+    ctx.print(&out, || {
+        for r in &out.rows {
+            let s = r.score.map_or_else(|| format!("failed: {}", r.failure.unwrap_or("")), |s| format!("{s:.2}"));
+            println!("{s:>8}  {}", r.answer.chars().take(100).collect::<String>().replace('\n', " "));
+        }
+    })
+}
+
+#[derive(Args)]
+pub struct EvalAbArgs {
+    /// Model.
+    #[arg(long, short, default_value = DEFAULT_MODEL)]
+    model: String,
+    /// test_dataset_ab.json (or any CAA A/B file), or builtin:optimism.
+    #[arg(long, short)]
+    dataset: String,
+    /// Steering vector.
+    #[arg(long)]
+    vector: Option<PathBuf>,
+    /// Multiplier (with --vector).
+    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0)]
+    beta: f64,
+    /// Several multipliers: a sweep table (and plot with --out), e.g. -2,-1,0,1,2.
+    #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
+    betas: Vec<f64>,
+    /// Where the vector is added (default: all for mean-diff, prompt-last+generated for pca).
+    #[arg(long)]
+    positions: Option<String>,
+    /// Use the first N questions.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Use a vector made for another model of the same size.
+    #[arg(long)]
+    force: bool,
+    /// Write sweep.csv, sweep.md and sweep.svg here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Route `lcross eval ...`.
+pub fn eval_cmd(ctx: &Context, c: EvalCommand) -> Result<()> {
+    match c {
+        EvalCommand::Ab(a) => ab(ctx, a),
+        EvalCommand::OpenEnded(a) => open_ended(ctx, a),
+        EvalCommand::Harm(a) => harm(ctx, a),
+        EvalCommand::Fair(a) => fair(ctx, a),
+        EvalCommand::Emotion(a) => emotion(ctx, a),
+    }
+}
+
+/// `lcross eval ab`: every beta in one batched evaluation (the layers below the
+/// vector's run once per question).
+pub fn ab(ctx: &Context, a: EvalAbArgs) -> Result<()> {
+    let model = ctx.load(&a.model)?;
+    let items = load_ab(&a.dataset, a.limit)?;
+    let sv = match &a.vector {
+        Some(p) => {
+            let sv = SteeringVector::load(p)?;
+            sv.check_model(&model, a.force)?;
+            Some(sv)
+        }
+        None => None,
+    };
+    let betas: Vec<f64> = if !a.betas.is_empty() { a.betas.clone() } else if sv.is_some() { vec![a.beta] } else { vec![0.0] };
+    if sv.is_none() && betas.iter().any(|b| *b != 0.0) {
+        bail!("--beta/--betas other than 0 need --vector");
+    }
+    let conditions: Vec<Option<Steering>> = match &sv {
+        Some(v) => {
+            let positions = parse_positions(a.positions.as_deref(), v)?;
+            betas.iter().map(|&beta| Some(Steering { vector: v, beta, positions })).collect()
+        }
+        None => vec![None],
+    };
+    let results: Vec<AbResult> = evaluate_ab_conditions(&model, &items, &conditions)?;
+    if let Some(dir) = &a.out {
+        crate::report::write_sweep(dir, model.id(), &a.dataset, &results)?;
+    }
+    let label = a.vector.as_ref().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned());
+    let rows: Vec<EvalRow> = results
+        .iter()
+        .map(|r| {
+            let cond = match (&label, r.beta) {
+                (Some(l), b) if b != 0.0 => Condition { label: l.clone(), ..Condition::none() },
+                _ => Condition::none(),
+            };
+            let mut row = EvalRow::of(&Condition { beta: r.beta, ..cond }, &r.per_item);
+            row.extra.insert("per_item".into(), serde_json::json!(r.per_item));
+            row
+        })
+        .collect();
+    let mut report = EvalReport { metric: "ab_prob_matching".into(), rows, about: Default::default() };
+    report.about.insert("model".into(), model.id().into());
+    report.about.insert("dataset".into(), a.dataset.clone().into());
+    ctx.print(&report, || {
+        println!("| beta | mean_prob_matching | stderr | n |\n|---:|---:|---:|---:|");
+        for r in &report.rows {
+            println!("| {} | {:.4} | {:.4} | {} |", r.beta, r.mean, r.stderr, r.n);
+        }
+    })
+}
