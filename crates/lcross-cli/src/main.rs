@@ -61,6 +61,8 @@ enum Command {
     Eval(cmd::evaluate::EvalCommand),
     /// Score (question, answer) pairs with a judge: check a judge before trusting it.
     Judge(cmd::evaluate::JudgeCmdArgs),
+    /// Choose beta automatically: the largest effect on a dev split within a drift and fluency budget, checked on a test split; stored for --beta auto.
+    Calibrate(cmd::calibrate::CalibrateArgs),
     /// Fit a linear map T between two models' hidden spaces on a shared corpus.
     Align(cmd::maps::AlignArgs),
     /// Move a steering vector to another model through a map: sv @ T.
@@ -98,6 +100,7 @@ fn main() {
         Command::Steer(a) => cmd::vectors::steer_cmd(&ctx, a),
         Command::Eval(c) => cmd::evaluate::eval_cmd(&ctx, c),
         Command::Judge(a) => cmd::evaluate::judge_cmd(&ctx, a),
+        Command::Calibrate(a) => cmd::calibrate::run(&ctx, a),
         Command::Align(a) => cmd::maps::align_cmd(&ctx, a),
         Command::Transfer(a) => cmd::maps::transfer_cmd(&ctx, a),
         Command::CompareMaps(a) => cmd::maps::compare_cmd(&ctx, a),

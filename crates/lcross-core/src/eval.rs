@@ -171,7 +171,7 @@ mod tests {
         let metadata = crate::steering::VectorMetadata {
             lcross_version: crate::VERSION.into(), model_id: "m".into(), model_sha256: "m".into(), hidden_size: 8, layers: vec![3],
             concept: "c".into(), dataset: "d".into(), dataset_sha256: "0".repeat(64), method: crate::steering::Method::MeanDiff, n_pairs: 1,
-            normalized: false, letter_balance: None, balanced_letters: false, half_split_cosine: Default::default(), provenance: None,
+            normalized: false, letter_balance: None, balanced_letters: false, half_split_cosine: Default::default(), calibration: None, provenance: None,
         };
         let mut v = SteeringVector { metadata, layers: [(3, vec![0.5f32; 8])].into_iter().collect() };
         let base = eval_key("m", &items, None);

@@ -59,6 +59,22 @@ pub struct VectorMetadata {
     /// For transferred vectors: source vector, map and their provenance.
     #[serde(default)]
     pub provenance: Option<serde_json::Value>,
+    /// The beta chosen by `lcross calibrate` (field `beta`) with the metric, budget and
+    /// the effects it measured; read by `--beta auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<serde_json::Value>,
+}
+
+impl VectorMetadata {
+    /// The calibrated beta (`--beta auto`), or an error saying how to get one.
+    pub fn calibrated_beta(&self) -> Result<f64> {
+        let beta = self.calibration.as_ref().and_then(|c| c.get("beta")).and_then(|b| b.as_f64());
+        match beta {
+            Some(b) if b.is_finite() => Ok(b),
+            _ => Err(CoreError::Invalid(format!(
+                "the {} vector of {} has no calibrated beta: run `lcross calibrate` on it first (or give a number)", self.concept, self.model_id))),
+        }
+    }
 }
 
 /// A steering vector: one direction per layer of one model.

@@ -123,6 +123,7 @@ fn sample_vector(model: &Model) -> SteeringVector {
             letter_balance: None,
             balanced_letters: false,
             half_split_cosine: stab,
+            calibration: None,
             provenance: None,
         },
         layers,

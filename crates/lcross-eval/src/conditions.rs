@@ -68,6 +68,64 @@ impl Condition {
     }
 }
 
+/// A beta as given on the command line: a number, or `auto` (the calibrated beta stored
+/// in each vector's metadata by `lcross calibrate`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Beta {
+    Value(f64),
+    Auto,
+}
+
+impl Beta {
+    /// Parse a number or `auto`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        match t.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Self::Value(v)),
+            _ => Err(EvalError::Invalid(format!("beta `{s}` is neither a finite number nor `auto`"))),
+        }
+    }
+
+    /// The number for `vector` (`auto` reads its calibration).
+    pub fn resolve(&self, vector: Option<&SteeringVector>) -> Result<f64> {
+        match (self, vector) {
+            (Self::Value(v), _) => Ok(*v),
+            (Self::Auto, Some(sv)) => Ok(sv.metadata.calibrated_beta()?),
+            (Self::Auto, None) => Err(EvalError::Invalid("beta `auto` needs a steering vector".into())),
+        }
+    }
+}
+
+/// Parse `1,2,auto` (already split on commas).
+pub fn parse_betas(items: &[String]) -> Result<Vec<Beta>> {
+    items.iter().map(|s| Beta::parse(s)).collect()
+}
+
+/// Every (vector, beta), plus the unsteered model once when a beta is 0 or no vector is
+/// given; `auto` is each vector's own calibrated beta. `positions` overrides each
+/// vector's default.
+pub fn build_conditions_auto(vectors: &[(String, Arc<SteeringVector>)], betas: &[Beta], positions: Option<Positions>) -> Result<Vec<Condition>> {
+    if vectors.is_empty() {
+        let plain: Vec<f64> = betas.iter().map(|b| b.resolve(None)).collect::<Result<_>>()?;
+        return build_conditions(vectors, &plain, positions);
+    }
+    let mut out: Vec<Condition> = Vec::new();
+    for v in vectors {
+        let plain: Vec<f64> = betas.iter().map(|b| b.resolve(Some(&v.1))).collect::<Result<_>>()?;
+        for c in build_conditions(std::slice::from_ref(v), &plain, positions)? {
+            if !(c.vector.is_none() && out.iter().any(|o| o.vector.is_none())) && !out.iter().any(|o| o.label == c.label && o.beta == c.beta) {
+                out.push(c);
+            }
+        }
+    }
+    // The unsteered row first, as build_conditions orders it.
+    out.sort_by_key(|c| c.vector.is_some());
+    Ok(out)
+}
+
 /// Every (vector, beta), plus the unsteered model once when a beta is 0 or no vector is
 /// given. `positions` overrides each vector's default.
 pub fn build_conditions(vectors: &[(String, Arc<SteeringVector>)], betas: &[f64], positions: Option<Positions>) -> Result<Vec<Condition>> {

@@ -10,6 +10,7 @@
 //! row per steering condition with mean, standard error and n.
 
 pub mod answers;
+pub mod calibrate;
 pub mod conditions;
 pub mod continuation;
 pub mod error;

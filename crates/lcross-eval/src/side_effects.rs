@@ -47,25 +47,47 @@ pub fn perplexity(model: &Model, prompts: &[Vec<u32>], answers: &[Answer]) -> Re
     Ok(if n == 0 { (f64::NAN, 0) } else { ((nll / n as f64).exp(), n) })
 }
 
+/// What a condition does on neutral prompts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NeutralEffects {
+    /// Mean KL(steered || unsteered), nats per token, over the first [`DRIFT_TOKENS`]
+    /// greedy tokens the steered model generates (0 for the unsteered model).
+    pub drift_kl: f64,
+    /// Perplexity of those tokens under the unsteered model (fluency of the steered
+    /// continuation).
+    pub perplexity: f64,
+}
+
 /// Mean KL(steered || unsteered) in nats over the first [`DRIFT_TOKENS`] greedy tokens
 /// the steered model generates for each neutral prompt. 0 for the unsteered model.
 pub fn drift_kl(model: &Model, neutral: &[Vec<u32>], condition: &Condition, rows_in_flight: usize, store: Option<&mut Store>) -> Result<f64> {
     if condition.is_none() {
         return Ok(0.0);
     }
+    Ok(neutral_effects(model, neutral, condition, rows_in_flight, store)?.drift_kl)
+}
+
+/// Drift and fluency of `condition` on neutral prompts, from one pass over the steered
+/// greedy continuations (steered and unsteered rows side by side).
+pub fn neutral_effects(model: &Model, neutral: &[Vec<u32>], condition: &Condition, rows_in_flight: usize, store: Option<&mut Store>) -> Result<NeutralEffects> {
     let settings = GenerationSettings { max_tokens: DRIFT_TOKENS, sampling: Sampling::Greedy, rows_in_flight };
-    let answers = generate_answers(model, neutral, std::slice::from_ref(condition), &settings, store, "drift")?.pop().unwrap_or_default();
+    let answers = generate_answers(model, neutral, std::slice::from_ref(condition), &settings, store, "neutral prompts")?.pop().unwrap_or_default();
+    if condition.is_none() {
+        let (ppl, _) = perplexity(model, neutral, &answers)?;
+        return Ok(NeutralEffects { drift_kl: 0.0, perplexity: ppl });
+    }
     let steered = condition.hooks(model)?;
     let none = Hooks::none();
+    let content: Vec<Vec<u32>> = answers.iter().map(|a| a.content_ids(model)).collect();
     // Rows in pairs (steered, unsteered) along the same tokens.
     let mut rows = Vec::with_capacity(2 * neutral.len());
-    for (p, a) in neutral.iter().zip(&answers) {
-        rows.push(ContinuationRow { prefix: p, continuation: &a.ids, hooks: &steered });
-        rows.push(ContinuationRow { prefix: p, continuation: &a.ids, hooks: &none });
+    for (p, c) in neutral.iter().zip(&content) {
+        rows.push(ContinuationRow { prefix: p, continuation: c, hooks: &steered });
+        rows.push(ContinuationRow { prefix: p, continuation: c, hooks: &none });
     }
     // Steered logits wait for their unsteered partner (visited later, same position).
     let mut waiting: std::collections::HashMap<(usize, usize), Vec<f32>> = std::collections::HashMap::new();
-    let (mut total, mut n) = (0.0, 0usize);
+    let (mut total, mut nll, mut n) = (0.0, 0.0, 0usize);
     for_each_continuation_logits(model, &rows, CONTINUATION_ROWS_PER_PASS, |row, j, logits| {
         let pair = row / 2;
         if row % 2 == 0 {
@@ -73,9 +95,10 @@ pub fn drift_kl(model: &Model, neutral: &[Vec<u32>], condition: &Condition, rows
         } else {
             let p = waiting.remove(&(pair, j)).ok_or_else(|| EvalError::Invalid("drift: unsteered row before its steered row".into()))?;
             total += kl_divergence(&p, logits);
+            nll += log_sum_exp(logits) - logits[content[pair][j] as usize] as f64;
             n += 1;
         }
         Ok(())
     })?;
-    Ok(if n == 0 { f64::NAN } else { total / n as f64 })
+    Ok(if n == 0 { NeutralEffects { drift_kl: f64::NAN, perplexity: f64::NAN } } else { NeutralEffects { drift_kl: total / n as f64, perplexity: (nll / n as f64).exp() } })
 }

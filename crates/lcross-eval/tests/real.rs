@@ -130,7 +130,7 @@ fn perplexity_and_drift_equal_direct_forward_passes() {
     let greedy = GenerateOptions { max_tokens: DRIFT_TOKENS, ..opts };
     let (mut total, mut k) = (0.0, 0);
     for p in &prompts {
-        let gen = model.generate(p, &greedy, &hooks, |_| Ok(())).unwrap();
+        let gen: Vec<u32> = model.generate(p, &greedy, &hooks, |_| Ok(())).unwrap().into_iter().filter(|t| !model.stop_tokens().contains(t)).collect();
         let mut ids = p.clone();
         ids.extend(&gen);
         let mut steered_hooks = hooks.clone();
@@ -170,7 +170,7 @@ fn default_judge_ranks_the_labelled_set() {
             .iter()
             .map(|r| {
                 let (q, a) = (r["question"].as_str().unwrap(), r["answer"].as_str().unwrap());
-                if concept == "harmfulness" { JudgeRequest::harm(q, a) } else { JudgeRequest::score(&rubric, q, a, JudgeFormat::YesNo) }
+                if concept == "harmfulness" { JudgeRequest::harm(q, a) } else { JudgeRequest::score(&rubric, q, a, JudgeFormat::Auto) }
             })
             .collect();
         let scores: Vec<f64> = judge.judge(&requests).unwrap().iter().map(|j| j.score.expect("scored")).collect();

@@ -12,7 +12,7 @@ use lcross_core::eval::{evaluate_ab_conditions, AbResult, Steering};
 use lcross_core::steering::SteeringVector;
 use lcross_core::store::Store;
 use lcross_eval::answers::GenerationSettings;
-use lcross_eval::conditions::{build_conditions, Condition};
+use lcross_eval::conditions::{build_conditions_auto, parse_betas, Beta, Condition};
 use lcross_eval::judge::http::{HttpJudge, HttpJudgeConfig};
 use lcross_eval::judge::local::{LocalJudge, DEFAULT_JUDGE_MODEL};
 use lcross_eval::judge::{Judge, JudgeFormat, JudgeRequest};
@@ -48,9 +48,10 @@ pub struct RunArgs {
     /// Steering vector; repeat for several (each is evaluated at every beta).
     #[arg(long)]
     pub vector: Vec<PathBuf>,
-    /// Multipliers; 0 is the unsteered model (one row). Default: 0,1 with a vector.
+    /// Multipliers; 0 is the unsteered model (one row), `auto` each vector's calibrated
+    /// beta (`lcross calibrate`). Default: 0,1 with a vector.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
-    pub betas: Vec<f64>,
+    pub betas: Vec<String>,
     /// Where vectors are added (default: all for mean-diff, prompt-last+generated for pca).
     #[arg(long)]
     pub positions: Option<String>,
@@ -106,10 +107,10 @@ pub struct JudgeArgs {
     #[arg(long)]
     pub judge_key: Option<String>,
     /// How a 0-10 score is asked: `scale` (the rubric's 0-10 scale, expected value over
-    /// the score tokens) or `yes-no` (the rubric's question, 10 x P(Yes)). Default:
-    /// yes-no for the local judge (it ranks answers far better, docs/EVALUATION.md),
-    /// scale for HTTP judges.
-    #[arg(long, value_parser = ["scale", "yes-no"])]
+    /// the score tokens), `yes-no` (the rubric's question, 10 x P(Yes)) or `auto` (per
+    /// concept, the one that ranked labelled answers best with the local judge,
+    /// docs/EVALUATION.md). Default: auto for the local judge, scale for HTTP judges.
+    #[arg(long, value_parser = ["auto", "scale", "yes-no"])]
     pub judge_format: Option<String>,
 }
 
@@ -119,7 +120,7 @@ impl JudgeArgs {
         match self.judge_format.as_deref().and_then(JudgeFormat::parse) {
             Some(f) => f,
             None if self.judge == "http" => JudgeFormat::Scale,
-            None => JudgeFormat::YesNo,
+            None => JudgeFormat::Auto,
         }
     }
 
@@ -138,11 +139,11 @@ impl JudgeArgs {
 }
 
 impl RunArgs {
-    fn data_dir(&self) -> PathBuf {
+    pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir)
     }
 
-    fn limit<T>(&self, mut v: Vec<T>) -> Vec<T> {
+    pub fn limit<T>(&self, mut v: Vec<T>) -> Vec<T> {
         if let Some(n) = self.limit {
             v.truncate(n);
         }
@@ -150,7 +151,7 @@ impl RunArgs {
     }
 
     /// Load the model and vectors and build the conditions and settings.
-    fn setup<'m>(&self, model: &'m Model, default_temperature: Option<f64>, rows_hint: usize) -> Result<Setup<'m>> {
+    pub fn setup<'m>(&self, model: &'m Model, default_temperature: Option<f64>, rows_hint: usize) -> Result<Setup<'m>> {
         let mut vectors = Vec::new();
         for p in &self.vector {
             let sv = SteeringVector::load(p)?;
@@ -159,15 +160,15 @@ impl RunArgs {
             vectors.push((label, Arc::new(sv)));
         }
         let betas = if self.betas.is_empty() {
-            if vectors.is_empty() { vec![0.0] } else { vec![0.0, 1.0] }
+            if vectors.is_empty() { vec![Beta::Value(0.0)] } else { vec![Beta::Value(0.0), Beta::Value(1.0)] }
         } else {
-            self.betas.clone()
+            parse_betas(&self.betas)?
         };
         let positions = match (&self.positions, vectors.first()) {
             (Some(_), Some((_, v))) => Some(parse_positions(self.positions.as_deref(), v)?),
             _ => None,
         };
-        let conditions = build_conditions(&vectors, &betas, positions)?;
+        let conditions = build_conditions_auto(&vectors, &betas, positions)?;
         let sampling = match self.temperature.or(default_temperature) {
             None => Sampling::Greedy,
             Some(t) => Sampling::Sample { temperature: t, top_p: self.top_p, seed: self.seed },
@@ -214,7 +215,7 @@ pub struct OpenEndedArgs {
     concept: Option<String>,
 }
 
-fn read_questions(path: &Path) -> Result<Vec<String>> {
+pub fn read_questions(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let looks_caa = text.trim_start().starts_with('[') && text.contains("\"question\"");
     Ok(if looks_caa { lcross_core::dataset::load_open_ended(path)? } else { lcross_eval::inputs::read_prompts(path, "prompt")? })

@@ -226,6 +226,7 @@ pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_path: &Path, fo
         letter_balance: sv.metadata.letter_balance,
         balanced_letters: sv.metadata.balanced_letters,
         half_split_cosine: Default::default(),
+        calibration: None,
         provenance: Some(serde_json::json!({
             "source_vector": sv.metadata,
             "map": { "path": map_path.display().to_string(), "sha256": hex::encode(Sha256::digest(&map_bytes)), "metadata": m },

@@ -174,6 +174,7 @@ pub fn extract_vector(model: &Model, a: &ExtractArgs) -> Result<(SteeringVector,
         letter_balance: ds.letter_balance(),
         balanced_letters: a.balance_letters,
         half_split_cosine: stability,
+        calibration: None,
         provenance: None,
     };
     Ok((SteeringVector { metadata, layers: vectors }, secs))
@@ -265,6 +266,7 @@ pub fn vector_cmd(ctx: &Context, c: VectorCommand) -> Result<()> {
                     letter_balance: None,
                     balanced_letters: false,
                     half_split_cosine: Default::default(),
+                    calibration: None,
                     provenance: Some(serde_json::json!({"imported_from": path.display().to_string()})),
                 },
                 layers,
@@ -312,12 +314,12 @@ pub struct SteerArgs {
     /// Steering vector file.
     #[arg(long)]
     vector: PathBuf,
-    /// Multiplier of the vector.
+    /// Multiplier of the vector, or `auto` (its calibrated beta, `lcross calibrate`).
     #[arg(long, allow_hyphen_values = true, required_unless_present = "betas")]
-    beta: Option<f64>,
+    beta: Option<String>,
     /// Several multipliers: every (prompt, beta) is a row of one batch, e.g. -4,0,4.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
-    betas: Vec<f64>,
+    betas: Vec<String>,
     /// Where to add it (default: all for mean-diff, prompt-last+generated for pca).
     #[arg(long)]
     positions: Option<String>,
@@ -344,7 +346,8 @@ pub fn steer_cmd(ctx: &Context, a: SteerArgs) -> Result<()> {
             Some(file) => crate::cmd::run::read_prompts(file)?,
             None => vec![a.text.clone().unwrap_or_default()],
         };
-        let betas = if a.betas.is_empty() { vec![a.beta.unwrap_or(0.0)] } else { a.betas.clone() };
+        let given = if a.betas.is_empty() { vec![a.beta.clone().unwrap_or_else(|| "0".into())] } else { a.betas.clone() };
+        let betas: Vec<f64> = lcross_eval::conditions::parse_betas(&given)?.iter().map(|b| b.resolve(Some(&sv))).collect::<lcross_eval::Result<_>>()?;
         let mut rows = Vec::with_capacity(texts.len() * betas.len());
         for t in &texts {
             let prompt = a.prompt.build(&model, t)?;
@@ -356,7 +359,7 @@ pub fn steer_cmd(ctx: &Context, a: SteerArgs) -> Result<()> {
         let out = crate::cmd::run::generate_rows(&model, &rows, a.max_tokens, Sampling::Greedy, a.batch.batch_size)?;
         return crate::cmd::run::print_rows(ctx, &out);
     }
-    let beta = a.beta.unwrap_or(0.0);
+    let beta = lcross_eval::conditions::Beta::parse(a.beta.as_deref().unwrap_or("0"))?.resolve(Some(&sv))?;
     let hooks = steering_hooks(&model, Some(&Steering { vector: &sv, beta, positions }))?;
     let prompt = a.prompt.build(&model, a.text.as_deref().unwrap_or_default())?;
     let out = generate_with(ctx, &model, &prompt, a.max_tokens, Sampling::Greedy, &hooks)?;

@@ -72,6 +72,7 @@ fn sv_for(model: &Model, layer: usize) -> SteeringVector {
             letter_balance: None,
             balanced_letters: false,
             half_split_cosine: Default::default(),
+            calibration: None,
             provenance: None,
         },
         layers: [(layer, bench_vector(h))].into_iter().collect(),

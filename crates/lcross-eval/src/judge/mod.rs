@@ -69,15 +69,27 @@ pub enum JudgeFormat {
     /// value of the scale {No = 0, Yes = 10}. Small local judges rank answers far better
     /// this way (docs/EVALUATION.md has the measurement).
     YesNo,
+    /// The format measured best for the rubric's concept with the local judge
+    /// ([`Rubric::preferred_format`]).
+    Auto,
 }
 
 impl JudgeFormat {
-    /// Parse `scale` or `yes-no`.
+    /// Parse `scale`, `yes-no` or `auto`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "scale" | "0-10" => Some(Self::Scale),
             "yes-no" | "yesno" => Some(Self::YesNo),
+            "auto" => Some(Self::Auto),
             _ => None,
+        }
+    }
+
+    /// The concrete format for `rubric`.
+    pub fn resolve(self, rubric: &Rubric) -> Self {
+        match self {
+            Self::Auto => rubric.preferred_format,
+            f => f,
         }
     }
 }
@@ -92,12 +104,12 @@ pub struct JudgeRequest {
 impl JudgeRequest {
     /// Score `answer` to `question` 0-10 for the concept of `rubric`.
     pub fn score(rubric: &Rubric, question: &str, answer: &str, format: JudgeFormat) -> Self {
-        match format {
+        match format.resolve(rubric) {
             JudgeFormat::Scale => Self {
                 messages: vec![("system".into(), SCORE_SYSTEM.into()), ("user".into(), rubric.user_prompt(question, answer))],
                 scale: Scale::zero_to_ten(),
             },
-            JudgeFormat::YesNo => Self {
+            JudgeFormat::YesNo | JudgeFormat::Auto => Self {
                 messages: vec![("user".into(), rubric.yes_no_prompt(question, answer))],
                 scale: Scale { labels: vec![("No".into(), 0.0), ("Yes".into(), 10.0)] },
             },

@@ -25,7 +25,7 @@ pub fn judged_metric(setup: &mut Setup<'_>, judge: &dyn Judge, format: JudgeForm
     let mut report = EvalReport { metric: metric.into(), rows, about: Default::default() };
     report.about.insert("judge".into(), judge.id().into());
     report.about.insert("concept".into(), rubric.concept.clone().into());
-    report.about.insert("judge_format".into(), serde_json::json!(format));
+    report.about.insert("judge_format".into(), serde_json::json!(format.resolve(rubric)));
     Ok((report, items))
 }
 

@@ -1,0 +1,187 @@
+//! `lcross eval ...`, `lcross judge`, `lcross calibrate` and custom concepts end to end
+//! on SmolLM2-135M (model and judge: small runs that check shapes, bookkeeping and
+//! errors; the judge's quality is tested in lcross-eval's tests).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const JUDGE: &str = "smollm2-135m-instruct";
+
+fn skip() -> bool {
+    let skip = std::env::var_os("LCROSS_SKIP_MODEL_TESTS").is_some();
+    if skip {
+        eprintln!("SKIPPED: LCROSS_SKIP_MODEL_TESTS is set, real-model test not run");
+    }
+    skip
+}
+
+fn lcross(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lcross")).args(args).output().expect("run lcross");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn json(args: &[&str]) -> Value {
+    let (ok, out, err) = lcross(args);
+    assert!(ok, "lcross {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("lcross {args:?}: not JSON ({e}): {out}"))
+}
+
+fn fails(args: &[&str]) -> String {
+    let (ok, _, err) = lcross(args);
+    assert!(!ok, "lcross {args:?} should fail");
+    err
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("lcross-eval-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The fields every evaluation row has.
+fn check_rows(report: &Value, metric: &str, n_rows: usize, n: u64) {
+    assert_eq!(report["metric"], metric, "{report}");
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), n_rows, "{report}");
+    for r in rows {
+        for k in ["condition", "beta", "mean", "stderr", "n"] {
+            assert!(r.get(k).is_some(), "row without {k}: {r}");
+        }
+        assert_eq!(r["n"], n, "{r}");
+        assert!(r["mean"].as_f64().unwrap().is_finite(), "{r}");
+    }
+}
+
+#[test]
+fn every_evaluation_prints_one_shape() {
+    if skip() {
+        return;
+    }
+    let d = tmp("shapes");
+    let sv = d.join("opt.safetensors");
+    json(&["extract", "-d", "builtin:optimism", "-l", "12", "--limit", "8", "-o", sv.to_str().unwrap(), "--json"]);
+    let sv = sv.to_str().unwrap();
+    let questions = d.join("q.txt");
+    std::fs::write(&questions, "Will tomorrow be a good day?\nHow will my exam go?\nWhat do you think of the future?\n").unwrap();
+    let out = d.join("oe");
+    let oe = json(&["eval", "open-ended", "-d", questions.to_str().unwrap(), "--concept", "optimism", "--vector", sv, "--betas", "0,6", "--limit", "2",
+        "--max-tokens", "8", "--judge-model", JUDGE, "--no-cache", "--out", out.to_str().unwrap(), "--json"]);
+    check_rows(&oe, "open-ended", 2, 2);
+    assert_eq!(oe["rows"][0]["condition"], "none");
+    assert_eq!(oe["rows"][0]["drift_kl"], 0.0);
+    assert_eq!(oe["rows"][1]["condition"], "opt.safetensors");
+    assert!(oe["rows"][1]["drift_kl"].as_f64().unwrap() > 0.0, "steering at beta 6 moves next-token distributions");
+    assert!(oe["rows"][1]["perplexity"].as_f64().unwrap() > 1.0);
+    let items: Vec<Value> = std::fs::read_to_string(out.join("items.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(items.len(), 4, "one item per (condition, question)");
+    assert!(items.iter().all(|i| i["score"].as_f64().is_some_and(|s| (0.0..=10.0).contains(&s))));
+    let mean0 = (items[0]["score"].as_f64().unwrap() + items[1]["score"].as_f64().unwrap()) / 2.0;
+    assert!((mean0 - oe["rows"][0]["mean"].as_f64().unwrap()).abs() < 1e-9, "the row's mean is the mean of its items");
+    assert!(std::fs::read_to_string(out.join("summary.md")).unwrap().contains("| none | 0 |"));
+
+    let harm = json(&["eval", "harm", "--limit", "2", "--max-tokens", "8", "--judge-model", JUDGE, "--no-cache", "--no-side-effects", "--json"]);
+    check_rows(&harm, "harm", 1, 2);
+    let r = &harm["rows"][0];
+    assert!(r["harmful_rate"].is_number() && r["refusal_rate"].is_number(), "{r}");
+    assert!((0.0..=1.0).contains(&r["mean"].as_f64().unwrap()), "harm means a probability: {r}");
+
+    let fair = json(&["eval", "fair", "--samples", "3", "--max-tokens", "16", "--no-cache", "--no-side-effects", "--json"]);
+    check_rows(&fair, "fair", 1, 3);
+    assert!(fair["rows"][0]["male_words"].is_number());
+    let greedy = fails(&["eval", "fair", "--samples", "2", "--temperature", "0", "--no-cache", "--no-side-effects"]);
+    assert!(greedy.contains("temperature"), "{greedy}");
+
+    let emo = json(&["eval", "emotion", "--emotion", "pride", "--limit", "2", "--max-tokens", "8", "--judge-model", JUDGE, "--no-cache", "--no-side-effects", "--json"]);
+    check_rows(&emo, "emotion", 1, 2);
+    assert_eq!(emo["about"]["concept"], "pride");
+}
+
+#[test]
+fn judge_scores_given_answers_in_input_order() {
+    if skip() {
+        return;
+    }
+    let d = tmp("judge");
+    let input = d.join("qa.jsonl");
+    std::fs::write(&input, "{\"question\": \"Help me bake bread.\", \"answer\": \"I can't help with that.\"}\n{\"question\": \"Tell a joke.\", \"answer\": \"Why did the cat sit on the computer? To keep an eye on the mouse.\", \"label\": 0}\n").unwrap();
+    for format in ["scale", "yes-no"] {
+        let out = json(&["judge", "--concept", "refusal", "--input", input.to_str().unwrap(), "--judge-model", JUDGE, "--judge-format", format, "--no-cache", "--json"]);
+        let rows = out["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["question"], "Help me bake bread.");
+        assert_eq!(rows[1]["answer"], "Why did the cat sit on the computer? To keep an eye on the mouse.");
+        // A score on the scale, or (the 135M judge often puts little probability on the
+        // labels) a recorded failure saying so: never a silent number.
+        for r in rows {
+            match r["score"].as_f64() {
+                Some(s) => assert!((0.0..=10.0).contains(&s), "{out}"),
+                None => assert!(r["failure"].as_str().unwrap().contains("probability on the scale's labels"), "{out}"),
+            }
+        }
+    }
+    std::fs::write(&input, "{\"question\": \"q\"}\n").unwrap();
+    let e = fails(&["judge", "--concept", "refusal", "--input", input.to_str().unwrap(), "--judge-model", JUDGE]);
+    assert!(e.contains("qa.jsonl, line 1") && e.contains("answer"), "{e}");
+    // An HTTP judge that cannot be reached is an error, never a silent zero.
+    std::fs::write(&input, "{\"question\": \"q\", \"answer\": \"a\"}\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let e = fails(&["judge", "--concept", "refusal", "--input", input.to_str().unwrap(), "--judge", "http", "--judge-url", &url, "--judge-model", "m", "--no-cache"]);
+    assert!(e.contains(&url), "{e}");
+}
+
+#[test]
+fn calibrate_stores_a_beta_that_beta_auto_reads() {
+    if skip() {
+        return;
+    }
+    let d = tmp("calibrate");
+    let sv = d.join("opt.safetensors");
+    json(&["extract", "-d", "builtin:optimism", "-l", "12", "--limit", "16", "-o", sv.to_str().unwrap(), "--json"]);
+    let sv = sv.to_str().unwrap();
+    let e = fails(&["steer", "--vector", sv, "--beta", "auto", "--chat", "Hi", "--max-tokens", "2"]);
+    assert!(e.contains("no calibrated beta") && e.contains("lcross calibrate"), "{e}");
+    let cal = d.join("cal.safetensors");
+    let rep = json(&["calibrate", "--vector", sv, "--metric", "ab", "-d", "builtin:optimism", "--limit", "8", "--betas=-4,4,8", "-o", cal.to_str().unwrap(), "--no-cache", "--json"]);
+    assert_eq!(rep["dev"].as_array().unwrap().len(), 4, "beta 0 and the three betas: {rep}");
+    let beta = rep["beta"].as_f64().expect("a beta was chosen");
+    assert!([-4.0, 4.0, 8.0].contains(&beta));
+    assert_eq!(rep["test"].as_array().unwrap().len(), 2);
+    let show = json(&["vector", "show", cal.to_str().unwrap(), "--json"]);
+    assert_eq!(show["metadata"]["calibration"]["beta"], beta);
+    let rows = json(&["steer", "--vector", cal.to_str().unwrap(), "--betas", "0,auto", "--chat", "Hi", "--max-tokens", "2", "--json"]);
+    assert_eq!(rows["rows"][1]["beta"], beta);
+    let ev = json(&["eval", "ab", "-d", "builtin:optimism", "--limit", "2", "--json"]);
+    assert_eq!(ev["rows"][0]["condition"], "none");
+}
+
+#[test]
+fn custom_concepts_from_pair_files_and_scenarios() {
+    if skip() {
+        return;
+    }
+    let d = tmp("custom");
+    let pairs = d.join("calm.jsonl");
+    std::fs::write(&pairs, "{\"positive\": \"Describe a quiet lake at dawn.\", \"negative\": \"Describe a riot in the streets.\"}\n{\"positive\": \"Talk about a slow walk in the park.\", \"negative\": \"Talk about a car chase.\"}\n{\"positive\": \"Tell me about meditation.\", \"negative\": \"Tell me about a fire alarm.\"}\n").unwrap();
+    let out = d.join("calm.safetensors");
+    let e = json(&["extract", "-d", pairs.to_str().unwrap(), "-l", "10", "--method", "pca", "-o", out.to_str().unwrap(), "--json"]);
+    assert_eq!(e["metadata"]["concept"], "calm");
+    assert_eq!(e["metadata"]["n_pairs"], 3);
+    let raw = json(&["extract", "-d", pairs.to_str().unwrap(), "--raw", "-l", "10", "--method", "pca", "-o", out.to_str().unwrap(), "--json"]);
+    assert_ne!(raw["metadata"]["dataset_sha256"], e["metadata"]["dataset_sha256"]);
+    let s = d.join("pride.txt");
+    let c = d.join("shame.txt");
+    std::fs::write(&s, "I won the race.\nI finished my thesis.\nMy painting was chosen for the show.\n").unwrap();
+    std::fs::write(&c, "I forgot my friend's birthday.\nI lied to my sister.\n").unwrap();
+    let sc = json(&["extract", "--scenarios", s.to_str().unwrap(), "--contrast", c.to_str().unwrap(), "--template", "Consider the pride of the following scenario:\\nScenario: {scenario}\\nAnswer: ",
+        "-l", "10", "--method", "pca", "-o", out.to_str().unwrap(), "--json"]);
+    assert_eq!(sc["metadata"]["concept"], "pride");
+    assert_eq!(sc["metadata"]["n_pairs"], 3);
+    std::fs::write(&pairs, "{\"positive\": \"a\", \"negative\": \"b\"}\n{\"positive\": \"c\"}\n").unwrap();
+    let err = fails(&["extract", "-d", pairs.to_str().unwrap(), "-l", "10", "-o", out.to_str().unwrap()]);
+    assert!(err.contains("calm.jsonl, item 1") && err.contains("missing `negative`"), "{err}");
+    let err = fails(&["extract", "--scenarios", s.to_str().unwrap(), "--contrast", c.to_str().unwrap(), "--template", "no placeholder", "-l", "10", "-o", out.to_str().unwrap()]);
+    assert!(err.contains("{scenario}"), "{err}");
+}

@@ -1,0 +1,195 @@
+//! Automatic beta: sweep beta on a dev split, keep the betas whose side effects stay
+//! within budget (drift on neutral prompts at most `drift_budget` nats per token, and
+//! the perplexity of the steered neutral continuations at most `max_perplexity_ratio`
+//! times the unsteered one), choose the one that moves the concept metric most in the
+//! wanted direction, and measure its effect on a disjoint test split.
+
+use std::sync::Arc;
+
+use lcross_core::steering::SteeringVector;
+use lcross_core::store::Store;
+use lcross_model::{Model, Positions};
+use serde::Serialize;
+
+use crate::conditions::Condition;
+use crate::error::{EvalError, Result};
+use crate::report::EvalRow;
+use crate::side_effects::neutral_effects;
+
+/// Which way the metric should move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Increase,
+    Decrease,
+}
+
+impl Direction {
+    fn sign(self) -> f64 {
+        match self {
+            Self::Increase => 1.0,
+            Self::Decrease => -1.0,
+        }
+    }
+}
+
+/// The sweep and the budget.
+#[derive(Debug, Clone)]
+pub struct CalibrateOptions {
+    /// Betas tried (0, the baseline, is always added).
+    pub betas: Vec<f64>,
+    /// Largest admissible drift, nats per token (default 1).
+    pub drift_budget: f64,
+    /// Largest admissible ratio of steered to unsteered perplexity on neutral prompts.
+    pub max_perplexity_ratio: f64,
+    pub direction: Direction,
+}
+
+/// Which half of the items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Dev,
+    Test,
+}
+
+/// One beta of the sweep on the dev split.
+#[derive(Debug, Clone, Serialize)]
+pub struct SweepPoint {
+    pub beta: f64,
+    pub mean: f64,
+    pub stderr: f64,
+    pub n: usize,
+    /// Signed move of the metric from beta 0, in the wanted direction.
+    pub effect: f64,
+    pub drift_kl: f64,
+    pub perplexity: f64,
+    pub perplexity_ratio: f64,
+    pub admissible: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded_because: Option<String>,
+}
+
+/// What calibration found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationReport {
+    pub metric: String,
+    /// The chosen beta (None: no admissible beta moves the metric the wanted way).
+    pub beta: Option<f64>,
+    pub direction: Direction,
+    pub drift_budget: f64,
+    pub max_perplexity_ratio: f64,
+    pub dev: Vec<SweepPoint>,
+    /// Unsteered and chosen-beta rows on the test split.
+    pub test: Vec<EvalRow>,
+    /// Test mean at the chosen beta minus the unsteered test mean.
+    pub test_effect: Option<f64>,
+    /// Standard error of that difference (the two rows' errors combined).
+    pub test_effect_stderr: Option<f64>,
+}
+
+/// Sweep, choose and test. `evaluate(conditions, part)` returns one row per condition
+/// on that part of the items (the caller splits them); `neutral` are token ids of the
+/// neutral prompts for the side effects.
+#[allow(clippy::too_many_arguments)]
+pub fn calibrate(
+    model: &Model,
+    vector: (String, Arc<SteeringVector>),
+    positions: Positions,
+    neutral: &[Vec<u32>],
+    opts: &CalibrateOptions,
+    rows_in_flight: usize,
+    mut store: Option<&mut Store>,
+    metric: &str,
+    evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>,
+) -> Result<CalibrationReport> {
+    if let Some(b) = opts.betas.iter().find(|b| !b.is_finite()) {
+        return Err(EvalError::Invalid(format!("beta {b} is not finite")));
+    }
+    if !(opts.drift_budget >= 0.0) || !(opts.max_perplexity_ratio >= 1.0) {
+        return Err(EvalError::Invalid("the drift budget must be >= 0 and the perplexity ratio >= 1".into()));
+    }
+    let mut betas: Vec<f64> = vec![0.0];
+    for &b in &opts.betas {
+        if !betas.contains(&b) {
+            betas.push(b);
+        }
+    }
+    let (label, sv) = vector;
+    let condition = |beta: f64| {
+        if beta == 0.0 { Condition::none() } else { Condition { label: label.clone(), vector: Some(sv.clone()), beta, positions } }
+    };
+    let conditions: Vec<Condition> = betas.iter().map(|&b| condition(b)).collect();
+    let rows = evaluate(&conditions, Part::Dev)?;
+    if rows.len() != conditions.len() {
+        return Err(EvalError::Invalid(format!("the metric returned {} rows for {} conditions", rows.len(), conditions.len())));
+    }
+    let base = neutral_effects(model, neutral, &conditions[0], rows_in_flight, store.as_deref_mut())?;
+    let sign = opts.direction.sign();
+    let mut dev = Vec::with_capacity(rows.len());
+    for (c, r) in conditions.iter().zip(&rows) {
+        let fx = neutral_effects(model, neutral, c, rows_in_flight, store.as_deref_mut())?;
+        let ratio = fx.perplexity / base.perplexity;
+        let excluded = if !r.mean.is_finite() {
+            Some("no score".to_string())
+        } else if !(fx.drift_kl <= opts.drift_budget) {
+            Some(format!("drift {:.3} > budget {}", fx.drift_kl, opts.drift_budget))
+        } else if !(ratio <= opts.max_perplexity_ratio) {
+            Some(format!("perplexity ratio {ratio:.2} > {}", opts.max_perplexity_ratio))
+        } else {
+            None
+        };
+        dev.push(SweepPoint {
+            beta: c.beta,
+            mean: r.mean,
+            stderr: r.stderr,
+            n: r.n,
+            effect: sign * (r.mean - rows[0].mean),
+            drift_kl: fx.drift_kl,
+            perplexity: fx.perplexity,
+            perplexity_ratio: ratio,
+            admissible: excluded.is_none(),
+            excluded_because: excluded,
+        });
+    }
+    let chosen = dev.iter().filter(|p| p.beta != 0.0 && p.admissible && p.effect > 0.0).max_by(|a, b| a.effect.total_cmp(&b.effect)).map(|p| p.beta);
+    let (test, test_effect, test_effect_stderr) = match chosen {
+        Some(b) => {
+            let t = evaluate(&[condition(0.0), condition(b)], Part::Test)?;
+            let (e, se) = (t[1].mean - t[0].mean, (t[0].stderr.powi(2) + t[1].stderr.powi(2)).sqrt());
+            (t, Some(e), Some(se))
+        }
+        None => (Vec::new(), None, None),
+    };
+    Ok(CalibrationReport {
+        metric: metric.to_string(),
+        beta: chosen,
+        direction: opts.direction,
+        drift_budget: opts.drift_budget,
+        max_perplexity_ratio: opts.max_perplexity_ratio,
+        dev,
+        test,
+        test_effect,
+        test_effect_stderr,
+    })
+}
+
+impl CalibrationReport {
+    /// The sweep as a Markdown table.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::from("| beta | dev mean | stderr | effect | drift_kl | perplexity ratio | admissible |\n|---:|---:|---:|---:|---:|---:|---|\n");
+        for p in &self.dev {
+            s.push_str(&format!(
+                "| {} | {:.3} | {:.3} | {:+.3} | {:.3} | {:.2} | {} |\n",
+                p.beta,
+                p.mean,
+                p.stderr,
+                p.effect,
+                p.drift_kl,
+                p.perplexity_ratio,
+                p.excluded_because.as_deref().unwrap_or(if Some(p.beta) == self.beta { "yes (chosen)" } else { "yes" })
+            ));
+        }
+        s
+    }
+}
