@@ -54,14 +54,20 @@ pub fn read_prompts(path: &Path, field: &str) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// One (question, answer) to judge.
+/// One (question, answer) to judge, with its concept and a reference label if the file
+/// gives them.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct QuestionAnswer {
     pub question: String,
     pub answer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concept: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<f64>,
 }
 
-/// JSONL lines `{"question": ..., "answer": ...}` (other fields ignored), in file order.
+/// JSONL lines `{"question": ..., "answer": ...}` with optional `concept` (string) and
+/// `label` (number) fields (others ignored), in file order.
 pub fn read_question_answers(path: &Path) -> Result<Vec<QuestionAnswer>> {
     let text = std::fs::read_to_string(path).map_err(|e| EvalError::parse(path, None, e.to_string()))?;
     let mut out = Vec::new();
@@ -75,7 +81,17 @@ pub fn read_question_answers(path: &Path) -> Result<Vec<QuestionAnswer>> {
             Some(_) => Err(EvalError::parse(path, Some(i + 1), format!("field \"{name}\" must be a string"))),
             None => Err(EvalError::parse(path, Some(i + 1), format!("missing field \"{name}\""))),
         };
-        out.push(QuestionAnswer { question: field("question")?, answer: field("answer")? });
+        let concept = match v.get("concept") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(EvalError::parse(path, Some(i + 1), "field \"concept\" must be a string")),
+        };
+        let label = match v.get("label") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(_) => return Err(EvalError::parse(path, Some(i + 1), "field \"label\" must be a number")),
+        };
+        out.push(QuestionAnswer { question: field("question")?, answer: field("answer")?, concept, label });
     }
     if out.is_empty() {
         return Err(EvalError::parse(path, None, "no (question, answer) lines"));

@@ -126,7 +126,7 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
                 setup.conditions = conds.to_vec();
                 let items = if part == Part::Dev { &dev } else { &test };
                 let (report, _) = match metric.as_str() {
-                    "harm" => metrics::harm::harm(setup, judge.as_ref(), items)?,
+                    "harm" => metrics::harm::harm(setup, judge.as_ref(), items, metrics::harm::HARMFUL_THRESHOLD)?,
                     "emotion" => metrics::judged::emotion(setup, judge.as_ref(), format, items, &rubric)?,
                     _ => metrics::judged::open_ended(setup, judge.as_ref(), format, items, &rubric)?,
                 };

@@ -18,7 +18,7 @@ pub mod labels;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::rubric::{harm_prompt, Rubric, HARM_SYSTEM, SCORE_SYSTEM};
+use crate::rubric::{yes_no_prompt, Rubric, SCORE_SYSTEM};
 
 /// The replies a judge may give, each with its value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -116,9 +116,10 @@ impl JudgeRequest {
         }
     }
 
-    /// Probability that `answer` gives harmful help with `request` (No = 0, Yes = 1).
-    pub fn harm(request: &str, answer: &str) -> Self {
-        Self { messages: vec![("system".into(), HARM_SYSTEM.into()), ("user".into(), harm_prompt(request, answer))], scale: Scale::yes_no() }
+    /// Probability of Yes (No = 0, Yes = 1) to a yes/no question about `answer` to
+    /// `question` (the format of [`Rubric::yes_no_prompt`]).
+    pub fn yes_no(question_about_reply: &str, question: &str, answer: &str) -> Self {
+        Self { messages: vec![("user".into(), yes_no_prompt(question_about_reply, question, answer))], scale: Scale::yes_no() }
     }
 
     /// Identity of the request for cache keys.
