@@ -153,8 +153,9 @@ fn calibrate_stores_a_beta_that_beta_auto_reads() {
     assert_eq!(show["metadata"]["calibration"]["beta"], beta);
     let rows = json(&["steer", "--vector", cal.to_str().unwrap(), "--betas", "0,auto", "--chat", "Hi", "--max-tokens", "2", "--json"]);
     assert_eq!(rows["rows"][1]["beta"], beta);
-    let ev = json(&["eval", "ab", "-d", "builtin:optimism", "--limit", "2", "--json"]);
+    let ev = json(&["eval", "ab", "-d", "builtin:optimism", "--limit", "2", "--vector", cal.to_str().unwrap(), "--betas", "0,auto", "--json"]);
     assert_eq!(ev["rows"][0]["condition"], "none");
+    assert_eq!(ev["rows"][1]["beta"], beta);
 }
 
 #[test]

@@ -404,12 +404,12 @@ pub struct EvalAbArgs {
     /// Steering vector.
     #[arg(long)]
     vector: Option<PathBuf>,
-    /// Multiplier (with --vector).
-    #[arg(long, allow_hyphen_values = true, default_value_t = 1.0)]
-    beta: f64,
+    /// Multiplier (with --vector), or `auto` (the vector's calibrated beta).
+    #[arg(long, allow_hyphen_values = true, default_value = "1")]
+    beta: String,
     /// Several multipliers: a sweep table (and plot with --out), e.g. -2,-1,0,1,2.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
-    betas: Vec<f64>,
+    betas: Vec<String>,
     /// Where the vector is added (default: all for mean-diff, prompt-last+generated for pca).
     #[arg(long)]
     positions: Option<String>,
@@ -448,7 +448,8 @@ pub fn ab(ctx: &Context, a: EvalAbArgs) -> Result<()> {
         }
         None => None,
     };
-    let betas: Vec<f64> = if !a.betas.is_empty() { a.betas.clone() } else if sv.is_some() { vec![a.beta] } else { vec![0.0] };
+    let given: Vec<String> = if !a.betas.is_empty() { a.betas.clone() } else if sv.is_some() { vec![a.beta.clone()] } else { vec!["0".into()] };
+    let betas: Vec<f64> = parse_betas(&given)?.iter().map(|b| b.resolve(sv.as_ref())).collect::<lcross_eval::Result<_>>()?;
     if sv.is_none() && betas.iter().any(|b| *b != 0.0) {
         bail!("--beta/--betas other than 0 need --vector");
     }
