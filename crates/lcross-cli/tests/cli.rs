@@ -1,35 +1,9 @@
 //! The `lcross` binary end to end on SmolLM2-135M: JSON shapes of the documented
 //! commands, and clear errors (exit code 1, message on stderr) for bad input.
 
-use std::process::Command;
+mod common;
 
-use serde_json::Value;
-
-fn skip() -> bool {
-    let skip = std::env::var_os("LCROSS_SKIP_MODEL_TESTS").is_some();
-    if skip {
-        eprintln!("SKIPPED: LCROSS_SKIP_MODEL_TESTS is set, real-model test not run");
-    }
-    skip
-}
-
-fn lcross(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lcross")).args(args).output().expect("run lcross");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn json(args: &[&str]) -> Value {
-    let (ok, out, err) = lcross(args);
-    assert!(ok, "lcross {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("lcross {args:?}: not JSON ({e}): {out}"))
-}
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("lcross-cli-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{json, lcross, skip, tmp};
 
 #[test]
 fn tokenize_hidden_generate_json() {

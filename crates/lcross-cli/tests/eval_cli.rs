@@ -2,43 +2,12 @@
 //! on SmolLM2-135M (model and judge: small runs that check shapes, bookkeeping and
 //! errors; the judge's quality is tested in lcross-eval's tests).
 
-use std::process::Command;
+mod common;
 
+use common::{fails, json, skip, tmp};
 use serde_json::Value;
 
 const JUDGE: &str = "smollm2-135m-instruct";
-
-fn skip() -> bool {
-    let skip = std::env::var_os("LCROSS_SKIP_MODEL_TESTS").is_some();
-    if skip {
-        eprintln!("SKIPPED: LCROSS_SKIP_MODEL_TESTS is set, real-model test not run");
-    }
-    skip
-}
-
-fn lcross(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lcross")).args(args).output().expect("run lcross");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn json(args: &[&str]) -> Value {
-    let (ok, out, err) = lcross(args);
-    assert!(ok, "lcross {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("lcross {args:?}: not JSON ({e}): {out}"))
-}
-
-fn fails(args: &[&str]) -> String {
-    let (ok, _, err) = lcross(args);
-    assert!(!ok, "lcross {args:?} should fail");
-    err
-}
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("lcross-eval-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// The fields every evaluation row has.
 fn check_rows(report: &Value, metric: &str, n_rows: usize, n: u64) {

@@ -128,7 +128,7 @@ pub fn calibrate(
     let sign = opts.direction.sign();
     let mut dev = Vec::with_capacity(rows.len());
     for (c, r) in conditions.iter().zip(&rows) {
-        let fx = neutral_effects(model, neutral, c, rows_in_flight, store.as_deref_mut())?;
+        let fx = if c.is_none() { base } else { neutral_effects(model, neutral, c, rows_in_flight, store.as_deref_mut())? };
         let ratio = fx.perplexity / base.perplexity;
         let excluded = if !r.mean.is_finite() {
             Some("no score".to_string())

@@ -148,32 +148,10 @@ pub struct BatchArgs {
     pub batch_size: Option<usize>,
 }
 
-/// Prompts of a `--prompts` file: plain lines, or JSONL objects with a "prompt" string.
-/// Blank lines are skipped; a malformed line is an error naming the file and line.
+/// Prompts of a `--prompts` file: plain lines, JSONL objects with a "prompt" string, or a
+/// JSON array (see [`lcross_eval::inputs::read_prompts`]); errors name the file and line.
 pub fn read_prompts(path: &std::path::Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() {
-            continue;
-        }
-        if line.trim_start().starts_with('{') {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{}, line {}: not valid JSON: {e}", path.display(), i + 1))?;
-            match v.get("prompt") {
-                Some(serde_json::Value::String(p)) if !p.is_empty() => out.push(p.clone()),
-                Some(serde_json::Value::String(_)) => bail!("{}, line {}: field \"prompt\" is empty", path.display(), i + 1),
-                Some(_) => bail!("{}, line {}: field \"prompt\" must be a string", path.display(), i + 1),
-                None => bail!("{}, line {}: JSON line without a \"prompt\" field", path.display(), i + 1),
-            }
-        } else {
-            out.push(line.to_string());
-        }
-    }
-    if out.is_empty() {
-        bail!("{}: no prompts in the file", path.display());
-    }
-    Ok(out)
+    Ok(lcross_eval::inputs::read_prompts(path, "prompt")?)
 }
 
 /// Rows in flight that fit this machine: the KV cache of all rows within a quarter of
