@@ -71,6 +71,8 @@ enum Command {
     CompareMaps(cmd::maps::CompareArgs),
     /// t-SNE scatter of the difference vectors of several concepts in several models.
     Tsne(cmd::tsne::TsneArgs),
+    /// Serve the model behind an OpenAI-compatible API, steered per request.
+    Serve(cmd::serve::ServeArgs),
     /// Resumable experiment grids (self modulation, layer sweeps).
     #[command(subcommand)]
     Experiment(cmd::experiment::ExperimentCommand),
@@ -105,6 +107,7 @@ fn main() {
         Command::Transfer(a) => cmd::maps::transfer_cmd(&ctx, a),
         Command::CompareMaps(a) => cmd::maps::compare_cmd(&ctx, a),
         Command::Tsne(a) => cmd::tsne::run(&ctx, a),
+        Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Experiment(c) => cmd::experiment::run(&ctx, c),
     };
     if let Err(e) = result {

@@ -158,6 +158,17 @@ impl<'m> BatchGenerator<'m> {
         self.cache.bytes()
     }
 
+    /// Free the KV cache's buffers when no row is running (they keep the capacity of
+    /// the largest batch otherwise); a long-running server calls this when it goes idle.
+    /// Returns whether anything was freed.
+    pub fn release_cache(&mut self) -> bool {
+        if !self.active.is_empty() || self.cache.bytes() == 0 {
+            return false;
+        }
+        self.cache = KvCache::with_rows(self.model.config().num_layers, 0);
+        true
+    }
+
     fn remove_active(&mut self, i: usize) -> Result<()> {
         self.cache.swap_remove_row(i)?;
         self.active.swap_remove(i);

@@ -7,6 +7,7 @@ pub mod experiment;
 pub mod maps;
 pub mod models;
 pub mod run;
+pub mod serve;
 pub mod tsne;
 pub mod vectors;
 pub mod workload;
