@@ -54,9 +54,29 @@ pub struct BenchArgs {
     /// Items of the workload: pairs, questions or prompts.
     #[arg(long, default_value_t = 32)]
     items: usize,
-    /// New tokens per prompt of the generation workloads.
+    /// New tokens per prompt of the generation workloads (and per request with --serve).
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
+    /// Measure the HTTP server instead: tokens/s of --clients concurrent steered clients
+    /// (each its own beta) on the first --models.
+    #[arg(long)]
+    serve: bool,
+    /// Concurrent clients to measure with --serve (must start with 1).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,8,16")]
+    clients: Vec<usize>,
+    /// Requests each client sends one after another (--serve).
+    #[arg(long, default_value_t = 2)]
+    requests_per_client: usize,
+    /// Rows the server decodes together (--serve; default: the most clients).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Also drive this OpenAI-compatible server (base URL with /v1), e.g. llama.cpp's
+    /// (scripts/bench/serve_peer.sh starts one).
+    #[arg(long)]
+    peer_url: Option<String>,
+    /// Model name to send to the peer (default: the model's id).
+    #[arg(long)]
+    peer_model: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -223,6 +243,19 @@ fn numpy_fit_peer(python: &std::path::Path, (n, ds, dt): (usize, usize, usize), 
 pub fn run(ctx: &Context, a: BenchArgs) -> Result<()> {
     if a.fit {
         return bench_fit(ctx, &a);
+    }
+    if a.serve {
+        let model = a.models.first().map_or(lcross_model::DEFAULT_MODEL, String::as_str);
+        let args = crate::cmd::bench_serve::ServeBenchArgs {
+            model,
+            clients: &a.clients,
+            requests_per_client: a.requests_per_client.max(1),
+            new_tokens: a.new_tokens,
+            batch_size: a.batch_size,
+            peer_url: a.peer_url.as_deref(),
+            peer_model: a.peer_model.as_deref(),
+        };
+        return crate::cmd::bench_serve::run(ctx, &args, a.out.as_deref(), &machine());
     }
     if let Some(w) = &a.workload {
         let spec = a.models.first().context("--workload needs one --models")?;

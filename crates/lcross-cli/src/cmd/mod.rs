@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod bench;
+pub mod bench_serve;
 pub mod calibrate;
 pub mod demo;
 pub mod evaluate;
