@@ -118,6 +118,9 @@ struct Common<'a> {
 }
 
 fn prepare(st: &AppState, c: Common<'_>, prompt: Vec<u32>) -> Result<Prepared, ApiError> {
+    if c.model != st.model_name {
+        return Err(ApiError::not_found(format!("the model `{}` is not served here; this server serves `{}`", c.model, st.model_name), "model_not_found"));
+    }
     if c.n.unwrap_or(1) != 1 {
         return Err(ApiError::field("n", "only n = 1 is served (send several requests: they are batched)"));
     }
@@ -173,9 +176,6 @@ fn prepare(st: &AppState, c: Common<'_>, prompt: Vec<u32>) -> Result<Prepared, A
         return Err(ApiError::field("stream_options", "stream_options is only allowed with stream: true"));
     }
     let include_usage = c.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-    if c.model != st.model_name {
-        return Err(ApiError::not_found(format!("the model `{}` is not served here; this server serves `{}`", c.model, st.model_name), "model_not_found"));
-    }
     let prompt_tokens = prompt.len();
     let request = GenerationRequest { prompt, hooks, options: GenerateOptions { max_tokens, sampling, stop_tokens: st.model.stop_tokens().to_vec() } };
     Ok(Prepared { request, top_logprobs: c.top_logprobs, stops, stream, include_usage, applied, prompt_tokens })
