@@ -18,6 +18,7 @@ pub mod inputs;
 pub mod judge;
 pub mod metrics;
 pub mod report;
+pub mod reproduce;
 pub mod rubric;
 pub mod side_effects;
 pub mod stats;

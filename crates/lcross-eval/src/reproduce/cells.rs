@@ -1,0 +1,218 @@
+//! Finished cells: one JSON object per line in `cells.jsonl`, appended and synced as each
+//! cell finishes. A run killed mid-write leaves at most a torn last line, which is cut off
+//! when the file is opened again; a rerun skips every cell already there.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::grid::CellKey;
+use crate::error::{EvalError, Result};
+
+/// One finished cell: its key and its values. Fields ending in `_s` are timings (they
+/// differ between runs; everything else is reproducible).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CellRecord {
+    /// `CellKey::id()`.
+    pub id: String,
+    #[serde(flatten)]
+    pub key: CellKey,
+    /// Mean of the metric over the test items (None when the cell was skipped).
+    pub mean: Option<f64>,
+    pub stderr: Option<f64>,
+    pub n: usize,
+    /// The metric per test item, in item order (paired tests between conditions).
+    #[serde(default)]
+    pub per_item: Vec<f64>,
+    /// Why the cell has no value (e.g. identity across hidden sizes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Cosine of the steering vector to the target's own vector.
+    #[serde(default)]
+    pub cosine_to_native: Option<f64>,
+    /// Diagnostics of the map (transfer conditions).
+    #[serde(default)]
+    pub train_r2: Option<f64>,
+    #[serde(default)]
+    pub heldout_r2: Option<f64>,
+    /// Whether the map interpolates its corpus (n <= d_s, OLS): the paper's regime.
+    #[serde(default)]
+    pub interpolating: Option<bool>,
+    /// Whether the map's corpus contains the vector's own pairs.
+    #[serde(default)]
+    pub map_saw_vector_pairs: Option<bool>,
+    #[serde(default)]
+    pub map_n: Option<usize>,
+    /// Seconds spent preparing the cell's group (vectors, maps), shared by its cells.
+    #[serde(default)]
+    pub prepare_s: f64,
+    /// Seconds of this cell's evaluation (near 0 when the cache answered).
+    #[serde(default)]
+    pub eval_s: f64,
+}
+
+impl CellRecord {
+    /// The record without timings, for comparing runs.
+    pub fn without_timings(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|k, _| !k.ends_with("_s"));
+        }
+        v
+    }
+}
+
+/// The `cells.jsonl` of one run directory.
+pub struct CellLog {
+    path: PathBuf,
+    cells: BTreeMap<String, CellRecord>,
+}
+
+impl CellLog {
+    /// Open (or create) `dir/cells.jsonl`, cutting off a torn last line.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| EvalError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("cells.jsonl");
+        let cells = read_cells(&path, true)?;
+        Ok(Self { path, cells })
+    }
+
+    /// Whether a cell is done.
+    pub fn contains(&self, id: &str) -> bool {
+        self.cells.contains_key(id)
+    }
+
+    /// Finished cells by id.
+    pub fn cells(&self) -> &BTreeMap<String, CellRecord> {
+        &self.cells
+    }
+
+    /// Append a finished cell (synced to disk before returning).
+    pub fn append(&mut self, record: CellRecord) -> Result<()> {
+        let line = serde_json::to_string(&record).map_err(|e| EvalError::Invalid(e.to_string()))?;
+        let io = |e: std::io::Error| EvalError::Invalid(format!("writing {}: {e}", self.path.display()));
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(io)?;
+        f.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+        f.sync_data().map_err(io)?;
+        self.cells.insert(record.id.clone(), record);
+        Ok(())
+    }
+}
+
+/// Read a `cells.jsonl`; with `repair`, a last line without its newline (a write cut
+/// short) is removed from the file. Any other bad line is an error naming it.
+pub fn read_cells(path: &Path, repair: bool) -> Result<BTreeMap<String, CellRecord>> {
+    let mut out = BTreeMap::new();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(EvalError::Invalid(format!("cannot read {}: {e}", path.display()))),
+    };
+    let complete = match text.rfind('\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    if complete < text.len() {
+        if !repair {
+            return Err(EvalError::Invalid(format!("{}: the last line is cut short (an interrupted run); rerun it to repair", path.display())));
+        }
+        tracing::warn!(path = %path.display(), "dropping a torn last line (interrupted write)");
+        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| EvalError::Invalid(format!("cannot repair {}: {e}", path.display())))?;
+        f.set_len(complete as u64).map_err(|e| EvalError::Invalid(format!("cannot repair {}: {e}", path.display())))?;
+    }
+    for (i, line) in text[..complete].lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: CellRecord = serde_json::from_str(line).map_err(|e| EvalError::Invalid(format!("{}:{}: not a cell ({e})", path.display(), i + 1)))?;
+        out.insert(r.id.clone(), r);
+    }
+    Ok(out)
+}
+
+/// Join the cells of several run directories (shards). The same cell in two places must
+/// have the same values (timings aside).
+pub fn merge(dirs: &[PathBuf]) -> Result<BTreeMap<String, CellRecord>> {
+    let mut out: BTreeMap<String, CellRecord> = BTreeMap::new();
+    for d in dirs {
+        let path = d.join("cells.jsonl");
+        if !path.is_file() {
+            return Err(EvalError::Invalid(format!("{} has no cells.jsonl", d.display())));
+        }
+        for (id, r) in read_cells(&path, false)? {
+            if let Some(prev) = out.get(&id) {
+                if prev.without_timings() != r.without_timings() {
+                    return Err(EvalError::Invalid(format!("cell {id} differs between shards ({}): were they run with different settings?", d.display())));
+                }
+                continue;
+            }
+            out.insert(id, r);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::ConditionKind;
+    use super::*;
+
+    fn record(beta: f64) -> CellRecord {
+        let key = CellKey { target: "t".into(), source: None, concept: "refusal".into(), condition: ConditionKind::SelfModulation, estimator: None, beta, metric: "ab".into() };
+        CellRecord {
+            id: key.id(),
+            key,
+            mean: Some(0.5),
+            stderr: Some(0.1),
+            n: 2,
+            per_item: vec![0.4, 0.6],
+            skipped: None,
+            cosine_to_native: Some(1.0),
+            train_r2: None,
+            heldout_r2: None,
+            interpolating: None,
+            map_saw_vector_pairs: None,
+            map_n: None,
+            prepare_s: 1.5,
+            eval_s: 0.25,
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_the_rest_kept() {
+        let dir = std::env::temp_dir().join(format!("lcross-cells-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut log = CellLog::open(&dir).unwrap();
+        log.append(record(1.0)).unwrap();
+        log.append(record(2.0)).unwrap();
+        // a write cut short by kill -9
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.join("cells.jsonl")).unwrap();
+        f.write_all(b"{\"id\": \"target=t;sou").unwrap();
+        drop(f);
+        assert!(read_cells(&dir.join("cells.jsonl"), false).is_err());
+        let mut log = CellLog::open(&dir).unwrap();
+        assert_eq!(log.cells().len(), 2);
+        log.append(record(3.0)).unwrap();
+        let back = read_cells(&dir.join("cells.jsonl"), false).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[&record(3.0).id], record(3.0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn merge_accepts_equal_duplicates_and_refuses_conflicts() {
+        let base = std::env::temp_dir().join(format!("lcross-merge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (a, b) = (base.join("a"), base.join("b"));
+        CellLog::open(&a).unwrap().append(record(1.0)).unwrap();
+        let mut lb = CellLog::open(&b).unwrap();
+        lb.append(CellRecord { eval_s: 9.0, ..record(1.0) }).unwrap();
+        lb.append(record(2.0)).unwrap();
+        assert_eq!(merge(&[a.clone(), b.clone()]).unwrap().len(), 2);
+        CellLog::open(&a).unwrap().append(CellRecord { mean: Some(0.9), ..record(2.0) }).unwrap();
+        assert!(merge(&[a, b]).unwrap_err().to_string().contains("differs between shards"));
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}

@@ -1,0 +1,322 @@
+//! The experiment file: a TOML description of the grid `lcross reproduce` runs.
+//!
+//! ```toml
+//! name = "paper-local"
+//! targets = ["qwen2.5-coder-0.5b-instruct"]
+//! sources = ["smollm2-135m-instruct", "gemma3-270m"]
+//! concepts = ["refusal", "sycophancy"]          # CAA behaviours
+//! conditions = ["none", "self", "lcross", "lcross-unrelated", "random-t", "identity"]
+//! estimators = ["ols"]                          # maps of the `lcross` condition
+//! betas = [4.0]
+//! evaluations = ["ab"]
+//! seed = 0
+//!
+//! [layers]                                      # resid_post layer per model
+//! "qwen2.5-coder-0.5b-instruct" = 14
+//!
+//! [sizes]
+//! extract_pairs = 128                           # pairs per vector and per map corpus
+//! test_questions = 50                           # A/B questions per concept
+//! heldout_pairs = 128                           # pairs of the held-out map (lcross-heldout)
+//!
+//! [profiles.tiny]                               # `--profile tiny` overrides any of the above
+//! targets = ["qwen2.5-coder-0.5b-instruct"]
+//! sizes = { extract_pairs = 8, test_questions = 4 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EvalError, Result};
+
+/// The CAA behaviours the grid knows.
+pub const CAA_BEHAVIOURS: &[&str] = &["coordinate-other-ais", "corrigible-neutral-HHH", "hallucination", "myopic-reward", "survival-instinct", "sycophancy", "refusal"];
+
+/// A way to steer the target in a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConditionKind {
+    /// Unsteered.
+    None,
+    /// The target's own vector (self modulation).
+    #[serde(rename = "self")]
+    SelfModulation,
+    /// The source's vector through a map fitted on the concept's own pairs (the paper's
+    /// concept-specific T; interpolates those pairs when they are fewer than d_s).
+    Lcross,
+    /// Through a map fitted on another concept's pairs (the paper's Table 3).
+    LcrossUnrelated,
+    /// Through a map fitted on pairs of the concept held out from the vector's pairs.
+    LcrossHeldout,
+    /// Through one map fitted on the pairs of every concept of the grid (n > d_s).
+    LcrossPooled,
+    /// Through a random map of the same shape and scale (Table 2).
+    #[serde(rename = "random-t")]
+    RandomT,
+    /// The source's vector without a map (Table 2; same hidden size only).
+    Identity,
+}
+
+impl ConditionKind {
+    /// Every condition.
+    pub const ALL: [ConditionKind; 8] = [Self::None, Self::SelfModulation, Self::Lcross, Self::LcrossUnrelated, Self::LcrossHeldout, Self::LcrossPooled, Self::RandomT, Self::Identity];
+
+    /// The name in configs and cells.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::SelfModulation => "self",
+            Self::Lcross => "lcross",
+            Self::LcrossUnrelated => "lcross-unrelated",
+            Self::LcrossHeldout => "lcross-heldout",
+            Self::LcrossPooled => "lcross-pooled",
+            Self::RandomT => "random-t",
+            Self::Identity => "identity",
+        }
+    }
+
+    /// Whether the condition uses a source model.
+    pub fn needs_source(self) -> bool {
+        !matches!(self, Self::None | Self::SelfModulation)
+    }
+}
+
+/// Sizes of the grid's samples.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sizes {
+    pub extract_pairs: usize,
+    pub test_questions: usize,
+    #[serde(default)]
+    pub heldout_pairs: usize,
+}
+
+/// Overrides of a size.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizesOverride {
+    pub extract_pairs: Option<usize>,
+    pub test_questions: Option<usize>,
+    pub heldout_pairs: Option<usize>,
+}
+
+/// What a profile changes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub targets: Option<Vec<String>>,
+    pub sources: Option<Vec<String>>,
+    pub concepts: Option<Vec<String>>,
+    pub conditions: Option<Vec<ConditionKind>>,
+    pub estimators: Option<Vec<String>>,
+    pub betas: Option<Vec<f64>>,
+    pub evaluations: Option<Vec<String>>,
+    pub sizes: Option<SizesOverride>,
+}
+
+/// The experiment file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub targets: Vec<String>,
+    pub sources: Vec<String>,
+    pub concepts: Vec<String>,
+    #[serde(default = "default_conditions")]
+    pub conditions: Vec<ConditionKind>,
+    #[serde(default = "default_estimators")]
+    pub estimators: Vec<String>,
+    pub betas: Vec<f64>,
+    #[serde(default = "default_evaluations")]
+    pub evaluations: Vec<String>,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub layers: BTreeMap<String, usize>,
+    pub sizes: Sizes,
+    /// Data directory (default: `../shared/data` or `$LCROSS_DATA`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+fn default_conditions() -> Vec<ConditionKind> {
+    ConditionKind::ALL.to_vec()
+}
+
+fn default_estimators() -> Vec<String> {
+    vec!["ols".into()]
+}
+
+fn default_evaluations() -> Vec<String> {
+    vec!["ab".into()]
+}
+
+/// Evaluations the grid can run now.
+pub const EVALUATIONS: &[&str] = &["ab"];
+/// Map estimators of the `lcross` condition.
+pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes"];
+
+/// An experiment with its profile applied and checked.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Experiment {
+    pub name: String,
+    pub profile: Option<String>,
+    pub targets: Vec<String>,
+    pub sources: Vec<String>,
+    pub concepts: Vec<String>,
+    pub conditions: Vec<ConditionKind>,
+    pub estimators: Vec<String>,
+    pub betas: Vec<f64>,
+    pub evaluations: Vec<String>,
+    pub seed: u64,
+    pub layers: BTreeMap<String, usize>,
+    pub sizes: Sizes,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ExperimentFile {
+    /// Parse TOML text; errors name `origin` and TOML's line and column.
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| EvalError::Invalid(format!("{origin}: {e}")))
+    }
+
+    /// Read an experiment file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| EvalError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Apply `profile` (if any) and check the result.
+    pub fn resolve(&self, profile: Option<&str>) -> Result<Experiment> {
+        let p = match profile {
+            None => Profile::default(),
+            Some(name) => self.profiles.get(name).cloned().ok_or_else(|| {
+                let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
+                EvalError::Invalid(format!("experiment `{}` has no profile `{name}` (it has: {})", self.name, if known.is_empty() { "none".into() } else { known.join(", ") }))
+            })?,
+        };
+        let s = p.sizes.clone().unwrap_or_default();
+        let e = Experiment {
+            name: self.name.clone(),
+            profile: profile.map(String::from),
+            targets: p.targets.unwrap_or_else(|| self.targets.clone()),
+            sources: p.sources.unwrap_or_else(|| self.sources.clone()),
+            concepts: p.concepts.unwrap_or_else(|| self.concepts.clone()),
+            conditions: p.conditions.unwrap_or_else(|| self.conditions.clone()),
+            estimators: p.estimators.unwrap_or_else(|| self.estimators.clone()),
+            betas: p.betas.unwrap_or_else(|| self.betas.clone()),
+            evaluations: p.evaluations.unwrap_or_else(|| self.evaluations.clone()),
+            seed: self.seed,
+            layers: self.layers.clone(),
+            sizes: Sizes {
+                extract_pairs: s.extract_pairs.unwrap_or(self.sizes.extract_pairs),
+                test_questions: s.test_questions.unwrap_or(self.sizes.test_questions),
+                heldout_pairs: s.heldout_pairs.unwrap_or(self.sizes.heldout_pairs),
+            },
+            data_dir: self.data_dir.clone(),
+        };
+        e.check()?;
+        Ok(e)
+    }
+}
+
+impl Experiment {
+    fn check(&self) -> Result<()> {
+        let bad = |m: String| Err(EvalError::Invalid(format!("experiment `{}`: {m}", self.name)));
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return bad("`name` must be letters, digits, `-`, `_` or `.` (it names the results directory)".into());
+        }
+        for (field, list) in [("targets", &self.targets), ("concepts", &self.concepts), ("estimators", &self.estimators), ("evaluations", &self.evaluations)] {
+            if list.is_empty() {
+                return bad(format!("`{field}` is empty"));
+            }
+        }
+        if self.conditions.is_empty() {
+            return bad("`conditions` is empty".into());
+        }
+        if self.conditions.iter().any(|c| c.needs_source()) && self.sources.is_empty() {
+            return bad("transfer conditions need at least one model in `sources`".into());
+        }
+        if let Some(c) = self.concepts.iter().find(|c| !CAA_BEHAVIOURS.contains(&c.as_str())) {
+            return bad(format!("unknown concept `{c}` (known: {})", CAA_BEHAVIOURS.join(", ")));
+        }
+        if let Some(e) = self.estimators.iter().find(|e| !ESTIMATORS.contains(&e.as_str())) {
+            return bad(format!("unknown estimator `{e}` (known: {})", ESTIMATORS.join(", ")));
+        }
+        if let Some(e) = self.evaluations.iter().find(|e| !EVALUATIONS.contains(&e.as_str())) {
+            return bad(format!("evaluation `{e}` is not in the grid yet (available: {})", EVALUATIONS.join(", ")));
+        }
+        if self.betas.is_empty() || self.betas.iter().any(|b| !b.is_finite()) {
+            return bad("`betas` must hold finite numbers".into());
+        }
+        if self.sizes.extract_pairs == 0 || self.sizes.test_questions == 0 {
+            return bad("`sizes.extract_pairs` and `sizes.test_questions` must be at least 1".into());
+        }
+        if self.conditions.contains(&ConditionKind::LcrossHeldout) && self.sizes.heldout_pairs == 0 {
+            return bad("`lcross-heldout` needs `sizes.heldout_pairs` > 0".into());
+        }
+        if self.conditions.contains(&ConditionKind::LcrossUnrelated) && self.concepts.len() < 2 {
+            return bad("`lcross-unrelated` needs at least two concepts (the map of one is fitted on the next)".into());
+        }
+        Ok(())
+    }
+
+    /// Directory name of the run: the name, plus the profile.
+    pub fn run_name(&self) -> String {
+        match &self.profile {
+            Some(p) => format!("{}-{p}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"
+name = "t"
+targets = ["a"]
+sources = ["b"]
+concepts = ["refusal", "sycophancy"]
+betas = [4.0]
+[sizes]
+extract_pairs = 16
+test_questions = 10
+heldout_pairs = 8
+[profiles.tiny]
+concepts = ["refusal", "survival-instinct"]
+sizes = { test_questions = 2 }
+"#;
+
+    #[test]
+    fn profiles_override_and_defaults_fill_in() {
+        let f = ExperimentFile::parse(TEXT, "t.toml").unwrap();
+        let full = f.resolve(None).unwrap();
+        assert_eq!(full.conditions, ConditionKind::ALL.to_vec());
+        assert_eq!(full.estimators, ["ols"]);
+        let tiny = f.resolve(Some("tiny")).unwrap();
+        assert_eq!(tiny.concepts, ["refusal", "survival-instinct"]);
+        assert_eq!(tiny.sizes, Sizes { extract_pairs: 16, test_questions: 2, heldout_pairs: 8 });
+        assert_eq!(tiny.run_name(), "t-tiny");
+        assert!(f.resolve(Some("huge")).unwrap_err().to_string().contains("no profile `huge` (it has: tiny)"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = ExperimentFile::parse(&TEXT.replace("betas", "bettas"), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("t.toml") && e.contains("bettas"), "{e}");
+        let e = ExperimentFile::parse(&TEXT.replace("\"sycophancy\"", "\"kindness\""), "t.toml").unwrap().resolve(None).unwrap_err().to_string();
+        assert!(e.contains("unknown concept `kindness`"), "{e}");
+        let e = ExperimentFile::parse(&TEXT.replace("name = \"t\"", "name = \"t\"\nconditions = [\"lcross\", \"magic\"]"), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("magic"), "{e}");
+        let e = ExperimentFile::parse(&TEXT.replace("[4.0]", "[]"), "t.toml").unwrap().resolve(None).unwrap_err().to_string();
+        assert!(e.contains("betas"), "{e}");
+    }
+}

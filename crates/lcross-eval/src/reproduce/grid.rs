@@ -1,0 +1,200 @@
+//! The grid: every cell of an experiment in a fixed order, the groups of cells that
+//! share their expensive inputs (vectors, maps), and the deterministic split of groups
+//! over shards.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::config::{ConditionKind, Experiment};
+use crate::error::{EvalError, Result};
+
+/// What identifies a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellKey {
+    pub target: String,
+    /// The model the vector comes from (transfer conditions only).
+    pub source: Option<String>,
+    pub concept: String,
+    pub condition: ConditionKind,
+    /// Map estimator (the `lcross` condition; the other maps are OLS, random-t random).
+    pub estimator: Option<String>,
+    pub beta: f64,
+    pub metric: String,
+}
+
+impl CellKey {
+    /// A stable text form, unique per cell.
+    pub fn id(&self) -> String {
+        format!(
+            "target={};source={};concept={};condition={};estimator={};beta={:?};metric={}",
+            self.target,
+            self.source.as_deref().unwrap_or("-"),
+            self.concept,
+            self.condition.name(),
+            self.estimator.as_deref().unwrap_or("-"),
+            self.beta,
+            self.metric
+        )
+    }
+
+    /// The group this cell belongs to: cells of one group share their vectors and maps
+    /// and always run on the same shard.
+    pub fn group(&self) -> Group {
+        Group { target: self.target.clone(), source: self.source.clone(), concept: self.concept.clone() }
+    }
+}
+
+/// Cells that share their inputs: (target, concept) for `none` / `self`, (target,
+/// source, concept) for transfers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Group {
+    pub target: String,
+    pub source: Option<String>,
+    pub concept: String,
+}
+
+impl Group {
+    /// Stable text form.
+    pub fn id(&self) -> String {
+        format!("{}|{}|{}", self.target, self.source.as_deref().unwrap_or("-"), self.concept)
+    }
+
+    /// The shard (0-based, of `n`) this group runs on: a hash of its id, so the
+    /// assignment depends on nothing but the group.
+    pub fn shard(&self, n: usize) -> usize {
+        let h = Sha256::digest(self.id().as_bytes());
+        (u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % n.max(1) as u64) as usize
+    }
+}
+
+/// `--shard i/n`: the 0-based shard `i` of `n` (a Slurm job array `--array=0-3` passes
+/// `$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parse `i/n` with 0 <= i < n.
+    pub fn parse(s: &str) -> Result<Self> {
+        let err = || EvalError::Invalid(format!("--shard {s}: expected i/n with 0 <= i < n, e.g. 0/4 (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"));
+        let (i, n) = s.split_once('/').ok_or_else(err)?;
+        let (index, count) = (i.trim().parse::<usize>().map_err(|_| err())?, n.trim().parse::<usize>().map_err(|_| err())?);
+        if count == 0 || index >= count {
+            return Err(err());
+        }
+        Ok(Self { index, count })
+    }
+
+    /// The whole grid.
+    pub fn all() -> Self {
+        Self { index: 0, count: 1 }
+    }
+
+    /// Whether `group` runs here.
+    pub fn owns(&self, group: &Group) -> bool {
+        group.shard(self.count) == self.index
+    }
+}
+
+/// Every cell of the experiment, in a fixed order: per target and concept, `none` and
+/// `self`, then each source's transfer conditions; betas innermost.
+pub fn plan(e: &Experiment) -> Vec<CellKey> {
+    let mut cells = Vec::new();
+    for metric in &e.evaluations {
+        for target in &e.targets {
+            for concept in &e.concepts {
+                let cell = |source: Option<&String>, condition, estimator: Option<&str>, beta| CellKey {
+                    target: target.clone(),
+                    source: source.cloned(),
+                    concept: concept.clone(),
+                    condition,
+                    estimator: estimator.map(String::from),
+                    beta,
+                    metric: metric.clone(),
+                };
+                if e.conditions.contains(&ConditionKind::None) {
+                    cells.push(cell(None, ConditionKind::None, None, 0.0));
+                }
+                if e.conditions.contains(&ConditionKind::SelfModulation) {
+                    cells.extend(e.betas.iter().map(|&b| cell(None, ConditionKind::SelfModulation, None, b)));
+                }
+                for source in e.sources.iter().filter(|s| *s != target) {
+                    for &c in e.conditions.iter().filter(|c| c.needs_source()) {
+                        let estimators: Vec<Option<&str>> = if c == ConditionKind::Lcross { e.estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
+                        for est in estimators {
+                            cells.extend(e.betas.iter().map(|&b| cell(Some(source), c, est, b)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    cells
+}
+
+/// The groups of `cells` in first-appearance order.
+pub fn groups(cells: &[CellKey]) -> Vec<(Group, Vec<CellKey>)> {
+    let mut out: Vec<(Group, Vec<CellKey>)> = Vec::new();
+    for c in cells {
+        let g = c.group();
+        match out.iter_mut().find(|(x, _)| *x == g) {
+            Some((_, v)) => v.push(c.clone()),
+            None => out.push((g, vec![c.clone()])),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::ExperimentFile;
+    use super::*;
+
+    fn experiment() -> Experiment {
+        ExperimentFile::parse(
+            r#"name = "t"
+targets = ["a", "b"]
+sources = ["a", "b", "c"]
+concepts = ["refusal", "sycophancy"]
+estimators = ["ols", "ridge"]
+betas = [-2.0, 2.0]
+sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
+            "t",
+        )
+        .unwrap()
+        .resolve(None)
+        .unwrap()
+    }
+
+    #[test]
+    fn plan_counts_and_unique_ids() {
+        let cells = plan(&experiment());
+        // per (target, concept): none 1 + self 2 + 2 sources x (lcross 2 estimators + 5 other) x 2 betas = 31
+        assert_eq!(cells.len(), 2 * 2 * 31);
+        let ids: std::collections::BTreeSet<String> = cells.iter().map(CellKey::id).collect();
+        assert_eq!(ids.len(), cells.len());
+        assert!(cells.iter().all(|c| c.source.as_deref() != Some(c.target.as_str())), "a model is never its own source");
+        assert_eq!(groups(&cells).len(), 2 * 2 * 3);
+    }
+
+    #[test]
+    fn shards_partition_the_groups_deterministically() {
+        let cells = plan(&experiment());
+        let gs = groups(&cells);
+        for n in 1..5 {
+            let mut seen = 0;
+            for i in 0..n {
+                let s = Shard { index: i, count: n };
+                seen += gs.iter().filter(|(g, _)| s.owns(g)).count();
+            }
+            assert_eq!(seen, gs.len(), "every group on exactly one of {n} shards");
+        }
+        assert_eq!(gs[3].0.shard(7), gs[3].0.clone().shard(7));
+        assert_eq!(Shard::parse("2/4").unwrap(), Shard { index: 2, count: 4 });
+        for bad in ["4/4", "1", "a/b", "0/0", "-1/3"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

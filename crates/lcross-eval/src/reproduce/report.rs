@@ -1,0 +1,218 @@
+//! The report of a run: Markdown tables in the paper's layout, the counts of its
+//! findings with a paired significance test per cell, and a CSV of every cell.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::cells::CellRecord;
+use super::config::{ConditionKind, Experiment};
+use crate::stats::paired_bootstrap;
+
+/// Resamples of the paired bootstrap.
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+/// One-sided level for "beats no modulation".
+pub const ALPHA: f64 = 0.05;
+
+/// A cell compared with the unsteered cell of its target, concept and metric.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub difference: f64,
+    pub p_value: f64,
+}
+
+impl Comparison {
+    /// Significantly above no modulation.
+    pub fn wins(&self) -> bool {
+        self.difference > 0.0 && self.p_value < ALPHA
+    }
+}
+
+fn none_cell<'a>(cells: &'a BTreeMap<String, CellRecord>, c: &CellRecord) -> Option<&'a CellRecord> {
+    cells.values().find(|x| x.key.condition == ConditionKind::None && x.key.target == c.key.target && x.key.concept == c.key.concept && x.key.metric == c.key.metric)
+}
+
+/// `c` against no modulation (paired over the test items).
+pub fn compare_to_none(cells: &BTreeMap<String, CellRecord>, c: &CellRecord) -> Option<Comparison> {
+    let none = none_cell(cells, c)?;
+    let (difference, p_value) = paired_bootstrap(&c.per_item, &none.per_item, BOOTSTRAP_RESAMPLES, 0)?;
+    Some(Comparison { difference, p_value })
+}
+
+fn find<'a>(cells: &'a BTreeMap<String, CellRecord>, target: &str, source: Option<&str>, concept: &str, cond: ConditionKind, estimator: Option<&str>, beta: f64) -> Option<&'a CellRecord> {
+    cells.values().find(|x| {
+        x.key.target == target
+            && x.key.source.as_deref() == source
+            && x.key.concept == concept
+            && x.key.condition == cond
+            && (estimator.is_none() || x.key.estimator.as_deref() == estimator)
+            && (cond == ConditionKind::None || x.key.beta == beta)
+    })
+}
+
+/// `0.712*` (significantly above none), `0.512`, `skipped`, or `·` (not run).
+fn value(cells: &BTreeMap<String, CellRecord>, c: Option<&CellRecord>) -> String {
+    match c {
+        None => "·".into(),
+        Some(c) if c.mean.is_none() => "n/a".into(),
+        Some(c) => {
+            let star = if c.key.condition != ConditionKind::None && compare_to_none(cells, c).is_some_and(|x| x.wins()) { "*" } else { "" };
+            format!("{:.3}{star}", c.mean.unwrap_or(f64::NAN))
+        }
+    }
+}
+
+/// A count of a finding: `k/N` cells significantly above no modulation.
+fn count(cells: &BTreeMap<String, CellRecord>, cond: ConditionKind, estimator: Option<&str>) -> (usize, usize) {
+    let mut wins = 0;
+    let mut total = 0;
+    for c in cells.values().filter(|c| c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator)) {
+        if let Some(cmp) = compare_to_none(cells, c) {
+            total += 1;
+            wins += cmp.wins() as usize;
+        }
+    }
+    (wins, total)
+}
+
+/// The Markdown report.
+pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &str) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# {}\n\n{header}\n", e.run_name());
+    let _ = writeln!(
+        md,
+        "Metric `ab`: mean over {} test questions of P(answer matching the behaviour) / (P(A) + P(B)) (CAA's A/B metric). \
+         `*`: above no modulation with one-sided p < {ALPHA} (paired bootstrap over the questions, {BOOTSTRAP_RESAMPLES} resamples). \
+         `·`: not run (yet), `n/a`: skipped (see the cell).\n",
+        e.sizes.test_questions
+    );
+    let sources_for = |t: &str| e.sources.iter().filter(|s| s.as_str() != t).cloned().collect::<Vec<_>>();
+    let first_est = e.estimators.first().map(String::as_str);
+    for &beta in &e.betas {
+        let _ = writeln!(md, "## Table 1: no / self / L-Cross modulation (beta {beta})\n");
+        for t in &e.targets {
+            let srcs = sources_for(t);
+            let _ = writeln!(md, "Target **{t}**\n");
+            let mut head = "| concept | No | Self |".to_string();
+            let mut rule = "|---|---|---|".to_string();
+            for s in &srcs {
+                let _ = write!(head, " L-Cross from {s} |");
+                rule.push_str("---|");
+            }
+            let _ = writeln!(md, "{head}\n{rule}");
+            for c in &e.concepts {
+                let mut row = format!("| {c} | {} | {} |", value(cells, find(cells, t, None, c, ConditionKind::None, None, 0.0)), value(cells, find(cells, t, None, c, ConditionKind::SelfModulation, None, beta)));
+                for s in &srcs {
+                    let _ = write!(row, " {} |", value(cells, find(cells, t, Some(s), c, ConditionKind::Lcross, first_est, beta)));
+                }
+                let _ = writeln!(md, "{row}");
+            }
+            md.push('\n');
+        }
+        let ablations: Vec<(ConditionKind, &str)> = [
+            (ConditionKind::RandomT, "random T (Table 2)"),
+            (ConditionKind::Identity, "no T (Table 2; same hidden size only)"),
+            (ConditionKind::LcrossUnrelated, "concept-unrelated T (Table 3)"),
+            (ConditionKind::LcrossHeldout, "T without the vector's pairs"),
+            (ConditionKind::LcrossPooled, "T on all concepts' pairs (n > d_s)"),
+        ]
+        .into_iter()
+        .filter(|(k, _)| e.conditions.contains(k))
+        .collect();
+        if !ablations.is_empty() {
+            let _ = writeln!(md, "## Ablations and regimes (beta {beta})\n");
+            let mut head = "| target | source | concept | No | L-Cross |".to_string();
+            let mut rule = "|---|---|---|---|---|".to_string();
+            for (_, name) in &ablations {
+                let _ = write!(head, " {name} |");
+                rule.push_str("---|");
+            }
+            let _ = writeln!(md, "{head} interpolates (L-Cross T) | cosine to own (L-Cross) |\n{rule}---|---|");
+            for t in &e.targets {
+                for s in sources_for(t) {
+                    for c in &e.concepts {
+                        let lc = find(cells, t, Some(&s), c, ConditionKind::Lcross, first_est, beta);
+                        let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(cells, find(cells, t, None, c, ConditionKind::None, None, 0.0)), value(cells, lc));
+                        for (k, _) in &ablations {
+                            let _ = write!(row, " {} |", value(cells, find(cells, t, Some(&s), c, *k, None, beta)));
+                        }
+                        let interp = lc.and_then(|x| x.interpolating).map_or("·".into(), |b| if b { "yes".to_string() } else { "no".to_string() });
+                        let cos = lc.and_then(|x| x.cosine_to_native).map_or("·".into(), |x| format!("{x:.3}"));
+                        let _ = writeln!(md, "{row} {interp} | {cos} |");
+                    }
+                }
+            }
+            md.push('\n');
+        }
+    }
+    if e.estimators.len() > 1 {
+        let _ = writeln!(md, "## Map estimators (L-Cross, concept-specific corpus)\n\n| estimator | cells above no modulation | mean cosine to own vector |\n|---|---|---|");
+        for est in &e.estimators {
+            let (w, n) = count(cells, ConditionKind::Lcross, Some(est));
+            let cos: Vec<f64> = cells.values().filter(|c| c.key.condition == ConditionKind::Lcross && c.key.estimator.as_deref() == Some(est)).filter_map(|c| c.cosine_to_native).collect();
+            let mc = if cos.is_empty() { "·".into() } else { format!("{:.3}", crate::stats::mean(&cos)) };
+            let _ = writeln!(md, "| {est} | {w}/{n} | {mc} |");
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(md, "## The paper's counts\n\n| finding | cells significantly above no modulation |\n|---|---|");
+    for (k, what) in [
+        (ConditionKind::SelfModulation, "self modulation works"),
+        (ConditionKind::Lcross, "L-Cross beats no modulation (RQ1)"),
+        (ConditionKind::LcrossUnrelated, "concept-unrelated T still works (RQ3)"),
+        (ConditionKind::RandomT, "random T (ablation: should fail)"),
+        (ConditionKind::Identity, "no T (ablation: should fail)"),
+        (ConditionKind::LcrossHeldout, "L-Cross with T that never saw the vector's pairs"),
+        (ConditionKind::LcrossPooled, "L-Cross with T fitted on n > d_s pairs"),
+    ] {
+        if e.conditions.contains(&k) {
+            let (w, n) = count(cells, k, if k == ConditionKind::Lcross { first_est } else { None });
+            let _ = writeln!(md, "| {what} | {w}/{n} |");
+        }
+    }
+    let prepare: f64 = {
+        // prepare_s is shared by the cells of a group: count it once per group
+        let mut seen = BTreeMap::new();
+        for c in cells.values() {
+            seen.entry(c.key.group()).or_insert(c.prepare_s);
+        }
+        seen.values().sum()
+    };
+    let eval: f64 = cells.values().map(|c| c.eval_s).sum();
+    let _ = writeln!(md, "\n## Time\n\n{} cells; preparing vectors and maps {prepare:.1} s, evaluations {eval:.1} s (cached work counts as ~0).", cells.len());
+    md
+}
+
+/// Every cell as CSV (per-item values left out).
+pub fn csv(cells: &BTreeMap<String, CellRecord>) -> String {
+    let mut out = String::from("target,source,concept,condition,estimator,beta,metric,mean,stderr,n,p_vs_none,cosine_to_native,train_r2,heldout_r2,interpolating,map_saw_vector_pairs,map_n,skipped,prepare_s,eval_s\n");
+    let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
+    for c in cells.values() {
+        let k = &c.key;
+        let p = compare_to_none(cells, c).filter(|_| k.condition != ConditionKind::None).map(|x| x.p_value);
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}",
+            k.target,
+            k.source.as_deref().unwrap_or(""),
+            k.concept,
+            k.condition.name(),
+            k.estimator.as_deref().unwrap_or(""),
+            k.beta,
+            k.metric,
+            opt(c.mean),
+            opt(c.stderr),
+            c.n,
+            opt(p),
+            opt(c.cosine_to_native),
+            opt(c.train_r2),
+            opt(c.heldout_r2),
+            c.interpolating.map_or(String::new(), |b| b.to_string()),
+            c.map_saw_vector_pairs.map_or(String::new(), |b| b.to_string()),
+            c.map_n.map_or(String::new(), |n| n.to_string()),
+            c.skipped.as_deref().unwrap_or("").replace(',', ";"),
+            c.prepare_s,
+            c.eval_s
+        );
+    }
+    out
+}
