@@ -73,6 +73,8 @@ enum Command {
     Tsne(cmd::tsne::TsneArgs),
     /// Serve the model behind an OpenAI-compatible API, steered per request.
     Serve(cmd::serve::ServeArgs),
+    /// Run an experiment grid from a TOML file (the paper's study): resumable, shardable, with a report.
+    Reproduce(cmd::reproduce::ReproduceArgs),
     /// Resumable experiment grids (self modulation, layer sweeps).
     #[command(subcommand)]
     Experiment(cmd::experiment::ExperimentCommand),
@@ -108,6 +110,7 @@ fn main() {
         Command::CompareMaps(a) => cmd::maps::compare_cmd(&ctx, a),
         Command::Tsne(a) => cmd::tsne::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
+        Command::Reproduce(a) => cmd::reproduce::run(&ctx, a),
         Command::Experiment(c) => cmd::experiment::run(&ctx, c),
     };
     if let Err(e) = result {

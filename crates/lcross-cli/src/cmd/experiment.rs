@@ -293,7 +293,7 @@ fn run_cells(ctx: &Context, grid: &GridArgs, plan: &[(String, String, usize, Vec
     Ok(cells)
 }
 
-fn default_layer(ctx: &Context, spec: &str, overrides: &[String]) -> Result<usize> {
+pub(crate) fn default_layer(ctx: &Context, spec: &str, overrides: &[String]) -> Result<usize> {
     for o in overrides {
         if let Some((m, l)) = o.split_once('=') {
             if m == spec {
@@ -537,7 +537,7 @@ fn same_vector(a: &[f32], b: &[f32]) -> bool {
 /// One OLS map fitted on the first `limit` pairs of every behaviour's corpus together (the
 /// non-interpolating regime once 2 x limit x behaviours > d_s). States come from the
 /// activation cache, so behaviours already extracted cost nothing.
-fn pooled_map(src: &lcross_model::Model, tgt: &lcross_model::Model, layers: (usize, usize), behaviours: &[String], data_dir: &Path, limit: usize) -> Result<lcross_core::maps::LinearMap> {
+pub(crate) fn pooled_map(src: &lcross_model::Model, tgt: &lcross_model::Model, layers: (usize, usize), behaviours: &[String], data_dir: &Path, limit: usize) -> Result<lcross_core::maps::LinearMap> {
     use crate::cmd::maps::{fit_states, Corpus};
     use sha2::{Digest, Sha256};
     let (mut xs, mut ys) = (Vec::new(), Vec::new());

@@ -199,8 +199,27 @@ pub fn align_cmd(ctx: &Context, a: AlignArgs) -> Result<()> {
     })
 }
 
-/// Transfer `sv` through `map` (refusing a vector of another model unless `force`).
+/// Transfer `sv` through `map` read from `map_path` (refusing a vector of another model
+/// unless `force`); the provenance records the file and its sha256.
 pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_path: &Path, force: bool) -> Result<SteeringVector> {
+    let map_bytes = std::fs::read(map_path).with_context(|| format!("reading {}", map_path.display()))?;
+    transfer_vector_described(sv, map, &map_path.display().to_string(), &hex::encode(Sha256::digest(&map_bytes)), force)
+}
+
+/// sha256 of a map's metadata and values, for maps that were never written to a file.
+pub fn map_fingerprint(map: &LinearMap) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&map.metadata).unwrap_or_default());
+    for j in 0..map.t.ncols() {
+        for i in 0..map.t.nrows() {
+            h.update(map.t[(i, j)].to_le_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// Transfer `sv` through `map`, recording `map_label` and `map_sha256` as its origin.
+pub fn transfer_vector_described(sv: &SteeringVector, map: &LinearMap, map_label: &str, map_sha256: &str, force: bool) -> Result<SteeringVector> {
     let m = &map.metadata;
     if sv.metadata.hidden_size != m.diagnostics.source_dim {
         bail!("vector has hidden size {}, the map's source ({}) has {}", sv.metadata.hidden_size, m.source_model_id, m.diagnostics.source_dim);
@@ -210,7 +229,6 @@ pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_path: &Path, fo
     }
     let v = sv.layers.get(&m.source_layer).with_context(|| format!("vector has no layer {} (the map's source layer); it has {:?}", m.source_layer, sv.metadata.layers))?;
     let moved = apply(&map.t, v)?;
-    let map_bytes = std::fs::read(map_path).with_context(|| format!("reading {}", map_path.display()))?;
     let metadata = VectorMetadata {
         lcross_version: lcross_core::VERSION.into(),
         model_id: m.target_model_id.clone(),
@@ -229,7 +247,7 @@ pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_path: &Path, fo
         calibration: None,
         provenance: Some(serde_json::json!({
             "source_vector": sv.metadata,
-            "map": { "path": map_path.display().to_string(), "sha256": hex::encode(Sha256::digest(&map_bytes)), "metadata": m },
+            "map": { "path": map_label, "sha256": map_sha256, "metadata": m },
         })),
     };
     Ok(SteeringVector { metadata, layers: [(m.target_layer, moved)].into_iter().collect() })

@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod experiment;
 pub mod maps;
 pub mod models;
+pub mod reproduce;
 pub mod run;
 pub mod serve;
 pub mod tsne;

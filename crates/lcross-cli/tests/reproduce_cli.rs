@@ -1,0 +1,113 @@
+//! `lcross reproduce` on the tiny profile of the shipped experiment, end to end: a full
+//! run, the same grid in two shards merged, and a run killed with SIGKILL then resumed;
+//! every cell equal across them (timings aside).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn config() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/paper-local.toml").display().to_string()
+}
+
+/// Cells of a run directory by id, without the timing fields.
+fn cells(dir: &Path) -> BTreeMap<String, Value> {
+    std::fs::read_to_string(dir.join("cells.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().retain(|k, _| !k.ends_with("_s"));
+            (v["id"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
+/// Same cells with the same values, or a short message naming the first difference.
+fn assert_same(a: &BTreeMap<String, Value>, b: &BTreeMap<String, Value>, what: &str) {
+    let ka: Vec<&String> = a.keys().collect();
+    let kb: Vec<&String> = b.keys().collect();
+    assert_eq!(ka, kb, "{what}: different cells");
+    for (k, v) in a {
+        assert!(v == &b[k], "{what}: cell {k} differs:\n{v}\n{}", b[k]);
+    }
+}
+
+#[test]
+fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
+    if skip() {
+        return;
+    }
+    let d = tmp("reproduce");
+    let cfg = config();
+    let single = d.join("single");
+    let start = Instant::now();
+    let out = json(&["reproduce", &cfg, "--profile", "tiny", "--out", single.to_str().unwrap(), "--json"]);
+    eprintln!("tiny profile: {:.1} s", start.elapsed().as_secs_f64());
+    assert_eq!(out["cells"], out["grid_cells"]);
+    let full = cells(&single);
+    assert_eq!(full.len(), 16, "tiny grid: 2 concepts x (none, self, 6 transfer conditions)");
+    let report = std::fs::read_to_string(single.join("report.md")).unwrap();
+    for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "random T (Table 2)", "The paper's counts", "Time"] {
+        assert!(report.contains(needle), "report lacks `{needle}`");
+    }
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(single.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["models"].as_object().unwrap().len(), 2);
+    assert!(run["config_text"].as_str().unwrap().contains("[profiles.tiny]"));
+    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 17);
+    // identity needs equal hidden sizes: recorded as skipped, with the reason
+    let identity = full.values().find(|c| c["condition"] == "identity").unwrap();
+    assert!(identity["skipped"].as_str().unwrap().contains("hidden sizes"));
+    // the interpolation regime: the concept-specific map gives back the target's own vector
+    let lc = full.values().find(|c| c["condition"] == "lcross").unwrap();
+    assert_eq!(lc["interpolating"], true);
+    assert!(lc["cosine_to_native"].as_f64().unwrap() > 0.999);
+
+    // Two shards, merged, equal the single run.
+    let (s0, s1) = (d.join("s0"), d.join("s1"));
+    json(&["reproduce", &cfg, "--profile", "tiny", "--shard", "0/2", "--out", s0.to_str().unwrap(), "--json"]);
+    json(&["reproduce", &cfg, "--profile", "tiny", "--shard", "1/2", "--out", s1.to_str().unwrap(), "--json"]);
+    let (a, b) = (cells(&s0), cells(&s1));
+    assert!(!a.is_empty() && !b.is_empty(), "both shards hold cells ({} and {})", a.len(), b.len());
+    assert!(a.keys().all(|k| !b.contains_key(k)), "a cell ran on two shards");
+    let merged = d.join("merged");
+    json(&["reproduce", "--merge", s0.to_str().unwrap(), s1.to_str().unwrap(), "--out", merged.to_str().unwrap(), "--json"]);
+    assert_same(&cells(&merged), &full, "merged shards vs single run");
+    assert!(std::fs::read_to_string(merged.join("report.md")).unwrap().contains("Table 1"));
+
+    // A run killed mid-way (and a write torn by the kill) resumes to the same cells.
+    let resumed = d.join("resumed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lcross"))
+        .args(["reproduce", &cfg, "--profile", "tiny", "--out", resumed.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(resumed.join("cells.jsonl")).is_ok_and(|t| t.lines().count() >= 1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).open(resumed.join("cells.jsonl")).unwrap().write_all(b"{\"id\": \"target=qwen").unwrap();
+    json(&["reproduce", &cfg, "--profile", "tiny", "--out", resumed.to_str().unwrap(), "--json"]);
+    assert_same(&cells(&resumed), &full, "killed and resumed vs single run");
+
+    // Another profile cannot write into this run's directory; bad shards are refused.
+    let err = fails(&["reproduce", &cfg, "--profile", "quick", "--out", single.to_str().unwrap()]);
+    assert!(err.contains("another experiment"), "{err}");
+    let err = fails(&["reproduce", &cfg, "--profile", "tiny", "--shard", "2/2", "--out", d.join("x").to_str().unwrap()]);
+    assert!(err.contains("--shard 2/2"), "{err}");
+    let err = fails(&["reproduce", &cfg, "--profile", "nope"]);
+    assert!(err.contains("no profile `nope`"), "{err}");
+}
