@@ -69,15 +69,23 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     assert_eq!(lc["interpolating"], true);
     assert!(lc["cosine_to_native"].as_f64().unwrap() > 0.999);
 
-    // Two shards, merged, equal the single run.
-    let (s0, s1) = (d.join("s0"), d.join("s1"));
-    json(&["reproduce", &cfg, "--profile", "tiny", "--shard", "0/2", "--out", s0.to_str().unwrap(), "--json"]);
-    json(&["reproduce", &cfg, "--profile", "tiny", "--shard", "1/2", "--out", s1.to_str().unwrap(), "--json"]);
-    let (a, b) = (cells(&s0), cells(&s1));
-    assert!(!a.is_empty() && !b.is_empty(), "both shards hold cells ({} and {})", a.len(), b.len());
-    assert!(a.keys().all(|k| !b.contains_key(k)), "a cell ran on two shards");
+    // Four shards (the 4 groups spread over them by hash), merged, equal the single run.
+    let shards: Vec<std::path::PathBuf> = (0..4).map(|i| d.join(format!("s{i}"))).collect();
+    let mut seen = 0;
+    let mut nonempty = 0;
+    for (i, s) in shards.iter().enumerate() {
+        json(&["reproduce", &cfg, "--profile", "tiny", "--shard", &format!("{i}/4"), "--out", s.to_str().unwrap(), "--json"]);
+        let c = cells(s);
+        seen += c.len();
+        nonempty += !c.is_empty() as usize;
+    }
+    assert_eq!(seen, full.len(), "every cell on exactly one shard");
+    assert!(nonempty >= 2, "the groups should spread over the shards");
     let merged = d.join("merged");
-    json(&["reproduce", "--merge", s0.to_str().unwrap(), s1.to_str().unwrap(), "--out", merged.to_str().unwrap(), "--json"]);
+    let mut args: Vec<String> = vec!["reproduce".into(), "--merge".into()];
+    args.extend(shards.iter().map(|s| s.display().to_string()));
+    args.extend(["--out".into(), merged.display().to_string(), "--json".into()]);
+    json(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_same(&cells(&merged), &full, "merged shards vs single run");
     assert!(std::fs::read_to_string(merged.join("report.md")).unwrap().contains("Table 1"));
 

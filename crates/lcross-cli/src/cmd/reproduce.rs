@@ -16,7 +16,7 @@ use lcross_core::maps::LinearMap;
 use lcross_core::steering::{cosine, SteeringVector};
 use lcross_core::store::Store;
 use lcross_eval::reproduce::cells::{merge, CellLog, CellRecord};
-use lcross_eval::reproduce::config::{ConditionKind, Experiment, ExperimentFile};
+use lcross_eval::reproduce::config::{ConditionKind, Experiment, ExperimentFile, VectorKind};
 use lcross_eval::reproduce::grid::{groups, plan, CellKey, Group, Shard};
 use lcross_eval::reproduce::report;
 use lcross_model::{Model, Positions};
@@ -197,7 +197,7 @@ fn merge_cmd(ctx: &Context, dirs: &[PathBuf], out: Option<&Path>) -> Result<()> 
 /// the same checks apply) for merges.
 fn experiment_from_json(v: &serde_json::Value) -> Result<Experiment> {
     let mut fields = serde_json::Map::new();
-    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "evaluations", "seed", "layers", "sizes", "data_dir"] {
+    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "vectors", "evaluations", "seed", "layers", "sizes", "data_dir"] {
         if let Some(x) = v.get(k).filter(|x| !x.is_null()) {
             fields.insert(k.into(), x.clone());
         }
@@ -252,7 +252,7 @@ impl Runner<'_> {
         self.data_dir.join("caa").join(concept).join(name).display().to_string()
     }
 
-    fn extract(&mut self, model_id: &str, concept: &str, layer: usize) -> Result<SteeringVector> {
+    fn extract(&mut self, model_id: &str, concept: &str, layer: usize, kind: VectorKind) -> Result<SteeringVector> {
         let args = ExtractArgs {
             custom: Default::default(),
             model: model_id.into(),
@@ -261,7 +261,7 @@ impl Runner<'_> {
             method: "mean-diff".into(),
             limit: Some(self.e.sizes.extract_pairs),
             normalize: false,
-            balance_letters: false,
+            balance_letters: kind == VectorKind::Balanced,
             data_dir: Some(self.data_dir.clone()),
             no_cache: false,
             no_prefix_sharing: false,
@@ -351,12 +351,12 @@ impl Runner<'_> {
     fn run_group(&mut self, group: &Group, cells: &[&CellKey], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
         let started = Instant::now();
         let lt = self.layer(&group.target)?;
-        let native = self.extract(&group.target.clone(), &group.concept.clone(), lt)?;
+        let native = self.extract(&group.target.clone(), &group.concept.clone(), lt, group.vector)?;
         let items = load_ab(&self.file(&group.concept, "test_dataset_ab.json"), Some(self.e.sizes.test_questions))?;
         let (source_vector, ls) = match &group.source {
             Some(s) => {
                 let ls = self.layer(s)?;
-                (Some(self.extract(&s.clone(), &group.concept.clone(), ls)?), ls)
+                (Some(self.extract(&s.clone(), &group.concept.clone(), ls, group.vector)?), ls)
             }
             None => (None, 0),
         };

@@ -76,6 +76,8 @@ impl CellLog {
         std::fs::create_dir_all(dir).map_err(|e| EvalError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("cells.jsonl");
         let cells = read_cells(&path, true)?;
+        // An empty file marks a shard that owns no cells (merges expect one per directory).
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| EvalError::Invalid(format!("cannot create {}: {e}", path.display())))?;
         Ok(Self { path, cells })
     }
 
@@ -160,7 +162,7 @@ mod tests {
     use super::*;
 
     fn record(beta: f64) -> CellRecord {
-        let key = CellKey { target: "t".into(), source: None, concept: "refusal".into(), condition: ConditionKind::SelfModulation, estimator: None, beta, metric: "ab".into() };
+        let key = CellKey { target: "t".into(), source: None, concept: "refusal".into(), vector: Default::default(), condition: ConditionKind::SelfModulation, estimator: None, beta, metric: "ab".into() };
         CellRecord {
             id: key.id(),
             key,

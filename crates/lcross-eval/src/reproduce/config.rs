@@ -83,6 +83,28 @@ impl ConditionKind {
     }
 }
 
+/// How the CAA vectors of a cell are averaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum VectorKind {
+    /// Mean of all differences (the paper's CAA vectors).
+    #[default]
+    Plain,
+    /// Pairs whose positive answer is A and those whose is B averaged separately, then
+    /// together, so the vector does not also encode "answer A".
+    Balanced,
+}
+
+impl VectorKind {
+    /// The name in configs and cells.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::Balanced => "balanced",
+        }
+    }
+}
+
 /// Sizes of the grid's samples.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +134,7 @@ pub struct Profile {
     pub conditions: Option<Vec<ConditionKind>>,
     pub estimators: Option<Vec<String>>,
     pub betas: Option<Vec<f64>>,
+    pub vectors: Option<Vec<VectorKind>>,
     pub evaluations: Option<Vec<String>>,
     pub sizes: Option<SizesOverride>,
 }
@@ -131,6 +154,9 @@ pub struct ExperimentFile {
     #[serde(default = "default_estimators")]
     pub estimators: Vec<String>,
     pub betas: Vec<f64>,
+    /// Plain and/or letter-balanced CAA vectors (default: plain).
+    #[serde(default = "default_vectors")]
+    pub vectors: Vec<VectorKind>,
     #[serde(default = "default_evaluations")]
     pub evaluations: Vec<String>,
     #[serde(default)]
@@ -153,6 +179,10 @@ fn default_estimators() -> Vec<String> {
     vec!["ols".into()]
 }
 
+fn default_vectors() -> Vec<VectorKind> {
+    vec![VectorKind::Plain]
+}
+
 fn default_evaluations() -> Vec<String> {
     vec!["ab".into()]
 }
@@ -173,6 +203,7 @@ pub struct Experiment {
     pub conditions: Vec<ConditionKind>,
     pub estimators: Vec<String>,
     pub betas: Vec<f64>,
+    pub vectors: Vec<VectorKind>,
     pub evaluations: Vec<String>,
     pub seed: u64,
     pub layers: BTreeMap<String, usize>,
@@ -211,6 +242,7 @@ impl ExperimentFile {
             conditions: p.conditions.unwrap_or_else(|| self.conditions.clone()),
             estimators: p.estimators.unwrap_or_else(|| self.estimators.clone()),
             betas: p.betas.unwrap_or_else(|| self.betas.clone()),
+            vectors: p.vectors.unwrap_or_else(|| self.vectors.clone()),
             evaluations: p.evaluations.unwrap_or_else(|| self.evaluations.clone()),
             seed: self.seed,
             layers: self.layers.clone(),
@@ -236,6 +268,9 @@ impl Experiment {
             if list.is_empty() {
                 return bad(format!("`{field}` is empty"));
             }
+        }
+        if self.vectors.is_empty() {
+            return bad("`vectors` is empty (plain, balanced)".into());
         }
         if self.conditions.is_empty() {
             return bad("`conditions` is empty".into());
@@ -301,6 +336,7 @@ sizes = { test_questions = 2 }
         let full = f.resolve(None).unwrap();
         assert_eq!(full.conditions, ConditionKind::ALL.to_vec());
         assert_eq!(full.estimators, ["ols"]);
+        assert_eq!(full.vectors, [VectorKind::Plain]);
         let tiny = f.resolve(Some("tiny")).unwrap();
         assert_eq!(tiny.concepts, ["refusal", "survival-instinct"]);
         assert_eq!(tiny.sizes, Sizes { extract_pairs: 16, test_questions: 2, heldout_pairs: 8 });

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::config::{ConditionKind, Experiment};
+use super::config::{ConditionKind, Experiment, VectorKind};
 use crate::error::{EvalError, Result};
 
 /// What identifies a cell.
@@ -15,6 +15,9 @@ pub struct CellKey {
     /// The model the vector comes from (transfer conditions only).
     pub source: Option<String>,
     pub concept: String,
+    /// Plain or letter-balanced CAA vectors.
+    #[serde(default)]
+    pub vector: VectorKind,
     pub condition: ConditionKind,
     /// Map estimator (the `lcross` condition; the other maps are OLS, random-t random).
     pub estimator: Option<String>,
@@ -26,10 +29,11 @@ impl CellKey {
     /// A stable text form, unique per cell.
     pub fn id(&self) -> String {
         format!(
-            "target={};source={};concept={};condition={};estimator={};beta={:?};metric={}",
+            "target={};source={};concept={};vector={};condition={};estimator={};beta={:?};metric={}",
             self.target,
             self.source.as_deref().unwrap_or("-"),
             self.concept,
+            self.vector.name(),
             self.condition.name(),
             self.estimator.as_deref().unwrap_or("-"),
             self.beta,
@@ -40,23 +44,24 @@ impl CellKey {
     /// The group this cell belongs to: cells of one group share their vectors and maps
     /// and always run on the same shard.
     pub fn group(&self) -> Group {
-        Group { target: self.target.clone(), source: self.source.clone(), concept: self.concept.clone() }
+        Group { target: self.target.clone(), source: self.source.clone(), concept: self.concept.clone(), vector: self.vector }
     }
 }
 
-/// Cells that share their inputs: (target, concept) for `none` / `self`, (target,
-/// source, concept) for transfers.
+/// Cells that share their inputs: (target, concept, vector kind) for `none` / `self`,
+/// (target, source, concept, vector kind) for transfers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Group {
     pub target: String,
     pub source: Option<String>,
     pub concept: String,
+    pub vector: VectorKind,
 }
 
 impl Group {
     /// Stable text form.
     pub fn id(&self) -> String {
-        format!("{}|{}|{}", self.target, self.source.as_deref().unwrap_or("-"), self.concept)
+        format!("{}|{}|{}|{}", self.target, self.source.as_deref().unwrap_or("-"), self.concept, self.vector.name())
     }
 
     /// The shard (0-based, of `n`) this group runs on: a hash of its id, so the
@@ -98,33 +103,37 @@ impl Shard {
     }
 }
 
-/// Every cell of the experiment, in a fixed order: per target and concept, `none` and
-/// `self`, then each source's transfer conditions; betas innermost.
+/// Every cell of the experiment, in a fixed order: per target, concept and vector kind,
+/// `none` (once, with the first kind) and `self`, then each source's transfer
+/// conditions; betas innermost.
 pub fn plan(e: &Experiment) -> Vec<CellKey> {
     let mut cells = Vec::new();
     for metric in &e.evaluations {
         for target in &e.targets {
             for concept in &e.concepts {
-                let cell = |source: Option<&String>, condition, estimator: Option<&str>, beta| CellKey {
-                    target: target.clone(),
-                    source: source.cloned(),
-                    concept: concept.clone(),
-                    condition,
-                    estimator: estimator.map(String::from),
-                    beta,
-                    metric: metric.clone(),
-                };
-                if e.conditions.contains(&ConditionKind::None) {
-                    cells.push(cell(None, ConditionKind::None, None, 0.0));
-                }
-                if e.conditions.contains(&ConditionKind::SelfModulation) {
-                    cells.extend(e.betas.iter().map(|&b| cell(None, ConditionKind::SelfModulation, None, b)));
-                }
-                for source in e.sources.iter().filter(|s| *s != target) {
-                    for &c in e.conditions.iter().filter(|c| c.needs_source()) {
-                        let estimators: Vec<Option<&str>> = if c == ConditionKind::Lcross { e.estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
-                        for est in estimators {
-                            cells.extend(e.betas.iter().map(|&b| cell(Some(source), c, est, b)));
+                for (k, &vector) in e.vectors.iter().enumerate() {
+                    let cell = |source: Option<&String>, condition, estimator: Option<&str>, beta| CellKey {
+                        target: target.clone(),
+                        source: source.cloned(),
+                        concept: concept.clone(),
+                        vector,
+                        condition,
+                        estimator: estimator.map(String::from),
+                        beta,
+                        metric: metric.clone(),
+                    };
+                    if k == 0 && e.conditions.contains(&ConditionKind::None) {
+                        cells.push(cell(None, ConditionKind::None, None, 0.0));
+                    }
+                    if e.conditions.contains(&ConditionKind::SelfModulation) {
+                        cells.extend(e.betas.iter().map(|&b| cell(None, ConditionKind::SelfModulation, None, b)));
+                    }
+                    for source in e.sources.iter().filter(|s| *s != target) {
+                        for &c in e.conditions.iter().filter(|c| c.needs_source()) {
+                            let estimators: Vec<Option<&str>> = if c == ConditionKind::Lcross { e.estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
+                            for est in estimators {
+                                cells.extend(e.betas.iter().map(|&b| cell(Some(source), c, est, b)));
+                            }
                         }
                     }
                 }
@@ -160,6 +169,7 @@ sources = ["a", "b", "c"]
 concepts = ["refusal", "sycophancy"]
 estimators = ["ols", "ridge"]
 betas = [-2.0, 2.0]
+vectors = ["plain", "balanced"]
 sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
             "t",
         )
@@ -171,12 +181,13 @@ sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
     #[test]
     fn plan_counts_and_unique_ids() {
         let cells = plan(&experiment());
-        // per (target, concept): none 1 + self 2 + 2 sources x (lcross 2 estimators + 5 other) x 2 betas = 31
-        assert_eq!(cells.len(), 2 * 2 * 31);
+        // per (target, concept): none 1, and per vector kind self 2 + 2 sources x (lcross 2
+        // estimators + 5 other) x 2 betas = 30
+        assert_eq!(cells.len(), 2 * 2 * (1 + 2 * 30));
         let ids: std::collections::BTreeSet<String> = cells.iter().map(CellKey::id).collect();
         assert_eq!(ids.len(), cells.len());
         assert!(cells.iter().all(|c| c.source.as_deref() != Some(c.target.as_str())), "a model is never its own source");
-        assert_eq!(groups(&cells).len(), 2 * 2 * 3);
+        assert_eq!(groups(&cells).len(), 2 * 2 * 3 * 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::cells::CellRecord;
-use super::config::{ConditionKind, Experiment};
+use super::config::{ConditionKind, Experiment, VectorKind};
 use crate::stats::paired_bootstrap;
 
 /// Resamples of the paired bootstrap.
@@ -38,9 +38,12 @@ pub fn compare_to_none(cells: &BTreeMap<String, CellRecord>, c: &CellRecord) -> 
     Some(Comparison { difference, p_value })
 }
 
-fn find<'a>(cells: &'a BTreeMap<String, CellRecord>, target: &str, source: Option<&str>, concept: &str, cond: ConditionKind, estimator: Option<&str>, beta: f64) -> Option<&'a CellRecord> {
+/// The cell of these coordinates (the unsteered cell is shared by the vector kinds).
+#[allow(clippy::too_many_arguments)]
+fn find<'a>(cells: &'a BTreeMap<String, CellRecord>, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: f64) -> Option<&'a CellRecord> {
     cells.values().find(|x| {
         x.key.target == target
+            && (cond == ConditionKind::None || x.key.vector == vector)
             && x.key.source.as_deref() == source
             && x.key.concept == concept
             && x.key.condition == cond
@@ -62,10 +65,10 @@ fn value(cells: &BTreeMap<String, CellRecord>, c: Option<&CellRecord>) -> String
 }
 
 /// A count of a finding: `k/N` cells significantly above no modulation.
-fn count(cells: &BTreeMap<String, CellRecord>, cond: ConditionKind, estimator: Option<&str>) -> (usize, usize) {
+fn count(cells: &BTreeMap<String, CellRecord>, cond: ConditionKind, estimator: Option<&str>, vector: Option<VectorKind>) -> (usize, usize) {
     let mut wins = 0;
     let mut total = 0;
-    for c in cells.values().filter(|c| c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator)) {
+    for c in cells.values().filter(|c| c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator) && vector.is_none_or(|v| c.key.vector == v)) {
         if let Some(cmp) = compare_to_none(cells, c) {
             total += 1;
             wins += cmp.wins() as usize;
@@ -87,8 +90,8 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     );
     let sources_for = |t: &str| e.sources.iter().filter(|s| s.as_str() != t).cloned().collect::<Vec<_>>();
     let first_est = e.estimators.first().map(String::as_str);
-    for &beta in &e.betas {
-        let _ = writeln!(md, "## Table 1: no / self / L-Cross modulation (beta {beta})\n");
+    for (&beta, &vk) in e.betas.iter().flat_map(|b| e.vectors.iter().map(move |v| (b, v))) {
+        let _ = writeln!(md, "## Table 1: no / self / L-Cross modulation (beta {beta}, {} CAA vectors)\n", vk.name());
         for t in &e.targets {
             let srcs = sources_for(t);
             let _ = writeln!(md, "Target **{t}**\n");
@@ -100,9 +103,9 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             }
             let _ = writeln!(md, "{head}\n{rule}");
             for c in &e.concepts {
-                let mut row = format!("| {c} | {} | {} |", value(cells, find(cells, t, None, c, ConditionKind::None, None, 0.0)), value(cells, find(cells, t, None, c, ConditionKind::SelfModulation, None, beta)));
+                let mut row = format!("| {c} | {} | {} |", value(cells, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(cells, find(cells, t, None, c, vk, ConditionKind::SelfModulation, None, beta)));
                 for s in &srcs {
-                    let _ = write!(row, " {} |", value(cells, find(cells, t, Some(s), c, ConditionKind::Lcross, first_est, beta)));
+                    let _ = write!(row, " {} |", value(cells, find(cells, t, Some(s), c, vk, ConditionKind::Lcross, first_est, beta)));
                 }
                 let _ = writeln!(md, "{row}");
             }
@@ -119,7 +122,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         .filter(|(k, _)| e.conditions.contains(k))
         .collect();
         if !ablations.is_empty() {
-            let _ = writeln!(md, "## Ablations and regimes (beta {beta})\n");
+            let _ = writeln!(md, "## Ablations and regimes (beta {beta}, {} CAA vectors)\n", vk.name());
             let mut head = "| target | source | concept | No | L-Cross |".to_string();
             let mut rule = "|---|---|---|---|---|".to_string();
             for (_, name) in &ablations {
@@ -130,10 +133,10 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             for t in &e.targets {
                 for s in sources_for(t) {
                     for c in &e.concepts {
-                        let lc = find(cells, t, Some(&s), c, ConditionKind::Lcross, first_est, beta);
-                        let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(cells, find(cells, t, None, c, ConditionKind::None, None, 0.0)), value(cells, lc));
+                        let lc = find(cells, t, Some(&s), c, vk, ConditionKind::Lcross, first_est, beta);
+                        let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(cells, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(cells, lc));
                         for (k, _) in &ablations {
-                            let _ = write!(row, " {} |", value(cells, find(cells, t, Some(&s), c, *k, None, beta)));
+                            let _ = write!(row, " {} |", value(cells, find(cells, t, Some(&s), c, vk, *k, None, beta)));
                         }
                         let interp = lc.and_then(|x| x.interpolating).map_or("·".into(), |b| if b { "yes".to_string() } else { "no".to_string() });
                         let cos = lc.and_then(|x| x.cosine_to_native).map_or("·".into(), |x| format!("{x:.3}"));
@@ -147,14 +150,18 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     if e.estimators.len() > 1 {
         let _ = writeln!(md, "## Map estimators (L-Cross, concept-specific corpus)\n\n| estimator | cells above no modulation | mean cosine to own vector |\n|---|---|---|");
         for est in &e.estimators {
-            let (w, n) = count(cells, ConditionKind::Lcross, Some(est));
+            let (w, n) = count(cells, ConditionKind::Lcross, Some(est), None);
             let cos: Vec<f64> = cells.values().filter(|c| c.key.condition == ConditionKind::Lcross && c.key.estimator.as_deref() == Some(est)).filter_map(|c| c.cosine_to_native).collect();
             let mc = if cos.is_empty() { "·".into() } else { format!("{:.3}", crate::stats::mean(&cos)) };
             let _ = writeln!(md, "| {est} | {w}/{n} | {mc} |");
         }
         md.push('\n');
     }
-    let _ = writeln!(md, "## The paper's counts\n\n| finding | cells significantly above no modulation |\n|---|---|");
+    let _ = write!(md, "## The paper's counts\n\n| finding |");
+    for v in &e.vectors {
+        let _ = write!(md, " {} vectors: cells significantly above no modulation |", v.name());
+    }
+    let _ = writeln!(md, "\n|---|{}", "---|".repeat(e.vectors.len()));
     for (k, what) in [
         (ConditionKind::SelfModulation, "self modulation works"),
         (ConditionKind::Lcross, "L-Cross beats no modulation (RQ1)"),
@@ -165,8 +172,12 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         (ConditionKind::LcrossPooled, "L-Cross with T fitted on n > d_s pairs"),
     ] {
         if e.conditions.contains(&k) {
-            let (w, n) = count(cells, k, if k == ConditionKind::Lcross { first_est } else { None });
-            let _ = writeln!(md, "| {what} | {w}/{n} |");
+            let _ = write!(md, "| {what} |");
+            for &v in &e.vectors {
+                let (w, n) = count(cells, k, if k == ConditionKind::Lcross { first_est } else { None }, Some(v));
+                let _ = write!(md, " {w}/{n} |");
+            }
+            md.push('\n');
         }
     }
     let prepare: f64 = {
@@ -184,17 +195,18 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
 
 /// Every cell as CSV (per-item values left out).
 pub fn csv(cells: &BTreeMap<String, CellRecord>) -> String {
-    let mut out = String::from("target,source,concept,condition,estimator,beta,metric,mean,stderr,n,p_vs_none,cosine_to_native,train_r2,heldout_r2,interpolating,map_saw_vector_pairs,map_n,skipped,prepare_s,eval_s\n");
+    let mut out = String::from("target,source,concept,vector,condition,estimator,beta,metric,mean,stderr,n,p_vs_none,cosine_to_native,train_r2,heldout_r2,interpolating,map_saw_vector_pairs,map_n,skipped,prepare_s,eval_s\n");
     let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
     for c in cells.values() {
         let k = &c.key;
         let p = compare_to_none(cells, c).filter(|_| k.condition != ConditionKind::None).map(|x| x.p_value);
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}",
             k.target,
             k.source.as_deref().unwrap_or(""),
             k.concept,
+            k.vector.name(),
             k.condition.name(),
             k.estimator.as_deref().unwrap_or(""),
             k.beta,
