@@ -23,7 +23,9 @@ pub enum EngineEvent {
     Token { id: u32, logprob: Option<TokenLogprob> },
     /// The row is done.
     Finished(FinishReason),
-    /// The request failed (bad request found late, or a failed step).
+    /// The runtime refused the request when it was submitted (its fault: a 400).
+    Rejected(String),
+    /// The request failed in a step (the server's fault: a 500).
     Failed(String),
 }
 
@@ -207,7 +209,7 @@ fn accept(generator: &mut BatchGenerator<'_>, routes: &mut HashMap<u64, Unbounde
                     routes.insert(id, events);
                 }
                 Err(e) => {
-                    let _ = events.send(EngineEvent::Failed(e.to_string()));
+                    let _ = events.send(EngineEvent::Rejected(e.to_string()));
                 }
             }
             true

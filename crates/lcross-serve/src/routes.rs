@@ -370,6 +370,7 @@ async fn collect(st: &Arc<AppState>, p: &Prepared, mut ticket: Ticket) -> Result
                 transcript.finish();
                 return Ok((transcript, finish_name(r)));
             }
+            Some(EngineEvent::Rejected(why)) => return Err(ApiError::invalid(why)),
             Some(EngineEvent::Failed(why)) => return Err(ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, why)),
             None => return Err(ApiError::server(StatusCode::SERVICE_UNAVAILABLE, "the generation engine stopped")),
         }
@@ -378,7 +379,7 @@ async fn collect(st: &Arc<AppState>, p: &Prepared, mut ticket: Ticket) -> Result
 
 /// Server-sent events of one request; dropping the stream (client gone) cancels it.
 fn stream_response(st: Arc<AppState>, p: Prepared, ticket: Ticket, id: String, kind: Kind) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let state = StreamState { transcript: Transcript::new(st.model.clone(), p.stops.clone()), st, p, ticket: Some(ticket), id, kind, phase: Phase::Start, sent_logprobs: 0, sent_bytes: 0, started: Instant::now() };
+    let state = StreamState { transcript: Transcript::new(st.model.clone(), p.stops.clone()), st, p, ticket: Some(ticket), id, kind, phase: Phase::Start, sent_logprobs: 0, sent_bytes: 0, started: Instant::now(), created: now() };
     let events = stream::unfold(state, |mut s| async move { s.next().await.map(|evs| (evs, s)) }).flat_map(|evs| stream::iter(evs.into_iter().map(Ok::<_, Infallible>)));
     Sse::new(events).keep_alive(KeepAlive::default())
 }
@@ -401,13 +402,15 @@ struct StreamState {
     sent_logprobs: usize,
     sent_bytes: usize,
     started: Instant,
+    /// `created` of every chunk (one value per response, as OpenAI sends).
+    created: u64,
 }
 
 impl StreamState {
     /// One chunk object with `text` (or the role, for the chat's first chunk).
     fn chunk(&mut self, text: Option<&str>, finish: Option<&str>, first: bool) -> Event {
         let with_logprobs = self.p.top_logprobs.is_some() && !first && self.transcript.logprobs.len() > self.sent_logprobs;
-        let created = now();
+        let created = self.created;
         let body = match self.kind {
             Kind::Chat => {
                 let delta = match (first, text) {
@@ -443,7 +446,7 @@ impl StreamState {
         tracing::info!(id = self.id, prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, finish, seconds = self.started.elapsed().as_secs_f64(), steered = !self.p.applied.is_empty(), "stream done");
         if self.p.include_usage {
             let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
-            let body = json!({"id": self.id, "object": object, "created": now(), "model": self.st.model_name, "system_fingerprint": self.st.fingerprint,
+            let body = json!({"id": self.id, "object": object, "created": self.created, "model": self.st.model_name, "system_fingerprint": self.st.fingerprint,
                               "choices": [], "usage": usage, "lcross": LcrossInfo { steering: self.p.applied.clone() }});
             out.push(Event::default().data(body.to_string()));
         }
@@ -475,7 +478,7 @@ impl StreamState {
                         let rest = self.transcript.finish();
                         return Some(self.close(rest, finish_name(r)));
                     }
-                    Some(EngineEvent::Failed(why)) => return Some(self.fail(why)),
+                    Some(EngineEvent::Failed(why)) | Some(EngineEvent::Rejected(why)) => return Some(self.fail(why)),
                     None => return Some(self.fail("the generation engine stopped".into())),
                 }
             },

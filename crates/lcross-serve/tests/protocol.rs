@@ -112,6 +112,7 @@ fn endpoints_answer_in_openai_shapes_and_match_the_runtime() {
     let finish = &events[events.len() - 3]["choices"][0]["finish_reason"];
     assert_eq!(finish, &plain["choices"][0]["finish_reason"]);
     assert!(events.iter().all(|e| e == "[DONE]" || e["object"] == "chat.completion.chunk"));
+    assert!(events.iter().all(|e| e == "[DONE]" || e["created"] == events[0]["created"]), "one `created` per response");
 
     // Log-probabilities: greedy picks the top token; top lists are sorted and sized.
     let (_, lp) = post(&c, &url, &chat(&name, "hello there", json!({"logprobs": true, "top_logprobs": 3})));
