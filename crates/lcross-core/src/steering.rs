@@ -77,6 +77,48 @@ impl VectorMetadata {
     }
 }
 
+impl VectorMetadata {
+    /// Metadata of a vector that was not extracted from pairs (imported, synthetic for
+    /// benchmarks and tests): no pairs, no split cosines, no provenance yet.
+    pub fn made_by_hand(model_id: &str, model_sha256: &str, hidden_size: usize, layers: Vec<usize>, concept: &str, dataset: &str) -> Self {
+        Self {
+            lcross_version: crate::VERSION.into(),
+            model_id: model_id.into(),
+            model_sha256: model_sha256.into(),
+            hidden_size,
+            layers,
+            concept: concept.into(),
+            dataset: dataset.into(),
+            dataset_sha256: String::new(),
+            method: Method::MeanDiff,
+            n_pairs: 0,
+            normalized: false,
+            letter_balance: None,
+            balanced_letters: false,
+            half_split_cosine: Default::default(),
+            provenance: None,
+            calibration: None,
+        }
+    }
+}
+
+/// A seeded pseudo-random direction of length `norm` (xorshift64, independent of any
+/// crate's random streams, so it stays the same across versions).
+pub fn pseudo_random_direction(dim: usize, seed: u64, norm: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v: Vec<f32> = (0..dim)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    v.iter_mut().for_each(|x| *x *= norm / n);
+    v
+}
+
 /// A steering vector: one direction per layer of one model.
 #[derive(Debug, Clone)]
 pub struct SteeringVector {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use lcross_core::steering::{Method, SteeringVector, VectorMetadata};
+use lcross_core::steering::{pseudo_random_direction, SteeringVector, VectorMetadata};
 use lcross_model::Model;
 use lcross_serve::{Limits, RunningServer, ServeOptions, VectorRegistry};
 use serde::Serialize;
@@ -60,36 +60,11 @@ pub struct ServeBenchArgs<'a> {
 fn bench_vector(model: &Model) -> Result<SteeringVector> {
     let c = model.config();
     let layer = c.num_layers / 2;
-    let mut s: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut v: Vec<f32> = (0..c.hidden_size)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= n);
+    let mut metadata = VectorMetadata::made_by_hand(model.id(), &model.file_sha256()?, c.hidden_size, vec![layer], "bench", "pseudo-random unit direction");
+    metadata.normalized = true;
+    let v = pseudo_random_direction(c.hidden_size, 1, 1.0);
     Ok(SteeringVector {
-        metadata: VectorMetadata {
-            lcross_version: lcross_core::VERSION.into(),
-            model_id: model.id().into(),
-            model_sha256: model.file_sha256()?,
-            hidden_size: c.hidden_size,
-            layers: vec![layer],
-            concept: "bench".into(),
-            dataset: "pseudo-random unit direction".into(),
-            dataset_sha256: String::new(),
-            method: Method::MeanDiff,
-            n_pairs: 0,
-            normalized: true,
-            letter_balance: None,
-            balanced_letters: false,
-            half_split_cosine: Default::default(),
-            provenance: None,
-            calibration: None,
-        },
+        metadata,
         layers: BTreeMap::from([(layer, v)]),
     })
 }

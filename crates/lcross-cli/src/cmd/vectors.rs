@@ -250,27 +250,11 @@ pub fn vector_cmd(ctx: &Context, c: VectorCommand) -> Result<()> {
                 bail!("{}: direction.{l} has {} values, {} has hidden size {h}", path.display(), v.len(), m.id());
             }
             let bytes = std::fs::read(&path)?;
-            let sv = SteeringVector {
-                metadata: VectorMetadata {
-                    lcross_version: lcross_core::VERSION.into(),
-                    model_id: m.id().into(),
-                    model_sha256: m.file_sha256()?,
-                    hidden_size: h,
-                    layers: layers.keys().copied().collect(),
-                    concept: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-                    dataset: format!("llama.cpp control vector {}", path.display()),
-                    dataset_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
-                    method: Method::MeanDiff,
-                    n_pairs: 0,
-                    normalized: false,
-                    letter_balance: None,
-                    balanced_letters: false,
-                    half_split_cosine: Default::default(),
-                    calibration: None,
-                    provenance: Some(serde_json::json!({"imported_from": path.display().to_string()})),
-                },
-                layers,
-            };
+            let concept = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut metadata = VectorMetadata::made_by_hand(m.id(), &m.file_sha256()?, h, layers.keys().copied().collect(), &concept, &format!("llama.cpp control vector {}", path.display()));
+            metadata.dataset_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            metadata.provenance = Some(serde_json::json!({"imported_from": path.display().to_string()}));
+            let sv = SteeringVector { metadata, layers };
             sv.check_model(&m, false)?;
             sv.save(&output)?;
             ctx.print(&sv.metadata, || println!("imported {} layers -> {}", sv.layers.len(), output.display()))

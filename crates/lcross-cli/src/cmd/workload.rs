@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use lcross_core::activations::{ExtractOptions, Extractor};
 use lcross_core::dataset;
 use lcross_core::eval::{evaluate_ab_conditions, Steering};
-use lcross_core::steering::{Method, SteeringVector, VectorMetadata};
+use lcross_core::steering::{SteeringVector, VectorMetadata};
 use lcross_core::texts::pair_ids;
 use lcross_model::{GenerateOptions, GenerationRequest, Hooks, Model, Positions, Sampling};
 use serde::Serialize;
@@ -57,23 +57,10 @@ pub const AB_BETAS: [f64; 5] = [-2.0, -1.0, 0.0, 1.0, 2.0];
 fn sv_for(model: &Model, layer: usize) -> SteeringVector {
     let h = model.config().hidden_size;
     SteeringVector {
-        metadata: VectorMetadata {
-            lcross_version: lcross_core::VERSION.into(),
-            model_id: model.id().into(),
-            model_sha256: String::new(),
-            hidden_size: h,
-            layers: vec![layer],
-            concept: "bench".into(),
-            dataset: "bench".into(),
-            dataset_sha256: "0".repeat(64),
-            method: Method::MeanDiff,
-            n_pairs: 0,
-            normalized: false,
-            letter_balance: None,
-            balanced_letters: false,
-            half_split_cosine: Default::default(),
-            calibration: None,
-            provenance: None,
+        metadata: {
+            let mut m = VectorMetadata::made_by_hand(model.id(), "", h, vec![layer], "bench", "bench");
+            m.dataset_sha256 = "0".repeat(64);
+            m
         },
         layers: [(layer, bench_vector(h))].into_iter().collect(),
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lcross_core::steering::{Method, SteeringVector, VectorMetadata};
+use lcross_core::steering::{SteeringVector, VectorMetadata};
 use lcross_model::{registry, LoadOptions, Model};
 use serde_json::Value;
 
@@ -37,40 +37,14 @@ pub fn tmp(name: &str) -> PathBuf {
 
 /// Metadata of a hand-made vector of `model`.
 pub fn metadata(model: &Model, layers: &[usize], concept: &str, calibrated: Option<f64>) -> VectorMetadata {
-    VectorMetadata {
-        lcross_version: lcross_core::VERSION.into(),
-        model_id: model.id().into(),
-        model_sha256: model.file_sha256().unwrap(),
-        hidden_size: model.config().hidden_size,
-        layers: layers.to_vec(),
-        concept: concept.into(),
-        dataset: "test".into(),
-        dataset_sha256: String::new(),
-        method: Method::MeanDiff,
-        n_pairs: 0,
-        normalized: false,
-        letter_balance: None,
-        balanced_letters: false,
-        half_split_cosine: Default::default(),
-        provenance: None,
-        calibration: calibrated.map(|b| serde_json::json!({"beta": b})),
-    }
+    let mut m = VectorMetadata::made_by_hand(model.id(), &model.file_sha256().unwrap(), model.config().hidden_size, layers.to_vec(), concept, "test");
+    m.calibration = calibrated.map(|b| serde_json::json!({"beta": b}));
+    m
 }
 
-/// A seeded pseudo-random direction of `norm` (xorshift: no dependence on rand's streams).
+/// A seeded pseudo-random direction of `norm`.
 pub fn direction(dim: usize, seed: u64, norm: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v: Vec<f32> = (0..dim)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f32 / (1u64 << 53) as f32 - 0.5
-        })
-        .collect();
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x *= norm / n);
-    v
+    lcross_core::steering::pseudo_random_direction(dim, seed, norm)
 }
 
 /// Write a vector of `model` at `layer` and return its path.
