@@ -52,22 +52,33 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     eprintln!("tiny profile: {:.1} s", start.elapsed().as_secs_f64());
     assert_eq!(out["cells"], out["grid_cells"]);
     let full = cells(&single);
-    assert_eq!(full.len(), 16, "tiny grid: 2 concepts x (none, self, 6 transfer conditions)");
+    assert_eq!(full.len(), 20, "tiny grid: 2 concepts x (A/B: none, self, consensus, 6 transfer conditions; one map-similarity cell)");
     let report = std::fs::read_to_string(single.join("report.md")).unwrap();
-    for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "random T (Table 2)", "The paper's counts", "Time"] {
+    for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "Consensus of the sources", "random T (Table 2)", "Table 4", "The paper's counts", "Time"] {
         assert!(report.contains(needle), "report lacks `{needle}`");
     }
     let run: Value = serde_json::from_str(&std::fs::read_to_string(single.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["models"].as_object().unwrap().len(), 2);
     assert!(run["config_text"].as_str().unwrap().contains("[profiles.tiny]"));
-    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 17);
+    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 21);
     // identity needs equal hidden sizes: recorded as skipped, with the reason
     let identity = full.values().find(|c| c["condition"] == "identity").unwrap();
     assert!(identity["skipped"].as_str().unwrap().contains("hidden sizes"));
     // the interpolation regime: the concept-specific map gives back the target's own vector
-    let lc = full.values().find(|c| c["condition"] == "lcross").unwrap();
+    let lc = full.values().find(|c| c["condition"] == "lcross" && c["metric"] == "ab").unwrap();
     assert_eq!(lc["interpolating"], true);
     assert!(lc["cosine_to_native"].as_f64().unwrap() > 0.999);
+    // Table 4: the refusal map against the sycophancy map and a random one
+    let maps = full.values().find(|c| c["metric"] == "map-similarity" && c["concept"] == "refusal").unwrap();
+    for k in ["ssim:sycophancy", "ssim_other", "ssim_random", "spectral_other", "frobenius_random"] {
+        assert!(maps["values"][k].as_f64().is_some_and(f64::is_finite), "{k} in {maps}");
+    }
+    assert_eq!(maps["mean"], maps["values"]["ssim_other"]);
+    // consensus of one source: its vector through the held-out map, which did not see the pairs
+    let consensus = full.values().find(|c| c["condition"] == "consensus").unwrap();
+    assert_eq!(consensus["map_saw_vector_pairs"], false);
+    let heldout = full.values().find(|c| c["condition"] == "lcross-heldout" && c["concept"] == consensus["concept"]).unwrap();
+    assert_eq!(consensus["cosine_to_native"], heldout["cosine_to_native"], "one source: the consensus is that source's held-out transfer");
 
     // Four shards (the 4 groups spread over them by hash), merged, equal the single run.
     let shards: Vec<std::path::PathBuf> = (0..4).map(|i| d.join(format!("s{i}"))).collect();
@@ -111,9 +122,24 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     json(&["reproduce", &cfg, "--profile", "tiny", "--out", resumed.to_str().unwrap(), "--json"]);
     assert_same(&cells(&resumed), &full, "killed and resumed vs single run");
 
-    // Another profile cannot write into this run's directory; bad shards are refused.
+    // A grid that grows (another beta) keeps its finished cells and adds the new ones.
+    let grown_cfg = d.join("grown.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("[profiles.tiny]\n", "[profiles.tiny]\nbetas = [4.0, 8.0]\n");
+    std::fs::write(&grown_cfg, text).unwrap();
+    let grown_out = json(&["reproduce", grown_cfg.to_str().unwrap(), "--profile", "tiny", "--out", single.to_str().unwrap(), "--json"]);
+    assert_eq!(grown_out["cells"], 20 + 2 * 8, "beta 8: self, consensus and 6 transfer cells per concept");
+    let grown = cells(&single);
+    for (id, v) in &full {
+        assert!(grown[id] == *v, "finished cell {id} was redone or changed");
+    }
+    // two betas: a sweep figure per concept, linked from the report
+    let svg = std::fs::read_to_string(single.join("figures/sweep-qwen2.5-coder-0.5b-instruct-refusal-plain.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("L-Cross from smollm2-135m-instruct"), "{}", &svg[..svg.len().min(200)]);
+    assert!(std::fs::read_to_string(single.join("report.md")).unwrap().contains("figures/sweep-qwen2.5-coder-0.5b-instruct-refusal-plain.svg"));
+
+    // Other sizes (another profile) cannot write into this run's directory; bad shards are refused.
     let err = fails(&["reproduce", &cfg, "--profile", "quick", "--out", single.to_str().unwrap()]);
-    assert!(err.contains("another experiment"), "{err}");
+    assert!(err.contains("other sizes"), "{err}");
     let err = fails(&["reproduce", &cfg, "--profile", "tiny", "--shard", "2/2", "--out", d.join("x").to_str().unwrap()]);
     assert!(err.contains("--shard 2/2"), "{err}");
     let err = fails(&["reproduce", &cfg, "--profile", "nope"]);

@@ -18,6 +18,9 @@ pub enum EvalError {
     Core(#[from] lcross_core::CoreError),
     #[error(transparent)]
     Model(#[from] lcross_model::ModelError),
+    /// A record could not be written or read as JSON.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
     #[error(transparent)]
     Candle(#[from] lcross_model::candle_core::Error),
 }

@@ -17,6 +17,8 @@ pub mod error;
 pub mod inputs;
 pub mod judge;
 pub mod metrics;
+pub mod pipeline;
+pub mod plots;
 pub mod report;
 pub mod reproduce;
 pub mod rubric;

@@ -538,18 +538,7 @@ fn same_vector(a: &[f32], b: &[f32]) -> bool {
 /// non-interpolating regime once 2 x limit x behaviours > d_s). States come from the
 /// activation cache, so behaviours already extracted cost nothing.
 pub(crate) fn pooled_map(src: &lcross_model::Model, tgt: &lcross_model::Model, layers: (usize, usize), behaviours: &[String], data_dir: &Path, limit: usize) -> Result<lcross_core::maps::LinearMap> {
-    use crate::cmd::maps::{fit_states, Corpus};
-    use sha2::{Digest, Sha256};
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
-    let mut hasher = Sha256::new();
-    for w in behaviours {
-        let corpus = Corpus::load(&data_dir.join("caa").join(w).join("generate_dataset.json").display().to_string(), data_dir, 0, Some(limit))?;
-        hasher.update(corpus.describe().1.as_bytes());
-        xs.extend(corpus.states(src, layers.0, true)?);
-        ys.extend(corpus.states(tgt, layers.1, true)?);
-    }
-    let description = format!("pooled: first {limit} pairs of each of {}", behaviours.join(", "));
-    fit_states(src, tgt, layers, &xs, &ys, lcross_core::maps::Estimator::Ols, (description, hex::encode(hasher.finalize())))
+    Ok(lcross_eval::pipeline::pooled_map(src, tgt, layers, behaviours, data_dir, limit)?)
 }
 
 fn append_line<T: Serialize>(path: &Path, row: &T) -> Result<()> {

@@ -2,78 +2,17 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use clap::Args;
-use lcross_core::activations::{ExtractOptions, Extractor};
-use lcross_core::store::Store;
 use lcross_core::analyses::{compare, random_like, MapComparison};
-use lcross_core::dataset::{self, ConceptDataset};
-use lcross_core::maps::{apply, fit, Estimator, LinearMap, MapMetadata, Rows};
-use lcross_core::steering::{cosine, Method, SteeringVector, VectorMetadata};
-use lcross_core::texts::pair_ids;
+use lcross_core::maps::{apply, Estimator, LinearMap, MapMetadata};
+use lcross_core::steering::{cosine, SteeringVector};
+use lcross_eval::pipeline::{self, Corpus};
 use lcross_model::Model;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::common::Context;
-
-/// A corpus: both texts of every pair of a concept dataset, or the lines of a text file.
-pub enum Corpus {
-    Pairs(ConceptDataset),
-    Lines { source: String, hash: String, lines: Vec<String> },
-}
-
-impl Corpus {
-    /// Load `--corpus`: a dataset spec (as `extract --dataset`) or a `.txt` file (one text a line).
-    /// `skip` items are dropped before `limit` is applied.
-    pub fn load(spec: &str, data_dir: &Path, skip: usize, limit: Option<usize>) -> Result<Self> {
-        let p = Path::new(spec);
-        if p.extension().is_some_and(|e| e == "txt") {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {spec}"))?;
-            let mut lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).skip(skip).map(String::from).collect();
-            if let Some(n) = limit {
-                lines.truncate(n);
-            }
-            if lines.is_empty() {
-                bail!("{spec}: no non-empty lines{}", if skip > 0 { format!(" after skipping {skip}") } else { String::new() });
-            }
-            let hash = hex::encode(Sha256::digest(lines.join("\n").as_bytes()));
-            let source = if skip > 0 { format!("{spec} (from line {skip})") } else { spec.to_string() };
-            return Ok(Self::Lines { source, hash, lines });
-        }
-        let d = dataset::load_concept(spec, data_dir)?.skip(skip).limit(limit);
-        if d.pairs.is_empty() {
-            bail!("{spec}: no pairs left after skipping {skip}");
-        }
-        Ok(Self::Pairs(d))
-    }
-
-    /// Source and content hash.
-    pub fn describe(&self) -> (String, String) {
-        match self {
-            Self::Pairs(d) => (d.source.clone(), d.hash.clone()),
-            Self::Lines { source, hash, .. } => (source.clone(), hash.clone()),
-        }
-    }
-
-    /// Last-token states of every corpus text at `layer` of `model`, in corpus order
-    /// (for pairs: positive then negative of each pair).
-    pub fn states(&self, model: &Model, layer: usize, use_cache: bool) -> Result<Vec<Vec<f32>>> {
-        let cache = if use_cache { Some(Store::open_default()?) } else { None };
-        let mut ex = Extractor::new(model, &[layer], cache, ExtractOptions::default())?;
-        let label = format!("corpus on {}", model.id());
-        Ok(match self {
-            Self::Pairs(d) => {
-                let ids: Vec<_> = d.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
-                ex.pairs(&ids, &label)?.into_iter().flat_map(|(a, b)| [a[&layer].clone(), b[&layer].clone()]).collect()
-            }
-            Self::Lines { lines, .. } => {
-                let ids: Vec<Vec<u32>> = lines.iter().map(|l| model.prompt(l, false, None).map(|p| p.ids)).collect::<lcross_model::Result<_>>()?;
-                ex.texts(&ids, &label)?.into_iter().map(|s| s[&layer].clone()).collect()
-            }
-        })
-    }
-}
 
 #[derive(Args)]
 pub struct AlignArgs {
@@ -120,15 +59,12 @@ pub struct AlignArgs {
     pub output: PathBuf,
 }
 
-/// Fit a map between two loaded models.
+/// Fit a map between two loaded models as `lcross align` does.
 pub fn align_models(src: &Model, tgt: &Model, a: &AlignArgs) -> Result<LinearMap> {
     let est = Estimator::parse(&a.estimator).with_context(|| format!("unknown estimator `{}`", a.estimator))?;
     let data_dir = a.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
     let corpus = Corpus::load(&a.corpus, &data_dir, a.skip, a.limit)?;
-    let xs = corpus.states(src, a.source_layer, !a.no_cache)?;
-    let ys = corpus.states(tgt, a.target_layer, !a.no_cache)?;
-    let (source, hash) = corpus.describe();
-    let mut map = fit_states(src, tgt, (a.source_layer, a.target_layer), &xs, &ys, est, (source, hash))?;
+    let mut map = pipeline::align(src, tgt, (a.source_layer, a.target_layer), &corpus, est, !a.no_cache)?;
     let metadata = &mut map.metadata;
     if let (Some(v), Some(n)) = (&a.vector, &a.native) {
         let sv = SteeringVector::load(v)?;
@@ -140,28 +76,6 @@ pub fn align_models(src: &Model, tgt: &Model, a: &AlignArgs) -> Result<LinearMap
         metadata.native_vector = Some(n.display().to_string());
     }
     Ok(map)
-}
-
-/// Fit a map on paired states already gathered (`xs[i]` from `src`, `ys[i]` from `tgt`, same
-/// text), recording both models, the layers and the corpus `(description, sha256)`.
-pub fn fit_states(src: &Model, tgt: &Model, layers: (usize, usize), xs: &[Vec<f32>], ys: &[Vec<f32>], est: Estimator, corpus: (String, String)) -> Result<LinearMap> {
-    let (t, diag) = fit(&Rows::from_f32(xs)?, &Rows::from_f32(ys)?, &est)?;
-    let metadata = MapMetadata {
-        lcross_version: lcross_core::VERSION.into(),
-        source_model_id: src.id().into(),
-        source_model_sha256: src.file_sha256()?,
-        target_model_id: tgt.id().into(),
-        target_model_sha256: tgt.file_sha256()?,
-        source_layer: layers.0,
-        target_layer: layers.1,
-        estimator: est,
-        corpus: corpus.0,
-        corpus_sha256: corpus.1,
-        diagnostics: diag,
-        native_cosine: None,
-        native_vector: None,
-    };
-    Ok(LinearMap { metadata, t })
 }
 
 /// Human summary of a fit.
@@ -203,54 +117,7 @@ pub fn align_cmd(ctx: &Context, a: AlignArgs) -> Result<()> {
 /// unless `force`); the provenance records the file and its sha256.
 pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_path: &Path, force: bool) -> Result<SteeringVector> {
     let map_bytes = std::fs::read(map_path).with_context(|| format!("reading {}", map_path.display()))?;
-    transfer_vector_described(sv, map, &map_path.display().to_string(), &hex::encode(Sha256::digest(&map_bytes)), force)
-}
-
-/// sha256 of a map's metadata and values, for maps that were never written to a file.
-pub fn map_fingerprint(map: &LinearMap) -> String {
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(&map.metadata).unwrap_or_default());
-    for j in 0..map.t.ncols() {
-        for i in 0..map.t.nrows() {
-            h.update(map.t[(i, j)].to_le_bytes());
-        }
-    }
-    hex::encode(h.finalize())
-}
-
-/// Transfer `sv` through `map`, recording `map_label` and `map_sha256` as its origin.
-pub fn transfer_vector_described(sv: &SteeringVector, map: &LinearMap, map_label: &str, map_sha256: &str, force: bool) -> Result<SteeringVector> {
-    let m = &map.metadata;
-    if sv.metadata.hidden_size != m.diagnostics.source_dim {
-        bail!("vector has hidden size {}, the map's source ({}) has {}", sv.metadata.hidden_size, m.source_model_id, m.diagnostics.source_dim);
-    }
-    if !force && (sv.metadata.model_id != m.source_model_id || sv.metadata.model_sha256 != m.source_model_sha256) {
-        bail!("vector is from `{}`, the map's source is `{}`; pass --force to transfer anyway", sv.metadata.model_id, m.source_model_id);
-    }
-    let v = sv.layers.get(&m.source_layer).with_context(|| format!("vector has no layer {} (the map's source layer); it has {:?}", m.source_layer, sv.metadata.layers))?;
-    let moved = apply(&map.t, v)?;
-    let metadata = VectorMetadata {
-        lcross_version: lcross_core::VERSION.into(),
-        model_id: m.target_model_id.clone(),
-        model_sha256: m.target_model_sha256.clone(),
-        hidden_size: m.diagnostics.target_dim,
-        layers: vec![m.target_layer],
-        concept: sv.metadata.concept.clone(),
-        dataset: sv.metadata.dataset.clone(),
-        dataset_sha256: sv.metadata.dataset_sha256.clone(),
-        method: Method::Transferred,
-        n_pairs: sv.metadata.n_pairs,
-        normalized: false,
-        letter_balance: sv.metadata.letter_balance,
-        balanced_letters: sv.metadata.balanced_letters,
-        half_split_cosine: Default::default(),
-        calibration: None,
-        provenance: Some(serde_json::json!({
-            "source_vector": sv.metadata,
-            "map": { "path": map_label, "sha256": map_sha256, "metadata": m },
-        })),
-    };
-    Ok(SteeringVector { metadata, layers: [(m.target_layer, moved)].into_iter().collect() })
+    Ok(pipeline::transfer_vector(sv, map, &map_path.display().to_string(), &hex::encode(Sha256::digest(&map_bytes)), force)?)
 }
 
 #[derive(Args)]

@@ -2,16 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
-use lcross_core::activations::{ExtractOptions, Extractor};
-use lcross_core::store::Store;
-use lcross_core::dataset::{self, AbItem, ContrastPair};
+use lcross_core::dataset::{self, AbItem};
 use lcross_core::eval::{steering_hooks, Steering};
-use lcross_core::steering::{extract, ExtractSpec, Method, SteeringVector, VectorMetadata};
-use lcross_core::texts::pair_ids;
+use lcross_core::steering::{Method, SteeringVector, VectorMetadata};
+use lcross_eval::pipeline::{self, VectorRecipe};
 use lcross_model::{Model, Positions, Sampling, DEFAULT_MODEL};
 use serde::Serialize;
 
@@ -130,54 +127,21 @@ struct ExtractOut<'a> {
     pairs_per_second: f64,
 }
 
-/// Extract a vector; shared by `extract` and the experiment commands.
+/// Extract a vector as `lcross extract` does; shared with `demo` and `experiment`.
 pub fn extract_vector(model: &Model, a: &ExtractArgs) -> Result<(SteeringVector, f64)> {
     let method = Method::parse(&a.method).with_context(|| format!("unknown method `{}` (mean-diff or pca)", a.method))?;
-    let layers = parse_layers(&a.layers)?;
     let data_dir = a.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
     let ds = a.custom.load(&a.dataset, &data_dir)?.limit(a.limit);
-    if ds.pairs.is_empty() {
-        bail!("dataset {} has no pairs", a.dataset);
-    }
-    let cache = if a.no_cache { None } else { Some(Store::open_default()?) };
-    let opts = ExtractOptions { prefix_sharing: !a.no_prefix_sharing, early_exit: !a.no_early_exit, ..ExtractOptions::default() };
-    let mut ex = Extractor::new(model, &layers, cache, opts)?;
-    let ids: Vec<(Vec<u32>, Vec<u32>)> = ds.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
-    let start = Instant::now();
-    let states = ex.pairs(&ids, &format!("{} on {}", ds.concept, model.id()))?;
-    let secs = start.elapsed().as_secs_f64();
-    let letters: Option<Vec<char>> = ds
-        .pairs
-        .iter()
-        .map(|p| match p {
-            ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
-            ContrastPair::Prompts { .. } | ContrastPair::RawTexts { .. } => None,
-        })
-        .collect();
-    if a.balance_letters && letters.is_none() {
-        bail!("--balance-letters needs A/B data");
-    }
-    let spec = ExtractSpec { method, normalize: a.normalize, balance_letters: a.balance_letters };
-    let (vectors, stability) = extract(&states, &layers, letters.as_deref(), &spec)?;
-    let metadata = VectorMetadata {
-        lcross_version: lcross_core::VERSION.into(),
-        model_id: model.id().into(),
-        model_sha256: model.file_sha256()?,
-        hidden_size: model.config().hidden_size,
-        layers: vectors.keys().copied().collect(),
-        concept: ds.concept.clone(),
-        dataset: ds.source.clone(),
-        dataset_sha256: ds.hash.clone(),
+    let recipe = VectorRecipe {
+        layers: parse_layers(&a.layers)?,
         method,
-        n_pairs: ds.pairs.len(),
-        normalized: a.normalize,
-        letter_balance: ds.letter_balance(),
-        balanced_letters: a.balance_letters,
-        half_split_cosine: stability,
-        calibration: None,
-        provenance: None,
+        normalize: a.normalize,
+        balance_letters: a.balance_letters,
+        use_cache: !a.no_cache,
+        prefix_sharing: !a.no_prefix_sharing,
+        early_exit: !a.no_early_exit,
     };
-    Ok((SteeringVector { metadata, layers: vectors }, secs))
+    Ok(pipeline::extract_vector(model, &ds, &recipe)?)
 }
 
 pub fn extract_cmd(ctx: &Context, a: ExtractArgs) -> Result<()> {
@@ -355,12 +319,5 @@ pub fn steer_cmd(ctx: &Context, a: SteerArgs) -> Result<()> {
 
 /// A/B items from a file or a built-in concept.
 pub fn load_ab(spec: &str, limit: Option<usize>) -> Result<Vec<AbItem>> {
-    let mut items = match spec.strip_prefix("builtin:") {
-        Some(name) => dataset::builtin_test(name)?,
-        None => dataset::load_ab_items(Path::new(spec))?,
-    };
-    if let Some(n) = limit {
-        items.truncate(n);
-    }
-    Ok(items)
+    Ok(pipeline::load_ab(spec, limit)?)
 }

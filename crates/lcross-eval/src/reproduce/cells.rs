@@ -45,6 +45,9 @@ pub struct CellRecord {
     pub map_saw_vector_pairs: Option<bool>,
     #[serde(default)]
     pub map_n: Option<usize>,
+    /// Further named values of the cell (e.g. the map comparisons of `map-similarity`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, f64>,
     /// Seconds spent preparing the cell's group (vectors, maps), shared by its cells.
     #[serde(default)]
     pub prepare_s: f64,
@@ -177,6 +180,7 @@ mod tests {
             interpolating: None,
             map_saw_vector_pairs: None,
             map_n: None,
+            values: Default::default(),
             prepare_s: 1.5,
             eval_s: 0.25,
         }

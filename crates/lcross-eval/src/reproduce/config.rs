@@ -57,11 +57,14 @@ pub enum ConditionKind {
     RandomT,
     /// The source's vector without a map (Table 2; same hidden size only).
     Identity,
+    /// Beyond the paper: every source's vector through its held-out map into the target,
+    /// averaged (a vector several models agree on) against each single source and self.
+    Consensus,
 }
 
 impl ConditionKind {
     /// Every condition.
-    pub const ALL: [ConditionKind; 8] = [Self::None, Self::SelfModulation, Self::Lcross, Self::LcrossUnrelated, Self::LcrossHeldout, Self::LcrossPooled, Self::RandomT, Self::Identity];
+    pub const ALL: [ConditionKind; 9] = [Self::None, Self::SelfModulation, Self::Lcross, Self::LcrossUnrelated, Self::LcrossHeldout, Self::LcrossPooled, Self::RandomT, Self::Identity, Self::Consensus];
 
     /// The name in configs and cells.
     pub fn name(self) -> &'static str {
@@ -74,12 +77,13 @@ impl ConditionKind {
             Self::LcrossPooled => "lcross-pooled",
             Self::RandomT => "random-t",
             Self::Identity => "identity",
+            Self::Consensus => "consensus",
         }
     }
 
-    /// Whether the condition uses a source model.
+    /// Whether a cell of the condition has one source model (consensus uses them all).
     pub fn needs_source(self) -> bool {
-        !matches!(self, Self::None | Self::SelfModulation)
+        !matches!(self, Self::None | Self::SelfModulation | Self::Consensus)
     }
 }
 
@@ -164,6 +168,10 @@ pub struct ExperimentFile {
     #[serde(default)]
     pub layers: BTreeMap<String, usize>,
     pub sizes: Sizes,
+    /// (weak, strong) model pairs for the weak-to-strong table: L-Cross from the weak
+    /// model into the strong one against the weak model's own self modulation.
+    #[serde(default)]
+    pub weak_to_strong: Vec<[String; 2]>,
     /// Data directory (default: `../shared/data` or `$LCROSS_DATA`).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -188,7 +196,9 @@ fn default_evaluations() -> Vec<String> {
 }
 
 /// Evaluations the grid can run now.
-pub const EVALUATIONS: &[&str] = &["ab"];
+/// `ab`: CAA's A/B metric per steering condition. `map-similarity`: the paper's Table 4,
+/// each concept's map against the other concepts' maps and a random map.
+pub const EVALUATIONS: &[&str] = &["ab", "map-similarity"];
 /// Map estimators of the `lcross` condition.
 pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes"];
 
@@ -208,6 +218,8 @@ pub struct Experiment {
     pub seed: u64,
     pub layers: BTreeMap<String, usize>,
     pub sizes: Sizes,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weak_to_strong: Vec<[String; 2]>,
     pub data_dir: Option<PathBuf>,
 }
 
@@ -251,6 +263,7 @@ impl ExperimentFile {
                 test_questions: s.test_questions.unwrap_or(self.sizes.test_questions),
                 heldout_pairs: s.heldout_pairs.unwrap_or(self.sizes.heldout_pairs),
             },
+            weak_to_strong: self.weak_to_strong.clone(),
             data_dir: self.data_dir.clone(),
         };
         e.check()?;
@@ -293,8 +306,16 @@ impl Experiment {
         if self.sizes.extract_pairs == 0 || self.sizes.test_questions == 0 {
             return bad("`sizes.extract_pairs` and `sizes.test_questions` must be at least 1".into());
         }
-        if self.conditions.contains(&ConditionKind::LcrossHeldout) && self.sizes.heldout_pairs == 0 {
-            return bad("`lcross-heldout` needs `sizes.heldout_pairs` > 0".into());
+        for k in [ConditionKind::LcrossHeldout, ConditionKind::Consensus] {
+            if self.conditions.contains(&k) && self.sizes.heldout_pairs == 0 {
+                return bad(format!("`{}` needs `sizes.heldout_pairs` > 0 (it uses the held-out maps)", k.name()));
+            }
+        }
+        if self.conditions.contains(&ConditionKind::Consensus) && self.sources.is_empty() {
+            return bad("`consensus` needs models in `sources`".into());
+        }
+        if self.evaluations.iter().any(|m| m == "map-similarity") && self.concepts.len() < 2 {
+            return bad("`map-similarity` compares the maps of at least two concepts".into());
         }
         if self.conditions.contains(&ConditionKind::LcrossUnrelated) && self.concepts.len() < 2 {
             return bad("`lcross-unrelated` needs at least two concepts (the map of one is fitted on the next)".into());

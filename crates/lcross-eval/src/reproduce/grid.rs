@@ -103,9 +103,10 @@ impl Shard {
     }
 }
 
-/// Every cell of the experiment, in a fixed order: per target, concept and vector kind,
-/// `none` (once, with the first kind) and `self`, then each source's transfer
-/// conditions; betas innermost.
+/// Every cell of the experiment, in a fixed order: per metric, target, concept and
+/// vector kind, `none` (once, with the first kind), `self` and `consensus`, then each
+/// source's transfer conditions; betas innermost. `map-similarity` has one cell per
+/// (target, source, concept): the concept-specific OLS map against the other concepts'.
 pub fn plan(e: &Experiment) -> Vec<CellKey> {
     let mut cells = Vec::new();
     for metric in &e.evaluations {
@@ -122,13 +123,22 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
                         beta,
                         metric: metric.clone(),
                     };
+                    let sources = e.sources.iter().filter(|s| *s != target);
+                    if metric == MAP_SIMILARITY {
+                        if k == 0 {
+                            cells.extend(sources.map(|s| cell(Some(s), ConditionKind::Lcross, Some("ols"), 0.0)));
+                        }
+                        continue;
+                    }
                     if k == 0 && e.conditions.contains(&ConditionKind::None) {
                         cells.push(cell(None, ConditionKind::None, None, 0.0));
                     }
-                    if e.conditions.contains(&ConditionKind::SelfModulation) {
-                        cells.extend(e.betas.iter().map(|&b| cell(None, ConditionKind::SelfModulation, None, b)));
+                    for c in [ConditionKind::SelfModulation, ConditionKind::Consensus] {
+                        if e.conditions.contains(&c) {
+                            cells.extend(e.betas.iter().map(|&b| cell(None, c, None, b)));
+                        }
                     }
-                    for source in e.sources.iter().filter(|s| *s != target) {
+                    for source in sources {
                         for &c in e.conditions.iter().filter(|c| c.needs_source()) {
                             let estimators: Vec<Option<&str>> = if c == ConditionKind::Lcross { e.estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
                             for est in estimators {
@@ -142,6 +152,9 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
     }
     cells
 }
+
+/// The metric name of the map comparison (Table 4).
+pub const MAP_SIMILARITY: &str = "map-similarity";
 
 /// The groups of `cells` in first-appearance order.
 pub fn groups(cells: &[CellKey]) -> Vec<(Group, Vec<CellKey>)> {
@@ -168,6 +181,7 @@ targets = ["a", "b"]
 sources = ["a", "b", "c"]
 concepts = ["refusal", "sycophancy"]
 estimators = ["ols", "ridge"]
+conditions = ["none", "self", "lcross", "lcross-unrelated", "lcross-heldout", "lcross-pooled", "random-t", "identity"]
 betas = [-2.0, 2.0]
 vectors = ["plain", "balanced"]
 sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
@@ -187,6 +201,26 @@ sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
         let ids: std::collections::BTreeSet<String> = cells.iter().map(CellKey::id).collect();
         assert_eq!(ids.len(), cells.len());
         assert!(cells.iter().all(|c| c.source.as_deref() != Some(c.target.as_str())), "a model is never its own source");
+        assert_eq!(groups(&cells).len(), 2 * 2 * 3 * 2);
+    }
+
+    #[test]
+    fn consensus_and_map_similarity_cells() {
+        let mut e = experiment();
+        e.conditions.push(ConditionKind::Consensus);
+        e.evaluations.push(MAP_SIMILARITY.into());
+        let cells = plan(&e);
+        // consensus: per (target, concept, vector kind) one per beta, in the self group
+        let consensus: Vec<&CellKey> = cells.iter().filter(|c| c.condition == ConditionKind::Consensus).collect();
+        assert_eq!(consensus.len(), 2 * 2 * 2 * 2);
+        assert!(consensus.iter().all(|c| c.source.is_none() && c.group().source.is_none()));
+        // map similarity: per (target, concept) one per source, first vector kind only
+        let maps: Vec<&CellKey> = cells.iter().filter(|c| c.metric == MAP_SIMILARITY).collect();
+        assert_eq!(maps.len(), 2 * 2 * 2);
+        assert!(maps.iter().all(|c| c.vector == VectorKind::Plain && c.condition == ConditionKind::Lcross && c.source.is_some()));
+        let ids: std::collections::BTreeSet<String> = cells.iter().map(CellKey::id).collect();
+        assert_eq!(ids.len(), cells.len());
+        // the map cells join the A/B groups of the same models and concept
         assert_eq!(groups(&cells).len(), 2 * 2 * 3 * 2);
     }
 

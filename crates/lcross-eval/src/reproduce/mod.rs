@@ -1,9 +1,10 @@
 //! `lcross reproduce`: an experiment grid from a TOML file ([`config`]), its cells and
-//! their groups and shards ([`grid`]), finished cells kept as JSONL ([`cells`]), and the
-//! report ([`report`]). The cells are computed by the CLI's runner for now (it reuses
-//! the extraction and alignment code that still lives there).
+//! their groups and shards ([`grid`]), finished cells kept as JSONL ([`cells`]), the
+//! runner that computes them on the models ([`runner`], with [`crate::pipeline`]) and
+//! the report ([`report`]).
 
 pub mod cells;
 pub mod config;
 pub mod grid;
 pub mod report;
+pub mod runner;

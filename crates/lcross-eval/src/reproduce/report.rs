@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::cells::CellRecord;
 use super::config::{ConditionKind, Experiment, VectorKind};
+use super::grid::MAP_SIMILARITY;
 use crate::stats::paired_bootstrap;
 
 /// Resamples of the paired bootstrap.
@@ -38,11 +39,12 @@ pub fn compare_to_none(cells: &BTreeMap<String, CellRecord>, c: &CellRecord) -> 
     Some(Comparison { difference, p_value })
 }
 
-/// The cell of these coordinates (the unsteered cell is shared by the vector kinds).
+/// The A/B cell of these coordinates (the unsteered cell is shared by the vector kinds).
 #[allow(clippy::too_many_arguments)]
 fn find<'a>(cells: &'a BTreeMap<String, CellRecord>, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: f64) -> Option<&'a CellRecord> {
     cells.values().find(|x| {
-        x.key.target == target
+        x.key.metric == "ab"
+            && x.key.target == target
             && (cond == ConditionKind::None || x.key.vector == vector)
             && x.key.source.as_deref() == source
             && x.key.concept == concept
@@ -68,7 +70,7 @@ fn value(cells: &BTreeMap<String, CellRecord>, c: Option<&CellRecord>) -> String
 fn count(cells: &BTreeMap<String, CellRecord>, cond: ConditionKind, estimator: Option<&str>, vector: Option<VectorKind>) -> (usize, usize) {
     let mut wins = 0;
     let mut total = 0;
-    for c in cells.values().filter(|c| c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator) && vector.is_none_or(|v| c.key.vector == v)) {
+    for c in cells.values().filter(|c| c.key.metric == "ab" && c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator) && vector.is_none_or(|v| c.key.vector == v)) {
         if let Some(cmp) = compare_to_none(cells, c) {
             total += 1;
             wins += cmp.wins() as usize;
@@ -95,10 +97,15 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         for t in &e.targets {
             let srcs = sources_for(t);
             let _ = writeln!(md, "Target **{t}**\n");
+            let consensus = e.conditions.contains(&ConditionKind::Consensus);
             let mut head = "| concept | No | Self |".to_string();
             let mut rule = "|---|---|---|".to_string();
             for s in &srcs {
                 let _ = write!(head, " L-Cross from {s} |");
+                rule.push_str("---|");
+            }
+            if consensus {
+                head.push_str(" Consensus of the sources (held-out T) |");
                 rule.push_str("---|");
             }
             let _ = writeln!(md, "{head}\n{rule}");
@@ -106,6 +113,9 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
                 let mut row = format!("| {c} | {} | {} |", value(cells, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(cells, find(cells, t, None, c, vk, ConditionKind::SelfModulation, None, beta)));
                 for s in &srcs {
                     let _ = write!(row, " {} |", value(cells, find(cells, t, Some(s), c, vk, ConditionKind::Lcross, first_est, beta)));
+                }
+                if consensus {
+                    let _ = write!(row, " {} |", value(cells, find(cells, t, None, c, vk, ConditionKind::Consensus, None, beta)));
                 }
                 let _ = writeln!(md, "{row}");
             }
@@ -147,6 +157,8 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             md.push('\n');
         }
     }
+    weak_to_strong(&mut md, e, cells);
+    map_similarity(&mut md, e, cells);
     if e.estimators.len() > 1 {
         let _ = writeln!(md, "## Map estimators (L-Cross, concept-specific corpus)\n\n| estimator | cells above no modulation | mean cosine to own vector |\n|---|---|---|");
         for est in &e.estimators {
@@ -170,6 +182,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         (ConditionKind::Identity, "no T (ablation: should fail)"),
         (ConditionKind::LcrossHeldout, "L-Cross with T that never saw the vector's pairs"),
         (ConditionKind::LcrossPooled, "L-Cross with T fitted on n > d_s pairs"),
+        (ConditionKind::Consensus, "consensus of all sources (held-out T)"),
     ] {
         if e.conditions.contains(&k) {
             let _ = write!(md, "| {what} |");
@@ -178,6 +191,13 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
                 let _ = write!(md, " {w}/{n} |");
             }
             md.push('\n');
+        }
+    }
+    let figures = sweep_figures(e, cells);
+    if !figures.is_empty() {
+        let _ = writeln!(md, "\n## Beta sweeps\n");
+        for f in &figures {
+            let _ = writeln!(md, "- [{}]({})", f.title, f.path);
         }
     }
     let prepare: f64 = {
@@ -193,16 +213,155 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     md
 }
 
+/// Weak-to-strong: L-Cross from a weak model into a strong one against the weak model's
+/// own self modulation, per concept (the gains are over each model's own no modulation).
+fn weak_to_strong(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRecord>) {
+    let pairs: Vec<&[String; 2]> = e.weak_to_strong.iter().filter(|[w, s]| e.targets.contains(w) && e.targets.contains(s) && e.sources.contains(w)).collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let first_est = e.estimators.first().map(String::as_str);
+    let _ = writeln!(md, "## Weak to strong
+
+Gain = steered minus the same model unsteered. The paper's claim: the strong model steered with the weak model's transferred vector gains more than the weak model steered with its own vector.
+");
+    let _ = writeln!(md, "| weak -> strong | vectors | beta | concept | weak: No | weak: Self | strong: No | strong: L-Cross from weak | strong: held-out T | gain weak self | gain strong L-Cross | gain strong held-out T |
+|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let gain = |a: Option<&CellRecord>, b: Option<&CellRecord>| match (a.and_then(|x| x.mean), b.and_then(|x| x.mean)) {
+        (Some(x), Some(y)) => format!("{:+.3}", x - y),
+        _ => "·".into(),
+    };
+    for [weak, strong] in pairs {
+        for &vk in &e.vectors {
+            for &beta in &e.betas {
+                for c in &e.concepts {
+                    let wn = find(cells, weak, None, c, vk, ConditionKind::None, None, 0.0);
+                    let ws = find(cells, weak, None, c, vk, ConditionKind::SelfModulation, None, beta);
+                    let sn = find(cells, strong, None, c, vk, ConditionKind::None, None, 0.0);
+                    let sl = find(cells, strong, Some(weak), c, vk, ConditionKind::Lcross, first_est, beta);
+                    let sh = find(cells, strong, Some(weak), c, vk, ConditionKind::LcrossHeldout, None, beta);
+                    let _ = writeln!(
+                        md,
+                        "| {weak} -> {strong} | {} | {beta} | {c} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                        vk.name(),
+                        value(cells, wn),
+                        value(cells, ws),
+                        value(cells, sn),
+                        value(cells, sl),
+                        value(cells, sh),
+                        gain(ws, wn),
+                        gain(sl, sn),
+                        gain(sh, sn)
+                    );
+                }
+            }
+        }
+    }
+    md.push('\n');
+}
+
+/// Table 4: maps of different concepts compared with each other and with random maps.
+fn map_similarity(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRecord>) {
+    if !e.evaluations.iter().any(|m| m == MAP_SIMILARITY) {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Table 4: similarity of maps fitted on different concepts
+
+         Per model pair, the OLS map of each concept ({} pairs) against the maps of the other concepts (mean over concept pairs)          and against a random Gaussian map with the same entry mean and variance. SSIM: the maps as images (7x7 windows);          ME: mean absolute difference of singular values (eigenvalues when square); Frobenius: ||T_a - T_b||_F (||T||_F for scale).
+",
+        e.sizes.extract_pairs
+    );
+    let _ = writeln!(md, "| source -> target | concepts | SSIM vs other concepts | SSIM vs random | ME vs other concepts | ME vs random | Frobenius vs other concepts | Frobenius vs random | ||T||_F |
+|---|---|---|---|---|---|---|---|---|");
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for c in cells.values().filter(|c| c.key.metric == MAP_SIMILARITY) {
+        let p = (c.key.source.clone().unwrap_or_default(), c.key.target.clone());
+        if !pairs.contains(&p) {
+            pairs.push(p);
+        }
+    }
+    for (s, t) in pairs {
+        let of_pair: Vec<&CellRecord> = cells.values().filter(|c| c.key.metric == MAP_SIMILARITY && c.key.source.as_deref() == Some(s.as_str()) && c.key.target == t).collect();
+        let avg = |name: &str| {
+            let v: Vec<f64> = of_pair.iter().filter_map(|c| c.values.get(name).copied()).collect();
+            if v.is_empty() { "·".to_string() } else { format!("{:.3}", crate::stats::mean(&v)) }
+        };
+        let _ = writeln!(
+            md,
+            "| {s} -> {t} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            of_pair.len(),
+            avg("ssim_other"),
+            avg("ssim_random"),
+            avg("spectral_other"),
+            avg("spectral_random"),
+            avg("frobenius_other"),
+            avg("frobenius_random"),
+            avg("frobenius_own")
+        );
+    }
+    md.push('\n');
+}
+
+/// A figure of the report: its path relative to the run directory, title and series.
+pub struct Figure {
+    pub path: String,
+    pub title: String,
+    pub series: Vec<crate::plots::Series>,
+}
+
+/// Beta sweeps (with two or more betas): per target, concept and vector kind, the A/B
+/// metric against beta for self modulation, L-Cross and the held-out map from each
+/// source, the consensus, and no modulation as a flat line.
+pub fn sweep_figures(e: &Experiment, cells: &BTreeMap<String, CellRecord>) -> Vec<Figure> {
+    if e.betas.len() < 2 {
+        return Vec::new();
+    }
+    let first_est = e.estimators.first().map(String::as_str);
+    let mut figures = Vec::new();
+    for t in &e.targets {
+        for c in &e.concepts {
+            for &vk in &e.vectors {
+                let curve = |source: Option<&str>, cond: ConditionKind, est: Option<&str>| -> Vec<(f64, f64)> {
+                    e.betas.iter().filter_map(|&b| find(cells, t, source, c, vk, cond, est, b).and_then(|x| x.mean).map(|m| (b, m))).collect()
+                };
+                let mut series: Vec<crate::plots::Series> = Vec::new();
+                if let Some(n) = find(cells, t, None, c, vk, ConditionKind::None, None, 0.0).and_then(|x| x.mean) {
+                    let (lo, hi) = e.betas.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+                    series.push(("no modulation".into(), vec![(lo, n), (hi, n)]));
+                }
+                series.push(("self".into(), curve(None, ConditionKind::SelfModulation, None)));
+                for s in e.sources.iter().filter(|s| *s != t) {
+                    series.push((format!("L-Cross from {s}"), curve(Some(s), ConditionKind::Lcross, first_est)));
+                    series.push((format!("held-out T from {s}"), curve(Some(s), ConditionKind::LcrossHeldout, None)));
+                }
+                series.push(("consensus".into(), curve(None, ConditionKind::Consensus, None)));
+                series.retain(|(_, pts)| !pts.is_empty());
+                if series.iter().any(|(name, _)| name != "no modulation") {
+                    let safe = |x: &str| x.chars().map(|ch| if ch.is_ascii_alphanumeric() || ch == '.' || ch == '-' { ch } else { '_' }).collect::<String>();
+                    figures.push(Figure {
+                        path: format!("figures/sweep-{}-{}-{}.svg", safe(t), safe(c), vk.name()),
+                        title: format!("{c} on {t} ({} vectors)", vk.name()),
+                        series,
+                    });
+                }
+            }
+        }
+    }
+    figures
+}
+
 /// Every cell as CSV (per-item values left out).
 pub fn csv(cells: &BTreeMap<String, CellRecord>) -> String {
-    let mut out = String::from("target,source,concept,vector,condition,estimator,beta,metric,mean,stderr,n,p_vs_none,cosine_to_native,train_r2,heldout_r2,interpolating,map_saw_vector_pairs,map_n,skipped,prepare_s,eval_s\n");
+    let mut out = String::from("target,source,concept,vector,condition,estimator,beta,metric,mean,stderr,n,p_vs_none,cosine_to_native,train_r2,heldout_r2,interpolating,map_saw_vector_pairs,map_n,skipped,values,prepare_s,eval_s\n");
     let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
     for c in cells.values() {
         let k = &c.key;
         let p = compare_to_none(cells, c).filter(|_| k.condition != ConditionKind::None).map(|x| x.p_value);
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}",
             k.target,
             k.source.as_deref().unwrap_or(""),
             k.concept,
@@ -222,6 +381,7 @@ pub fn csv(cells: &BTreeMap<String, CellRecord>) -> String {
             c.map_saw_vector_pairs.map_or(String::new(), |b| b.to_string()),
             c.map_n.map_or(String::new(), |n| n.to_string()),
             c.skipped.as_deref().unwrap_or("").replace(',', ";"),
+            c.values.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";"),
             c.prepare_s,
             c.eval_s
         );

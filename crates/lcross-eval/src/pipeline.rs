@@ -1,0 +1,267 @@
+//! The steps every experiment is made of, on loaded models: extract a steering vector,
+//! gather paired states of a corpus, fit a map, transfer a vector through it.
+//!
+//! The CLI's `extract`, `align`, `transfer`, `demo`, `experiment` and `reproduce` all call
+//! these, so a vector or map made by one is the same as one made by another.
+
+use std::path::Path;
+use std::time::Instant;
+
+use lcross_core::activations::{ExtractOptions, Extractor};
+use lcross_core::dataset::{self, AbItem, ConceptDataset, ContrastPair};
+use lcross_core::maps::{apply, fit, Estimator, LinearMap, MapMetadata, Rows};
+use lcross_core::steering::{extract, ExtractSpec, Method, SteeringVector, VectorMetadata};
+use lcross_core::store::Store;
+use lcross_core::texts::pair_ids;
+use lcross_model::Model;
+use sha2::{Digest, Sha256};
+
+use crate::error::{EvalError, Result};
+
+fn invalid(m: impl Into<String>) -> EvalError {
+    EvalError::Invalid(m.into())
+}
+
+/// How a vector is extracted from a concept's pairs.
+#[derive(Debug, Clone)]
+pub struct VectorRecipe {
+    /// resid_post layers (0-based).
+    pub layers: Vec<usize>,
+    pub method: Method,
+    /// Unit-normalise each layer's vector.
+    pub normalize: bool,
+    /// Average the A- and B-matching pairs separately (A/B data only).
+    pub balance_letters: bool,
+    /// Read and write the activation cache.
+    pub use_cache: bool,
+    /// Run a pair's shared prefix once (off only to measure what it buys).
+    pub prefix_sharing: bool,
+    /// Stop the forward after the deepest captured layer (off only to measure).
+    pub early_exit: bool,
+}
+
+impl VectorRecipe {
+    /// Mean-difference (CAA) at `layers`, cached, nothing else.
+    pub fn mean_diff(layers: Vec<usize>) -> Self {
+        Self { layers, method: Method::MeanDiff, normalize: false, balance_letters: false, use_cache: true, prefix_sharing: true, early_exit: true }
+    }
+}
+
+/// Extract a vector of `ds` from `model`; returns it and the seconds the forwards took.
+pub fn extract_vector(model: &Model, ds: &ConceptDataset, r: &VectorRecipe) -> Result<(SteeringVector, f64)> {
+    if ds.pairs.is_empty() {
+        return Err(invalid(format!("dataset {} has no pairs", ds.source)));
+    }
+    let cache = if r.use_cache { Some(Store::open_default()?) } else { None };
+    let opts = ExtractOptions { prefix_sharing: r.prefix_sharing, early_exit: r.early_exit, ..ExtractOptions::default() };
+    let mut ex = Extractor::new(model, &r.layers, cache, opts)?;
+    let ids: Vec<(Vec<u32>, Vec<u32>)> = ds.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
+    let start = Instant::now();
+    let states = ex.pairs(&ids, &format!("{} on {}", ds.concept, model.id()))?;
+    let secs = start.elapsed().as_secs_f64();
+    let letters: Option<Vec<char>> = ds
+        .pairs
+        .iter()
+        .map(|p| match p {
+            ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
+            ContrastPair::Prompts { .. } | ContrastPair::RawTexts { .. } => None,
+        })
+        .collect();
+    if r.balance_letters && letters.is_none() {
+        return Err(invalid(format!("balancing letters needs A/B data; {} is not", ds.source)));
+    }
+    let spec = ExtractSpec { method: r.method, normalize: r.normalize, balance_letters: r.balance_letters };
+    let (vectors, stability) = extract(&states, &r.layers, letters.as_deref(), &spec)?;
+    let metadata = VectorMetadata {
+        lcross_version: lcross_core::VERSION.into(),
+        model_id: model.id().into(),
+        model_sha256: model.file_sha256()?,
+        hidden_size: model.config().hidden_size,
+        layers: vectors.keys().copied().collect(),
+        concept: ds.concept.clone(),
+        dataset: ds.source.clone(),
+        dataset_sha256: ds.hash.clone(),
+        method: r.method,
+        n_pairs: ds.pairs.len(),
+        normalized: r.normalize,
+        letter_balance: ds.letter_balance(),
+        balanced_letters: r.balance_letters,
+        half_split_cosine: stability,
+        calibration: None,
+        provenance: None,
+    };
+    Ok((SteeringVector { metadata, layers: vectors }, secs))
+}
+
+/// A corpus for a map: both texts of every pair of a concept dataset, or lines of text.
+pub enum Corpus {
+    Pairs(ConceptDataset),
+    Lines { source: String, hash: String, lines: Vec<String> },
+}
+
+impl Corpus {
+    /// A dataset spec (as `extract --dataset` takes) or a `.txt` file (one text a line);
+    /// `skip` items are dropped before `limit` is applied.
+    pub fn load(spec: &str, data_dir: &Path, skip: usize, limit: Option<usize>) -> Result<Self> {
+        let p = Path::new(spec);
+        if p.extension().is_some_and(|e| e == "txt") {
+            let text = std::fs::read_to_string(p).map_err(|e| invalid(format!("reading {spec}: {e}")))?;
+            let mut lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).skip(skip).map(String::from).collect();
+            if let Some(n) = limit {
+                lines.truncate(n);
+            }
+            if lines.is_empty() {
+                return Err(invalid(format!("{spec}: no non-empty lines{}", if skip > 0 { format!(" after skipping {skip}") } else { String::new() })));
+            }
+            let hash = hex::encode(Sha256::digest(lines.join("\n").as_bytes()));
+            let source = if skip > 0 { format!("{spec} (from line {skip})") } else { spec.to_string() };
+            return Ok(Self::Lines { source, hash, lines });
+        }
+        let d = dataset::load_concept(spec, data_dir)?.skip(skip).limit(limit);
+        if d.pairs.is_empty() {
+            return Err(invalid(format!("{spec}: no pairs left after skipping {skip}")));
+        }
+        Ok(Self::Pairs(d))
+    }
+
+    /// Source and content hash.
+    pub fn describe(&self) -> (String, String) {
+        match self {
+            Self::Pairs(d) => (d.source.clone(), d.hash.clone()),
+            Self::Lines { source, hash, .. } => (source.clone(), hash.clone()),
+        }
+    }
+
+    /// Last-token states of every text at `layer` of `model`, in corpus order (for pairs:
+    /// positive then negative of each pair).
+    pub fn states(&self, model: &Model, layer: usize, use_cache: bool) -> Result<Vec<Vec<f32>>> {
+        let cache = if use_cache { Some(Store::open_default()?) } else { None };
+        let mut ex = Extractor::new(model, &[layer], cache, ExtractOptions::default())?;
+        let label = format!("corpus on {}", model.id());
+        Ok(match self {
+            Self::Pairs(d) => {
+                let ids: Vec<_> = d.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
+                ex.pairs(&ids, &label)?.into_iter().flat_map(|(a, b)| [a[&layer].clone(), b[&layer].clone()]).collect()
+            }
+            Self::Lines { lines, .. } => {
+                let ids: Vec<Vec<u32>> = lines.iter().map(|l| model.prompt(l, false, None).map(|p| p.ids)).collect::<lcross_model::Result<_>>()?;
+                ex.texts(&ids, &label)?.into_iter().map(|s| s[&layer].clone()).collect()
+            }
+        })
+    }
+}
+
+/// Fit a map `src` layer -> `tgt` layer on the states of `corpus` in both models.
+pub fn align(src: &Model, tgt: &Model, layers: (usize, usize), corpus: &Corpus, est: Estimator, use_cache: bool) -> Result<LinearMap> {
+    let xs = corpus.states(src, layers.0, use_cache)?;
+    let ys = corpus.states(tgt, layers.1, use_cache)?;
+    fit_states(src, tgt, layers, &xs, &ys, est, corpus.describe())
+}
+
+/// Fit a map on paired states already gathered (`xs[i]` from `src`, `ys[i]` from `tgt`, same
+/// text), recording both models, the layers and the corpus `(description, sha256)`.
+pub fn fit_states(src: &Model, tgt: &Model, layers: (usize, usize), xs: &[Vec<f32>], ys: &[Vec<f32>], est: Estimator, corpus: (String, String)) -> Result<LinearMap> {
+    let (t, diag) = fit(&Rows::from_f32(xs)?, &Rows::from_f32(ys)?, &est)?;
+    let metadata = MapMetadata {
+        lcross_version: lcross_core::VERSION.into(),
+        source_model_id: src.id().into(),
+        source_model_sha256: src.file_sha256()?,
+        target_model_id: tgt.id().into(),
+        target_model_sha256: tgt.file_sha256()?,
+        source_layer: layers.0,
+        target_layer: layers.1,
+        estimator: est,
+        corpus: corpus.0,
+        corpus_sha256: corpus.1,
+        diagnostics: diag,
+        native_cosine: None,
+        native_vector: None,
+    };
+    Ok(LinearMap { metadata, t })
+}
+
+/// The CAA generation file of a behaviour under `data_dir`.
+pub fn caa_file(data_dir: &Path, behaviour: &str, name: &str) -> String {
+    data_dir.join("caa").join(behaviour).join(name).display().to_string()
+}
+
+/// One OLS map on the first `limit` pairs of each behaviour together (n can exceed d_s,
+/// so the map does not interpolate any one behaviour's pairs).
+pub fn pooled_map(src: &Model, tgt: &Model, layers: (usize, usize), behaviours: &[String], data_dir: &Path, limit: usize) -> Result<LinearMap> {
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut hasher = Sha256::new();
+    for w in behaviours {
+        let corpus = Corpus::load(&caa_file(data_dir, w, "generate_dataset.json"), data_dir, 0, Some(limit))?;
+        hasher.update(corpus.describe().1.as_bytes());
+        xs.extend(corpus.states(src, layers.0, true)?);
+        ys.extend(corpus.states(tgt, layers.1, true)?);
+    }
+    let description = format!("pooled: first {limit} pairs of each of {}", behaviours.join(", "));
+    fit_states(src, tgt, layers, &xs, &ys, Estimator::Ols, (description, hex::encode(hasher.finalize())))
+}
+
+/// sha256 of a map's metadata and values, for maps that were never written to a file.
+pub fn map_fingerprint(map: &LinearMap) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&map.metadata).unwrap_or_default());
+    for j in 0..map.t.ncols() {
+        for i in 0..map.t.nrows() {
+            h.update(map.t[(i, j)].to_le_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// Transfer `sv` through `map`, recording `map_label` and `map_sha256` as its origin;
+/// a vector of another model than the map's source is refused unless `force`.
+pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_label: &str, map_sha256: &str, force: bool) -> Result<SteeringVector> {
+    let m = &map.metadata;
+    if sv.metadata.hidden_size != m.diagnostics.source_dim {
+        return Err(invalid(format!("vector has hidden size {}, the map's source ({}) has {}", sv.metadata.hidden_size, m.source_model_id, m.diagnostics.source_dim)));
+    }
+    if !force && (sv.metadata.model_id != m.source_model_id || sv.metadata.model_sha256 != m.source_model_sha256) {
+        return Err(invalid(format!("vector is from `{}`, the map's source is `{}`; pass --force to transfer anyway", sv.metadata.model_id, m.source_model_id)));
+    }
+    let v = sv.layers.get(&m.source_layer).ok_or_else(|| invalid(format!("vector has no layer {} (the map's source layer); it has {:?}", m.source_layer, sv.metadata.layers)))?;
+    let moved = apply(&map.t, v)?;
+    let metadata = VectorMetadata {
+        lcross_version: lcross_core::VERSION.into(),
+        model_id: m.target_model_id.clone(),
+        model_sha256: m.target_model_sha256.clone(),
+        hidden_size: m.diagnostics.target_dim,
+        layers: vec![m.target_layer],
+        concept: sv.metadata.concept.clone(),
+        dataset: sv.metadata.dataset.clone(),
+        dataset_sha256: sv.metadata.dataset_sha256.clone(),
+        method: Method::Transferred,
+        n_pairs: sv.metadata.n_pairs,
+        normalized: false,
+        letter_balance: sv.metadata.letter_balance,
+        balanced_letters: sv.metadata.balanced_letters,
+        half_split_cosine: Default::default(),
+        calibration: None,
+        provenance: Some(serde_json::json!({
+            "source_vector": sv.metadata,
+            "map": { "path": map_label, "sha256": map_sha256, "metadata": m },
+        })),
+    };
+    Ok(SteeringVector { metadata, layers: [(m.target_layer, moved)].into_iter().collect() })
+}
+
+/// A/B items from a file or `builtin:NAME`, the first `limit` of them.
+pub fn load_ab(spec: &str, limit: Option<usize>) -> Result<Vec<AbItem>> {
+    let mut items = match spec.strip_prefix("builtin:") {
+        Some(name) => dataset::builtin_test(name)?,
+        None => dataset::load_ab_items(Path::new(spec))?,
+    };
+    if let Some(n) = limit {
+        items.truncate(n);
+    }
+    Ok(items)
+}
+
+/// The steering layer of a loaded model when a config names none: the registry's choice
+/// for known models, else 40% of the depth.
+pub fn default_layer(model: &Model) -> usize {
+    lcross_model::registry::default_steering_layer(model.id(), model.config().num_layers)
+}

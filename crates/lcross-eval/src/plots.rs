@@ -1,0 +1,45 @@
+//! SVG line plots of results (plotters' SVG backend: no system fonts or libraries needed).
+
+use std::path::Path;
+
+use lcross_core::artifact::write_atomic;
+use plotters::prelude::*;
+
+use crate::error::{EvalError, Result};
+
+/// A named series of (x, y) points.
+pub type Series = (String, Vec<(f64, f64)>);
+
+/// A line plot of `series` into the SVG file `path`; `y_range` bounds the y axis.
+pub fn line_plot(path: &Path, title: &str, x_label: &str, y_label: &str, y_range: (f64, f64), series: &[Series]) -> Result<()> {
+    let mut svg = String::new();
+    draw(&mut svg, title, x_label, y_label, y_range, series).map_err(|e| EvalError::Invalid(format!("plotting {}: {e}", path.display())))?;
+    write_atomic(path, svg.as_bytes())?;
+    Ok(())
+}
+
+fn draw<'a>(svg: &'a mut String, title: &str, x_label: &str, y_label: &str, y_range: (f64, f64), series: &[Series]) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
+    let root = SVGBackend::with_string(svg, (720, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
+    let (xmin, xmax) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let (xmin, xmax) = if xmin < xmax { (xmin, xmax) } else if xmin.is_finite() { (xmin - 1.0, xmin + 1.0) } else { (0.0, 1.0) };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(xmin..xmax, y_range.0..y_range.1)?;
+    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw()?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled())))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}

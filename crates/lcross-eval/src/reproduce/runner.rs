@@ -1,0 +1,528 @@
+//! Runs an experiment's cells: one group (target, source, concept, vector kind) at a
+//! time, every finished cell appended to `cells.jsonl` as it is done, so a rerun skips
+//! it; `run.json` records the version, the experiment, the numerics and the model hashes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+use lcross_core::analyses::{compare, random_like};
+use lcross_core::artifact::write_atomic;
+use lcross_core::eval::{evaluate_ab_cached, Steering};
+use lcross_core::maps::{Estimator, LinearMap};
+use lcross_core::steering::{cosine, SteeringVector};
+use lcross_core::store::Store;
+use lcross_model::{Model, Positions};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::cells::{merge, CellLog, CellRecord};
+use super::config::{ConditionKind, Experiment, ExperimentFile, VectorKind};
+use super::grid::{groups, plan, CellKey, Group, Shard, MAP_SIMILARITY};
+use super::report;
+use crate::error::{EvalError, Result};
+use crate::pipeline::{self, Corpus, VectorRecipe};
+
+/// Loads a model by id (the caller's choice of weights, dtype and device); the error is
+/// shown as it is.
+pub type ModelLoader<'a> = dyn Fn(&str) -> std::result::Result<Model, String> + 'a;
+
+/// What a run directory records about how it was made (`run.json`).
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+pub struct RunInfo {
+    pub lcross_version: String,
+    pub experiment: serde_json::Value,
+    /// sha256 of the resolved experiment and numerics: shards with the same one can be
+    /// merged.
+    pub experiment_sha256: String,
+    /// sha256 of what changes a cell's numbers (sizes, seed, layers, data, numerics) but
+    /// not which cells there are: a run whose grid grew or shrank keeps its finished cells.
+    #[serde(default)]
+    pub numbers_sha256: String,
+    pub config_file: Option<String>,
+    pub config_text: Option<String>,
+    /// Weights, dtype, device, runtime revision.
+    pub numerics: String,
+    pub shard: Option<Shard>,
+    /// Model id -> file sha256, for the models this run loaded.
+    pub models: BTreeMap<String, String>,
+    #[serde(default)]
+    pub merged_from: Vec<String>,
+}
+
+/// A run to make: the experiment file, its profile and shard, where to write.
+pub struct RunRequest<'a> {
+    pub config: &'a Path,
+    pub profile: Option<&'a str>,
+    pub shard: Option<Shard>,
+    /// Default: results/<name>[-<profile>], plus shard-i-of-n/ with a shard.
+    pub out: Option<PathBuf>,
+    /// The loader's numerics (weights, dtype, device, runtime revision): part of the
+    /// run's identity, so a directory never mixes numbers of two numerics.
+    pub numerics: String,
+}
+
+/// What a run or merge wrote.
+#[derive(Serialize)]
+pub struct RunSummary {
+    pub out: PathBuf,
+    pub cells: usize,
+    pub grid_cells: usize,
+    /// report.md as written.
+    #[serde(skip)]
+    pub report: String,
+}
+
+fn experiment_sha(e: &Experiment, numerics: &str) -> String {
+    let v = serde_json::to_string(e).unwrap_or_default();
+    hex::encode(Sha256::digest(format!("{v}\n{numerics}").as_bytes()))
+}
+
+fn numbers_sha(e: &Experiment, numerics: &str) -> String {
+    let v = serde_json::json!({"seed": e.seed, "layers": e.layers, "sizes": e.sizes, "data_dir": e.data_dir, "numerics": numerics});
+    hex::encode(Sha256::digest(v.to_string().as_bytes()))
+}
+
+fn io(path: &Path, e: std::io::Error) -> EvalError {
+    EvalError::Invalid(format!("{}: {e}", path.display()))
+}
+
+/// Run (or resume) the cells of `req`'s shard, writing cells, CSV and report as they come.
+pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
+    let file = ExperimentFile::load(req.config)?;
+    let e = file.resolve(req.profile)?;
+    let out = match (&req.out, req.shard) {
+        (Some(o), _) => o.clone(),
+        (None, None) => PathBuf::from("results").join(e.run_name()),
+        (None, Some(s)) => PathBuf::from("results").join(e.run_name()).join(format!("shard-{}-of-{}", s.index, s.count)),
+    };
+    std::fs::create_dir_all(&out).map_err(|x| io(&out, x))?;
+    let mut info = RunInfo {
+        lcross_version: lcross_core::VERSION.into(),
+        experiment: serde_json::to_value(&e)?,
+        experiment_sha256: experiment_sha(&e, &req.numerics),
+        numbers_sha256: numbers_sha(&e, &req.numerics),
+        config_file: Some(req.config.display().to_string()),
+        config_text: std::fs::read_to_string(req.config).ok(),
+        numerics: req.numerics.clone(),
+        shard: req.shard,
+        models: BTreeMap::new(),
+        merged_from: Vec::new(),
+    };
+    let info_path = out.join("run.json");
+    if let Ok(text) = std::fs::read_to_string(&info_path) {
+        let prev: RunInfo = serde_json::from_str(&text).map_err(|x| EvalError::Invalid(format!("{} is not a run record: {x}", info_path.display())))?;
+        // run.json written before numbers_sha256 existed: derive it from its experiment
+        let prev_numbers = match prev.numbers_sha256.is_empty() {
+            true => experiment_from_json(&prev.experiment).map(|pe| numbers_sha(&pe, &prev.numerics)).unwrap_or_default(),
+            false => prev.numbers_sha256.clone(),
+        };
+        let same_numbers = prev.experiment_sha256 == info.experiment_sha256 || (!prev_numbers.is_empty() && prev_numbers == info.numbers_sha256);
+        if !same_numbers || prev.shard != info.shard {
+            return Err(EvalError::Invalid(format!(
+                "{} holds a run with other sizes, seed, layers, data, numerics or shard: its cells would not be comparable; choose another --out (or delete it)",
+                out.display()
+            )));
+        }
+        if prev.experiment_sha256 != info.experiment_sha256 {
+            eprintln!("note: the grid of {} changed (models, concepts, conditions, betas or evaluations); its finished cells that are still in the grid are kept", out.display());
+        }
+        info.models = prev.models;
+    }
+    write_atomic(&info_path, serde_json::to_string_pretty(&info)?.as_bytes())?;
+
+    let mut log = CellLog::open(&out)?;
+    let all = plan(&e);
+    let shard = req.shard.unwrap_or_else(Shard::all);
+    let mine: Vec<(Group, Vec<CellKey>)> = groups(&all).into_iter().filter(|(g, _)| shard.owns(g)).collect();
+    let pending: usize = mine.iter().flat_map(|(_, cs)| cs).filter(|c| !log.contains(&c.id())).count();
+    let total: usize = mine.iter().map(|(_, cs)| cs.len()).sum();
+    eprintln!("{}: {total} cells in this shard ({} of the grid's {}), {} to run; results in {}", e.run_name(), total, all.len(), pending, out.display());
+    let bar = lcross_core::activations::progress(pending as u64, "cells");
+    let mut runner = Runner { e: &e, load, models: HashMap::new(), store: Store::open_default()?, data_dir: e.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir) };
+    for (group, cells) in &mine {
+        let todo: Vec<&CellKey> = cells.iter().filter(|c| !log.contains(&c.id())).collect();
+        if todo.is_empty() {
+            continue;
+        }
+        bar.set_message(group.id());
+        runner.run_group(group, &todo, &mut log, &bar)?;
+        for (id, sha) in runner.model_hashes()? {
+            info.models.insert(id, sha);
+        }
+        write_atomic(&info_path, serde_json::to_string_pretty(&info)?.as_bytes())?;
+        write_outputs(&out, &e, &info, &in_grid(log.cells(), &all))?;
+    }
+    bar.finish_and_clear();
+    let cells = in_grid(log.cells(), &all);
+    let report = write_outputs(&out, &e, &info, &cells)?;
+    Ok(RunSummary { out, cells: cells.len(), grid_cells: all.len(), report })
+}
+
+/// The finished cells that belong to the grid `all` (a grid that shrank keeps the others
+/// in cells.jsonl, out of the report).
+fn in_grid(cells: &BTreeMap<String, CellRecord>, all: &[CellKey]) -> BTreeMap<String, CellRecord> {
+    let ids: std::collections::HashSet<String> = all.iter().map(CellKey::id).collect();
+    cells.iter().filter(|(id, _)| ids.contains(*id)).map(|(id, c)| (id.clone(), c.clone())).collect()
+}
+
+/// Write report.md and cells.csv; returns the report.
+fn write_outputs(out: &Path, e: &Experiment, info: &RunInfo, cells: &BTreeMap<String, CellRecord>) -> Result<String> {
+    let models: Vec<String> = info.models.iter().map(|(m, h)| format!("{m} (sha256 {}…)", &h[..h.len().min(12)])).collect();
+    let header = format!(
+        "lcross {}; numerics {}; experiment sha256 {}…; shard {}; models: {}.\nSizes: {} extraction pairs per vector and map corpus, {} A/B test questions per concept, {} held-out pairs; betas {:?}.",
+        info.lcross_version,
+        info.numerics,
+        &info.experiment_sha256[..12],
+        info.shard.map_or("all".into(), |s| format!("{}/{}", s.index, s.count)),
+        if models.is_empty() { "-".into() } else { models.join(", ") },
+        e.sizes.extract_pairs,
+        e.sizes.test_questions,
+        e.sizes.heldout_pairs,
+        e.betas
+    );
+    let md = report::markdown(e, cells, &header);
+    for f in report::sweep_figures(e, cells) {
+        crate::plots::line_plot(&out.join(&f.path), &f.title, "beta", "A/B: P(matching answer)", (0.0, 1.0), &f.series)?;
+    }
+    write_atomic(&out.join("report.md"), md.as_bytes())?;
+    write_atomic(&out.join("cells.csv"), report::csv(cells).as_bytes())?;
+    Ok(md)
+}
+
+/// Join shard directories into `out` (default: `merged/` beside the first): cells,
+/// run.json, CSV and report, as a single-machine run would have written them.
+pub fn merge_runs(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunSummary> {
+    let first_dir = dirs.first().ok_or_else(|| EvalError::Invalid("give the run directories to merge".into()))?;
+    let infos: Vec<RunInfo> = dirs
+        .iter()
+        .map(|d| {
+            let p = d.join("run.json");
+            let text = std::fs::read_to_string(&p).map_err(|x| EvalError::Invalid(format!("{} has no run.json ({x}): is it a run directory?", d.display())))?;
+            serde_json::from_str(&text).map_err(|x| EvalError::Invalid(format!("{} is not a run record: {x}", p.display())))
+        })
+        .collect::<Result<_>>()?;
+    let first = &infos[0];
+    if let Some((d, _)) = dirs.iter().zip(&infos).find(|(_, i)| i.experiment_sha256 != first.experiment_sha256) {
+        return Err(EvalError::Invalid(format!("{} is a run of another experiment, profile or numerics than {}", d.display(), first_dir.display())));
+    }
+    let e = experiment_from_json(&first.experiment)?;
+    let out = match out {
+        Some(o) => o.to_path_buf(),
+        None => first_dir.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")).join("merged"),
+    };
+    let cells = in_grid(&merge(dirs)?, &plan(&e));
+    std::fs::create_dir_all(&out).map_err(|x| io(&out, x))?;
+    let mut lines = String::new();
+    for c in cells.values() {
+        lines.push_str(&serde_json::to_string(c)?);
+        lines.push('\n');
+    }
+    write_atomic(&out.join("cells.jsonl"), lines.as_bytes())?;
+    let mut info = first.clone();
+    info.shard = None;
+    info.models = infos.iter().flat_map(|i| i.models.clone()).collect();
+    info.merged_from = dirs.iter().map(|d| d.display().to_string()).collect();
+    write_atomic(&out.join("run.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    let report = write_outputs(&out, &e, &info, &cells)?;
+    let grid = plan(&e).len();
+    if cells.len() < grid {
+        eprintln!("note: {} of the grid's {grid} cells are present (shards missing or unfinished)", cells.len());
+    }
+    Ok(RunSummary { out, cells: cells.len(), grid_cells: grid, report })
+}
+
+/// The resolved experiment stored in run.json, read back (through the file format, so
+/// the same checks apply) for merges.
+fn experiment_from_json(v: &serde_json::Value) -> Result<Experiment> {
+    let mut fields = serde_json::Map::new();
+    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "vectors", "evaluations", "seed", "layers", "sizes", "weak_to_strong", "data_dir"] {
+        if let Some(x) = v.get(k).filter(|x| !x.is_null()) {
+            fields.insert(k.into(), x.clone());
+        }
+    }
+    let file: ExperimentFile = serde_json::from_value(serde_json::Value::Object(fields)).map_err(|x| EvalError::Invalid(format!("run.json holds an unreadable experiment: {x}")))?;
+    let mut e = file.resolve(None)?;
+    e.profile = v.get("profile").and_then(|p| p.as_str()).map(String::from);
+    Ok(e)
+}
+
+/// Steering conditions evaluated in one batched A/B pass.
+const CONDITIONS_PER_PASS: usize = 8;
+
+/// Computes cells, keeping loaded models between groups.
+struct Runner<'a> {
+    e: &'a Experiment,
+    load: &'a ModelLoader<'a>,
+    models: HashMap<String, Model>,
+    store: Store,
+    data_dir: PathBuf,
+}
+
+/// A steering vector for the target and what to record about it.
+struct Prepared {
+    vector: Option<SteeringVector>,
+    skipped: Option<String>,
+    map: Option<LinearMap>,
+    saw_vector_pairs: Option<bool>,
+}
+
+impl Runner<'_> {
+    fn model(&mut self, id: &str) -> Result<&Model> {
+        if !self.models.contains_key(id) {
+            let m = (self.load)(id).map_err(|x| EvalError::Invalid(format!("cannot load model `{id}`: {x}")))?;
+            self.models.insert(id.to_string(), m);
+        }
+        Ok(&self.models[id])
+    }
+
+    fn model_hashes(&self) -> Result<Vec<(String, String)>> {
+        self.models.iter().map(|(id, m)| Ok((id.clone(), m.file_sha256()?))).collect()
+    }
+
+    fn layer(&mut self, id: &str) -> Result<usize> {
+        match self.e.layers.get(id) {
+            Some(&l) => Ok(l),
+            None => Ok(pipeline::default_layer(self.model(id)?)),
+        }
+    }
+
+    fn file(&self, concept: &str, name: &str) -> String {
+        pipeline::caa_file(&self.data_dir, concept, name)
+    }
+
+    fn extract(&mut self, model_id: &str, concept: &str, layer: usize, kind: VectorKind) -> Result<SteeringVector> {
+        let ds = lcross_core::dataset::load_concept(&self.file(concept, "generate_dataset.json"), &self.data_dir)?.limit(Some(self.e.sizes.extract_pairs));
+        let recipe = VectorRecipe { balance_letters: kind == VectorKind::Balanced, ..VectorRecipe::mean_diff(vec![layer]) };
+        let model = self.model(model_id)?;
+        Ok(pipeline::extract_vector(model, &ds, &recipe)?.0)
+    }
+
+    /// A map `src` -> `tgt` on `limit` pairs of `concept` after the first `skip`.
+    fn align(&mut self, src: &str, tgt: &str, layers: (usize, usize), concept: &str, estimator: &str, skip: usize, limit: usize) -> Result<LinearMap> {
+        let est = Estimator::parse(estimator).ok_or_else(|| EvalError::Invalid(format!("unknown estimator `{estimator}`")))?;
+        let corpus = Corpus::load(&self.file(concept, "generate_dataset.json"), &self.data_dir, skip, Some(limit))?;
+        self.model(src)?;
+        self.model(tgt)?;
+        pipeline::align(&self.models[src], &self.models[tgt], layers, &corpus, est, true)
+    }
+
+    /// The vector a condition steers with (maps fitted as needed).
+    fn prepare(&mut self, key: &CellKey, native: &SteeringVector, layers: (usize, usize), source_vector: Option<&SteeringVector>) -> Result<Prepared> {
+        let (src, tgt, concept) = (key.source.clone().unwrap_or_default(), key.target.clone(), key.concept.clone());
+        let none = Prepared { vector: None, skipped: None, map: None, saw_vector_pairs: None };
+        let n = self.e.sizes.extract_pairs;
+        let need_source = || source_vector.ok_or_else(|| EvalError::Invalid(format!("cell {}: a transfer needs the source vector", key.id())));
+        let transfer = |sv: &SteeringVector, map: LinearMap, saw: Option<bool>| -> Result<Prepared> {
+            let label = format!("{} map of lcross reproduce ({})", key.condition.name(), key.group().id());
+            let v = pipeline::transfer_vector(sv, &map, &label, &pipeline::map_fingerprint(&map), false)?;
+            Ok(Prepared { vector: Some(v), skipped: None, map: Some(map), saw_vector_pairs: saw })
+        };
+        Ok(match key.condition {
+            ConditionKind::None => none,
+            ConditionKind::Consensus => {
+                let mut moved: Vec<SteeringVector> = Vec::new();
+                for s in self.e.sources.iter().filter(|s| **s != tgt).cloned().collect::<Vec<_>>() {
+                    let ls = self.layer(&s)?;
+                    let sv = self.extract(&s, &concept, ls, key.vector)?;
+                    let map = self.align(&s, &tgt, (ls, layers.1), &concept, "ols", n, self.e.sizes.heldout_pairs)?;
+                    moved.push(pipeline::transfer_vector(&sv, &map, "held-out map of lcross reproduce (consensus)", &pipeline::map_fingerprint(&map), false)?);
+                }
+                let Some(first) = moved.first() else {
+                    return Ok(Prepared { skipped: Some(format!("no source model other than {tgt}")), ..none });
+                };
+                let d = first.layers[&layers.1].len();
+                let mut mean = vec![0.0f32; d];
+                for v in &moved {
+                    for (m, x) in mean.iter_mut().zip(&v.layers[&layers.1]) {
+                        *m += x / moved.len() as f32;
+                    }
+                }
+                let mut v = first.clone();
+                v.metadata.provenance = Some(serde_json::json!({"consensus_of": moved.iter().map(|m| m.metadata.provenance.clone()).collect::<Vec<_>>()}));
+                v.layers = [(layers.1, mean)].into_iter().collect();
+                Prepared { vector: Some(v), saw_vector_pairs: Some(false), ..none }
+            }
+            ConditionKind::SelfModulation => Prepared { vector: Some(native.clone()), ..none },
+            ConditionKind::Lcross => {
+                let est = key.estimator.clone().unwrap_or_else(|| "ols".into());
+                transfer(need_source()?, self.align(&src, &tgt, layers, &concept, &est, 0, n)?, Some(true))?
+            }
+            ConditionKind::LcrossUnrelated => {
+                let i = self.e.concepts.iter().position(|c| *c == concept).unwrap_or(0);
+                let other = self.e.concepts[(i + 1) % self.e.concepts.len()].clone();
+                transfer(need_source()?, self.align(&src, &tgt, layers, &other, "ols", 0, n)?, Some(false))?
+            }
+            ConditionKind::LcrossHeldout => transfer(need_source()?, self.align(&src, &tgt, layers, &concept, "ols", n, self.e.sizes.heldout_pairs)?, Some(false))?,
+            ConditionKind::LcrossPooled => {
+                let sv = need_source()?;
+                self.model(&src)?;
+                self.model(&tgt)?;
+                let map = pipeline::pooled_map(&self.models[&src], &self.models[&tgt], layers, &self.e.concepts, &self.data_dir, n)?;
+                transfer(sv, map, Some(true))?
+            }
+            ConditionKind::RandomT => transfer(need_source()?, self.align(&src, &tgt, layers, &concept, &format!("random:{}", self.e.seed), 0, n)?, None)?,
+            ConditionKind::Identity => {
+                let sv = need_source()?;
+                let (ds, dt) = (self.model(&src)?.config().hidden_size, self.model(&tgt)?.config().hidden_size);
+                if ds != dt {
+                    return Ok(Prepared { skipped: Some(format!("no T needs equal hidden sizes; {src} has {ds}, {tgt} has {dt}")), ..none });
+                }
+                let mut v = sv.clone();
+                v.metadata.model_id = tgt.clone();
+                v.metadata.model_sha256 = self.models[&tgt].file_sha256()?;
+                v.metadata.layers = vec![layers.1];
+                let values = sv.layers.get(&layers.0).ok_or_else(|| EvalError::Invalid(format!("the {src} vector has no layer {}", layers.0)))?;
+                v.layers = [(layers.1, values.clone())].into_iter().collect();
+                Prepared { vector: Some(v), ..none }
+            }
+        })
+    }
+
+    /// A `map-similarity` cell: the OLS map of the cell's concept against the OLS maps of
+    /// the grid's other concepts (same models, layers and corpus size) and against a
+    /// random map of the same shape and entry statistics (Table 4).
+    fn map_similarity(&mut self, key: &CellKey) -> Result<CellRecord> {
+        let started = Instant::now();
+        let src = key.source.clone().ok_or_else(|| EvalError::Invalid(format!("cell {} has no source", key.id())))?;
+        let layers = (self.layer(&src)?, self.layer(&key.target)?);
+        let n = self.e.sizes.extract_pairs;
+        let own = self.align(&src, &key.target, layers, &key.concept, "ols", 0, n)?;
+        let mut values = BTreeMap::new();
+        let mut per_other = Vec::new();
+        let (mut me, mut frob) = (Vec::new(), Vec::new());
+        for other in self.e.concepts.iter().filter(|c| **c != key.concept).cloned().collect::<Vec<_>>() {
+            let m = self.align(&src, &key.target, layers, &other, "ols", 0, n)?;
+            let c = compare(&own.t, &m.t)?;
+            values.insert(format!("ssim:{other}"), c.ssim);
+            values.insert(format!("spectral:{other}"), c.spectral_mean_abs_diff);
+            values.insert(format!("frobenius:{other}"), c.frobenius);
+            per_other.push(c.ssim);
+            me.push(c.spectral_mean_abs_diff);
+            frob.push(c.frobenius);
+        }
+        let r = compare(&own.t, &random_like(&own.t, self.e.seed))?;
+        values.insert("ssim_other".into(), crate::stats::mean(&per_other));
+        values.insert("spectral_other".into(), crate::stats::mean(&me));
+        values.insert("frobenius_other".into(), crate::stats::mean(&frob));
+        values.insert("ssim_random".into(), r.ssim);
+        values.insert("spectral_random".into(), r.spectral_mean_abs_diff);
+        values.insert("frobenius_random".into(), r.frobenius);
+        values.insert("frobenius_own".into(), own.t.norm_l2());
+        let d = &own.metadata.diagnostics;
+        Ok(CellRecord {
+            id: key.id(),
+            key: key.clone(),
+            mean: Some(crate::stats::mean(&per_other)),
+            stderr: Some(crate::stats::stderr(&per_other)),
+            n: per_other.len(),
+            per_item: per_other,
+            skipped: None,
+            cosine_to_native: None,
+            train_r2: Some(d.train_r2),
+            heldout_r2: d.heldout_r2,
+            interpolating: Some(d.interpolating),
+            map_saw_vector_pairs: Some(true),
+            map_n: Some(d.n),
+            values,
+            prepare_s: 0.0,
+            eval_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn run_group(&mut self, group: &Group, cells: &[&CellKey], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
+        let (map_cells, cells): (Vec<&CellKey>, Vec<&CellKey>) = cells.iter().partition(|c| c.metric == MAP_SIMILARITY);
+        for k in map_cells {
+            let record = self.map_similarity(k)?;
+            log.append(record)?;
+            bar.inc(1);
+        }
+        if cells.is_empty() {
+            return Ok(());
+        }
+        let cells = &cells[..];
+        let started = Instant::now();
+        let lt = self.layer(&group.target)?;
+        let native = self.extract(&group.target.clone(), &group.concept.clone(), lt, group.vector)?;
+        let items = pipeline::load_ab(&self.file(&group.concept, "test_dataset_ab.json"), Some(self.e.sizes.test_questions))?;
+        let (source_vector, ls) = match &group.source {
+            Some(s) => {
+                let ls = self.layer(s)?;
+                (Some(self.extract(&s.clone(), &group.concept.clone(), ls, group.vector)?), ls)
+            }
+            None => (None, 0),
+        };
+        // Prepare every vector first (maps are shared by the betas of a condition).
+        let mut prepared: Vec<(&CellKey, Rc<Prepared>)> = Vec::new();
+        let mut by_condition: HashMap<(ConditionKind, Option<String>), Rc<Prepared>> = HashMap::new();
+        for &k in cells {
+            let id = (k.condition, k.estimator.clone());
+            let p = match by_condition.get(&id) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = Rc::new(self.prepare(k, &native, (ls, lt), source_vector.as_ref())?);
+                    by_condition.insert(id, p.clone());
+                    p
+                }
+            };
+            prepared.push((k, p));
+        }
+        let prepare_s = started.elapsed().as_secs_f64();
+        let native_values = &native.layers[&lt];
+        let records: Vec<CellRecord> = prepared
+            .iter()
+            .map(|(k, p)| CellRecord {
+                id: k.id(),
+                key: (*k).clone(),
+                mean: None,
+                stderr: None,
+                n: 0,
+                per_item: Vec::new(),
+                skipped: p.skipped.clone(),
+                cosine_to_native: p.vector.as_ref().and_then(|v| v.layers.get(&lt)).map(|v| cosine(v, native_values)),
+                train_r2: p.map.as_ref().map(|m| m.metadata.diagnostics.train_r2),
+                heldout_r2: p.map.as_ref().and_then(|m| m.metadata.diagnostics.heldout_r2),
+                interpolating: p.map.as_ref().map(|m| m.metadata.diagnostics.interpolating),
+                map_saw_vector_pairs: p.saw_vector_pairs,
+                map_n: p.map.as_ref().map(|m| m.metadata.diagnostics.n),
+                values: Default::default(),
+                prepare_s,
+                eval_s: 0.0,
+            })
+            .collect();
+        // Skipped cells are done at once; the others are evaluated together, a few
+        // conditions per batched pass (the questions' unsteered prefix is shared), each
+        // chunk stored as it finishes so an interruption loses at most one chunk.
+        let mut evaluate: Vec<usize> = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if r.skipped.is_some() {
+                log.append(r.clone())?;
+                bar.inc(1);
+            } else {
+                evaluate.push(i);
+            }
+        }
+        self.model(&group.target)?;
+        for chunk in evaluate.chunks(CONDITIONS_PER_PASS) {
+            let t = Instant::now();
+            let mut steering = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let (k, p) = &prepared[i];
+                steering.push(match (k.condition, &p.vector) {
+                    (ConditionKind::None, _) => None,
+                    (_, Some(v)) => Some(Steering { vector: v, beta: k.beta, positions: Positions::All }),
+                    (_, None) => return Err(EvalError::Invalid(format!("cell {} has no vector", k.id()))),
+                });
+            }
+            let results = evaluate_ab_cached(&self.models[&group.target], &items, &steering, &mut self.store)?;
+            let each = t.elapsed().as_secs_f64() / chunk.len() as f64;
+            for (&i, r) in chunk.iter().zip(results) {
+                let record = CellRecord { mean: Some(r.mean_prob_matching), stderr: Some(crate::stats::stderr(&r.per_item)), n: r.n, per_item: r.per_item, eval_s: each, ..records[i].clone() };
+                log.append(record)?;
+                bar.inc(1);
+            }
+        }
+        Ok(())
+    }
+}
