@@ -122,6 +122,19 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     json(&["reproduce", &cfg, "--profile", "tiny", "--out", resumed.to_str().unwrap(), "--json"]);
     assert_same(&cells(&resumed), &full, "killed and resumed vs single run");
 
+    // `experiment cross` from flags is the same study: its cells equal the tiny run's.
+    let cross = d.join("cross");
+    json(&[
+        "experiment", "cross", "--pairs", "smollm2-135m-instruct:qwen2.5-coder-0.5b-instruct", "--behaviours", "refusal,sycophancy", "--betas", "4",
+        "--limit", "8", "--test-limit", "4", "--heldout-pairs", "8", "--layer", "smollm2-135m-instruct=12,qwen2.5-coder-0.5b-instruct=14",
+        "-o", cross.to_str().unwrap(), "--json",
+    ]);
+    let from_flags = cells(&cross);
+    assert_eq!(from_flags.len(), full.len() - 2, "all but the consensus cells");
+    for (id, v) in &from_flags {
+        assert!(full.get(id) == Some(v), "experiment cross cell {id} differs from the reproduce run");
+    }
+
     // A grid that grows (another beta) keeps its finished cells and adds the new ones.
     let grown_cfg = d.join("grown.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("[profiles.tiny]\n", "[profiles.tiny]\nbetas = [4.0, 8.0]\n");

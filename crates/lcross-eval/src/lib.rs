@@ -17,6 +17,7 @@ pub mod error;
 pub mod inputs;
 pub mod judge;
 pub mod metrics;
+pub mod experiments;
 pub mod pipeline;
 pub mod plots;
 pub mod report;

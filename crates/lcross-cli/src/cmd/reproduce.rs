@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::Args;
 use lcross_eval::reproduce::grid::Shard;
-use lcross_eval::reproduce::runner::{self, RunRequest};
+use lcross_eval::reproduce::runner::{self, ExperimentSource, RunRequest};
 
 use crate::common::Context;
 
@@ -38,7 +38,7 @@ pub fn run(ctx: &Context, a: ReproduceArgs) -> Result<()> {
     }
     let config = a.config.as_ref().context("give an experiment file")?;
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
-    let request = RunRequest { config, profile: a.profile.as_deref(), shard, out: a.out.clone(), numerics: ctx.numerics() };
+    let request = RunRequest { experiment: ExperimentSource::File(config), profile: a.profile.as_deref(), shard, out: a.out.clone(), numerics: ctx.numerics() };
     let load = |id: &str| ctx.load(id).map_err(|e| format!("{e:#}"));
     let s = runner::run(request, &load)?;
     ctx.print(&s, || print!("{}", s.report))

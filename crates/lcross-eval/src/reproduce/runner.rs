@@ -51,9 +51,18 @@ pub struct RunInfo {
     pub merged_from: Vec<String>,
 }
 
-/// A run to make: the experiment file, its profile and shard, where to write.
+/// Where the experiment comes from.
+pub enum ExperimentSource<'a> {
+    /// A TOML file (its text is kept in run.json).
+    File(&'a Path),
+    /// Built in code (e.g. by `lcross experiment cross` from its flags), with a line
+    /// saying how, kept in run.json as the config file.
+    Built(ExperimentFile, String),
+}
+
+/// A run to make: the experiment, its profile and shard, where to write.
 pub struct RunRequest<'a> {
-    pub config: &'a Path,
+    pub experiment: ExperimentSource<'a>,
     pub profile: Option<&'a str>,
     pub shard: Option<Shard>,
     /// Default: results/<name>[-<profile>], plus shard-i-of-n/ with a shard.
@@ -90,7 +99,10 @@ fn io(path: &Path, e: std::io::Error) -> EvalError {
 
 /// Run (or resume) the cells of `req`'s shard, writing cells, CSV and report as they come.
 pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
-    let file = ExperimentFile::load(req.config)?;
+    let (file, config_file, config_text) = match req.experiment {
+        ExperimentSource::File(path) => (ExperimentFile::load(path)?, path.display().to_string(), std::fs::read_to_string(path).ok()),
+        ExperimentSource::Built(file, how) => (file, how, None),
+    };
     let e = file.resolve(req.profile)?;
     let out = match (&req.out, req.shard) {
         (Some(o), _) => o.clone(),
@@ -103,8 +115,8 @@ pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
         experiment: serde_json::to_value(&e)?,
         experiment_sha256: experiment_sha(&e, &req.numerics),
         numbers_sha256: numbers_sha(&e, &req.numerics),
-        config_file: Some(req.config.display().to_string()),
-        config_text: std::fs::read_to_string(req.config).ok(),
+        config_file: Some(config_file),
+        config_text,
         numerics: req.numerics.clone(),
         shard: req.shard,
         models: BTreeMap::new(),
