@@ -52,7 +52,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     eprintln!("tiny profile: {:.1} s", start.elapsed().as_secs_f64());
     assert_eq!(out["cells"], out["grid_cells"]);
     let full = cells(&single);
-    assert_eq!(full.len(), 20, "tiny grid: 2 concepts x (A/B: none, self, consensus, 6 transfer conditions; one map-similarity cell)");
+    assert_eq!(full.len(), 38, "tiny grid: 2 concepts x (A/B and open-ended: none, self, consensus, 6 transfer conditions; one map-similarity cell)");
     let report = std::fs::read_to_string(single.join("report.md")).unwrap();
     for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "Consensus of the sources", "random T (Table 2)", "Table 4", "The paper's counts", "Time"] {
         assert!(report.contains(needle), "report lacks `{needle}`");
@@ -60,7 +60,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let run: Value = serde_json::from_str(&std::fs::read_to_string(single.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["models"].as_object().unwrap().len(), 2);
     assert!(run["config_text"].as_str().unwrap().contains("[profiles.tiny]"));
-    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 21);
+    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 39);
     // identity needs equal hidden sizes: recorded as skipped, with the reason
     let identity = full.values().find(|c| c["condition"] == "identity").unwrap();
     assert!(identity["skipped"].as_str().unwrap().contains("hidden sizes"));
@@ -68,6 +68,15 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let lc = full.values().find(|c| c["condition"] == "lcross" && c["metric"] == "ab").unwrap();
     assert_eq!(lc["interpolating"], true);
     assert!(lc["cosine_to_native"].as_f64().unwrap() > 0.999);
+    // open-ended: each cell judged its 2 answers (a score 0-10, or recorded judge failures)
+    for c in full.values().filter(|c| c["metric"] == "open-ended" && c["skipped"].is_null()) {
+        let failures = c["values"]["judge_failures"].as_f64().unwrap();
+        assert_eq!(c["n"].as_f64().unwrap() + failures, 2.0, "{c}");
+        if let Some(m) = c["mean"].as_f64() {
+            assert!((0.0..=10.0).contains(&m), "{c}");
+        }
+    }
+    assert!(report.contains("metric `open-ended`"));
     // Table 4: the refusal map against the sycophancy map and a random one
     let maps = full.values().find(|c| c["metric"] == "map-similarity" && c["concept"] == "refusal").unwrap();
     for k in ["ssim:sycophancy", "ssim_other", "ssim_random", "spectral_other", "frobenius_random"] {
@@ -130,7 +139,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
         "-o", cross.to_str().unwrap(), "--json",
     ]);
     let from_flags = cells(&cross);
-    assert_eq!(from_flags.len(), full.len() - 2, "all but the consensus cells");
+    assert_eq!(from_flags.len(), 20 - 2, "the A/B and map cells but the consensus ones");
     for (id, v) in &from_flags {
         assert!(full.get(id) == Some(v), "experiment cross cell {id} differs from the reproduce run");
     }
@@ -140,7 +149,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let text = std::fs::read_to_string(&cfg).unwrap().replace("[profiles.tiny]\n", "[profiles.tiny]\nbetas = [4.0, 8.0]\n");
     std::fs::write(&grown_cfg, text).unwrap();
     let grown_out = json(&["reproduce", grown_cfg.to_str().unwrap(), "--profile", "tiny", "--out", single.to_str().unwrap(), "--json"]);
-    assert_eq!(grown_out["cells"], 20 + 2 * 8, "beta 8: self, consensus and 6 transfer cells per concept");
+    assert_eq!(grown_out["cells"], 38 + 2 * 2 * 8, "beta 8: self, consensus and 6 transfer cells per concept and metric");
     let grown = cells(&single);
     for (id, v) in &full {
         assert!(grown[id] == *v, "finished cell {id} was redone or changed");

@@ -93,52 +93,97 @@ mod tests {
     }
 }
 
-/// Paired bootstrap of mean(a - b) over items (`a` and `b` measured on the same items in
-/// the same order): the observed mean difference and the one-sided p-value of "a is
-/// not above b" (share of `resamples` resampled means <= 0, with the +1 correction).
-/// Seeded, so a report is reproducible. None when the lengths differ or are 0.
-pub fn paired_bootstrap(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Option<(f64, f64)> {
+/// Items up to which [`paired_sign_flip`] enumerates every sign pattern (2^16 = 65536).
+pub const EXACT_SIGN_FLIP_ITEMS: usize = 16;
+
+/// Paired sign-flip permutation test of mean(a - b) over items (`a` and `b` measured on
+/// the same items in the same order): the observed mean difference and the one-sided
+/// p-value of "a is not above b", i.e. the share of sign patterns of the differences whose
+/// mean is at least the observed one. Exact (every pattern) up to
+/// [`EXACT_SIGN_FLIP_ITEMS`] items, so a handful of items can never look significant
+/// (2 items: p >= 1/4); above that `resamples` seeded random patterns with the +1
+/// correction. None when the lengths differ or are 0.
+///
+/// Unlike a bootstrap, whose p-value is 0 whenever every difference is positive however
+/// few there are, this holds its level at any n.
+pub fn paired_sign_flip(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Option<(f64, f64)> {
     if a.len() != b.len() || a.is_empty() {
         return None;
     }
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
-    let observed = mean(&d);
-    let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut next = || {
-        // splitmix64
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
     let n = d.len();
-    let mut not_above = 0usize;
-    for _ in 0..resamples {
-        let m: f64 = (0..n).map(|_| d[(next() % n as u64) as usize]).sum::<f64>() / n as f64;
-        if m <= 0.0 {
-            not_above += 1;
+    let observed: f64 = d.iter().sum();
+    // a pattern's sum counts as "at least the observed" up to float rounding of the sums
+    let tolerance = 1e-12 * d.iter().map(|x| x.abs()).sum::<f64>();
+    let at_least = |signs: &mut dyn FnMut(usize) -> bool| -> bool {
+        let sum: f64 = d.iter().enumerate().map(|(i, x)| if signs(i) { -x } else { *x }).sum();
+        sum >= observed - tolerance
+    };
+    let p = if n <= EXACT_SIGN_FLIP_ITEMS {
+        let patterns = 1u64 << n;
+        let hits = (0..patterns).filter(|&m| at_least(&mut |i| m >> i & 1 == 1)).count();
+        hits as f64 / patterns as f64
+    } else {
+        let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            // splitmix64
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let mut hits = 0usize;
+        for _ in 0..resamples {
+            let mut bits = 0u64;
+            let mut left = 0;
+            let mut flip = |_: usize| {
+                if left == 0 {
+                    bits = next();
+                    left = 64;
+                }
+                left -= 1;
+                let b = bits & 1 == 1;
+                bits >>= 1;
+                b
+            };
+            hits += at_least(&mut flip) as usize;
         }
-    }
-    Some((observed, (not_above + 1) as f64 / (resamples + 1) as f64))
+        (hits + 1) as f64 / (resamples + 1) as f64
+    };
+    Some((observed / n as f64, p))
 }
 
 #[cfg(test)]
-mod bootstrap_tests {
+mod sign_flip_tests {
     use super::*;
 
     #[test]
-    fn paired_bootstrap_separates_clear_and_null_effects() {
+    fn sign_flip_separates_clear_and_null_effects() {
         let b: Vec<f64> = (0..40).map(|i| (i % 7) as f64 / 7.0).collect();
         let up: Vec<f64> = b.iter().enumerate().map(|(i, x)| x + 0.1 + 0.02 * ((i % 3) as f64 - 1.0)).collect();
-        let (d, p) = paired_bootstrap(&up, &b, 2000, 1).unwrap();
+        let (d, p) = paired_sign_flip(&up, &b, 2000, 1).unwrap();
         assert!((d - 0.1).abs() < 1e-3 && p < 0.01, "{d} {p}");
         let noise: Vec<f64> = b.iter().enumerate().map(|(i, x)| x + if i % 2 == 0 { 0.05 } else { -0.05 }).collect();
-        let (d, p) = paired_bootstrap(&noise, &b, 2000, 1).unwrap();
+        let (d, p) = paired_sign_flip(&noise, &b, 2000, 1).unwrap();
         assert!(d.abs() < 1e-9 && p > 0.3, "{d} {p}");
-        let (_, p) = paired_bootstrap(&b, &up, 2000, 1).unwrap();
+        let (_, p) = paired_sign_flip(&b, &up, 2000, 1).unwrap();
         assert!(p > 0.99);
-        assert_eq!(paired_bootstrap(&up, &b, 2000, 1), paired_bootstrap(&up, &b, 2000, 1));
-        assert!(paired_bootstrap(&[1.0], &[], 10, 0).is_none());
+        assert_eq!(paired_sign_flip(&up, &b, 2000, 1), paired_sign_flip(&up, &b, 2000, 1));
+        assert!(paired_sign_flip(&[1.0], &[], 10, 0).is_none());
+    }
+
+    #[test]
+    fn few_items_are_never_significant_and_exact_p_values_are_exact() {
+        // 2 items both up: 1 of the 4 sign patterns reaches the observed sum
+        assert_eq!(paired_sign_flip(&[1.0, 2.0], &[0.0, 0.0], 2000, 0).unwrap().1, 0.25);
+        // 5 items all up by different amounts: only the identity pattern reaches it
+        let (_, p) = paired_sign_flip(&[1.0, 2.0, 3.0, 4.0, 5.0], &[0.0; 5], 2000, 0).unwrap();
+        assert_eq!(p, 1.0 / 32.0);
+        // 10 items, all up: p = 1/1024 < 0.05
+        let up: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(paired_sign_flip(&up, &[0.0; 10], 2000, 0).unwrap().1, 1.0 / 1024.0);
+        // no difference at all: every pattern ties, p = 1
+        assert_eq!(paired_sign_flip(&[0.3, 0.4], &[0.3, 0.4], 2000, 0).unwrap().1, 1.0);
     }
 }

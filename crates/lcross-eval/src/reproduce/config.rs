@@ -117,6 +117,12 @@ pub struct Sizes {
     pub test_questions: usize,
     #[serde(default)]
     pub heldout_pairs: usize,
+    /// Open-ended questions per concept (first N of test_dataset_open_ended.json).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_ended_questions: Option<usize>,
+    /// New tokens per open-ended answer (greedy); default 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_tokens: Option<usize>,
 }
 
 /// Overrides of a size.
@@ -126,6 +132,8 @@ pub struct SizesOverride {
     pub extract_pairs: Option<usize>,
     pub test_questions: Option<usize>,
     pub heldout_pairs: Option<usize>,
+    pub open_ended_questions: Option<usize>,
+    pub answer_tokens: Option<usize>,
 }
 
 /// What a profile changes.
@@ -140,6 +148,7 @@ pub struct Profile {
     pub betas: Option<Vec<f64>>,
     pub vectors: Option<Vec<VectorKind>>,
     pub evaluations: Option<Vec<String>>,
+    pub judge: Option<String>,
     pub sizes: Option<SizesOverride>,
 }
 
@@ -163,6 +172,9 @@ pub struct ExperimentFile {
     pub vectors: Vec<VectorKind>,
     #[serde(default = "default_evaluations")]
     pub evaluations: Vec<String>,
+    /// The local judge of `open-ended` (default qwen2.5-coder-1.5b-instruct).
+    #[serde(default)]
+    pub judge: Option<String>,
     #[serde(default)]
     pub seed: u64,
     #[serde(default)]
@@ -196,9 +208,13 @@ fn default_evaluations() -> Vec<String> {
 }
 
 /// Evaluations the grid can run now.
-/// `ab`: CAA's A/B metric per steering condition. `map-similarity`: the paper's Table 4,
-/// each concept's map against the other concepts' maps and a random map.
-pub const EVALUATIONS: &[&str] = &["ab", "map-similarity"];
+/// `ab`: CAA's A/B metric per steering condition. `open-ended`: answers to the concept's
+/// open-ended questions scored 0-10 by the local judge with the concept's rubric.
+/// `map-similarity`: the paper's Table 4, each concept's map against the other concepts'
+/// maps and a random map.
+pub const EVALUATIONS: &[&str] = &["ab", "open-ended", "map-similarity"];
+/// The judge of `open-ended` unless the experiment names one.
+pub const DEFAULT_JUDGE: &str = "qwen2.5-coder-1.5b-instruct";
 /// Map estimators of the `lcross` condition.
 pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes"];
 
@@ -215,6 +231,8 @@ pub struct Experiment {
     pub betas: Vec<f64>,
     pub vectors: Vec<VectorKind>,
     pub evaluations: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<String>,
     pub seed: u64,
     pub layers: BTreeMap<String, usize>,
     pub sizes: Sizes,
@@ -256,12 +274,15 @@ impl ExperimentFile {
             betas: p.betas.unwrap_or_else(|| self.betas.clone()),
             vectors: p.vectors.unwrap_or_else(|| self.vectors.clone()),
             evaluations: p.evaluations.unwrap_or_else(|| self.evaluations.clone()),
+            judge: p.judge.or_else(|| self.judge.clone()),
             seed: self.seed,
             layers: self.layers.clone(),
             sizes: Sizes {
                 extract_pairs: s.extract_pairs.unwrap_or(self.sizes.extract_pairs),
                 test_questions: s.test_questions.unwrap_or(self.sizes.test_questions),
                 heldout_pairs: s.heldout_pairs.unwrap_or(self.sizes.heldout_pairs),
+                open_ended_questions: s.open_ended_questions.or(self.sizes.open_ended_questions),
+                answer_tokens: s.answer_tokens.or(self.sizes.answer_tokens),
             },
             weak_to_strong: self.weak_to_strong.clone(),
             data_dir: self.data_dir.clone(),
@@ -314,6 +335,9 @@ impl Experiment {
         if self.conditions.contains(&ConditionKind::Consensus) && self.sources.is_empty() {
             return bad("`consensus` needs models in `sources`".into());
         }
+        if self.evaluations.iter().any(|m| m == "open-ended") && self.sizes.open_ended_questions.unwrap_or(0) == 0 {
+            return bad("`open-ended` needs `sizes.open_ended_questions` > 0".into());
+        }
         if self.evaluations.iter().any(|m| m == "map-similarity") && self.concepts.len() < 2 {
             return bad("`map-similarity` compares the maps of at least two concepts".into());
         }
@@ -360,7 +384,7 @@ sizes = { test_questions = 2 }
         assert_eq!(full.vectors, [VectorKind::Plain]);
         let tiny = f.resolve(Some("tiny")).unwrap();
         assert_eq!(tiny.concepts, ["refusal", "survival-instinct"]);
-        assert_eq!(tiny.sizes, Sizes { extract_pairs: 16, test_questions: 2, heldout_pairs: 8 });
+        assert_eq!(tiny.sizes, Sizes { extract_pairs: 16, test_questions: 2, heldout_pairs: 8, open_ended_questions: None, answer_tokens: None });
         assert_eq!(tiny.run_name(), "t-tiny");
         assert!(f.resolve(Some("huge")).unwrap_err().to_string().contains("no profile `huge` (it has: tiny)"));
     }

@@ -155,6 +155,8 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
 
 /// The metric name of the map comparison (Table 4).
 pub const MAP_SIMILARITY: &str = "map-similarity";
+/// The metric name of judged open-ended answers.
+pub const OPEN_ENDED: &str = "open-ended";
 
 /// The groups of `cells` in first-appearance order.
 pub fn groups(cells: &[CellKey]) -> Vec<(Group, Vec<CellKey>)> {

@@ -6,11 +6,12 @@ use std::fmt::Write as _;
 
 use super::cells::CellRecord;
 use super::config::{ConditionKind, Experiment, VectorKind};
-use super::grid::MAP_SIMILARITY;
-use crate::stats::paired_bootstrap;
+use super::config::DEFAULT_JUDGE;
+use super::grid::{MAP_SIMILARITY, OPEN_ENDED};
+use crate::stats::{paired_sign_flip, EXACT_SIGN_FLIP_ITEMS};
 
-/// Resamples of the paired bootstrap.
-pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+/// Random sign patterns of the paired test when there are too many items to enumerate.
+pub const SIGN_FLIP_RESAMPLES: usize = 10_000;
 /// One-sided level for "beats no modulation".
 pub const ALPHA: f64 = 0.05;
 
@@ -35,15 +36,21 @@ fn none_cell<'a>(cells: &'a BTreeMap<String, CellRecord>, c: &CellRecord) -> Opt
 /// `c` against no modulation (paired over the test items).
 pub fn compare_to_none(cells: &BTreeMap<String, CellRecord>, c: &CellRecord) -> Option<Comparison> {
     let none = none_cell(cells, c)?;
-    let (difference, p_value) = paired_bootstrap(&c.per_item, &none.per_item, BOOTSTRAP_RESAMPLES, 0)?;
+    let (difference, p_value) = paired_sign_flip(&c.per_item, &none.per_item, SIGN_FLIP_RESAMPLES, 0)?;
     Some(Comparison { difference, p_value })
 }
 
 /// The A/B cell of these coordinates (the unsteered cell is shared by the vector kinds).
 #[allow(clippy::too_many_arguments)]
 fn find<'a>(cells: &'a BTreeMap<String, CellRecord>, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: f64) -> Option<&'a CellRecord> {
+    find_in(cells, "ab", target, source, concept, vector, cond, estimator, beta)
+}
+
+/// The cell of `metric` at these coordinates.
+#[allow(clippy::too_many_arguments)]
+fn find_in<'a>(cells: &'a BTreeMap<String, CellRecord>, metric: &str, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: f64) -> Option<&'a CellRecord> {
     cells.values().find(|x| {
-        x.key.metric == "ab"
+        x.key.metric == metric
             && x.key.target == target
             && (cond == ConditionKind::None || x.key.vector == vector)
             && x.key.source.as_deref() == source
@@ -54,24 +61,32 @@ fn find<'a>(cells: &'a BTreeMap<String, CellRecord>, target: &str, source: Optio
     })
 }
 
+/// Every cell's comparison with no modulation, computed once per report (each test
+/// enumerates or samples thousands of sign patterns).
+type Comparisons = std::collections::HashMap<String, Comparison>;
+
+fn comparisons(cells: &BTreeMap<String, CellRecord>) -> Comparisons {
+    cells.values().filter(|c| c.key.condition != ConditionKind::None).filter_map(|c| Some((c.id.clone(), compare_to_none(cells, c)?))).collect()
+}
+
 /// `0.712*` (significantly above none), `0.512`, `skipped`, or `·` (not run).
-fn value(cells: &BTreeMap<String, CellRecord>, c: Option<&CellRecord>) -> String {
+fn value(cmp: &Comparisons, c: Option<&CellRecord>) -> String {
     match c {
         None => "·".into(),
         Some(c) if c.mean.is_none() => "n/a".into(),
         Some(c) => {
-            let star = if c.key.condition != ConditionKind::None && compare_to_none(cells, c).is_some_and(|x| x.wins()) { "*" } else { "" };
+            let star = if cmp.get(&c.id).is_some_and(Comparison::wins) { "*" } else { "" };
             format!("{:.3}{star}", c.mean.unwrap_or(f64::NAN))
         }
     }
 }
 
 /// A count of a finding: `k/N` cells significantly above no modulation.
-fn count(cells: &BTreeMap<String, CellRecord>, cond: ConditionKind, estimator: Option<&str>, vector: Option<VectorKind>) -> (usize, usize) {
+fn count(cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons, metric: &str, cond: ConditionKind, estimator: Option<&str>, vector: Option<VectorKind>) -> (usize, usize) {
     let mut wins = 0;
     let mut total = 0;
-    for c in cells.values().filter(|c| c.key.metric == "ab" && c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator) && vector.is_none_or(|v| c.key.vector == v)) {
-        if let Some(cmp) = compare_to_none(cells, c) {
+    for c in cells.values().filter(|c| c.key.metric == metric && c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator) && vector.is_none_or(|v| c.key.vector == v)) {
+        if let Some(cmp) = cmp.get(&c.id) {
             total += 1;
             wins += cmp.wins() as usize;
         }
@@ -81,19 +96,31 @@ fn count(cells: &BTreeMap<String, CellRecord>, cond: ConditionKind, estimator: O
 
 /// The Markdown report.
 pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &str) -> String {
+    let cmp = comparisons(cells);
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n\n{header}\n", e.run_name());
     let _ = writeln!(
         md,
         "Metric `ab`: mean over {} test questions of P(answer matching the behaviour) / (P(A) + P(B)) (CAA's A/B metric). \
-         `*`: above no modulation with one-sided p < {ALPHA} (paired bootstrap over the questions, {BOOTSTRAP_RESAMPLES} resamples). \
+         `*`: above no modulation with one-sided p < {ALPHA} (paired sign-flip permutation test over the questions: exact up to {EXACT_SIGN_FLIP_ITEMS} questions, else {SIGN_FLIP_RESAMPLES} seeded random sign patterns). \
          `·`: not run (yet), `n/a`: skipped (see the cell).\n",
         e.sizes.test_questions
     );
+    if e.evaluations.iter().any(|m| m == OPEN_ENDED) {
+        let _ = writeln!(
+            md,
+            "Metric `open-ended`: mean 0-10 score of greedy answers ({} new tokens at most) to the first {} open-ended questions of the concept, judged by {} with the concept's rubric (crates/lcross-eval/src/rubric.rs); same `*` test.\n",
+            e.sizes.answer_tokens.unwrap_or(64),
+            e.sizes.open_ended_questions.unwrap_or(0),
+            e.judge.as_deref().unwrap_or(DEFAULT_JUDGE)
+        );
+    }
+    let table_metrics: Vec<&str> = e.evaluations.iter().map(String::as_str).filter(|m| *m != MAP_SIMILARITY).collect();
     let sources_for = |t: &str| e.sources.iter().filter(|s| s.as_str() != t).cloned().collect::<Vec<_>>();
     let first_est = e.estimators.first().map(String::as_str);
-    for (&beta, &vk) in e.betas.iter().flat_map(|b| e.vectors.iter().map(move |v| (b, v))) {
-        let _ = writeln!(md, "## Table 1: no / self / L-Cross modulation (beta {beta}, {} CAA vectors)\n", vk.name());
+    for (metric, &beta, &vk) in table_metrics.iter().flat_map(|m| e.betas.iter().flat_map(move |b| e.vectors.iter().map(move |v| (*m, b, v)))) {
+        let find = |cells, t: &str, s: Option<&str>, c: &str, vk, cond, est, b| find_in(cells, metric, t, s, c, vk, cond, est, b);
+        let _ = writeln!(md, "## Table 1: no / self / L-Cross modulation (metric `{metric}`, beta {beta}, {} CAA vectors)\n", vk.name());
         for t in &e.targets {
             let srcs = sources_for(t);
             let _ = writeln!(md, "Target **{t}**\n");
@@ -110,12 +137,12 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             }
             let _ = writeln!(md, "{head}\n{rule}");
             for c in &e.concepts {
-                let mut row = format!("| {c} | {} | {} |", value(cells, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(cells, find(cells, t, None, c, vk, ConditionKind::SelfModulation, None, beta)));
+                let mut row = format!("| {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(&cmp, find(cells, t, None, c, vk, ConditionKind::SelfModulation, None, beta)));
                 for s in &srcs {
-                    let _ = write!(row, " {} |", value(cells, find(cells, t, Some(s), c, vk, ConditionKind::Lcross, first_est, beta)));
+                    let _ = write!(row, " {} |", value(&cmp, find(cells, t, Some(s), c, vk, ConditionKind::Lcross, first_est, beta)));
                 }
                 if consensus {
-                    let _ = write!(row, " {} |", value(cells, find(cells, t, None, c, vk, ConditionKind::Consensus, None, beta)));
+                    let _ = write!(row, " {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::Consensus, None, beta)));
                 }
                 let _ = writeln!(md, "{row}");
             }
@@ -132,7 +159,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         .filter(|(k, _)| e.conditions.contains(k))
         .collect();
         if !ablations.is_empty() {
-            let _ = writeln!(md, "## Ablations and regimes (beta {beta}, {} CAA vectors)\n", vk.name());
+            let _ = writeln!(md, "## Ablations and regimes (metric `{metric}`, beta {beta}, {} CAA vectors)\n", vk.name());
             let mut head = "| target | source | concept | No | L-Cross |".to_string();
             let mut rule = "|---|---|---|---|---|".to_string();
             for (_, name) in &ablations {
@@ -144,9 +171,9 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
                 for s in sources_for(t) {
                     for c in &e.concepts {
                         let lc = find(cells, t, Some(&s), c, vk, ConditionKind::Lcross, first_est, beta);
-                        let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(cells, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(cells, lc));
+                        let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(&cmp, lc));
                         for (k, _) in &ablations {
-                            let _ = write!(row, " {} |", value(cells, find(cells, t, Some(&s), c, vk, *k, None, beta)));
+                            let _ = write!(row, " {} |", value(&cmp, find(cells, t, Some(&s), c, vk, *k, None, beta)));
                         }
                         let interp = lc.and_then(|x| x.interpolating).map_or("·".into(), |b| if b { "yes".to_string() } else { "no".to_string() });
                         let cos = lc.and_then(|x| x.cosine_to_native).map_or("·".into(), |x| format!("{x:.3}"));
@@ -157,23 +184,24 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             md.push('\n');
         }
     }
-    weak_to_strong(&mut md, e, cells);
+    weak_to_strong(&mut md, e, cells, &cmp);
     map_similarity(&mut md, e, cells);
     if e.estimators.len() > 1 {
         let _ = writeln!(md, "## Map estimators (L-Cross, concept-specific corpus)\n\n| estimator | cells above no modulation | mean cosine to own vector |\n|---|---|---|");
         for est in &e.estimators {
-            let (w, n) = count(cells, ConditionKind::Lcross, Some(est), None);
+            let (w, n) = count(cells, &cmp, "ab", ConditionKind::Lcross, Some(est), None);
             let cos: Vec<f64> = cells.values().filter(|c| c.key.condition == ConditionKind::Lcross && c.key.estimator.as_deref() == Some(est)).filter_map(|c| c.cosine_to_native).collect();
             let mc = if cos.is_empty() { "·".into() } else { format!("{:.3}", crate::stats::mean(&cos)) };
             let _ = writeln!(md, "| {est} | {w}/{n} | {mc} |");
         }
         md.push('\n');
     }
-    let _ = write!(md, "## The paper's counts\n\n| finding |");
-    for v in &e.vectors {
-        let _ = write!(md, " {} vectors: cells significantly above no modulation |", v.name());
+    let _ = write!(md, "## The paper's counts\n\nCells significantly above no modulation, per metric and vector kind.\n\n| finding |");
+    let columns: Vec<(&str, VectorKind)> = table_metrics.iter().flat_map(|m| e.vectors.iter().map(move |v| (*m, *v))).collect();
+    for (m, v) in &columns {
+        let _ = write!(md, " `{m}`, {} vectors |", v.name());
     }
-    let _ = writeln!(md, "\n|---|{}", "---|".repeat(e.vectors.len()));
+    let _ = writeln!(md, "\n|---|{}", "---|".repeat(columns.len()));
     for (k, what) in [
         (ConditionKind::SelfModulation, "self modulation works"),
         (ConditionKind::Lcross, "L-Cross beats no modulation (RQ1)"),
@@ -186,8 +214,8 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     ] {
         if e.conditions.contains(&k) {
             let _ = write!(md, "| {what} |");
-            for &v in &e.vectors {
-                let (w, n) = count(cells, k, if k == ConditionKind::Lcross { first_est } else { None }, Some(v));
+            for &(m, v) in &columns {
+                let (w, n) = count(cells, &cmp, m, k, if k == ConditionKind::Lcross { first_est } else { None }, Some(v));
                 let _ = write!(md, " {w}/{n} |");
             }
             md.push('\n');
@@ -215,7 +243,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
 
 /// Weak-to-strong: L-Cross from a weak model into a strong one against the weak model's
 /// own self modulation, per concept (the gains are over each model's own no modulation).
-fn weak_to_strong(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRecord>) {
+fn weak_to_strong(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons) {
     let pairs: Vec<&[String; 2]> = e.weak_to_strong.iter().filter(|[w, s]| e.targets.contains(w) && e.targets.contains(s) && e.sources.contains(w)).collect();
     if pairs.is_empty() {
         return;
@@ -244,11 +272,11 @@ Gain = steered minus the same model unsteered. The paper's claim: the strong mod
                         md,
                         "| {weak} -> {strong} | {} | {beta} | {c} | {} | {} | {} | {} | {} | {} | {} | {} |",
                         vk.name(),
-                        value(cells, wn),
-                        value(cells, ws),
-                        value(cells, sn),
-                        value(cells, sl),
-                        value(cells, sh),
+                        value(cmp, wn),
+                        value(cmp, ws),
+                        value(cmp, sn),
+                        value(cmp, sl),
+                        value(cmp, sh),
                         gain(ws, wn),
                         gain(sl, sn),
                         gain(sh, sn)
@@ -354,11 +382,12 @@ pub fn sweep_figures(e: &Experiment, cells: &BTreeMap<String, CellRecord>) -> Ve
 
 /// Every cell as CSV (per-item values left out).
 pub fn csv(cells: &BTreeMap<String, CellRecord>) -> String {
+    let cmp = comparisons(cells);
     let mut out = String::from("target,source,concept,vector,condition,estimator,beta,metric,mean,stderr,n,p_vs_none,cosine_to_native,train_r2,heldout_r2,interpolating,map_saw_vector_pairs,map_n,skipped,values,prepare_s,eval_s\n");
     let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v}"));
     for c in cells.values() {
         let k = &c.key;
-        let p = compare_to_none(cells, c).filter(|_| k.condition != ConditionKind::None).map(|x| x.p_value);
+        let p = cmp.get(&c.id).map(|x| x.p_value);
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3}",

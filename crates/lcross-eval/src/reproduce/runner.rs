@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use lcross_core::analyses::{compare, random_like};
@@ -13,16 +14,22 @@ use lcross_core::eval::{evaluate_ab_cached, Steering};
 use lcross_core::maps::{Estimator, LinearMap};
 use lcross_core::steering::{cosine, SteeringVector};
 use lcross_core::store::Store;
-use lcross_model::{Model, Positions};
+use lcross_model::{Model, Positions, Sampling};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cells::{merge, CellLog, CellRecord};
-use super::config::{ConditionKind, Experiment, ExperimentFile, VectorKind};
-use super::grid::{groups, plan, CellKey, Group, Shard, MAP_SIMILARITY};
+use super::config::{ConditionKind, Experiment, ExperimentFile, VectorKind, DEFAULT_JUDGE};
+use super::grid::{groups, plan, CellKey, Group, Shard, MAP_SIMILARITY, OPEN_ENDED};
 use super::report;
+use crate::answers::GenerationSettings;
+use crate::conditions::Condition;
 use crate::error::{EvalError, Result};
+use crate::judge::local::LocalJudge;
+use crate::judge::JudgeFormat;
+use crate::metrics::{judged, Setup};
 use crate::pipeline::{self, Corpus, VectorRecipe};
+use crate::rubric;
 
 /// Loads a model by id (the caller's choice of weights, dtype and device); the error is
 /// shown as it is.
@@ -89,7 +96,10 @@ fn experiment_sha(e: &Experiment, numerics: &str) -> String {
 }
 
 fn numbers_sha(e: &Experiment, numerics: &str) -> String {
-    let v = serde_json::json!({"seed": e.seed, "layers": e.layers, "sizes": e.sizes, "data_dir": e.data_dir, "numerics": numerics});
+    let mut v = serde_json::json!({"seed": e.seed, "layers": e.layers, "sizes": e.sizes, "data_dir": e.data_dir, "numerics": numerics});
+    if let Some(j) = &e.judge {
+        v["judge"] = j.clone().into();
+    }
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }
 
@@ -152,7 +162,7 @@ pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
     let total: usize = mine.iter().map(|(_, cs)| cs.len()).sum();
     eprintln!("{}: {total} cells in this shard ({} of the grid's {}), {} to run; results in {}", e.run_name(), total, all.len(), pending, out.display());
     let bar = lcross_core::activations::progress(pending as u64, "cells");
-    let mut runner = Runner { e: &e, load, models: HashMap::new(), store: Store::open_default()?, data_dir: e.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir) };
+    let mut runner = Runner { e: &e, load, models: HashMap::new(), judge: None, store: Store::open_default()?, data_dir: e.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir) };
     for (group, cells) in &mine {
         let todo: Vec<&CellKey> = cells.iter().filter(|c| !log.contains(&c.id())).collect();
         if todo.is_empty() {
@@ -249,7 +259,7 @@ pub fn merge_runs(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunSummary> {
 /// the same checks apply) for merges.
 fn experiment_from_json(v: &serde_json::Value) -> Result<Experiment> {
     let mut fields = serde_json::Map::new();
-    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "vectors", "evaluations", "seed", "layers", "sizes", "weak_to_strong", "data_dir"] {
+    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "vectors", "evaluations", "judge", "seed", "layers", "sizes", "weak_to_strong", "data_dir"] {
         if let Some(x) = v.get(k).filter(|x| !x.is_null()) {
             fields.insert(k.into(), x.clone());
         }
@@ -268,6 +278,8 @@ struct Runner<'a> {
     e: &'a Experiment,
     load: &'a ModelLoader<'a>,
     models: HashMap<String, Model>,
+    /// The local judge of `open-ended` cells (model id, judge), loaded when first needed.
+    judge: Option<(String, LocalJudge)>,
     store: Store,
     data_dir: PathBuf,
 }
@@ -278,6 +290,18 @@ struct Prepared {
     skipped: Option<String>,
     map: Option<LinearMap>,
     saw_vector_pairs: Option<bool>,
+    /// The vector equals the target's own up to float rounding (an interpolating map gives
+    /// exactly that): the cell steers with the own vector, so the evaluation caches answer
+    /// it from the self cell, and the record says so (`steered_as_native`).
+    as_native: bool,
+}
+
+/// Equal up to float rounding: relative L2 difference at most 1e-4 (a steering change that
+/// small moves the A/B metric far below its reported precision).
+fn same_vector(a: &[f32], b: &[f32]) -> bool {
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    a.len() == b.len() && diff <= 1e-4 * norm.max(f64::MIN_POSITIVE)
 }
 
 impl Runner<'_> {
@@ -323,13 +347,13 @@ impl Runner<'_> {
     /// The vector a condition steers with (maps fitted as needed).
     fn prepare(&mut self, key: &CellKey, native: &SteeringVector, layers: (usize, usize), source_vector: Option<&SteeringVector>) -> Result<Prepared> {
         let (src, tgt, concept) = (key.source.clone().unwrap_or_default(), key.target.clone(), key.concept.clone());
-        let none = Prepared { vector: None, skipped: None, map: None, saw_vector_pairs: None };
+        let none = Prepared { vector: None, skipped: None, map: None, saw_vector_pairs: None, as_native: false };
         let n = self.e.sizes.extract_pairs;
         let need_source = || source_vector.ok_or_else(|| EvalError::Invalid(format!("cell {}: a transfer needs the source vector", key.id())));
         let transfer = |sv: &SteeringVector, map: LinearMap, saw: Option<bool>| -> Result<Prepared> {
             let label = format!("{} map of lcross reproduce ({})", key.condition.name(), key.group().id());
             let v = pipeline::transfer_vector(sv, &map, &label, &pipeline::map_fingerprint(&map), false)?;
-            Ok(Prepared { vector: Some(v), skipped: None, map: Some(map), saw_vector_pairs: saw })
+            Ok(Prepared { vector: Some(v), skipped: None, map: Some(map), saw_vector_pairs: saw, as_native: false })
         };
         Ok(match key.condition {
             ConditionKind::None => none,
@@ -443,6 +467,44 @@ impl Runner<'_> {
         })
     }
 
+    /// `open-ended` cells: answers to the concept's open-ended questions under each cell's
+    /// steering (batched, greedy, stored), scored 0-10 by the local judge with the concept's
+    /// rubric. A cell with judge failures keeps its mean over the judged answers but no
+    /// per-item values (the paired test needs every item).
+    fn evaluate_open_ended(&mut self, group: &Group, cells: &[(CellKey, Option<Arc<SteeringVector>>, CellRecord)], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
+        let started = Instant::now();
+        let n = self.e.sizes.open_ended_questions.unwrap_or(0);
+        let mut questions = lcross_core::dataset::load_open_ended(Path::new(&self.file(&group.concept, "test_dataset_open_ended.json")))?;
+        questions.truncate(n);
+        let judge_id = self.e.judge.clone().unwrap_or_else(|| DEFAULT_JUDGE.to_string());
+        if self.judge.as_ref().is_none_or(|(id, _)| *id != judge_id) {
+            let model = (self.load)(&judge_id).map_err(|x| EvalError::Invalid(format!("cannot load the judge `{judge_id}`: {x}")))?;
+            self.judge = Some((judge_id.clone(), LocalJudge::new(model)?));
+        }
+        let conditions: Vec<Condition> = cells
+            .iter()
+            .map(|(k, v, _)| match v {
+                Some(v) if k.condition != ConditionKind::None => Condition { label: format!("{}|{}|{}", k.condition.name(), k.source.as_deref().unwrap_or("-"), k.estimator.as_deref().unwrap_or("-")), vector: Some(v.clone()), beta: k.beta, positions: Positions::All },
+                _ => Condition::none(),
+            })
+            .collect();
+        let settings = GenerationSettings { max_tokens: self.e.sizes.answer_tokens.unwrap_or(64), sampling: Sampling::Greedy, rows_in_flight: 32 };
+        let mut setup = Setup { model: &self.models[&group.target], conditions, settings, store: Some(Store::open_default()?), neutral_prompts: None };
+        let (_, judge) = self.judge.as_ref().expect("loaded above");
+        let (report, items) = judged::open_ended(&mut setup, judge, JudgeFormat::Auto, &questions, &rubric::rubric_for(&group.concept))?;
+        let each = started.elapsed().as_secs_f64() / cells.len().max(1) as f64;
+        for (((_, _, record), row), cond) in cells.iter().zip(&report.rows).zip(&setup.conditions) {
+            let scores: Vec<Option<f64>> = items.iter().filter(|it| it.condition == cond.label && it.beta == cond.beta).map(|it| it.score).collect();
+            let failures = scores.iter().filter(|s| s.is_none()).count();
+            let per_item: Vec<f64> = if failures == 0 { scores.iter().flatten().copied().collect() } else { Vec::new() };
+            let mut values = record.values.clone();
+            values.insert("judge_failures".to_string(), failures as f64);
+            log.append(CellRecord { mean: row.mean.is_finite().then_some(row.mean), stderr: row.stderr.is_finite().then_some(row.stderr), n: row.n, per_item, values, eval_s: each, ..record.clone() })?;
+            bar.inc(1);
+        }
+        Ok(())
+    }
+
     fn run_group(&mut self, group: &Group, cells: &[&CellKey], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
         let (map_cells, cells): (Vec<&CellKey>, Vec<&CellKey>) = cells.iter().partition(|c| c.metric == MAP_SIMILARITY);
         for k in map_cells {
@@ -473,7 +535,9 @@ impl Runner<'_> {
             let p = match by_condition.get(&id) {
                 Some(p) => p.clone(),
                 None => {
-                    let p = Rc::new(self.prepare(k, &native, (ls, lt), source_vector.as_ref())?);
+                    let mut p = self.prepare(k, &native, (ls, lt), source_vector.as_ref())?;
+                    p.as_native = k.condition != ConditionKind::SelfModulation && p.vector.as_ref().and_then(|v| v.layers.get(&lt)).is_some_and(|v| same_vector(v, &native.layers[&lt]));
+                    let p = Rc::new(p);
                     by_condition.insert(id, p.clone());
                     p
                 }
@@ -498,7 +562,7 @@ impl Runner<'_> {
                 interpolating: p.map.as_ref().map(|m| m.metadata.diagnostics.interpolating),
                 map_saw_vector_pairs: p.saw_vector_pairs,
                 map_n: p.map.as_ref().map(|m| m.metadata.diagnostics.n),
-                values: Default::default(),
+                values: if p.as_native { [("steered_as_native".to_string(), 1.0)].into_iter().collect() } else { Default::default() },
                 prepare_s,
                 eval_s: 0.0,
             })
@@ -506,16 +570,23 @@ impl Runner<'_> {
         // Skipped cells are done at once; the others are evaluated together, a few
         // conditions per batched pass (the questions' unsteered prefix is shared), each
         // chunk stored as it finishes so an interruption loses at most one chunk.
-        let mut evaluate: Vec<usize> = Vec::new();
+        let (mut evaluate, mut open_ended): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
         for (i, r) in records.iter().enumerate() {
             if r.skipped.is_some() {
                 log.append(r.clone())?;
                 bar.inc(1);
+            } else if r.key.metric == OPEN_ENDED {
+                open_ended.push(i);
             } else {
                 evaluate.push(i);
             }
         }
         self.model(&group.target)?;
+        if !open_ended.is_empty() {
+            let cells: Vec<(CellKey, Option<Arc<SteeringVector>>, CellRecord)> =
+                open_ended.iter().map(|&i| (prepared[i].0.clone(), if prepared[i].1.as_native { Some(native.clone()) } else { prepared[i].1.vector.clone() }.map(Arc::new), records[i].clone())).collect();
+            self.evaluate_open_ended(group, &cells, log, bar)?;
+        }
         for chunk in evaluate.chunks(CONDITIONS_PER_PASS) {
             let t = Instant::now();
             let mut steering = Vec::with_capacity(chunk.len());
@@ -523,6 +594,7 @@ impl Runner<'_> {
                 let (k, p) = &prepared[i];
                 steering.push(match (k.condition, &p.vector) {
                     (ConditionKind::None, _) => None,
+                    (_, Some(_)) if p.as_native => Some(Steering { vector: &native, beta: k.beta, positions: Positions::All }),
                     (_, Some(v)) => Some(Steering { vector: v, beta: k.beta, positions: Positions::All }),
                     (_, None) => return Err(EvalError::Invalid(format!("cell {} has no vector", k.id()))),
                 });
@@ -536,5 +608,20 @@ impl Runner<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_vector;
+
+    #[test]
+    fn same_vector_accepts_rounding_only() {
+        let a = vec![1.0f32, -2.0, 3.0];
+        assert!(same_vector(&a, &a));
+        assert!(same_vector(&[1.00001, -2.0, 3.0], &a));
+        assert!(!same_vector(&[1.01, -2.0, 3.0], &a));
+        assert!(!same_vector(&[2.0, -4.0, 6.0], &a), "a scaled vector steers differently");
+        assert!(!same_vector(&a[..2], &a));
     }
 }
