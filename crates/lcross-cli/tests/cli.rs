@@ -61,6 +61,28 @@ fn extract_show_eval_align_transfer() {
     let c = json(&["compare-maps", map.to_str().unwrap(), map.to_str().unwrap(), "--json"]);
     assert!((c["a_vs_b"]["ssim"].as_f64().unwrap() - 1.0).abs() < 1e-9);
     assert!(c["a_vs_random"]["ssim"].as_f64().unwrap() < 0.99);
+
+    // llama.cpp control vector: export, import back (same values), refused for another size.
+    let gguf = d.join("optimism.gguf");
+    json(&["vector", "export", sv.to_str().unwrap(), "-o", gguf.to_str().unwrap(), "--json"]);
+    let back = d.join("back.safetensors");
+    json(&["vector", "import", gguf.to_str().unwrap(), "-m", "smollm2-135m-instruct", "-o", back.to_str().unwrap(), "--json"]);
+    let again = json(&["vector", "show", back.to_str().unwrap(), "--json"]);
+    assert_eq!(again["metadata"]["layers"], serde_json::json!([10, 12]));
+    assert_eq!(again["layers"]["12"], show["layers"]["12"], "export then import keeps every value");
+    assert_eq!(again["metadata"]["concept"], "optimism");
+    let (ok, _, err) = lcross(&["vector", "import", gguf.to_str().unwrap(), "-m", "qwen2.5-coder-0.5b-instruct", "-o", d.join("wrong.safetensors").to_str().unwrap()]);
+    assert!(!ok && err.contains("has hidden size 896"), "{err}");
+
+    // A layer sweep (self modulation at -beta and +beta per layer), resumed without rework.
+    let sweep = d.join("sweep");
+    let args = ["experiment", "layer-sweep", "--models", "smollm2-135m-instruct", "--layers", "10,12", "--limit", "4", "--test-limit", "2", "--beta", "4", "-o", sweep.to_str().unwrap(), "--json"];
+    let cells = json(&args);
+    assert_eq!(cells.as_array().unwrap().len(), 4, "2 layers x 2 betas");
+    let lines = std::fs::read_to_string(sweep.join("results.jsonl")).unwrap();
+    assert_eq!(json(&args), cells, "a rerun reads the finished cells");
+    assert_eq!(std::fs::read_to_string(sweep.join("results.jsonl")).unwrap(), lines, "and computes nothing again");
+    assert!(std::fs::read_to_string(sweep.join("results.md")).unwrap().contains("beta -4 | beta 4"));
 }
 
 #[test]

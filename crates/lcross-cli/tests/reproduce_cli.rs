@@ -52,15 +52,15 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     eprintln!("tiny profile: {:.1} s", start.elapsed().as_secs_f64());
     assert_eq!(out["cells"], out["grid_cells"]);
     let full = cells(&single);
-    assert_eq!(full.len(), 38, "tiny grid: 2 concepts x (A/B and open-ended: none, self, consensus, 6 transfer conditions; one map-similarity cell)");
+    assert_eq!(full.len(), 40, "tiny grid: 2 concepts x (A/B and open-ended: none, self, consensus, 6 transfer conditions; one map-similarity cell); a t-SNE cell per model");
     let report = std::fs::read_to_string(single.join("report.md")).unwrap();
-    for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "Consensus of the sources", "random T (Table 2)", "Table 4", "The paper's counts", "Time"] {
+    for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "Consensus of the sources", "random T (Table 2)", "Table 4", "Figure 3", "The paper's counts", "Time"] {
         assert!(report.contains(needle), "report lacks `{needle}`");
     }
     let run: Value = serde_json::from_str(&std::fs::read_to_string(single.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["models"].as_object().unwrap().len(), 2);
     assert!(run["config_text"].as_str().unwrap().contains("[profiles.tiny]"));
-    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 39);
+    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 41);
     // identity needs equal hidden sizes: recorded as skipped, with the reason
     let identity = full.values().find(|c| c["condition"] == "identity").unwrap();
     assert!(identity["skipped"].as_str().unwrap().contains("hidden sizes"));
@@ -77,6 +77,14 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
         }
     }
     assert!(report.contains("metric `open-ended`"));
+    // Figure 3: 16 pair differences per model in the plane, and how pure their neighbourhoods are
+    for c in full.values().filter(|c| c["metric"] == "tsne") {
+        assert_eq!(c["per_item"].as_array().unwrap().len(), 2 * 16, "{c}");
+        for k in ["knn_purity_hidden", "knn_purity_tsne", "knn_chance"] {
+            assert!(c["values"][k].as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)), "{k} in {c}");
+        }
+    }
+    assert!(std::fs::read_to_string(single.join("figures/tsne.svg")).unwrap().contains("sycophancy"));
     // Table 4: the refusal map against the sycophancy map and a random one
     let maps = full.values().find(|c| c["metric"] == "map-similarity" && c["concept"] == "refusal").unwrap();
     for k in ["ssim:sycophancy", "ssim_other", "ssim_random", "spectral_other", "frobenius_random"] {
@@ -149,7 +157,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let text = std::fs::read_to_string(&cfg).unwrap().replace("[profiles.tiny]\n", "[profiles.tiny]\nbetas = [4.0, 8.0]\n");
     std::fs::write(&grown_cfg, text).unwrap();
     let grown_out = json(&["reproduce", grown_cfg.to_str().unwrap(), "--profile", "tiny", "--out", single.to_str().unwrap(), "--json"]);
-    assert_eq!(grown_out["cells"], 38 + 2 * 2 * 8, "beta 8: self, consensus and 6 transfer cells per concept and metric");
+    assert_eq!(grown_out["cells"], 40 + 2 * 2 * 8, "beta 8: self, consensus and 6 transfer cells per concept and metric");
     let grown = cells(&single);
     for (id, v) in &full {
         assert!(grown[id] == *v, "finished cell {id} was redone or changed");

@@ -265,3 +265,48 @@ pub fn load_ab(spec: &str, limit: Option<usize>) -> Result<Vec<AbItem>> {
 pub fn default_layer(model: &Model) -> usize {
     lcross_model::registry::default_steering_layer(model.id(), model.config().num_layers)
 }
+
+/// Per-pair differences (positive minus negative last-token state) of `ds` at `layer`,
+/// the points of the paper's Figure 3. With `remove_letter`, A/B pairs are centred on
+/// their letter group's mean and the concept's mean is added back, so the points do not
+/// also separate by "the answer is A".
+pub fn pair_differences(model: &Model, ds: &ConceptDataset, layer: usize, remove_letter: bool) -> Result<Vec<Vec<f64>>> {
+    let mut ex = Extractor::new(model, &[layer], Some(Store::open_default()?), ExtractOptions::default())?;
+    let ids: Vec<_> = ds.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
+    let mut diffs: Vec<Vec<f64>> =
+        ex.pairs(&ids, &format!("{} on {}", ds.concept, model.id()))?.into_iter().map(|(p, q)| p[&layer].iter().zip(&q[&layer]).map(|(x, y)| (*x - *y) as f64).collect()).collect();
+    if remove_letter {
+        let letters: Vec<Option<char>> = ds
+            .pairs
+            .iter()
+            .map(|p| match p {
+                ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
+                ContrastPair::Prompts { .. } | ContrastPair::RawTexts { .. } => None,
+            })
+            .collect();
+        remove_letter_component(&mut diffs, &letters);
+    }
+    Ok(diffs)
+}
+
+/// Centre each letter group on its own mean, keeping the overall mean.
+fn remove_letter_component(diffs: &mut [Vec<f64>], letters: &[Option<char>]) {
+    let dim = diffs.first().map_or(0, |d| d.len());
+    let mean_of = |idx: &[usize], diffs: &[Vec<f64>]| -> Vec<f64> { (0..dim).map(|j| idx.iter().map(|&i| diffs[i][j]).sum::<f64>() / idx.len().max(1) as f64).collect() };
+    let all: Vec<usize> = (0..diffs.len()).collect();
+    let overall = mean_of(&all, diffs);
+    let mut groups: std::collections::BTreeMap<char, Vec<usize>> = Default::default();
+    for (i, l) in letters.iter().enumerate() {
+        if let Some(l) = l {
+            groups.entry(*l).or_default().push(i);
+        }
+    }
+    for idx in groups.values() {
+        let m = mean_of(idx, diffs);
+        for &i in idx {
+            for j in 0..dim {
+                diffs[i][j] += overall[j] - m[j];
+            }
+        }
+    }
+}

@@ -43,3 +43,56 @@ fn draw<'a>(svg: &'a mut String, title: &str, x_label: &str, y_label: &str, y_ra
     root.present()?;
     Ok(())
 }
+
+/// A point of a scatter: its panel (e.g. a model), its group (e.g. a concept) and place.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScatterPoint {
+    pub panel: String,
+    pub group: String,
+    pub x: f64,
+    pub y: f64,
+}
+
+/// Scatter panels side by side (one per distinct `panel`, in first-appearance order), one
+/// colour per group of `groups`, into the SVG file `path`.
+pub fn scatter_panels(path: &Path, points: &[ScatterPoint], groups: &[String]) -> Result<()> {
+    let mut svg = String::new();
+    draw_scatter(&mut svg, points, groups).map_err(|e| EvalError::Invalid(format!("plotting {}: {e}", path.display())))?;
+    write_atomic(path, svg.as_bytes())?;
+    Ok(())
+}
+
+fn draw_scatter<'a>(svg: &'a mut String, points: &[ScatterPoint], groups: &[String]) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
+    let mut panels: Vec<&str> = Vec::new();
+    for p in points {
+        if !panels.contains(&p.panel.as_str()) {
+            panels.push(&p.panel);
+        }
+    }
+    let root = SVGBackend::with_string(svg, (480 * panels.len().max(1) as u32, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (area, m) in areas.iter().zip(&panels) {
+        let pts: Vec<&ScatterPoint> = points.iter().filter(|p| p.panel == *m).collect();
+        let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.x), b.max(p.x)));
+        let (y0, y1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.y), b.max(p.y)));
+        let pad = |a: f64, b: f64| ((b - a) * 0.05).max(1e-6);
+        let mut chart = ChartBuilder::on(area)
+            .caption(*m, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(20)
+            .y_label_area_size(30)
+            .build_cartesian_2d((x0 - pad(x0, x1))..(x1 + pad(x0, x1)), (y0 - pad(y0, y1))..(y1 + pad(y0, y1)))?;
+        chart.configure_mesh().disable_mesh().draw()?;
+        for (k, c) in groups.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            chart
+                .draw_series(pts.iter().filter(|p| p.group == *c).map(|p| Circle::new((p.x, p.y), 3, color.filled())))?
+                .label(c.clone())
+                .legend(move |(x, y)| Circle::new((x + 5, y), 4, color.filled()));
+        }
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -93,6 +93,38 @@ mod tests {
     }
 }
 
+/// k-nearest-neighbour purity: the mean, over points, of the share of its `k` nearest
+/// other points (Euclidean) that carry its label. Chance is about sum_c (n_c / n)^2.
+pub fn knn_purity(points: &[Vec<f64>], labels: &[usize], k: usize) -> f64 {
+    let n = points.len();
+    if n < 2 || k == 0 || labels.len() != n {
+        return f64::NAN;
+    }
+    let k = k.min(n - 1);
+    let mut total = 0.0;
+    for i in 0..n {
+        let mut d: Vec<(f64, usize)> = (0..n).filter(|&j| j != i).map(|j| (points[i].iter().zip(&points[j]).map(|(a, b)| (a - b).powi(2)).sum::<f64>(), j)).collect();
+        d.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+        total += d[..k].iter().filter(|(_, j)| labels[*j] == labels[i]).count() as f64 / k as f64;
+    }
+    total / n as f64
+}
+
+#[cfg(test)]
+mod knn_tests {
+    use super::knn_purity;
+
+    #[test]
+    fn separated_clusters_are_pure_and_mixed_ones_are_not() {
+        let pts: Vec<Vec<f64>> = (0..20).map(|i| vec![if i < 10 { 0.0 } else { 100.0 } + (i % 10) as f64 * 0.1]).collect();
+        let labels: Vec<usize> = (0..20).map(|i| i / 10).collect();
+        assert_eq!(knn_purity(&pts, &labels, 5), 1.0);
+        let alternating: Vec<usize> = (0..20).map(|i| i % 2).collect();
+        assert!(knn_purity(&pts, &alternating, 5) < 0.6);
+        assert!(knn_purity(&pts[..1], &labels[..1], 5).is_nan());
+    }
+}
+
 /// Items up to which [`paired_sign_flip`] enumerates every sign pattern (2^16 = 65536).
 pub const EXACT_SIGN_FLIP_ITEMS: usize = 16;
 

@@ -211,8 +211,9 @@ fn default_evaluations() -> Vec<String> {
 /// `ab`: CAA's A/B metric per steering condition. `open-ended`: answers to the concept's
 /// open-ended questions scored 0-10 by the local judge with the concept's rubric.
 /// `map-similarity`: the paper's Table 4, each concept's map against the other concepts'
-/// maps and a random map.
-pub const EVALUATIONS: &[&str] = &["ab", "open-ended", "map-similarity"];
+/// maps and a random map. `tsne`: the paper's Figure 3 per model (the pair differences of
+/// the grid's concepts in 2-D), with how well the concepts separate (k-NN purity).
+pub const EVALUATIONS: &[&str] = &["ab", "open-ended", "map-similarity", "tsne"];
 /// The judge of `open-ended` unless the experiment names one.
 pub const DEFAULT_JUDGE: &str = "qwen2.5-coder-1.5b-instruct";
 /// Map estimators of the `lcross` condition.

@@ -110,6 +110,25 @@ impl Shard {
 pub fn plan(e: &Experiment) -> Vec<CellKey> {
     let mut cells = Vec::new();
     for metric in &e.evaluations {
+        if metric == TSNE {
+            let mut models: Vec<&String> = Vec::new();
+            for m in e.targets.iter().chain(&e.sources) {
+                if !models.contains(&m) {
+                    models.push(m);
+                }
+            }
+            cells.extend(models.into_iter().map(|m| CellKey {
+                target: m.clone(),
+                source: None,
+                concept: ALL_CONCEPTS.into(),
+                vector: e.vectors[0],
+                condition: ConditionKind::None,
+                estimator: None,
+                beta: 0.0,
+                metric: metric.clone(),
+            }));
+            continue;
+        }
         for target in &e.targets {
             for concept in &e.concepts {
                 for (k, &vector) in e.vectors.iter().enumerate() {
@@ -157,6 +176,10 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
 pub const MAP_SIMILARITY: &str = "map-similarity";
 /// The metric name of judged open-ended answers.
 pub const OPEN_ENDED: &str = "open-ended";
+/// The metric name of the t-SNE figure (one cell per model).
+pub const TSNE: &str = "tsne";
+/// The concept of a cell about all the grid's concepts.
+pub const ALL_CONCEPTS: &str = "*";
 
 /// The groups of `cells` in first-appearance order.
 pub fn groups(cells: &[CellKey]) -> Vec<(Group, Vec<CellKey>)> {
@@ -211,7 +234,11 @@ sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
         let mut e = experiment();
         e.conditions.push(ConditionKind::Consensus);
         e.evaluations.push(MAP_SIMILARITY.into());
+        e.evaluations.push(TSNE.into());
         let cells = plan(&e);
+        let tsne: Vec<&CellKey> = cells.iter().filter(|c| c.metric == TSNE).collect();
+        assert_eq!(tsne.iter().map(|c| c.target.as_str()).collect::<Vec<_>>(), ["a", "b", "c"], "one t-SNE cell per model, targets then sources");
+        let cells: Vec<CellKey> = cells.iter().filter(|c| c.metric != TSNE).cloned().collect();
         // consensus: per (target, concept, vector kind) one per beta, in the self group
         let consensus: Vec<&CellKey> = cells.iter().filter(|c| c.condition == ConditionKind::Consensus).collect();
         assert_eq!(consensus.len(), 2 * 2 * 2 * 2);

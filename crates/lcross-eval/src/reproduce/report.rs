@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::cells::CellRecord;
 use super::config::{ConditionKind, Experiment, VectorKind};
 use super::config::DEFAULT_JUDGE;
-use super::grid::{MAP_SIMILARITY, OPEN_ENDED};
+use super::grid::{MAP_SIMILARITY, OPEN_ENDED, TSNE};
 use crate::stats::{paired_sign_flip, EXACT_SIGN_FLIP_ITEMS};
 
 /// Random sign patterns of the paired test when there are too many items to enumerate.
@@ -115,7 +115,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             e.judge.as_deref().unwrap_or(DEFAULT_JUDGE)
         );
     }
-    let table_metrics: Vec<&str> = e.evaluations.iter().map(String::as_str).filter(|m| *m != MAP_SIMILARITY).collect();
+    let table_metrics: Vec<&str> = e.evaluations.iter().map(String::as_str).filter(|m| *m != MAP_SIMILARITY && *m != TSNE).collect();
     let sources_for = |t: &str| e.sources.iter().filter(|s| s.as_str() != t).cloned().collect::<Vec<_>>();
     let first_est = e.estimators.first().map(String::as_str);
     for (metric, &beta, &vk) in table_metrics.iter().flat_map(|m| e.betas.iter().flat_map(move |b| e.vectors.iter().map(move |v| (*m, b, v)))) {
@@ -186,6 +186,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     }
     weak_to_strong(&mut md, e, cells, &cmp);
     map_similarity(&mut md, e, cells);
+    tsne_section(&mut md, e, cells);
     if e.estimators.len() > 1 {
         let _ = writeln!(md, "## Map estimators (L-Cross, concept-specific corpus)\n\n| estimator | cells above no modulation | mean cosine to own vector |\n|---|---|---|");
         for est in &e.estimators {
@@ -378,6 +379,46 @@ pub fn sweep_figures(e: &Experiment, cells: &BTreeMap<String, CellRecord>) -> Ve
         }
     }
     figures
+}
+
+/// Where the t-SNE figure goes in a run directory.
+pub const TSNE_FIGURE: &str = "figures/tsne.svg";
+
+/// The t-SNE points of the run's `tsne` cells, one panel per model.
+pub fn tsne_points(e: &Experiment, cells: &BTreeMap<String, CellRecord>) -> Vec<crate::plots::ScatterPoint> {
+    let mut points = Vec::new();
+    for c in cells.values().filter(|c| c.key.metric == TSNE) {
+        let panel = format!("{} (layer {})", c.key.target, c.values.get("layer").copied().unwrap_or(f64::NAN));
+        let mut xy = c.per_item.chunks_exact(2);
+        for concept in &e.concepts {
+            let k = c.values.get(&format!("points:{concept}")).copied().unwrap_or(0.0) as usize;
+            for p in xy.by_ref().take(k) {
+                points.push(crate::plots::ScatterPoint { panel: panel.clone(), group: concept.clone(), x: p[0], y: p[1] });
+            }
+        }
+    }
+    points
+}
+
+/// Figure 3: how the concepts' pair differences cluster in each model.
+fn tsne_section(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRecord>) {
+    let rows: Vec<&CellRecord> = cells.values().filter(|c| c.key.metric == TSNE).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Figure 3: t-SNE of the pair differences\n\n[{TSNE_FIGURE}]({TSNE_FIGURE}): the first {} pairs of each concept, one panel per model{}. \
+         k-NN purity: the share of each point's 10 nearest neighbours from the same concept (in the hidden space, and in the t-SNE plane), against chance.\n",
+        e.sizes.extract_pairs,
+        if e.vectors.first() == Some(&VectorKind::Balanced) { " (answer-letter component removed)" } else { "" }
+    );
+    let _ = writeln!(md, "| model | layer | points | k-NN purity, hidden space | k-NN purity, t-SNE plane | chance |\n|---|---|---|---|---|---|");
+    for c in rows {
+        let v = |k: &str| c.values.get(k).map_or("·".into(), |x| format!("{x:.3}"));
+        let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} |", c.key.target, c.values.get("layer").map_or("·".into(), |l| format!("{l}")), c.n, v("knn_purity_hidden"), v("knn_purity_tsne"), v("knn_chance"));
+    }
+    md.push('\n');
 }
 
 /// Every cell as CSV (per-item values left out).

@@ -14,13 +14,14 @@ use lcross_core::eval::{evaluate_ab_cached, Steering};
 use lcross_core::maps::{Estimator, LinearMap};
 use lcross_core::steering::{cosine, SteeringVector};
 use lcross_core::store::Store;
+use lcross_core::tsne::{tsne, TsneOptions};
 use lcross_model::{Model, Positions, Sampling};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cells::{merge, CellLog, CellRecord};
 use super::config::{ConditionKind, Experiment, ExperimentFile, VectorKind, DEFAULT_JUDGE};
-use super::grid::{groups, plan, CellKey, Group, Shard, MAP_SIMILARITY, OPEN_ENDED};
+use super::grid::{groups, plan, CellKey, Group, Shard, MAP_SIMILARITY, OPEN_ENDED, TSNE};
 use super::report;
 use crate::answers::GenerationSettings;
 use crate::conditions::Condition;
@@ -208,6 +209,10 @@ fn write_outputs(out: &Path, e: &Experiment, info: &RunInfo, cells: &BTreeMap<St
     for f in report::sweep_figures(e, cells) {
         crate::plots::line_plot(&out.join(&f.path), &f.title, "beta", "A/B: P(matching answer)", (0.0, 1.0), &f.series)?;
     }
+    let points = report::tsne_points(e, cells);
+    if !points.is_empty() {
+        crate::plots::scatter_panels(&out.join(report::TSNE_FIGURE), &points, &e.concepts)?;
+    }
     write_atomic(&out.join("report.md"), md.as_bytes())?;
     write_atomic(&out.join("cells.csv"), report::csv(cells).as_bytes())?;
     Ok(md)
@@ -269,6 +274,9 @@ fn experiment_from_json(v: &serde_json::Value) -> Result<Experiment> {
     e.profile = v.get("profile").and_then(|p| p.as_str()).map(String::from);
     Ok(e)
 }
+
+/// Neighbours of the k-NN purity of `tsne` cells.
+const TSNE_NEIGHBOURS: usize = 10;
 
 /// Steering conditions evaluated in one batched A/B pass.
 const CONDITIONS_PER_PASS: usize = 8;
@@ -505,10 +513,57 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// A `tsne` cell: the pair differences of every concept of the grid in the model
+    /// (letter component removed for balanced vectors), embedded by t-SNE (coordinates in
+    /// `per_item`, x then y per point, concepts in grid order with `points:<concept>` each),
+    /// and how well the concepts separate: k-NN purity in the hidden space (`mean`) and in
+    /// the plane, against chance.
+    fn tsne_cell(&mut self, key: &CellKey) -> Result<CellRecord> {
+        let started = Instant::now();
+        let layer = self.layer(&key.target)?;
+        let mut diffs = Vec::new();
+        let mut labels = Vec::new();
+        let mut values = BTreeMap::new();
+        for (ci, c) in self.e.concepts.clone().iter().enumerate() {
+            let ds = lcross_core::dataset::load_concept(&self.file(c, "generate_dataset.json"), &self.data_dir)?.limit(Some(self.e.sizes.extract_pairs));
+            let d = pipeline::pair_differences(self.model(&key.target)?, &ds, layer, key.vector == VectorKind::Balanced)?;
+            values.insert(format!("points:{c}"), d.len() as f64);
+            labels.extend(std::iter::repeat_n(ci, d.len()));
+            diffs.extend(d);
+        }
+        let plane = tsne(&diffs, &TsneOptions { seed: self.e.seed, ..Default::default() })?;
+        let plane_points: Vec<Vec<f64>> = plane.iter().map(|p| p.to_vec()).collect();
+        let n = diffs.len() as f64;
+        let chance: f64 = (0..self.e.concepts.len()).map(|c| (labels.iter().filter(|&&l| l == c).count() as f64 / n).powi(2)).sum();
+        let hidden = crate::stats::knn_purity(&diffs, &labels, TSNE_NEIGHBOURS);
+        values.insert("knn_purity_hidden".into(), hidden);
+        values.insert("knn_purity_tsne".into(), crate::stats::knn_purity(&plane_points, &labels, TSNE_NEIGHBOURS));
+        values.insert("knn_chance".into(), chance);
+        values.insert("layer".into(), layer as f64);
+        Ok(CellRecord {
+            id: key.id(),
+            key: key.clone(),
+            mean: Some(hidden),
+            stderr: None,
+            n: diffs.len(),
+            per_item: plane.iter().flat_map(|p| [p[0], p[1]]).collect(),
+            skipped: None,
+            cosine_to_native: None,
+            train_r2: None,
+            heldout_r2: None,
+            interpolating: None,
+            map_saw_vector_pairs: None,
+            map_n: None,
+            values,
+            prepare_s: 0.0,
+            eval_s: started.elapsed().as_secs_f64(),
+        })
+    }
+
     fn run_group(&mut self, group: &Group, cells: &[&CellKey], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
-        let (map_cells, cells): (Vec<&CellKey>, Vec<&CellKey>) = cells.iter().partition(|c| c.metric == MAP_SIMILARITY);
+        let (map_cells, cells): (Vec<&CellKey>, Vec<&CellKey>) = cells.iter().partition(|c| c.metric == MAP_SIMILARITY || c.metric == TSNE);
         for k in map_cells {
-            let record = self.map_similarity(k)?;
+            let record = if k.metric == TSNE { self.tsne_cell(k)? } else { self.map_similarity(k)? };
             log.append(record)?;
             bar.inc(1);
         }
