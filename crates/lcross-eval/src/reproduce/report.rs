@@ -296,10 +296,9 @@ fn map_similarity(md: &mut String, e: &Experiment, cells: &BTreeMap<String, Cell
     }
     let _ = writeln!(
         md,
-        "## Table 4: similarity of maps fitted on different concepts
-
-         Per model pair, the OLS map of each concept ({} pairs) against the maps of the other concepts (mean over concept pairs)          and against a random Gaussian map with the same entry mean and variance. SSIM: the maps as images (7x7 windows);          ME: mean absolute difference of singular values (eigenvalues when square); Frobenius: ||T_a - T_b||_F (||T||_F for scale).
-",
+        "## Table 4: similarity of maps fitted on different concepts\n\nPer model pair, the OLS map of each concept ({} pairs) against the maps of the other concepts (mean over concept pairs) \
+         and against a random Gaussian map with the same entry mean and variance. SSIM: the maps as images (7x7 windows); \
+         ME: mean absolute difference of singular values (eigenvalues when square); Frobenius: ||T_a - T_b||_F (||T||_F for scale).\n",
         e.sizes.extract_pairs
     );
     let _ = writeln!(md, "| source -> target | concepts | SSIM vs other concepts | SSIM vs random | ME vs other concepts | ME vs random | Frobenius vs other concepts | Frobenius vs random | ||T||_F |
