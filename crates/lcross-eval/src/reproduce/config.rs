@@ -391,6 +391,17 @@ sizes = { test_questions = 2 }
     }
 
     #[test]
+    fn the_shipped_experiment_and_every_profile_resolve() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/paper-local.toml");
+        let f = ExperimentFile::load(&path).unwrap();
+        f.resolve(None).unwrap();
+        assert!(f.profiles.len() >= 4, "tiny, quick, sweep, judged");
+        for name in f.profiles.keys() {
+            f.resolve(Some(name)).unwrap_or_else(|e| panic!("profile {name}: {e}"));
+        }
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let e = ExperimentFile::parse(&TEXT.replace("betas", "bettas"), "t.toml").unwrap_err().to_string();
         assert!(e.contains("t.toml") && e.contains("bettas"), "{e}");
