@@ -59,14 +59,7 @@ pub fn extract_vector(model: &Model, ds: &ConceptDataset, r: &VectorRecipe) -> R
     let start = Instant::now();
     let states = ex.pairs(&ids, &format!("{} on {}", ds.concept, model.id()))?;
     let secs = start.elapsed().as_secs_f64();
-    let letters: Option<Vec<char>> = ds
-        .pairs
-        .iter()
-        .map(|p| match p {
-            ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
-            ContrastPair::Prompts { .. } | ContrastPair::RawTexts { .. } => None,
-        })
-        .collect();
+    let letters: Option<Vec<char>> = positive_letters(ds).into_iter().collect();
     if r.balance_letters && letters.is_none() {
         return Err(invalid(format!("balancing letters needs A/B data; {} is not", ds.source)));
     }
@@ -276,17 +269,20 @@ pub fn pair_differences(model: &Model, ds: &ConceptDataset, layer: usize, remove
     let mut diffs: Vec<Vec<f64>> =
         ex.pairs(&ids, &format!("{} on {}", ds.concept, model.id()))?.into_iter().map(|(p, q)| p[&layer].iter().zip(&q[&layer]).map(|(x, y)| (*x - *y) as f64).collect()).collect();
     if remove_letter {
-        let letters: Vec<Option<char>> = ds
-            .pairs
-            .iter()
-            .map(|p| match p {
-                ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
-                ContrastPair::Prompts { .. } | ContrastPair::RawTexts { .. } => None,
-            })
-            .collect();
-        remove_letter_component(&mut diffs, &letters);
+        remove_letter_component(&mut diffs, &positive_letters(ds));
     }
     Ok(diffs)
+}
+
+/// The answer letter of each A/B pair's positive side (None for other kinds of pair).
+fn positive_letters(ds: &ConceptDataset) -> Vec<Option<char>> {
+    ds.pairs
+        .iter()
+        .map(|p| match p {
+            ContrastPair::AbQuestion { positive_letter, .. } => Some(*positive_letter),
+            ContrastPair::Prompts { .. } | ContrastPair::RawTexts { .. } => None,
+        })
+        .collect()
 }
 
 /// Centre each letter group on its own mean, keeping the overall mean.
