@@ -52,15 +52,15 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     eprintln!("tiny profile: {:.1} s", start.elapsed().as_secs_f64());
     assert_eq!(out["cells"], out["grid_cells"]);
     let full = cells(&single);
-    assert_eq!(full.len(), 40, "tiny grid: 2 concepts x (A/B and open-ended: none, self, consensus, 6 transfer conditions; one map-similarity cell); a t-SNE cell per model");
+    assert_eq!(full.len(), 44, "tiny grid: 2 concepts x (A/B and open-ended: none, self, consensus, 7 transfer conditions; one map-similarity cell); a t-SNE cell per model");
     let report = std::fs::read_to_string(single.join("report.md")).unwrap();
-    for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "Consensus of the sources", "random T (Table 2)", "Table 4", "Figure 3", "The paper's counts", "Time"] {
+    for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "Consensus of the sources", "random T (Table 2)", "Automatic layer pair", "Table 4", "Figure 3", "The paper's counts", "Time"] {
         assert!(report.contains(needle), "report lacks `{needle}`");
     }
     let run: Value = serde_json::from_str(&std::fs::read_to_string(single.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["models"].as_object().unwrap().len(), 2);
     assert!(run["config_text"].as_str().unwrap().contains("[profiles.tiny]"));
-    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 41);
+    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 45);
     // identity needs equal hidden sizes: recorded as skipped, with the reason
     let identity = full.values().find(|c| c["condition"] == "identity").unwrap();
     assert!(identity["skipped"].as_str().unwrap().contains("hidden sizes"));
@@ -77,6 +77,11 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
         }
     }
     assert!(report.contains("metric `open-ended`"));
+    // automatic layer pair: a scan of several pairs, the chosen one recorded and steered at
+    let auto = full.values().find(|c| c["condition"] == "lcross-autolayer" && c["metric"] == "ab").unwrap();
+    assert!(auto["values"]["scan_pairs"].as_f64().unwrap() >= 9.0, "{auto}");
+    assert!(auto["values"]["scan_r2_best"].as_f64().unwrap() >= auto["values"]["scan_r2_fixed"].as_f64().unwrap(), "{auto}");
+    assert!(auto["mean"].as_f64().is_some_and(|m| (0.0..=1.0).contains(&m)), "{auto}");
     // Figure 3: 16 pair differences per model in the plane, and how pure their neighbourhoods are
     for c in full.values().filter(|c| c["metric"] == "tsne") {
         assert_eq!(c["per_item"].as_array().unwrap().len(), 2 * 16, "{c}");
@@ -157,7 +162,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let text = std::fs::read_to_string(&cfg).unwrap().replace("[profiles.tiny]\n", "[profiles.tiny]\nbetas = [4.0, 8.0]\n");
     std::fs::write(&grown_cfg, text).unwrap();
     let grown_out = json(&["reproduce", grown_cfg.to_str().unwrap(), "--profile", "tiny", "--out", single.to_str().unwrap(), "--json"]);
-    assert_eq!(grown_out["cells"], 40 + 2 * 2 * 8, "beta 8: self, consensus and 6 transfer cells per concept and metric");
+    assert_eq!(grown_out["cells"], 44 + 2 * 2 * 9, "beta 8: self, consensus and 7 transfer cells per concept and metric");
     let grown = cells(&single);
     for (id, v) in &full {
         assert!(grown[id] == *v, "finished cell {id} was redone or changed");

@@ -125,6 +125,25 @@ impl Corpus {
         }
     }
 
+    /// Last-token states of every text at each of `layers` (one forward per text), in
+    /// corpus order per layer.
+    pub fn states_at(&self, model: &Model, layers: &[usize], use_cache: bool) -> Result<std::collections::BTreeMap<usize, Vec<Vec<f32>>>> {
+        let cache = if use_cache { Some(Store::open_default()?) } else { None };
+        let mut ex = Extractor::new(model, layers, cache, ExtractOptions::default())?;
+        let label = format!("corpus on {} ({} layers)", model.id(), layers.len());
+        let per_text: Vec<lcross_core::activations::LayerStates> = match self {
+            Self::Pairs(d) => {
+                let ids: Vec<_> = d.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
+                ex.pairs(&ids, &label)?.into_iter().flat_map(|(a, b)| [a, b]).collect()
+            }
+            Self::Lines { lines, .. } => {
+                let ids: Vec<Vec<u32>> = lines.iter().map(|l| model.prompt(l, false, None).map(|p| p.ids)).collect::<lcross_model::Result<_>>()?;
+                ex.texts(&ids, &label)?
+            }
+        };
+        Ok(layers.iter().map(|l| (*l, per_text.iter().map(|s| s[l].clone()).collect())).collect())
+    }
+
     /// Last-token states of every text at `layer` of `model`, in corpus order (for pairs:
     /// positive then negative of each pair).
     pub fn states(&self, model: &Model, layer: usize, use_cache: bool) -> Result<Vec<Vec<f32>>> {
@@ -251,6 +270,45 @@ pub fn load_ab(spec: &str, limit: Option<usize>) -> Result<Vec<AbItem>> {
         items.truncate(n);
     }
     Ok(items)
+}
+
+/// One candidate pair of layers of [`scan_layer_pairs`] and how well a map fits it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LayerPairFit {
+    pub source_layer: usize,
+    pub target_layer: usize,
+    /// Held-out R^2 of a ridge map (lambda by generalised cross-validation) on a split of
+    /// the corpus the map did not see.
+    pub heldout_r2: f64,
+}
+
+/// Layers to scan in a model of `num_layers`: 25% to 75% of the depth in tenths, plus
+/// `fixed` (the configured steering layer).
+pub fn candidate_layers(num_layers: usize, fixed: usize) -> Vec<usize> {
+    let last = num_layers.saturating_sub(1);
+    let mut v: Vec<usize> = [0.25, 0.35, 0.45, 0.55, 0.65, 0.75].iter().map(|f| ((f * last as f64).round() as usize).min(last)).collect();
+    v.push(fixed.min(last));
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Every (source layer, target layer) of the candidates, scored by the held-out R^2 of a
+/// ridge map fitted on `corpus`; best first.
+pub fn scan_layer_pairs(src: &Model, tgt: &Model, source_layers: &[usize], target_layers: &[usize], corpus: &Corpus) -> Result<Vec<LayerPairFit>> {
+    let xs = corpus.states_at(src, source_layers, true)?;
+    let ys = corpus.states_at(tgt, target_layers, true)?;
+    let mut fits = Vec::new();
+    for &ls in source_layers {
+        let x = Rows::from_f32(&xs[&ls])?;
+        for &lt in target_layers {
+            let (_, d) = fit(&x, &Rows::from_f32(&ys[&lt])?, &Estimator::Ridge { lambda: None })?;
+            let r2 = d.heldout_r2.ok_or_else(|| invalid(format!("{}: too few texts ({}) for a held-out R^2", corpus.describe().0, d.n)))?;
+            fits.push(LayerPairFit { source_layer: ls, target_layer: lt, heldout_r2: r2 });
+        }
+    }
+    fits.sort_by(|a, b| b.heldout_r2.total_cmp(&a.heldout_r2));
+    Ok(fits)
 }
 
 /// The steering layer of a loaded model when a config names none: the registry's choice

@@ -60,11 +60,16 @@ pub enum ConditionKind {
     /// Beyond the paper: every source's vector through its held-out map into the target,
     /// averaged (a vector several models agree on) against each single source and self.
     Consensus,
+    /// Beyond the paper: the held-out map at the (source, target) layer pair with the best
+    /// held-out R^2 of a scan, instead of the fixed layers; the target is steered there.
+    #[serde(rename = "lcross-autolayer")]
+    LcrossAutoLayer,
 }
 
 impl ConditionKind {
     /// Every condition.
-    pub const ALL: [ConditionKind; 9] = [Self::None, Self::SelfModulation, Self::Lcross, Self::LcrossUnrelated, Self::LcrossHeldout, Self::LcrossPooled, Self::RandomT, Self::Identity, Self::Consensus];
+    pub const ALL: [ConditionKind; 10] =
+        [Self::None, Self::SelfModulation, Self::Lcross, Self::LcrossUnrelated, Self::LcrossHeldout, Self::LcrossPooled, Self::RandomT, Self::Identity, Self::Consensus, Self::LcrossAutoLayer];
 
     /// The name in configs and cells.
     pub fn name(self) -> &'static str {
@@ -78,6 +83,7 @@ impl ConditionKind {
             Self::RandomT => "random-t",
             Self::Identity => "identity",
             Self::Consensus => "consensus",
+            Self::LcrossAutoLayer => "lcross-autolayer",
         }
     }
 
@@ -328,7 +334,7 @@ impl Experiment {
         if self.sizes.extract_pairs == 0 || self.sizes.test_questions == 0 {
             return bad("`sizes.extract_pairs` and `sizes.test_questions` must be at least 1".into());
         }
-        for k in [ConditionKind::LcrossHeldout, ConditionKind::Consensus] {
+        for k in [ConditionKind::LcrossHeldout, ConditionKind::Consensus, ConditionKind::LcrossAutoLayer] {
             if self.conditions.contains(&k) && self.sizes.heldout_pairs == 0 {
                 return bad(format!("`{}` needs `sizes.heldout_pairs` > 0 (it uses the held-out maps)", k.name()));
             }

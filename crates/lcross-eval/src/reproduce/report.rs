@@ -154,6 +154,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             (ConditionKind::LcrossUnrelated, "concept-unrelated T (Table 3)"),
             (ConditionKind::LcrossHeldout, "T without the vector's pairs"),
             (ConditionKind::LcrossPooled, "T on all concepts' pairs (n > d_s)"),
+            (ConditionKind::LcrossAutoLayer, "held-out T at the scanned layer pair"),
         ]
         .into_iter()
         .filter(|(k, _)| e.conditions.contains(k))
@@ -185,6 +186,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         }
     }
     weak_to_strong(&mut md, e, cells, &cmp);
+    auto_layers(&mut md, e, cells, &cmp);
     map_similarity(&mut md, e, cells);
     tsne_section(&mut md, e, cells);
     if e.estimators.len() > 1 {
@@ -212,6 +214,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         (ConditionKind::LcrossHeldout, "L-Cross with T that never saw the vector's pairs"),
         (ConditionKind::LcrossPooled, "L-Cross with T fitted on n > d_s pairs"),
         (ConditionKind::Consensus, "consensus of all sources (held-out T)"),
+        (ConditionKind::LcrossAutoLayer, "held-out T at the automatically chosen layer pair"),
     ] {
         if e.conditions.contains(&k) {
             let _ = write!(md, "| {what} |");
@@ -285,6 +288,43 @@ Gain = steered minus the same model unsteered. The paper's claim: the strong mod
                 }
             }
         }
+    }
+    md.push('\n');
+}
+
+/// The automatic layer pair against the fixed one, both with the held-out map.
+fn auto_layers(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons) {
+    let rows: Vec<&CellRecord> = cells.values().filter(|c| c.key.metric == "ab" && c.key.condition == ConditionKind::LcrossAutoLayer).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Automatic layer pair\n\nPer source and target, the layers from 25% to 75% of the depth (and the fixed ones) scanned by the held-out R^2 of a ridge map on the held-out pairs; \
+         the held-out OLS map at the best pair against the same map at the fixed layers (A/B metric).\n"
+    );
+    let _ = writeln!(md, "| target | source | concept | vectors | beta | fixed layers | R^2 fixed | A/B fixed | chosen layers | R^2 chosen | A/B chosen |\n|---|---|---|---|---|---|---|---|---|---|---|");
+    for c in rows {
+        let k = &c.key;
+        let fixed = find(cells, &k.target, k.source.as_deref(), &k.concept, k.vector, ConditionKind::LcrossHeldout, None, k.beta);
+        let v = |name: &str| c.values.get(name).map_or("·".into(), |x| format!("{x:.3}"));
+        let layer = |name: &str| c.values.get(name).map_or("·".into(), |x| format!("{x}"));
+        let fixed_layers = format!("{} -> {}", e.layers.get(k.source.as_deref().unwrap_or("")).map_or("·".into(), |l| l.to_string()), e.layers.get(&k.target).map_or("·".into(), |l| l.to_string()));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {fixed_layers} | {} | {} | {} -> {} | {} | {} |",
+            k.target,
+            k.source.as_deref().unwrap_or("-"),
+            k.concept,
+            k.vector.name(),
+            k.beta,
+            v("scan_r2_fixed"),
+            value(cmp, fixed),
+            layer("source_layer"),
+            layer("target_layer"),
+            v("scan_r2_best"),
+            value(cmp, Some(c))
+        );
     }
     md.push('\n');
 }

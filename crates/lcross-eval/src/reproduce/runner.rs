@@ -302,6 +302,8 @@ struct Prepared {
     /// exactly that): the cell steers with the own vector, so the evaluation caches answer
     /// it from the self cell, and the record says so (`steered_as_native`).
     as_native: bool,
+    /// Named values for the cell record (e.g. the layer pair an automatic scan chose).
+    values: BTreeMap<String, f64>,
 }
 
 /// Equal up to float rounding: relative L2 difference at most 1e-4 (a steering change that
@@ -355,13 +357,13 @@ impl Runner<'_> {
     /// The vector a condition steers with (maps fitted as needed).
     fn prepare(&mut self, key: &CellKey, native: &SteeringVector, layers: (usize, usize), source_vector: Option<&SteeringVector>) -> Result<Prepared> {
         let (src, tgt, concept) = (key.source.clone().unwrap_or_default(), key.target.clone(), key.concept.clone());
-        let none = Prepared { vector: None, skipped: None, map: None, saw_vector_pairs: None, as_native: false };
+        let none = Prepared { vector: None, skipped: None, map: None, saw_vector_pairs: None, as_native: false, values: BTreeMap::new() };
         let n = self.e.sizes.extract_pairs;
         let need_source = || source_vector.ok_or_else(|| EvalError::Invalid(format!("cell {}: a transfer needs the source vector", key.id())));
         let transfer = |sv: &SteeringVector, map: LinearMap, saw: Option<bool>| -> Result<Prepared> {
             let label = format!("{} map of lcross reproduce ({})", key.condition.name(), key.group().id());
             let v = pipeline::transfer_vector(sv, &map, &label, &pipeline::map_fingerprint(&map), false)?;
-            Ok(Prepared { vector: Some(v), skipped: None, map: Some(map), saw_vector_pairs: saw, as_native: false })
+            Ok(Prepared { vector: Some(v), skipped: None, map: Some(map), saw_vector_pairs: saw, as_native: false, values: BTreeMap::new() })
         };
         Ok(match key.condition {
             ConditionKind::None => none,
@@ -397,6 +399,27 @@ impl Runner<'_> {
                 let i = self.e.concepts.iter().position(|c| *c == concept).unwrap_or(0);
                 let other = self.e.concepts[(i + 1) % self.e.concepts.len()].clone();
                 transfer(need_source()?, self.align(&src, &tgt, layers, &other, "ols", 0, n)?, Some(false))?
+            }
+            ConditionKind::LcrossAutoLayer => {
+                need_source()?;
+                let heldout = self.e.sizes.heldout_pairs;
+                let (ns, nt) = (self.model(&src)?.config().num_layers, self.model(&tgt)?.config().num_layers);
+                let (cs, ct) = (pipeline::candidate_layers(ns, layers.0), pipeline::candidate_layers(nt, layers.1));
+                let corpus = Corpus::load(&self.file(&concept, "generate_dataset.json"), &self.data_dir, n, Some(heldout))?;
+                let fits = pipeline::scan_layer_pairs(&self.models[&src], &self.models[&tgt], &cs, &ct, &corpus)?;
+                let best = fits.first().cloned().ok_or_else(|| EvalError::Invalid(format!("cell {}: no layer pair to scan", key.id())))?;
+                let fixed = fits.iter().find(|f| f.source_layer == layers.0 && f.target_layer == layers.1).map(|f| f.heldout_r2);
+                let sv = self.extract(&src, &concept, best.source_layer, key.vector)?;
+                let map = self.align(&src, &tgt, (best.source_layer, best.target_layer), &concept, "ols", n, heldout)?;
+                let mut p = transfer(&sv, map, Some(false))?;
+                p.values.insert("source_layer".into(), best.source_layer as f64);
+                p.values.insert("target_layer".into(), best.target_layer as f64);
+                p.values.insert("scan_r2_best".into(), best.heldout_r2);
+                p.values.insert("scan_pairs".into(), fits.len() as f64);
+                if let Some(r2) = fixed {
+                    p.values.insert("scan_r2_fixed".into(), r2);
+                }
+                p
             }
             ConditionKind::LcrossHeldout => transfer(need_source()?, self.align(&src, &tgt, layers, &concept, "ols", n, self.e.sizes.heldout_pairs)?, Some(false))?,
             ConditionKind::LcrossPooled => {
@@ -617,7 +640,13 @@ impl Runner<'_> {
                 interpolating: p.map.as_ref().map(|m| m.metadata.diagnostics.interpolating),
                 map_saw_vector_pairs: p.saw_vector_pairs,
                 map_n: p.map.as_ref().map(|m| m.metadata.diagnostics.n),
-                values: if p.as_native { [("steered_as_native".to_string(), 1.0)].into_iter().collect() } else { Default::default() },
+                values: {
+                    let mut v = p.values.clone();
+                    if p.as_native {
+                        v.insert("steered_as_native".into(), 1.0);
+                    }
+                    v
+                },
                 prepare_s,
                 eval_s: 0.0,
             })
