@@ -497,3 +497,74 @@ pub fn csv(cells: &BTreeMap<String, CellRecord>) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::ExperimentFile;
+    use super::super::grid::CellKey;
+    use super::*;
+
+    fn cell(target: &str, source: Option<&str>, condition: ConditionKind, beta: f64, per_item: Vec<f64>) -> CellRecord {
+        let key = CellKey { target: target.into(), source: source.map(String::from), concept: "refusal".into(), vector: VectorKind::Plain, condition, estimator: (condition == ConditionKind::Lcross).then(|| "ols".into()), beta, metric: "ab".into() };
+        CellRecord {
+            id: key.id(),
+            key,
+            mean: Some(crate::stats::mean(&per_item)),
+            stderr: Some(crate::stats::stderr(&per_item)),
+            n: per_item.len(),
+            per_item,
+            skipped: None,
+            cosine_to_native: None,
+            train_r2: None,
+            heldout_r2: None,
+            interpolating: None,
+            map_saw_vector_pairs: None,
+            map_n: None,
+            values: Default::default(),
+            prepare_s: 0.0,
+            eval_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn stars_counts_and_weak_to_strong_gains_follow_the_cells() {
+        let e = ExperimentFile::parse(
+            r#"name = "t"
+targets = ["weak", "strong"]
+sources = ["weak"]
+concepts = ["refusal"]
+conditions = ["none", "self", "lcross"]
+betas = [4.0]
+weak_to_strong = [["weak", "strong"]]
+sizes = { extract_pairs = 4, test_questions = 20 }"#,
+            "t",
+        )
+        .unwrap()
+        .resolve(None)
+        .unwrap();
+        let base: Vec<f64> = (0..20).map(|i| 0.3 + 0.01 * (i % 5) as f64).collect();
+        let shifted = |d: f64| base.iter().map(|x| x + d).collect::<Vec<_>>();
+        let mut cells = BTreeMap::new();
+        for c in [
+            cell("weak", None, ConditionKind::None, 0.0, base.clone()),
+            cell("weak", None, ConditionKind::SelfModulation, 4.0, shifted(0.1)),
+            cell("strong", None, ConditionKind::None, 0.0, base.clone()),
+            cell("strong", None, ConditionKind::SelfModulation, 4.0, shifted(-0.05)),
+            cell("strong", Some("weak"), ConditionKind::Lcross, 4.0, shifted(0.25)),
+        ] {
+            cells.insert(c.id.clone(), c);
+        }
+        let md = markdown(&e, &cells, "header");
+        // every question up: significant; every question down: not
+        assert!(md.contains("| refusal | 0.320 | 0.420* |"), "{md}");
+        assert!(md.contains("| refusal | 0.320 | 0.270 | 0.570* |"), "{md}");
+        assert!(md.contains("| L-Cross beats no modulation (RQ1) | 1/1 |"), "{md}");
+        assert!(md.contains("| self modulation works | 1/2 |"), "{md}");
+        // weak to strong: the gains of weak self (+0.100) and strong L-Cross from weak (+0.250)
+        assert!(md.contains("| weak -> strong | plain | 4 | refusal | 0.320 | 0.420* | 0.320 | 0.570* | · | +0.100 | +0.250 | · |"), "{md}");
+        // the CSV carries the exact p-value of the sign-flip test (20 questions: 10,000 patterns)
+        let csv = csv(&cells);
+        let lcross_row = csv.lines().find(|l| l.starts_with("strong,weak")).unwrap();
+        assert!(lcross_row.contains(&format!(",{},", 1.0 / 10_001.0)), "{lcross_row}");
+    }
+}
