@@ -57,6 +57,28 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
+    /// A record of `key` with no values yet (every field but the key empty or zero).
+    pub fn empty(key: CellKey) -> Self {
+        Self {
+            id: key.id(),
+            key,
+            mean: None,
+            stderr: None,
+            n: 0,
+            per_item: Vec::new(),
+            skipped: None,
+            cosine_to_native: None,
+            train_r2: None,
+            heldout_r2: None,
+            interpolating: None,
+            map_saw_vector_pairs: None,
+            map_n: None,
+            values: BTreeMap::new(),
+            prepare_s: 0.0,
+            eval_s: 0.0,
+        }
+    }
+
     /// The record without timings, for comparing runs.
     pub fn without_timings(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
@@ -166,24 +188,7 @@ mod tests {
 
     fn record(beta: f64) -> CellRecord {
         let key = CellKey { target: "t".into(), source: None, concept: "refusal".into(), vector: Default::default(), condition: ConditionKind::SelfModulation, estimator: None, beta, metric: "ab".into() };
-        CellRecord {
-            id: key.id(),
-            key,
-            mean: Some(0.5),
-            stderr: Some(0.1),
-            n: 2,
-            per_item: vec![0.4, 0.6],
-            skipped: None,
-            cosine_to_native: Some(1.0),
-            train_r2: None,
-            heldout_r2: None,
-            interpolating: None,
-            map_saw_vector_pairs: None,
-            map_n: None,
-            values: Default::default(),
-            prepare_s: 1.5,
-            eval_s: 0.25,
-        }
+        CellRecord { mean: Some(0.5), stderr: Some(0.1), n: 2, per_item: vec![0.4, 0.6], cosine_to_native: Some(1.0), prepare_s: 1.5, eval_s: 0.25, ..CellRecord::empty(key) }
     }
 
     #[test]

@@ -506,24 +506,7 @@ mod tests {
 
     fn cell(target: &str, source: Option<&str>, condition: ConditionKind, beta: f64, per_item: Vec<f64>) -> CellRecord {
         let key = CellKey { target: target.into(), source: source.map(String::from), concept: "refusal".into(), vector: VectorKind::Plain, condition, estimator: (condition == ConditionKind::Lcross).then(|| "ols".into()), beta, metric: "ab".into() };
-        CellRecord {
-            id: key.id(),
-            key,
-            mean: Some(crate::stats::mean(&per_item)),
-            stderr: Some(crate::stats::stderr(&per_item)),
-            n: per_item.len(),
-            per_item,
-            skipped: None,
-            cosine_to_native: None,
-            train_r2: None,
-            heldout_r2: None,
-            interpolating: None,
-            map_saw_vector_pairs: None,
-            map_n: None,
-            values: Default::default(),
-            prepare_s: 0.0,
-            eval_s: 0.0,
-        }
+        CellRecord { mean: Some(crate::stats::mean(&per_item)), stderr: Some(crate::stats::stderr(&per_item)), n: per_item.len(), per_item, ..CellRecord::empty(key) }
     }
 
     #[test]

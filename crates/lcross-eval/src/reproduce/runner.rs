@@ -479,22 +479,18 @@ impl Runner<'_> {
         values.insert("frobenius_own".into(), own.t.norm_l2());
         let d = &own.metadata.diagnostics;
         Ok(CellRecord {
-            id: key.id(),
-            key: key.clone(),
             mean: Some(crate::stats::mean(&per_other)),
             stderr: Some(crate::stats::stderr(&per_other)),
             n: per_other.len(),
             per_item: per_other,
-            skipped: None,
-            cosine_to_native: None,
             train_r2: Some(d.train_r2),
             heldout_r2: d.heldout_r2,
             interpolating: Some(d.interpolating),
             map_saw_vector_pairs: Some(true),
             map_n: Some(d.n),
             values,
-            prepare_s: 0.0,
             eval_s: started.elapsed().as_secs_f64(),
+            ..CellRecord::empty(key.clone())
         })
     }
 
@@ -563,24 +559,7 @@ impl Runner<'_> {
         values.insert("knn_purity_tsne".into(), crate::stats::knn_purity(&plane_points, &labels, TSNE_NEIGHBOURS));
         values.insert("knn_chance".into(), chance);
         values.insert("layer".into(), layer as f64);
-        Ok(CellRecord {
-            id: key.id(),
-            key: key.clone(),
-            mean: Some(hidden),
-            stderr: None,
-            n: diffs.len(),
-            per_item: plane.iter().flat_map(|p| [p[0], p[1]]).collect(),
-            skipped: None,
-            cosine_to_native: None,
-            train_r2: None,
-            heldout_r2: None,
-            interpolating: None,
-            map_saw_vector_pairs: None,
-            map_n: None,
-            values,
-            prepare_s: 0.0,
-            eval_s: started.elapsed().as_secs_f64(),
-        })
+        Ok(CellRecord { mean: Some(hidden), n: diffs.len(), per_item: plane.iter().flat_map(|p| [p[0], p[1]]).collect(), values, eval_s: started.elapsed().as_secs_f64(), ..CellRecord::empty(key.clone()) })
     }
 
     fn run_group(&mut self, group: &Group, cells: &[&CellKey], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
@@ -627,12 +606,6 @@ impl Runner<'_> {
         let records: Vec<CellRecord> = prepared
             .iter()
             .map(|(k, p)| CellRecord {
-                id: k.id(),
-                key: (*k).clone(),
-                mean: None,
-                stderr: None,
-                n: 0,
-                per_item: Vec::new(),
                 skipped: p.skipped.clone(),
                 cosine_to_native: p.vector.as_ref().and_then(|v| v.layers.get(&lt)).map(|v| cosine(v, native_values)),
                 train_r2: p.map.as_ref().map(|m| m.metadata.diagnostics.train_r2),
@@ -648,7 +621,7 @@ impl Runner<'_> {
                     v
                 },
                 prepare_s,
-                eval_s: 0.0,
+                ..CellRecord::empty((*k).clone())
             })
             .collect();
         // Skipped cells are done at once; the others are evaluated together, a few
