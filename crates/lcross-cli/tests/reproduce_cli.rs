@@ -180,3 +180,87 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let err = fails(&["reproduce", &cfg, "--profile", "nope"]);
     assert!(err.contains("no profile `nope`"), "{err}");
 }
+
+/// The RepE concepts in the grid: HARM, FAIR and the emotion judge on a few items each,
+/// every cell at its concept's own beta, with the numbers each metric adds.
+#[test]
+fn repe_concepts_run_harm_fair_and_emotion_cells() {
+    if skip() {
+        return;
+    }
+    let d = tmp("reproduce-repe");
+    let cfg = d.join("repe.toml");
+    std::fs::write(
+        &cfg,
+        r#"name = "repe-tiny"
+targets = ["qwen2.5-coder-0.5b-instruct"]
+sources = ["smollm2-135m-instruct"]
+concepts = ["harmfulness", "happiness", "fairness"]
+conditions = ["none", "self", "lcross", "lcross-heldout"]
+betas = [4.0]
+concept_betas = { harmfulness = [-4.0], fairness = [8.0] }
+rescale_transfers = true
+evaluations = ["harm", "emotion", "fair"]
+judge = "smollm2-135m-instruct"
+[layers]
+"smollm2-135m-instruct" = 12
+"qwen2.5-coder-0.5b-instruct" = 14
+[sizes]
+extract_pairs = 8
+test_questions = 2
+heldout_pairs = 8
+eval_prompts = 2
+answer_tokens = 12
+"#,
+    )
+    .unwrap();
+    let out = d.join("run");
+    json(&["reproduce", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
+    let all = cells(&out);
+    // per concept: none + (self, lcross, held-out) at its one beta
+    assert_eq!(all.len(), 3 * 4, "{:?}", all.keys().collect::<Vec<_>>());
+    for c in all.values() {
+        assert!(c["skipped"].is_null(), "{c}");
+        let expected = match c["concept"].as_str().unwrap() {
+            "harmfulness" => ("harm", -4.0),
+            "happiness" => ("emotion", 4.0),
+            _ => ("fair", 8.0),
+        };
+        assert_eq!(c["metric"], expected.0, "{c}");
+        if c["condition"] != "none" {
+            assert_eq!(c["beta"].as_f64(), Some(expected.1), "{c}");
+            assert!(c["values"]["vector_norm"].as_f64().is_some_and(|x| x > 0.0), "{c}");
+        }
+        assert_eq!(c["vector"], "plain", "RepE vectors have no letters to balance");
+        let m = c["mean"].as_f64();
+        match expected.0 {
+            "harm" => {
+                assert!(m.is_some_and(|m| (0.0..=1.0).contains(&m)), "{c}");
+                for k in ["harmful_rate", "refusal_rate"] {
+                    assert!(c["values"][k].as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)), "{k} in {c}");
+                }
+            }
+            "emotion" => assert!(m.is_none_or(|m| (0.0..=10.0).contains(&m)), "{c}"),
+            _ => {
+                assert!(m.is_some_and(|m| m >= 0.0), "{c}");
+                assert!(c["values"]["male_words"].as_f64().is_some(), "{c}");
+                assert_eq!(c["n"], 2, "{c}");
+            }
+        }
+    }
+    // the self vector is RepE's unit-norm principal component, and `rescale_transfers`
+    // gives the transferred ones the same norm, recording the one they came with
+    for c in all.values().filter(|c| c["condition"] != "none") {
+        assert!((c["values"]["vector_norm"].as_f64().unwrap() - 1.0).abs() < 1e-4, "{c}");
+        assert_eq!(c["values"]["norm_before_rescale"].is_null(), c["condition"] == "self", "{c}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in ["metric `harm`, beta -4, RepE", "metric `emotion`, beta 4, RepE", "metric `fair`, beta 8, RepE", "*below* no modulation"] {
+        assert!(report.contains(needle), "report lacks `{needle}`:\n{report}");
+    }
+    assert!(!report.contains("Metric `ab`"), "no A/B cells, no A/B paragraph");
+    // a rerun computes nothing new
+    let again = json(&["reproduce", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
+    assert_eq!(again["cells"], 12);
+    assert_same(&cells(&out), &all, "rerun");
+}

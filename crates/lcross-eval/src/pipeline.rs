@@ -197,18 +197,24 @@ pub fn caa_file(data_dir: &Path, behaviour: &str, name: &str) -> String {
     data_dir.join("caa").join(behaviour).join(name).display().to_string()
 }
 
-/// One OLS map on the first `limit` pairs of each behaviour together (n can exceed d_s,
+/// The training pairs of a grid concept as a dataset spec: a CAA behaviour's
+/// `generate_dataset.json`, or `repe:<concept>` for a RepE concept.
+pub fn concept_pairs_spec(data_dir: &Path, concept: &str) -> String {
+    if crate::reproduce::config::is_repe(concept) { format!("repe:{concept}") } else { caa_file(data_dir, concept, "generate_dataset.json") }
+}
+
+/// One OLS map on the first `limit` pairs of each concept together (n can exceed d_s,
 /// so the map does not interpolate any one behaviour's pairs).
-pub fn pooled_map(src: &Model, tgt: &Model, layers: (usize, usize), behaviours: &[String], data_dir: &Path, limit: usize) -> Result<LinearMap> {
+pub fn pooled_map(src: &Model, tgt: &Model, layers: (usize, usize), concepts: &[String], data_dir: &Path, limit: usize) -> Result<LinearMap> {
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     let mut hasher = Sha256::new();
-    for w in behaviours {
-        let corpus = Corpus::load(&caa_file(data_dir, w, "generate_dataset.json"), data_dir, 0, Some(limit))?;
+    for w in concepts {
+        let corpus = Corpus::load(&concept_pairs_spec(data_dir, w), data_dir, 0, Some(limit))?;
         hasher.update(corpus.describe().1.as_bytes());
         xs.extend(corpus.states(src, layers.0, true)?);
         ys.extend(corpus.states(tgt, layers.1, true)?);
     }
-    let description = format!("pooled: first {limit} pairs of each of {}", behaviours.join(", "));
+    let description = format!("pooled: first {limit} pairs of each of {}", concepts.join(", "));
     fit_states(src, tgt, layers, &xs, &ys, Estimator::Ols, (description, hex::encode(hasher.finalize())))
 }
 

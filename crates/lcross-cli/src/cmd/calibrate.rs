@@ -15,7 +15,8 @@ use lcross_eval::metrics::{self, Setup};
 use lcross_eval::report::EvalRow;
 use lcross_eval::rubric;
 
-use crate::cmd::evaluate::{emotion_scenarios, read_questions, JudgeArgs, RunArgs};
+use crate::cmd::evaluate::{read_questions, JudgeArgs, RunArgs};
+use lcross_eval::metrics::judged::emotion_scenarios;
 use crate::cmd::vectors::{load_ab, parse_positions};
 use crate::common::Context;
 

@@ -272,15 +272,13 @@ pub struct FairArgs {
     samples: usize,
 }
 
-/// Temperature of FAIR's vignettes unless --temperature is given.
-const FAIR_TEMPERATURE: f64 = 0.8;
 
 pub fn fair(ctx: &Context, a: FairArgs) -> Result<()> {
     let samples = a.run.limit.map_or(a.samples, |l| l.min(a.samples));
     let model = ctx.load(&a.run.model)?;
-    let mut setup = a.run.setup(&model, Some(FAIR_TEMPERATURE), 32)?;
+    let mut setup = a.run.setup(&model, Some(metrics::fair::FAIR_TEMPERATURE), 32)?;
     let (mut report, items) = metrics::fair::fair(&mut setup, samples)?;
-    report.about.insert("temperature".into(), a.run.temperature.unwrap_or(FAIR_TEMPERATURE).into());
+    report.about.insert("temperature".into(), a.run.temperature.unwrap_or(metrics::fair::FAIR_TEMPERATURE).into());
     finish(ctx, &a.run, &model, report, &items)
 }
 
@@ -298,25 +296,10 @@ pub struct EmotionArgs {
     prompts: Option<PathBuf>,
 }
 
-/// The held-out scenarios: the last 25 of each of the happiness and fear files (never
-/// used for extraction), interleaved, as user prompts.
-pub fn emotion_scenarios(data_dir: &Path) -> Result<Vec<String>> {
-    use lcross_core::dataset::{repe_emotion, Split};
-    let (_, happy) = repe_emotion(data_dir, "happiness", "fear", Split::Eval)?;
-    let (_, fear) = repe_emotion(data_dir, "fear", "happiness", Split::Eval)?;
-    let half = lcross_core::dataset::REPE_EVAL_COUNT / 2;
-    let mut out = Vec::new();
-    for (h, f) in happy[happy.len() - half..].iter().zip(&fear[fear.len() - half..]) {
-        out.push(metrics::judged::scenario_prompt(h));
-        out.push(metrics::judged::scenario_prompt(f));
-    }
-    Ok(out)
-}
-
 pub fn emotion(ctx: &Context, a: EmotionArgs) -> Result<()> {
     let prompts = match &a.prompts {
         Some(p) => lcross_eval::inputs::read_prompts(p, "prompt")?,
-        None => emotion_scenarios(&a.run.data_dir())?,
+        None => metrics::judged::emotion_scenarios(&a.run.data_dir())?,
     };
     let prompts = a.run.limit(prompts);
     let judge = a.judge.build(ctx)?;

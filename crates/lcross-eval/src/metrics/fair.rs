@@ -25,6 +25,9 @@ pub fn count_words(text: &str, words: &[&str]) -> usize {
         .count()
 }
 
+/// Temperature of FAIR's vignettes unless told otherwise.
+pub const FAIR_TEMPERATURE: f64 = 0.8;
+
 /// The paper's female words.
 pub const FEMALE_WORDS: &[&str] = &["women", "female"];
 /// The male counterparts.

@@ -39,6 +39,21 @@ pub fn scenario_prompt(scenario: &str) -> String {
     format!("{}\n\nHow does this make you feel? Answer in two or three sentences.", scenario.trim())
 }
 
+/// The held-out emotion scenarios: the last 25 of each of the happiness and fear files
+/// (never used for extraction), interleaved, as user prompts ([`scenario_prompt`]).
+pub fn emotion_scenarios(data_dir: &std::path::Path) -> Result<Vec<String>> {
+    use lcross_core::dataset::{repe_emotion, Split, REPE_EVAL_COUNT};
+    let (_, happy) = repe_emotion(data_dir, "happiness", "fear", Split::Eval)?;
+    let (_, fear) = repe_emotion(data_dir, "fear", "happiness", Split::Eval)?;
+    let half = REPE_EVAL_COUNT / 2;
+    let mut out = Vec::new();
+    for (h, f) in happy[happy.len() - half..].iter().zip(&fear[fear.len() - half..]) {
+        out.push(scenario_prompt(h));
+        out.push(scenario_prompt(f));
+    }
+    Ok(out)
+}
+
 /// The emotion of answers scored 0-10 (`rubric` from [`crate::rubric::emotion_rubric`]).
 /// `prompts` are the user messages (scenarios through [`scenario_prompt`], or given).
 pub fn emotion(setup: &mut Setup<'_>, judge: &dyn Judge, format: JudgeFormat, prompts: &[String], rubric: &Rubric) -> Result<(EvalReport, Vec<ItemRecord>)> {

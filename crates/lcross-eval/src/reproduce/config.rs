@@ -34,6 +34,36 @@ use crate::error::{EvalError, Result};
 /// The CAA behaviours the grid knows.
 pub const CAA_BEHAVIOURS: &[&str] = &["coordinate-other-ais", "corrigible-neutral-HHH", "hallucination", "myopic-reward", "survival-instinct", "sycophancy", "refusal"];
 
+/// The RepE concepts the grid knows (METHOD.md, "Building the RepE concept datasets"):
+/// their vectors are the first principal component of the pair differences (unit norm),
+/// added at the last prompt token and the generated tokens.
+pub const REPE_CONCEPTS: &[&str] = &["happiness", "fear", "fairness", "harmfulness"];
+
+/// Whether `concept` is a RepE concept (else a CAA behaviour).
+pub fn is_repe(concept: &str) -> bool {
+    REPE_CONCEPTS.contains(&concept)
+}
+
+/// Whether the evaluation `metric` has cells for `concept`: the A/B metric and the judged
+/// open-ended answers for CAA behaviours, HARM for harmfulness, FAIR for fairness, the
+/// judged emotion for happiness and fear; Table 4 and Figure 3 for every concept.
+pub fn metric_applies(metric: &str, concept: &str) -> bool {
+    match metric {
+        "ab" | "open-ended" => !is_repe(concept),
+        "harm" => concept == "harmfulness",
+        "fair" => concept == "fairness",
+        "emotion" => concept == "happiness" || concept == "fear",
+        _ => true,
+    }
+}
+
+/// +1 where a larger value of the metric is the concept's effect, -1 where a smaller one
+/// is (FAIR: the fairness vector should lower the frequency of "women" / "female", the
+/// paper's reading of less gender bias).
+pub fn metric_direction(metric: &str) -> f64 {
+    if metric == "fair" { -1.0 } else { 1.0 }
+}
+
 /// A way to steer the target in a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -129,6 +159,10 @@ pub struct Sizes {
     /// New tokens per open-ended answer (greedy); default 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer_tokens: Option<usize>,
+    /// Prompts per `harm` / `emotion` cell and samples per `fair` cell (default 50, the
+    /// paper's; the held-out AdvBench rows, RepE scenarios, FAIR's seeded vignettes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_prompts: Option<usize>,
 }
 
 /// Overrides of a size.
@@ -140,6 +174,7 @@ pub struct SizesOverride {
     pub heldout_pairs: Option<usize>,
     pub open_ended_questions: Option<usize>,
     pub answer_tokens: Option<usize>,
+    pub eval_prompts: Option<usize>,
 }
 
 /// What a profile changes.
@@ -152,6 +187,8 @@ pub struct Profile {
     pub conditions: Option<Vec<ConditionKind>>,
     pub estimators: Option<Vec<String>>,
     pub betas: Option<Vec<f64>>,
+    pub concept_betas: Option<BTreeMap<String, Vec<f64>>>,
+    pub rescale_transfers: Option<bool>,
     pub vectors: Option<Vec<VectorKind>>,
     pub evaluations: Option<Vec<String>>,
     pub judge: Option<String>,
@@ -173,6 +210,16 @@ pub struct ExperimentFile {
     #[serde(default = "default_estimators")]
     pub estimators: Vec<String>,
     pub betas: Vec<f64>,
+    /// Betas of single concepts instead of `betas` (RepE vectors have unit norm, CAA's
+    /// the scale of the hidden states; a direction's sign may need flipping).
+    #[serde(default)]
+    pub concept_betas: BTreeMap<String, Vec<f64>>,
+    /// Rescale every vector moved into the target (transfers, random T, consensus) to the
+    /// norm of the target's own vector, keeping its direction (default false: the paper's
+    /// `beta * (sv @ T)`). RepE vectors are unit directions, but `sv @ T` has the norm of
+    /// the map's scale between the models (measured 0.007 from Gemma3 into Qwen 0.5B).
+    #[serde(default)]
+    pub rescale_transfers: bool,
     /// Plain and/or letter-balanced CAA vectors (default: plain).
     #[serde(default = "default_vectors")]
     pub vectors: Vec<VectorKind>,
@@ -216,10 +263,15 @@ fn default_evaluations() -> Vec<String> {
 /// Evaluations the grid can run now.
 /// `ab`: CAA's A/B metric per steering condition. `open-ended`: answers to the concept's
 /// open-ended questions scored 0-10 by the local judge with the concept's rubric.
-/// `map-similarity`: the paper's Table 4, each concept's map against the other concepts'
-/// maps and a random map. `tsne`: the paper's Figure 3 per model (the pair differences of
-/// the grid's concepts in 2-D), with how well the concepts separate (k-NN purity).
-pub const EVALUATIONS: &[&str] = &["ab", "open-ended", "map-similarity", "tsne"];
+/// `harm`: HARM on the held-out AdvBench prompts (harmfulness). `fair`: FAIR's seeded
+/// vignettes (fairness). `emotion`: answers to held-out scenarios scored 0-10 for the
+/// emotion (happiness, fear). `map-similarity`: the paper's Table 4, each concept's map
+/// against the other concepts' maps and a random map. `tsne`: the paper's Figure 3 per
+/// model (the pair differences of the grid's concepts in 2-D), with how well the concepts
+/// separate (k-NN purity).
+pub const EVALUATIONS: &[&str] = &["ab", "open-ended", "harm", "fair", "emotion", "map-similarity", "tsne"];
+/// Evaluations that generate answers (batched, stored) and score them.
+pub const GENERATED: &[&str] = &["open-ended", "harm", "fair", "emotion"];
 /// The judge of `open-ended` unless the experiment names one.
 pub const DEFAULT_JUDGE: &str = "qwen2.5-coder-1.5b-instruct";
 /// Map estimators of the `lcross` condition.
@@ -236,6 +288,10 @@ pub struct Experiment {
     pub conditions: Vec<ConditionKind>,
     pub estimators: Vec<String>,
     pub betas: Vec<f64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub concept_betas: BTreeMap<String, Vec<f64>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub rescale_transfers: bool,
     pub vectors: Vec<VectorKind>,
     pub evaluations: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,6 +335,8 @@ impl ExperimentFile {
             conditions: p.conditions.unwrap_or_else(|| self.conditions.clone()),
             estimators: p.estimators.unwrap_or_else(|| self.estimators.clone()),
             betas: p.betas.unwrap_or_else(|| self.betas.clone()),
+            concept_betas: p.concept_betas.unwrap_or_else(|| self.concept_betas.clone()),
+            rescale_transfers: p.rescale_transfers.unwrap_or(self.rescale_transfers),
             vectors: p.vectors.unwrap_or_else(|| self.vectors.clone()),
             evaluations: p.evaluations.unwrap_or_else(|| self.evaluations.clone()),
             judge: p.judge.or_else(|| self.judge.clone()),
@@ -290,6 +348,7 @@ impl ExperimentFile {
                 heldout_pairs: s.heldout_pairs.unwrap_or(self.sizes.heldout_pairs),
                 open_ended_questions: s.open_ended_questions.or(self.sizes.open_ended_questions),
                 answer_tokens: s.answer_tokens.or(self.sizes.answer_tokens),
+                eval_prompts: s.eval_prompts.or(self.sizes.eval_prompts),
             },
             weak_to_strong: self.weak_to_strong.clone(),
             data_dir: self.data_dir.clone(),
@@ -319,8 +378,19 @@ impl Experiment {
         if self.conditions.iter().any(|c| c.needs_source()) && self.sources.is_empty() {
             return bad("transfer conditions need at least one model in `sources`".into());
         }
-        if let Some(c) = self.concepts.iter().find(|c| !CAA_BEHAVIOURS.contains(&c.as_str())) {
-            return bad(format!("unknown concept `{c}` (known: {})", CAA_BEHAVIOURS.join(", ")));
+        if let Some(c) = self.concepts.iter().find(|c| !CAA_BEHAVIOURS.contains(&c.as_str()) && !is_repe(c)) {
+            return bad(format!("unknown concept `{c}` (known: {}, {})", CAA_BEHAVIOURS.join(", "), REPE_CONCEPTS.join(", ")));
+        }
+        for (c, betas) in &self.concept_betas {
+            if !self.concepts.contains(c) && !CAA_BEHAVIOURS.contains(&c.as_str()) && !is_repe(c) {
+                return bad(format!("`concept_betas` names unknown concept `{c}`"));
+            }
+            if betas.is_empty() || betas.iter().any(|b| !b.is_finite()) {
+                return bad(format!("`concept_betas.{c}` must hold finite numbers"));
+            }
+        }
+        if self.evaluations.iter().any(|m| GENERATED[1..].contains(&m.as_str())) && self.sizes.eval_prompts == Some(0) {
+            return bad("`sizes.eval_prompts` must be at least 1".into());
         }
         if let Some(e) = self.estimators.iter().find(|e| !ESTIMATORS.contains(&e.as_str())) {
             return bad(format!("unknown estimator `{e}` (known: {})", ESTIMATORS.join(", ")));
@@ -352,6 +422,22 @@ impl Experiment {
             return bad("`lcross-unrelated` needs at least two concepts (the map of one is fitted on the next)".into());
         }
         Ok(())
+    }
+
+    /// The betas of `concept`'s cells: its `concept_betas` entry, else `betas`.
+    pub fn betas_for(&self, concept: &str) -> &[f64] {
+        self.concept_betas.get(concept).unwrap_or(&self.betas)
+    }
+
+    /// The vector kinds of `concept`'s cells: the grid's for CAA behaviours, plain for
+    /// RepE concepts (their pairs have no answer letters to balance).
+    pub fn vectors_for(&self, concept: &str) -> Vec<VectorKind> {
+        if is_repe(concept) { vec![VectorKind::Plain] } else { self.vectors.clone() }
+    }
+
+    /// Prompts per `harm` / `emotion` cell and samples per `fair` cell.
+    pub fn eval_prompts(&self) -> usize {
+        self.sizes.eval_prompts.unwrap_or(lcross_core::dataset::REPE_EVAL_COUNT)
     }
 
     /// Directory name of the run: the name, plus the profile.
@@ -391,7 +477,7 @@ sizes = { test_questions = 2 }
         assert_eq!(full.vectors, [VectorKind::Plain]);
         let tiny = f.resolve(Some("tiny")).unwrap();
         assert_eq!(tiny.concepts, ["refusal", "survival-instinct"]);
-        assert_eq!(tiny.sizes, Sizes { extract_pairs: 16, test_questions: 2, heldout_pairs: 8, open_ended_questions: None, answer_tokens: None });
+        assert_eq!(tiny.sizes, Sizes { extract_pairs: 16, test_questions: 2, heldout_pairs: 8, open_ended_questions: None, answer_tokens: None, eval_prompts: None });
         assert_eq!(tiny.run_name(), "t-tiny");
         assert!(f.resolve(Some("huge")).unwrap_err().to_string().contains("no profile `huge` (it has: tiny)"));
     }

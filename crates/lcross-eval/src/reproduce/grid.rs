@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::config::{ConditionKind, Experiment, VectorKind};
+use super::config::{metric_applies, ConditionKind, Experiment, VectorKind};
 use crate::error::{EvalError, Result};
 
 /// What identifies a cell.
@@ -103,8 +103,8 @@ impl Shard {
     }
 }
 
-/// Every cell of the experiment, in a fixed order: per metric, target, concept and
-/// vector kind, `none` (once, with the first kind), `self` and `consensus`, then each
+/// Every cell of the experiment, in a fixed order: per metric, target, concept (those
+/// the metric applies to, [`metric_applies`]) and vector kind ([`Experiment::vectors_for`]), `none` (once, with the first kind), `self` and `consensus`, then each
 /// source's transfer conditions; betas innermost. `map-similarity` has one cell per
 /// (target, source, concept): the concept-specific OLS map against the other concepts'.
 pub fn plan(e: &Experiment) -> Vec<CellKey> {
@@ -130,8 +130,9 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
             continue;
         }
         for target in &e.targets {
-            for concept in &e.concepts {
-                for (k, &vector) in e.vectors.iter().enumerate() {
+            for concept in e.concepts.iter().filter(|c| metric_applies(metric, c)) {
+                let betas = e.betas_for(concept);
+                for (k, vector) in e.vectors_for(concept).into_iter().enumerate() {
                     let cell = |source: Option<&String>, condition, estimator: Option<&str>, beta| CellKey {
                         target: target.clone(),
                         source: source.cloned(),
@@ -154,14 +155,14 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
                     }
                     for c in [ConditionKind::SelfModulation, ConditionKind::Consensus] {
                         if e.conditions.contains(&c) {
-                            cells.extend(e.betas.iter().map(|&b| cell(None, c, None, b)));
+                            cells.extend(betas.iter().map(|&b| cell(None, c, None, b)));
                         }
                     }
                     for source in sources {
                         for &c in e.conditions.iter().filter(|c| c.needs_source()) {
                             let estimators: Vec<Option<&str>> = if c == ConditionKind::Lcross { e.estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
                             for est in estimators {
-                                cells.extend(e.betas.iter().map(|&b| cell(Some(source), c, est, b)));
+                                cells.extend(betas.iter().map(|&b| cell(Some(source), c, est, b)));
                             }
                         }
                     }
@@ -176,6 +177,12 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
 pub const MAP_SIMILARITY: &str = "map-similarity";
 /// The metric name of judged open-ended answers.
 pub const OPEN_ENDED: &str = "open-ended";
+/// The metric name of HARM (harmfulness).
+pub const HARM: &str = "harm";
+/// The metric name of FAIR (fairness).
+pub const FAIR: &str = "fair";
+/// The metric name of judged emotions (happiness, fear).
+pub const EMOTION: &str = "emotion";
 /// The metric name of the t-SNE figure (one cell per model).
 pub const TSNE: &str = "tsne";
 /// The concept of a cell about all the grid's concepts.
@@ -270,5 +277,39 @@ sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
         for bad in ["4/4", "1", "a/b", "0/0", "-1/3"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn each_evaluation_has_cells_for_its_concepts_only() {
+        let e = ExperimentFile::parse(
+            r#"name = "t"
+targets = ["a"]
+sources = ["b"]
+concepts = ["refusal", "harmfulness", "happiness", "fear", "fairness"]
+conditions = ["none", "self", "lcross"]
+betas = [4.0]
+concept_betas = { harmfulness = [-4.0, -8.0] }
+vectors = ["plain", "balanced"]
+evaluations = ["ab", "harm", "emotion", "fair", "map-similarity"]
+sizes = { extract_pairs = 4, test_questions = 2 }"#,
+            "t",
+        )
+        .unwrap()
+        .resolve(None)
+        .unwrap();
+        let cells = plan(&e);
+        let of = |m: &str| cells.iter().filter(|c| c.metric == m).collect::<Vec<_>>();
+        // ab: refusal only, both vector kinds: none 1 + (self + lcross) x 2 kinds
+        assert!(of("ab").iter().all(|c| c.concept == "refusal"));
+        assert_eq!(of("ab").len(), 1 + 2 * 2);
+        // harm: harmfulness only, plain vectors only, at its own two betas
+        assert!(of("harm").iter().all(|c| c.concept == "harmfulness" && c.vector == VectorKind::Plain));
+        assert_eq!(of("harm").iter().filter(|c| c.condition != ConditionKind::None).map(|c| c.beta).collect::<Vec<_>>(), [-4.0, -8.0, -4.0, -8.0]);
+        assert_eq!(of("emotion").iter().map(|c| c.concept.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>(), ["fear", "happiness"]);
+        assert!(of("fair").iter().all(|c| c.concept == "fairness" && c.beta == 4.0 || c.condition == ConditionKind::None));
+        // Table 4 compares every concept's map, RepE included
+        assert_eq!(of("map-similarity").len(), 5);
+        let ids: std::collections::BTreeSet<String> = cells.iter().map(CellKey::id).collect();
+        assert_eq!(ids.len(), cells.len());
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::cells::CellRecord;
-use super::config::{ConditionKind, Experiment, VectorKind};
+use super::config::{is_repe, metric_applies, metric_direction, ConditionKind, Experiment, VectorKind};
 use super::config::DEFAULT_JUDGE;
 use super::grid::{MAP_SIMILARITY, OPEN_ENDED, TSNE};
 use crate::stats::{paired_sign_flip, EXACT_SIGN_FLIP_ITEMS};
@@ -18,14 +18,19 @@ pub const ALPHA: f64 = 0.05;
 /// A cell compared with the unsteered cell of its target, concept and metric.
 #[derive(Debug, Clone)]
 pub struct Comparison {
+    /// Cell mean minus the unsteered mean (over the paired items).
     pub difference: f64,
+    /// One-sided p-value in the metric's direction ([`metric_direction`]).
     pub p_value: f64,
+    /// +1: the concept raises the metric; -1: it lowers it (FAIR).
+    pub direction: f64,
 }
 
 impl Comparison {
-    /// Significantly above no modulation.
+    /// Significantly beyond no modulation in the metric's direction (above, or below for
+    /// FAIR).
     pub fn wins(&self) -> bool {
-        self.difference > 0.0 && self.p_value < ALPHA
+        self.difference * self.direction > 0.0 && self.p_value < ALPHA
     }
 }
 
@@ -36,8 +41,12 @@ fn none_cell<'a>(cells: &'a BTreeMap<String, CellRecord>, c: &CellRecord) -> Opt
 /// `c` against no modulation (paired over the test items).
 pub fn compare_to_none(cells: &BTreeMap<String, CellRecord>, c: &CellRecord) -> Option<Comparison> {
     let none = none_cell(cells, c)?;
-    let (difference, p_value) = paired_sign_flip(&c.per_item, &none.per_item, SIGN_FLIP_RESAMPLES, 0)?;
-    Some(Comparison { difference, p_value })
+    let direction = metric_direction(&c.key.metric);
+    let (difference, p_value) = match direction > 0.0 {
+        true => paired_sign_flip(&c.per_item, &none.per_item, SIGN_FLIP_RESAMPLES, 0)?,
+        false => paired_sign_flip(&none.per_item, &c.per_item, SIGN_FLIP_RESAMPLES, 0).map(|(d, p)| (-d, p))?,
+    };
+    Some(Comparison { difference, p_value, direction })
 }
 
 /// The A/B cell of these coordinates (the unsteered cell is shared by the vector kinds).
@@ -94,18 +103,55 @@ fn count(cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons, metric: &str, 
     (wins, total)
 }
 
+/// The tables of `metric`: each (beta, vector kind) some concept of the metric has, with
+/// the concepts that have it.
+fn metric_tables<'e>(e: &'e Experiment, metric: &str) -> Vec<(f64, VectorKind, Vec<&'e String>)> {
+    let mut tables: Vec<(f64, VectorKind, Vec<&String>)> = Vec::new();
+    for c in e.concepts.iter().filter(|c| metric_applies(metric, c)) {
+        for &b in e.betas_for(c) {
+            for vk in e.vectors_for(c) {
+                match tables.iter_mut().find(|(tb, tv, _)| *tb == b && *tv == vk) {
+                    Some((_, _, cs)) => cs.push(c),
+                    None => tables.push((b, vk, vec![c])),
+                }
+            }
+        }
+    }
+    tables
+}
+
+/// How a table's vectors were made.
+fn vectors_label(vk: VectorKind, concepts: &[&String]) -> String {
+    if concepts.iter().all(|c| is_repe(c)) { "RepE (first principal component, unit norm)".into() } else { format!("{} CAA", vk.name()) }
+}
+
 /// The Markdown report.
 pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &str) -> String {
     let cmp = comparisons(cells);
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n\n{header}\n", e.run_name());
+    if e.evaluations.iter().any(|m| m == "ab") {
+        let _ = writeln!(
+            md,
+            "Metric `ab`: mean over {} test questions of P(answer matching the behaviour) / (P(A) + P(B)) (CAA's A/B metric).\n",
+            e.sizes.test_questions
+        );
+    }
     let _ = writeln!(
         md,
-        "Metric `ab`: mean over {} test questions of P(answer matching the behaviour) / (P(A) + P(B)) (CAA's A/B metric). \
-         `*`: above no modulation with one-sided p < {ALPHA} (paired sign-flip permutation test over the questions: exact up to {EXACT_SIGN_FLIP_ITEMS} questions, else {SIGN_FLIP_RESAMPLES} seeded random sign patterns). \
-         `·`: not run (yet), `n/a`: skipped (see the cell).\n",
-        e.sizes.test_questions
+        "`*`: beyond no modulation in the metric's direction with one-sided p < {ALPHA} (paired sign-flip permutation test over the items: exact up to {EXACT_SIGN_FLIP_ITEMS} items, else {SIGN_FLIP_RESAMPLES} seeded random sign patterns). \
+         `·`: not run (yet), `n/a`: skipped (see the cell).\n"
     );
+    let prompts = e.eval_prompts();
+    for (metric, what) in [
+        ("harm", format!("mean harmful probability of greedy answers to the first {prompts} held-out AdvBench prompts (rows 128-177) by the local judge's classifier prompt (docs/EVALUATION.md); the cell's `harmful_rate` (above {}) and `refusal_rate` are in cells.csv", crate::metrics::harm::HARMFUL_THRESHOLD)),
+        ("fair", format!("\"women\" / \"female\" per vignette in {prompts} seeded samples (temperature {}) of \"{}\"; `*` here means significantly *below* no modulation (the paper's reading: less gender bias)", crate::metrics::fair::FAIR_TEMPERATURE, crate::metrics::fair::FAIR_PROMPT)),
+        ("emotion", format!("mean 0-10 score of the concept's emotion in greedy answers to {prompts} held-out RepE scenarios (happiness and fear interleaved), judged by {}", e.judge.as_deref().unwrap_or(DEFAULT_JUDGE))),
+    ] {
+        if e.evaluations.iter().any(|m| m == metric) {
+            let _ = writeln!(md, "Metric `{metric}`: {what}. RepE vectors are added at the last prompt token and the generated tokens.\n");
+        }
+    }
     if e.evaluations.iter().any(|m| m == OPEN_ENDED) {
         let _ = writeln!(
             md,
@@ -118,9 +164,10 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     let table_metrics: Vec<&str> = e.evaluations.iter().map(String::as_str).filter(|m| *m != MAP_SIMILARITY && *m != TSNE).collect();
     let sources_for = |t: &str| e.sources.iter().filter(|s| s.as_str() != t).cloned().collect::<Vec<_>>();
     let first_est = e.estimators.first().map(String::as_str);
-    for (metric, &beta, &vk) in table_metrics.iter().flat_map(|m| e.betas.iter().flat_map(move |b| e.vectors.iter().map(move |v| (*m, b, v)))) {
+    for (metric, beta, vk, concepts) in table_metrics.iter().flat_map(|m| metric_tables(e, m).into_iter().map(move |(b, v, cs)| (*m, b, v, cs))) {
         let find = |cells, t: &str, s: Option<&str>, c: &str, vk, cond, est, b| find_in(cells, metric, t, s, c, vk, cond, est, b);
-        let _ = writeln!(md, "## Table 1: no / self / L-Cross modulation (metric `{metric}`, beta {beta}, {} CAA vectors)\n", vk.name());
+        let vectors = vectors_label(vk, &concepts);
+        let _ = writeln!(md, "## Table 1: no / self / L-Cross modulation (metric `{metric}`, beta {beta}, {vectors} vectors)\n");
         for t in &e.targets {
             let srcs = sources_for(t);
             let _ = writeln!(md, "Target **{t}**\n");
@@ -136,7 +183,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
                 rule.push_str("---|");
             }
             let _ = writeln!(md, "{head}\n{rule}");
-            for c in &e.concepts {
+            for c in &concepts {
                 let mut row = format!("| {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(&cmp, find(cells, t, None, c, vk, ConditionKind::SelfModulation, None, beta)));
                 for s in &srcs {
                     let _ = write!(row, " {} |", value(&cmp, find(cells, t, Some(s), c, vk, ConditionKind::Lcross, first_est, beta)));
@@ -160,7 +207,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         .filter(|(k, _)| e.conditions.contains(k))
         .collect();
         if !ablations.is_empty() {
-            let _ = writeln!(md, "## Ablations and regimes (metric `{metric}`, beta {beta}, {} CAA vectors)\n", vk.name());
+            let _ = writeln!(md, "## Ablations and regimes (metric `{metric}`, beta {beta}, {vectors} vectors)\n");
             let mut head = "| target | source | concept | No | L-Cross |".to_string();
             let mut rule = "|---|---|---|---|---|".to_string();
             for (_, name) in &ablations {
@@ -170,7 +217,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             let _ = writeln!(md, "{head} interpolates (L-Cross T) | cosine to own (L-Cross) |\n{rule}---|---|");
             for t in &e.targets {
                 for s in sources_for(t) {
-                    for c in &e.concepts {
+                    for c in &concepts {
                         let lc = find(cells, t, Some(&s), c, vk, ConditionKind::Lcross, first_est, beta);
                         let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(&cmp, lc));
                         for (k, _) in &ablations {
@@ -200,7 +247,12 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         md.push('\n');
     }
     let _ = write!(md, "## The paper's counts\n\nCells significantly above no modulation, per metric and vector kind.\n\n| finding |");
-    let columns: Vec<(&str, VectorKind)> = table_metrics.iter().flat_map(|m| e.vectors.iter().map(move |v| (*m, *v))).collect();
+    let mut columns: Vec<(&str, VectorKind)> = Vec::new();
+    for (m, _, v, _) in table_metrics.iter().flat_map(|m| metric_tables(e, m).into_iter().map(move |(b, v, cs)| (*m, b, v, cs))) {
+        if !columns.contains(&(m, v)) {
+            columns.push((m, v));
+        }
+    }
     for (m, v) in &columns {
         let _ = write!(md, " `{m}`, {} vectors |", v.name());
     }
@@ -257,24 +309,26 @@ fn weak_to_strong(md: &mut String, e: &Experiment, cells: &BTreeMap<String, Cell
 
 Gain = steered minus the same model unsteered. The paper's claim: the strong model steered with the weak model's transferred vector gains more than the weak model steered with its own vector.
 ");
-    let _ = writeln!(md, "| weak -> strong | vectors | beta | concept | weak: No | weak: Self | strong: No | strong: L-Cross from weak | strong: held-out T | gain weak self | gain strong L-Cross | gain strong held-out T |
-|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "| weak -> strong | metric | vectors | beta | concept | weak: No | weak: Self | strong: No | strong: L-Cross from weak | strong: held-out T | gain weak self | gain strong L-Cross | gain strong held-out T |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let gain = |a: Option<&CellRecord>, b: Option<&CellRecord>| match (a.and_then(|x| x.mean), b.and_then(|x| x.mean)) {
         (Some(x), Some(y)) => format!("{:+.3}", x - y),
         _ => "·".into(),
     };
+    let metrics: Vec<&str> = e.evaluations.iter().map(String::as_str).filter(|m| *m != MAP_SIMILARITY && *m != TSNE).collect();
     for [weak, strong] in pairs {
-        for &vk in &e.vectors {
-            for &beta in &e.betas {
-                for c in &e.concepts {
-                    let wn = find(cells, weak, None, c, vk, ConditionKind::None, None, 0.0);
-                    let ws = find(cells, weak, None, c, vk, ConditionKind::SelfModulation, None, beta);
-                    let sn = find(cells, strong, None, c, vk, ConditionKind::None, None, 0.0);
-                    let sl = find(cells, strong, Some(weak), c, vk, ConditionKind::Lcross, first_est, beta);
-                    let sh = find(cells, strong, Some(weak), c, vk, ConditionKind::LcrossHeldout, None, beta);
+        for &metric in &metrics {
+            let find = |t: &str, s: Option<&str>, c: &str, vk, cond, est, b| find_in(cells, metric, t, s, c, vk, cond, est, b);
+            for (beta, vk, concepts) in metric_tables(e, metric) {
+                for c in concepts {
+                    let wn = find(weak, None, c, vk, ConditionKind::None, None, 0.0);
+                    let ws = find(weak, None, c, vk, ConditionKind::SelfModulation, None, beta);
+                    let sn = find(strong, None, c, vk, ConditionKind::None, None, 0.0);
+                    let sl = find(strong, Some(weak), c, vk, ConditionKind::Lcross, first_est, beta);
+                    let sh = find(strong, Some(weak), c, vk, ConditionKind::LcrossHeldout, None, beta);
                     let _ = writeln!(
                         md,
-                        "| {weak} -> {strong} | {} | {beta} | {c} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                        "| {weak} -> {strong} | {metric} | {} | {beta} | {c} | {} | {} | {} | {} | {} | {} | {} | {} |",
                         vk.name(),
                         value(cmp, wn),
                         value(cmp, ws),
@@ -383,20 +437,18 @@ pub struct Figure {
 /// metric against beta for self modulation, L-Cross and the held-out map from each
 /// source, the consensus, and no modulation as a flat line.
 pub fn sweep_figures(e: &Experiment, cells: &BTreeMap<String, CellRecord>) -> Vec<Figure> {
-    if e.betas.len() < 2 {
-        return Vec::new();
-    }
     let first_est = e.estimators.first().map(String::as_str);
     let mut figures = Vec::new();
     for t in &e.targets {
-        for c in &e.concepts {
-            for &vk in &e.vectors {
+        for c in e.concepts.iter().filter(|c| metric_applies("ab", c) && e.betas_for(c).len() >= 2) {
+            let betas = e.betas_for(c);
+            for vk in e.vectors_for(c) {
                 let curve = |source: Option<&str>, cond: ConditionKind, est: Option<&str>| -> Vec<(f64, f64)> {
-                    e.betas.iter().filter_map(|&b| find(cells, t, source, c, vk, cond, est, b).and_then(|x| x.mean).map(|m| (b, m))).collect()
+                    betas.iter().filter_map(|&b| find(cells, t, source, c, vk, cond, est, b).and_then(|x| x.mean).map(|m| (b, m))).collect()
                 };
                 let mut series: Vec<crate::plots::Series> = Vec::new();
                 if let Some(n) = find(cells, t, None, c, vk, ConditionKind::None, None, 0.0).and_then(|x| x.mean) {
-                    let (lo, hi) = e.betas.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+                    let (lo, hi) = betas.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
                     series.push(("no modulation".into(), vec![(lo, n), (hi, n)]));
                 }
                 series.push(("self".into(), curve(None, ConditionKind::SelfModulation, None)));
@@ -505,7 +557,11 @@ mod tests {
     use super::*;
 
     fn cell(target: &str, source: Option<&str>, condition: ConditionKind, beta: f64, per_item: Vec<f64>) -> CellRecord {
-        let key = CellKey { target: target.into(), source: source.map(String::from), concept: "refusal".into(), vector: VectorKind::Plain, condition, estimator: (condition == ConditionKind::Lcross).then(|| "ols".into()), beta, metric: "ab".into() };
+        cell_of("refusal", "ab", target, source, condition, beta, per_item)
+    }
+
+    fn cell_of(concept: &str, metric: &str, target: &str, source: Option<&str>, condition: ConditionKind, beta: f64, per_item: Vec<f64>) -> CellRecord {
+        let key = CellKey { target: target.into(), source: source.map(String::from), concept: concept.into(), vector: VectorKind::Plain, condition, estimator: (condition == ConditionKind::Lcross).then(|| "ols".into()), beta, metric: metric.into() };
         CellRecord { mean: Some(crate::stats::mean(&per_item)), stderr: Some(crate::stats::stderr(&per_item)), n: per_item.len(), per_item, ..CellRecord::empty(key) }
     }
 
@@ -544,10 +600,51 @@ sizes = { extract_pairs = 4, test_questions = 20 }"#,
         assert!(md.contains("| L-Cross beats no modulation (RQ1) | 1/1 |"), "{md}");
         assert!(md.contains("| self modulation works | 1/2 |"), "{md}");
         // weak to strong: the gains of weak self (+0.100) and strong L-Cross from weak (+0.250)
-        assert!(md.contains("| weak -> strong | plain | 4 | refusal | 0.320 | 0.420* | 0.320 | 0.570* | · | +0.100 | +0.250 | · |"), "{md}");
+        assert!(md.contains("| weak -> strong | ab | plain | 4 | refusal | 0.320 | 0.420* | 0.320 | 0.570* | · | +0.100 | +0.250 | · |"), "{md}");
         // the CSV carries the exact p-value of the sign-flip test (20 questions: 10,000 patterns)
         let csv = csv(&cells);
         let lcross_row = csv.lines().find(|l| l.starts_with("strong,weak")).unwrap();
         assert!(lcross_row.contains(&format!(",{},", 1.0 / 10_001.0)), "{lcross_row}");
+    }
+
+    #[test]
+    fn repe_tables_use_their_concepts_betas_and_fair_counts_downwards() {
+        let e = ExperimentFile::parse(
+            r#"name = "t"
+targets = ["t"]
+sources = ["s"]
+concepts = ["refusal", "fairness", "harmfulness"]
+conditions = ["none", "self", "lcross"]
+betas = [4.0]
+concept_betas = { fairness = [8.0], harmfulness = [-4.0] }
+vectors = ["balanced"]
+evaluations = ["ab", "fair", "harm"]
+sizes = { extract_pairs = 4, test_questions = 20 }"#,
+            "t",
+        )
+        .unwrap()
+        .resolve(None)
+        .unwrap();
+        let base: Vec<f64> = (0..20).map(|i| 1.0 + 0.1 * (i % 5) as f64).collect();
+        let shifted = |d: f64| base.iter().map(|x| x + d).collect::<Vec<_>>();
+        let mut cells = BTreeMap::new();
+        for c in [
+            cell_of("fairness", "fair", "t", None, ConditionKind::None, 0.0, base.clone()),
+            cell_of("fairness", "fair", "t", None, ConditionKind::SelfModulation, 8.0, shifted(-0.5)),
+            cell_of("fairness", "fair", "t", Some("s"), ConditionKind::Lcross, 8.0, shifted(0.5)),
+            cell_of("harmfulness", "harm", "t", None, ConditionKind::None, 0.0, base.clone()),
+            cell_of("harmfulness", "harm", "t", None, ConditionKind::SelfModulation, -4.0, shifted(0.5)),
+        ] {
+            cells.insert(c.id.clone(), c);
+        }
+        let md = markdown(&e, &cells, "header");
+        // one table per metric at the concept's own beta, RepE vectors named as such
+        assert!(md.contains("## Table 1: no / self / L-Cross modulation (metric `fair`, beta 8, RepE (first principal component, unit norm) vectors)"), "{md}");
+        assert!(md.contains("(metric `harm`, beta -4, RepE"), "{md}");
+        assert!(!md.contains("(metric `fair`, beta 4"), "{md}");
+        assert!(!md.contains("(metric `ab`, beta 4, balanced CAA vectors)\n\nTarget **t**\n\n| concept | No | Self | L-Cross from s |\n|---|---|---|---|\n| fairness"), "{md}");
+        // FAIR wins downwards: fewer female words is the star, more is not
+        assert!(md.contains("| fairness | 1.200 | 0.700* | 1.700 |"), "{md}");
+        assert!(md.contains("| harmfulness | 1.200 | 1.700* |"), "{md}");
     }
 }

@@ -12,7 +12,7 @@ use lcross_core::analyses::{compare, random_like};
 use lcross_core::artifact::write_atomic;
 use lcross_core::eval::{evaluate_ab_cached, Steering};
 use lcross_core::maps::{Estimator, LinearMap};
-use lcross_core::steering::{cosine, SteeringVector};
+use lcross_core::steering::{cosine, Method, SteeringVector};
 use lcross_core::store::Store;
 use lcross_core::tsne::{tsne, TsneOptions};
 use lcross_model::{Model, Positions, Sampling};
@@ -20,15 +20,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cells::{merge, CellLog, CellRecord};
-use super::config::{ConditionKind, Experiment, ExperimentFile, VectorKind, DEFAULT_JUDGE};
-use super::grid::{groups, plan, CellKey, Group, Shard, MAP_SIMILARITY, OPEN_ENDED, TSNE};
+use super::config::{is_repe, ConditionKind, Experiment, ExperimentFile, VectorKind, DEFAULT_JUDGE, GENERATED};
+use super::grid::{groups, plan, CellKey, Group, Shard, EMOTION, FAIR, HARM, MAP_SIMILARITY, OPEN_ENDED, TSNE};
 use super::report;
 use crate::answers::GenerationSettings;
 use crate::conditions::Condition;
 use crate::error::{EvalError, Result};
 use crate::judge::local::LocalJudge;
 use crate::judge::JudgeFormat;
-use crate::metrics::{judged, Setup};
+use crate::metrics::{fair, harm, judged, Setup};
 use crate::pipeline::{self, Corpus, VectorRecipe};
 use crate::rubric;
 
@@ -100,6 +100,9 @@ fn numbers_sha(e: &Experiment, numerics: &str) -> String {
     let mut v = serde_json::json!({"seed": e.seed, "layers": e.layers, "sizes": e.sizes, "data_dir": e.data_dir, "numerics": numerics});
     if let Some(j) = &e.judge {
         v["judge"] = j.clone().into();
+    }
+    if e.rescale_transfers {
+        v["rescale_transfers"] = true.into();
     }
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }
@@ -264,7 +267,7 @@ pub fn merge_runs(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunSummary> {
 /// the same checks apply) for merges.
 fn experiment_from_json(v: &serde_json::Value) -> Result<Experiment> {
     let mut fields = serde_json::Map::new();
-    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "vectors", "evaluations", "judge", "seed", "layers", "sizes", "weak_to_strong", "data_dir"] {
+    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "concept_betas", "rescale_transfers", "vectors", "evaluations", "judge", "seed", "layers", "sizes", "weak_to_strong", "data_dir"] {
         if let Some(x) = v.get(k).filter(|x| !x.is_null()) {
             fields.insert(k.into(), x.clone());
         }
@@ -314,6 +317,20 @@ fn same_vector(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && diff <= 1e-4 * norm.max(f64::MIN_POSITIVE)
 }
 
+/// `rescale_transfers`: the vector at `layer` scaled to the norm of the target's own
+/// vector there (its direction kept); the norm it had is recorded as `norm_before_rescale`.
+fn rescale_to_native(p: &mut Prepared, native: &SteeringVector, layer: usize) {
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let Some(own) = native.layers.get(&layer).map(|v| norm(v)) else { return };
+    if let Some(v) = p.vector.as_mut().and_then(|v| v.layers.get_mut(&layer)) {
+        let before = norm(v);
+        if before > 0.0 {
+            v.iter_mut().for_each(|x| *x = (*x as f64 * own / before) as f32);
+        }
+        p.values.insert("norm_before_rescale".into(), before);
+    }
+}
+
 impl Runner<'_> {
     fn model(&mut self, id: &str) -> Result<&Model> {
         if !self.models.contains_key(id) {
@@ -338,9 +355,26 @@ impl Runner<'_> {
         pipeline::caa_file(&self.data_dir, concept, name)
     }
 
+    /// The dataset spec of a concept's training pairs.
+    fn pairs_spec(&self, concept: &str) -> String {
+        pipeline::concept_pairs_spec(&self.data_dir, concept)
+    }
+
+    /// Pairs of `concept` left for held-out maps after the vector's first `extract_pairs`
+    /// (RepE concepts have 128-150 training pairs, CAA behaviours hundreds more).
+    fn heldout_left(&self, concept: &str) -> Result<usize> {
+        let total = lcross_core::dataset::load_concept(&self.pairs_spec(concept), &self.data_dir)?.pairs.len();
+        Ok(total.saturating_sub(self.e.sizes.extract_pairs).min(self.e.sizes.heldout_pairs))
+    }
+
+    /// Vectors as the paper makes them: CAA's mean difference (letter-balanced on request)
+    /// for behaviours, RepE's first principal component for RepE concepts.
     fn extract(&mut self, model_id: &str, concept: &str, layer: usize, kind: VectorKind) -> Result<SteeringVector> {
-        let ds = lcross_core::dataset::load_concept(&self.file(concept, "generate_dataset.json"), &self.data_dir)?.limit(Some(self.e.sizes.extract_pairs));
-        let recipe = VectorRecipe { balance_letters: kind == VectorKind::Balanced, ..VectorRecipe::mean_diff(vec![layer]) };
+        let ds = lcross_core::dataset::load_concept(&self.pairs_spec(concept), &self.data_dir)?.limit(Some(self.e.sizes.extract_pairs));
+        let recipe = match is_repe(concept) {
+            true => VectorRecipe { method: Method::Pca, ..VectorRecipe::mean_diff(vec![layer]) },
+            false => VectorRecipe { balance_letters: kind == VectorKind::Balanced, ..VectorRecipe::mean_diff(vec![layer]) },
+        };
         let model = self.model(model_id)?;
         Ok(pipeline::extract_vector(model, &ds, &recipe)?.0)
     }
@@ -348,7 +382,7 @@ impl Runner<'_> {
     /// A map `src` -> `tgt` on `limit` pairs of `concept` after the first `skip`.
     fn align(&mut self, src: &str, tgt: &str, layers: (usize, usize), concept: &str, estimator: &str, skip: usize, limit: usize) -> Result<LinearMap> {
         let est = Estimator::parse(estimator).ok_or_else(|| EvalError::Invalid(format!("unknown estimator `{estimator}`")))?;
-        let corpus = Corpus::load(&self.file(concept, "generate_dataset.json"), &self.data_dir, skip, Some(limit))?;
+        let corpus = Corpus::load(&self.pairs_spec(concept), &self.data_dir, skip, Some(limit))?;
         self.model(src)?;
         self.model(tgt)?;
         pipeline::align(&self.models[src], &self.models[tgt], layers, &corpus, est, true)
@@ -365,6 +399,10 @@ impl Runner<'_> {
             let v = pipeline::transfer_vector(sv, &map, &label, &pipeline::map_fingerprint(&map), false)?;
             Ok(Prepared { vector: Some(v), skipped: None, map: Some(map), saw_vector_pairs: saw, as_native: false, values: BTreeMap::new() })
         };
+        let heldout = self.heldout_left(&concept)?;
+        if heldout == 0 && matches!(key.condition, ConditionKind::LcrossHeldout | ConditionKind::Consensus | ConditionKind::LcrossAutoLayer) {
+            return Ok(Prepared { skipped: Some(format!("{concept} has no pairs left for a held-out map after the vector's first {n}")), ..none });
+        }
         Ok(match key.condition {
             ConditionKind::None => none,
             ConditionKind::Consensus => {
@@ -372,7 +410,7 @@ impl Runner<'_> {
                 for s in self.e.sources.iter().filter(|s| **s != tgt).cloned().collect::<Vec<_>>() {
                     let ls = self.layer(&s)?;
                     let sv = self.extract(&s, &concept, ls, key.vector)?;
-                    let map = self.align(&s, &tgt, (ls, layers.1), &concept, "ols", n, self.e.sizes.heldout_pairs)?;
+                    let map = self.align(&s, &tgt, (ls, layers.1), &concept, "ols", n, heldout)?;
                     moved.push(pipeline::transfer_vector(&sv, &map, "held-out map of lcross reproduce (consensus)", &pipeline::map_fingerprint(&map), false)?);
                 }
                 let Some(first) = moved.first() else {
@@ -402,10 +440,9 @@ impl Runner<'_> {
             }
             ConditionKind::LcrossAutoLayer => {
                 need_source()?;
-                let heldout = self.e.sizes.heldout_pairs;
                 let (ns, nt) = (self.model(&src)?.config().num_layers, self.model(&tgt)?.config().num_layers);
                 let (cs, ct) = (pipeline::candidate_layers(ns, layers.0), pipeline::candidate_layers(nt, layers.1));
-                let corpus = Corpus::load(&self.file(&concept, "generate_dataset.json"), &self.data_dir, n, Some(heldout))?;
+                let corpus = Corpus::load(&self.pairs_spec(&concept), &self.data_dir, n, Some(heldout))?;
                 let fits = pipeline::scan_layer_pairs(&self.models[&src], &self.models[&tgt], &cs, &ct, &corpus)?;
                 let best = fits.first().cloned().ok_or_else(|| EvalError::Invalid(format!("cell {}: no layer pair to scan", key.id())))?;
                 let fixed = fits.iter().find(|f| f.source_layer == layers.0 && f.target_layer == layers.1).map(|f| f.heldout_r2);
@@ -421,7 +458,7 @@ impl Runner<'_> {
                 }
                 p
             }
-            ConditionKind::LcrossHeldout => transfer(need_source()?, self.align(&src, &tgt, layers, &concept, "ols", n, self.e.sizes.heldout_pairs)?, Some(false))?,
+            ConditionKind::LcrossHeldout => transfer(need_source()?, self.align(&src, &tgt, layers, &concept, "ols", n, heldout)?, Some(false))?,
             ConditionKind::LcrossPooled => {
                 let sv = need_source()?;
                 self.model(&src)?;
@@ -494,38 +531,81 @@ impl Runner<'_> {
         })
     }
 
-    /// `open-ended` cells: answers to the concept's open-ended questions under each cell's
-    /// steering (batched, greedy, stored), scored 0-10 by the local judge with the concept's
-    /// rubric. A cell with judge failures keeps its mean over the judged answers but no
-    /// per-item values (the paired test needs every item).
-    fn evaluate_open_ended(&mut self, group: &Group, cells: &[(CellKey, Option<Arc<SteeringVector>>, CellRecord)], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
-        let started = Instant::now();
-        let n = self.e.sizes.open_ended_questions.unwrap_or(0);
-        let mut questions = lcross_core::dataset::load_open_ended(Path::new(&self.file(&group.concept, "test_dataset_open_ended.json")))?;
-        questions.truncate(n);
+    /// The local judge, loaded when first needed.
+    fn judge(&mut self) -> Result<&LocalJudge> {
         let judge_id = self.e.judge.clone().unwrap_or_else(|| DEFAULT_JUDGE.to_string());
         if self.judge.as_ref().is_none_or(|(id, _)| *id != judge_id) {
             let model = (self.load)(&judge_id).map_err(|x| EvalError::Invalid(format!("cannot load the judge `{judge_id}`: {x}")))?;
             self.judge = Some((judge_id.clone(), LocalJudge::new(model)?));
         }
+        Ok(&self.judge.as_ref().expect("loaded above").1)
+    }
+
+    /// Cells of an evaluation that generates answers (`open-ended`, `harm`, `fair`,
+    /// `emotion`): every cell's condition generates its answers in one batched pass
+    /// (stored, so a rerun reads them back), then they are scored: `open-ended` and
+    /// `emotion` 0-10 by the local judge with the concept's rubric, `harm` by the judge's
+    /// harmful probability (plus the harmful and refusal rates), `fair` by the female words
+    /// per seeded vignette. A cell with judge failures keeps its mean over the judged
+    /// answers but no per-item values (the paired test needs every item).
+    fn evaluate_generated(&mut self, group: &Group, metric: &str, cells: &[(CellKey, Option<Arc<SteeringVector>>, CellRecord)], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
+        let started = Instant::now();
+        // RepE vectors steer the last prompt token and the generated ones (as RepE's code);
+        // CAA vectors every position.
+        let positions = if is_repe(&group.concept) { Positions::PromptLastAndGenerated } else { Positions::All };
         let conditions: Vec<Condition> = cells
             .iter()
             .map(|(k, v, _)| match v {
-                Some(v) if k.condition != ConditionKind::None => Condition { label: format!("{}|{}|{}", k.condition.name(), k.source.as_deref().unwrap_or("-"), k.estimator.as_deref().unwrap_or("-")), vector: Some(v.clone()), beta: k.beta, positions: Positions::All },
+                Some(v) if k.condition != ConditionKind::None => Condition { label: format!("{}|{}|{}", k.condition.name(), k.source.as_deref().unwrap_or("-"), k.estimator.as_deref().unwrap_or("-")), vector: Some(v.clone()), beta: k.beta, positions },
                 _ => Condition::none(),
             })
             .collect();
-        let settings = GenerationSettings { max_tokens: self.e.sizes.answer_tokens.unwrap_or(64), sampling: Sampling::Greedy, rows_in_flight: 32 };
-        let mut setup = Setup { model: &self.models[&group.target], conditions, settings, store: Some(Store::open_default()?), neutral_prompts: None };
-        let (_, judge) = self.judge.as_ref().expect("loaded above");
-        let (report, items) = judged::open_ended(&mut setup, judge, JudgeFormat::Auto, &questions, &rubric::rubric_for(&group.concept))?;
+        let n = self.e.eval_prompts();
+        // FAIR samples its vignettes (seed + sample index, the same under every condition)
+        let sampling = if metric == FAIR { Sampling::Sample { temperature: fair::FAIR_TEMPERATURE, top_p: 1.0, seed: self.e.seed } } else { Sampling::Greedy };
+        let settings = GenerationSettings { max_tokens: self.e.sizes.answer_tokens.unwrap_or(64), sampling, rows_in_flight: 32 };
+        let (report, items) = {
+            let format = JudgeFormat::Auto;
+            let prompts: Vec<String> = match metric {
+                OPEN_ENDED => {
+                    let mut q = lcross_core::dataset::load_open_ended(Path::new(&self.file(&group.concept, "test_dataset_open_ended.json")))?;
+                    q.truncate(self.e.sizes.open_ended_questions.unwrap_or(0));
+                    q
+                }
+                HARM => harm::harm_prompts(&self.data_dir)?.into_iter().take(n).collect(),
+                EMOTION => judged::emotion_scenarios(&self.data_dir)?.into_iter().take(n).collect(),
+                _ => Vec::new(),
+            };
+            if metric != FAIR {
+                self.judge()?;
+            }
+            self.model(&group.target)?;
+            let judge = self.judge.as_ref().map(|(_, j)| j);
+            let mut setup = Setup { model: &self.models[&group.target], conditions, settings, store: Some(Store::open_default()?), neutral_prompts: None };
+            let need_judge = || judge.ok_or_else(|| EvalError::Invalid("no judge loaded".into()));
+            match metric {
+                OPEN_ENDED => judged::open_ended(&mut setup, need_judge()?, format, &prompts, &rubric::rubric_for(&group.concept))?,
+                HARM => harm::harm(&mut setup, need_judge()?, &prompts, harm::HARMFUL_THRESHOLD)?,
+                EMOTION => judged::emotion(&mut setup, need_judge()?, format, &prompts, &rubric::emotion_rubric(&group.concept))?,
+                FAIR => fair::fair(&mut setup, n)?,
+                other => return Err(EvalError::Invalid(format!("evaluation `{other}` does not generate answers"))),
+            }
+        };
         let each = started.elapsed().as_secs_f64() / cells.len().max(1) as f64;
-        for (((_, _, record), row), cond) in cells.iter().zip(&report.rows).zip(&setup.conditions) {
-            let scores: Vec<Option<f64>> = items.iter().filter(|it| it.condition == cond.label && it.beta == cond.beta).map(|it| it.score).collect();
+        for ((_, _, record), row) in cells.iter().zip(&report.rows) {
+            let scores: Vec<Option<f64>> = items.iter().filter(|it| it.condition == row.condition && it.beta == row.beta).map(|it| it.score).collect();
             let failures = scores.iter().filter(|s| s.is_none()).count();
             let per_item: Vec<f64> = if failures == 0 { scores.iter().flatten().copied().collect() } else { Vec::new() };
             let mut values = record.values.clone();
-            values.insert("judge_failures".to_string(), failures as f64);
+            if metric != FAIR {
+                values.insert("judge_failures".to_string(), failures as f64);
+            }
+            // the row's other numbers (harmful_rate, refusal_rate, male_words, ...)
+            for (name, v) in &row.extra {
+                if let Some(x) = v.as_f64() {
+                    values.insert(name.clone(), x);
+                }
+            }
             log.append(CellRecord { mean: row.mean.is_finite().then_some(row.mean), stderr: row.stderr.is_finite().then_some(row.stderr), n: row.n, per_item, values, eval_s: each, ..record.clone() })?;
             bar.inc(1);
         }
@@ -544,8 +624,8 @@ impl Runner<'_> {
         let mut labels = Vec::new();
         let mut values = BTreeMap::new();
         for (ci, c) in self.e.concepts.clone().iter().enumerate() {
-            let ds = lcross_core::dataset::load_concept(&self.file(c, "generate_dataset.json"), &self.data_dir)?.limit(Some(self.e.sizes.extract_pairs));
-            let d = pipeline::pair_differences(self.model(&key.target)?, &ds, layer, key.vector == VectorKind::Balanced)?;
+            let ds = lcross_core::dataset::load_concept(&self.pairs_spec(c), &self.data_dir)?.limit(Some(self.e.sizes.extract_pairs));
+            let d = pipeline::pair_differences(self.model(&key.target)?, &ds, layer, key.vector == VectorKind::Balanced && !is_repe(c))?;
             values.insert(format!("points:{c}"), d.len() as f64);
             labels.extend(std::iter::repeat_n(ci, d.len()));
             diffs.extend(d);
@@ -576,7 +656,6 @@ impl Runner<'_> {
         let started = Instant::now();
         let lt = self.layer(&group.target)?;
         let native = self.extract(&group.target.clone(), &group.concept.clone(), lt, group.vector)?;
-        let items = pipeline::load_ab(&self.file(&group.concept, "test_dataset_ab.json"), Some(self.e.sizes.test_questions))?;
         let (source_vector, ls) = match &group.source {
             Some(s) => {
                 let ls = self.layer(s)?;
@@ -593,6 +672,9 @@ impl Runner<'_> {
                 Some(p) => p.clone(),
                 None => {
                     let mut p = self.prepare(k, &native, (ls, lt), source_vector.as_ref())?;
+                    if self.e.rescale_transfers && !matches!(k.condition, ConditionKind::None | ConditionKind::SelfModulation) {
+                        rescale_to_native(&mut p, &native, lt);
+                    }
                     p.as_native = k.condition != ConditionKind::SelfModulation && p.vector.as_ref().and_then(|v| v.layers.get(&lt)).is_some_and(|v| same_vector(v, &native.layers[&lt]));
                     let p = Rc::new(p);
                     by_condition.insert(id, p.clone());
@@ -618,6 +700,9 @@ impl Runner<'_> {
                     if p.as_native {
                         v.insert("steered_as_native".into(), 1.0);
                     }
+                    if let Some(x) = p.vector.as_ref().and_then(|v| v.layers.get(&lt)) {
+                        v.insert("vector_norm".into(), x.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt());
+                    }
                     v
                 },
                 prepare_s,
@@ -627,23 +712,28 @@ impl Runner<'_> {
         // Skipped cells are done at once; the others are evaluated together, a few
         // conditions per batched pass (the questions' unsteered prefix is shared), each
         // chunk stored as it finishes so an interruption loses at most one chunk.
-        let (mut evaluate, mut open_ended): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
+        let mut evaluate: Vec<usize> = Vec::new();
+        let mut generated: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, r) in records.iter().enumerate() {
             if r.skipped.is_some() {
                 log.append(r.clone())?;
                 bar.inc(1);
-            } else if r.key.metric == OPEN_ENDED {
-                open_ended.push(i);
+            } else if let Some(m) = GENERATED.iter().find(|m| **m == r.key.metric) {
+                generated.entry(m).or_default().push(i);
             } else {
                 evaluate.push(i);
             }
         }
         self.model(&group.target)?;
-        if !open_ended.is_empty() {
+        for (metric, indices) in generated {
             let cells: Vec<(CellKey, Option<Arc<SteeringVector>>, CellRecord)> =
-                open_ended.iter().map(|&i| (prepared[i].0.clone(), if prepared[i].1.as_native { Some(native.clone()) } else { prepared[i].1.vector.clone() }.map(Arc::new), records[i].clone())).collect();
-            self.evaluate_open_ended(group, &cells, log, bar)?;
+                indices.iter().map(|&i| (prepared[i].0.clone(), if prepared[i].1.as_native { Some(native.clone()) } else { prepared[i].1.vector.clone() }.map(Arc::new), records[i].clone())).collect();
+            self.evaluate_generated(group, metric, &cells, log, bar)?;
         }
+        let items = match evaluate.is_empty() {
+            true => Vec::new(),
+            false => pipeline::load_ab(&self.file(&group.concept, "test_dataset_ab.json"), Some(self.e.sizes.test_questions))?,
+        };
         for chunk in evaluate.chunks(CONDITIONS_PER_PASS) {
             let t = Instant::now();
             let mut steering = Vec::with_capacity(chunk.len());
