@@ -29,6 +29,10 @@ pub struct ReproduceArgs {
     /// Join these shard directories into --out (default: their common parent).
     #[arg(long, num_args = 1.., value_name = "DIR", conflicts_with_all = ["config", "profile", "shard"])]
     merge: Vec<PathBuf>,
+    /// Only count the grid's cells (per metric, target and, with --shard i/n, per shard);
+    /// load and run nothing.
+    #[arg(long, conflicts_with = "merge")]
+    plan: bool,
 }
 
 pub fn run(ctx: &Context, a: ReproduceArgs) -> Result<()> {
@@ -38,6 +42,22 @@ pub fn run(ctx: &Context, a: ReproduceArgs) -> Result<()> {
     }
     let config = a.config.as_ref().context("give an experiment file")?;
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
+    if a.plan {
+        let file = lcross_eval::reproduce::config::ExperimentFile::load(config)?;
+        let p = runner::plan_summary(&file, a.profile.as_deref(), shard.map(|s| s.count))?;
+        return ctx.print(&p, || {
+            println!("{}: {} cells in {} groups", p.name, p.cells, p.groups);
+            for (m, n) in &p.per_metric {
+                println!("  metric {m}: {n}");
+            }
+            for (t, n) in &p.per_target {
+                println!("  target {t}: {n}");
+            }
+            for (i, n) in p.per_shard.iter().enumerate() {
+                println!("  shard {i}/{}: {n}", p.per_shard.len());
+            }
+        });
+    }
     let request = RunRequest { experiment: ExperimentSource::File(config), profile: a.profile.as_deref(), shard, out: a.out.clone(), numerics: ctx.numerics() };
     let load = |id: &str| ctx.load(id).map_err(|e| format!("{e:#}"));
     let s = runner::run(request, &load)?;

@@ -111,6 +111,40 @@ fn io(path: &Path, e: std::io::Error) -> EvalError {
     EvalError::Invalid(format!("{}: {e}", path.display()))
 }
 
+/// What a grid holds, without running it (`lcross reproduce --plan`): to size a Slurm job
+/// array or a profile before spending hours.
+#[derive(Serialize)]
+pub struct PlanSummary {
+    pub name: String,
+    pub cells: usize,
+    pub groups: usize,
+    /// Cells per metric.
+    pub per_metric: BTreeMap<String, usize>,
+    /// Cells per target model (t-SNE cells count for their model).
+    pub per_target: BTreeMap<String, usize>,
+    /// With `--shard i/n`: the cells of each of the n shards.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_shard: Vec<usize>,
+}
+
+/// The grid of `file` with `profile`, counted (nothing is loaded or run).
+pub fn plan_summary(file: &ExperimentFile, profile: Option<&str>, shards: Option<usize>) -> Result<PlanSummary> {
+    let e = file.resolve(profile)?;
+    let cells = plan(&e);
+    let gs = groups(&cells);
+    let mut per_metric = BTreeMap::new();
+    let mut per_target = BTreeMap::new();
+    for c in &cells {
+        *per_metric.entry(c.metric.clone()).or_insert(0) += 1;
+        *per_target.entry(c.target.clone()).or_insert(0) += 1;
+    }
+    let per_shard = match shards {
+        Some(n) => (0..n).map(|i| gs.iter().filter(|(g, _)| (Shard { index: i, count: n }).owns(g)).map(|(_, cs)| cs.len()).sum()).collect(),
+        None => Vec::new(),
+    };
+    Ok(PlanSummary { name: e.run_name(), cells: cells.len(), groups: gs.len(), per_metric, per_target, per_shard })
+}
+
 /// Run (or resume) the cells of `req`'s shard, writing cells, CSV and report as they come.
 pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
     let (file, config_file, config_text) = match req.experiment {
