@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fails, json, skip, tmp};
+use common::{fails, json, lcross, skip, tmp};
 use serde_json::Value;
 
 const JUDGE: &str = "smollm2-135m-instruct";
@@ -125,6 +125,25 @@ fn calibrate_stores_a_beta_that_beta_auto_reads() {
     let ev = json(&["eval", "ab", "-d", "builtin:optimism", "--limit", "2", "--vector", cal.to_str().unwrap(), "--betas", "0,auto", "--json"]);
     assert_eq!(ev["rows"][0]["condition"], "none");
     assert_eq!(ev["rows"][1]["beta"], beta);
+}
+
+/// FAIR calibration: dev and test are disjoint seeds of the vignettes (no judge).
+#[test]
+fn calibrate_fair_splits_the_seeds() {
+    if skip() {
+        return;
+    }
+    let d = tmp("calibrate-fair");
+    let sv = d.join("fair.safetensors");
+    json(&["extract", "-d", "fairness", "--method", "pca", "-l", "12", "--limit", "8", "-o", sv.to_str().unwrap(), "--json"]);
+    let (_, out, err) = lcross(&["calibrate", "--vector", sv.to_str().unwrap(), "--metric", "fair", "--direction", "decrease", "--limit", "4", "--max-tokens", "8", "--betas", "8", "-o", d.join("cal.safetensors").to_str().unwrap(), "--json"]);
+    let rep: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
+    assert_eq!(rep["metric"], "fair", "{rep}");
+    assert_eq!(rep["direction"], "decrease", "{rep}");
+    let dev = rep["dev"].as_array().unwrap();
+    assert_eq!(dev.len(), 2, "beta 0 and 8: {rep}");
+    assert!(dev.iter().all(|p| p["n"] == 2), "two dev vignettes per beta: {rep}");
+    assert!(rep["beta"].is_null() || rep["test"].as_array().unwrap().iter().all(|r| r["n"] == 2), "{rep}");
 }
 
 #[test]

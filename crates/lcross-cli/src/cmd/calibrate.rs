@@ -14,6 +14,7 @@ use lcross_eval::conditions::Condition;
 use lcross_eval::metrics::{self, Setup};
 use lcross_eval::report::EvalRow;
 use lcross_eval::rubric;
+use lcross_model::Sampling;
 
 use crate::cmd::evaluate::{read_questions, JudgeArgs, RunArgs};
 use lcross_eval::metrics::judged::emotion_scenarios;
@@ -27,8 +28,10 @@ pub struct CalibrateArgs {
     #[command(flatten)]
     judge: JudgeArgs,
     /// The concept metric: ab (A/B questions of --dataset), open-ended (questions of
-    /// --dataset, scored for --concept), harm (held-out AdvBench), emotion (--emotion).
-    #[arg(long, value_parser = ["ab", "open-ended", "harm", "emotion"])]
+    /// --dataset, scored for --concept), harm (held-out AdvBench), emotion (--emotion),
+    /// fair (female words in seeded vignettes: dev and test are disjoint seeds; use
+    /// --direction decrease for the paper's reading).
+    #[arg(long, value_parser = ["ab", "open-ended", "harm", "emotion", "fair"])]
     metric: String,
     /// Items of the metric (ab: a CAA test_dataset_ab.json or builtin:NAME; open-ended:
     /// questions). The first half is the dev split, the second the test split.
@@ -87,7 +90,8 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
     run.vector.clear();
     run.betas.clear();
     run.no_side_effects = true;
-    let mut setup: Setup<'_> = run.setup(&model, None, 64)?;
+    let default_temperature = (a.metric == "fair").then_some(metrics::fair::FAIR_TEMPERATURE);
+    let mut setup: Setup<'_> = run.setup(&model, default_temperature, 64)?;
     let neutral_texts = lcross_eval::side_effects::neutral_prompts(&data_dir)?;
     let neutral = setup.chat_ids(&neutral_texts)?;
     let rows_in_flight = setup.settings.rows_in_flight;
@@ -95,7 +99,7 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
     let label = vector_path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let concept = sv.metadata.concept.clone();
 
-    let judge = if a.metric == "ab" { None } else { Some(a.judge.build(ctx)?) };
+    let judge = if a.metric == "ab" || a.metric == "fair" { None } else { Some(a.judge.build(ctx)?) };
     let format = a.judge.format();
     let mut evaluate: Box<dyn FnMut(&[Condition], Part) -> lcross_eval::Result<Vec<EvalRow>>> = match a.metric.as_str() {
         "ab" => {
@@ -107,6 +111,22 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
                 let steer: Vec<Option<Steering<'_>>> = conds.iter().map(|c| c.vector.as_ref().map(|v| Steering { vector: v, beta: c.beta, positions: c.positions })).collect();
                 let res = evaluate_ab_conditions(model, items, &steer)?;
                 Ok(conds.iter().zip(&res).map(|(c, r)| EvalRow::of(c, &r.per_item)).collect())
+            })
+        }
+        "fair" => {
+            // dev: samples seed .. seed + n/2, test: the next ones (sample i uses seed + i)
+            let samples = a.run.limit.unwrap_or(metrics::fair::FAIR_SAMPLES);
+            if samples < 4 {
+                bail!("calibration needs at least 4 FAIR samples (2 dev, 2 test); got {samples}");
+            }
+            let half = samples / 2;
+            let Sampling::Sample { temperature, top_p, seed } = setup.settings.sampling else { bail!("FAIR samples its vignettes: give a temperature") };
+            let setup = &mut setup;
+            Box::new(move |conds: &[Condition], part: Part| {
+                setup.conditions = conds.to_vec();
+                let (first, n) = if part == Part::Dev { (seed, half) } else { (seed + half as u64, samples - half) };
+                setup.settings.sampling = Sampling::Sample { temperature, top_p, seed: first };
+                Ok(metrics::fair::fair(setup, n)?.0.rows)
             })
         }
         metric => {
