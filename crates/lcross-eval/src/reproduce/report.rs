@@ -246,7 +246,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         }
         md.push('\n');
     }
-    let _ = write!(md, "## The paper's counts\n\nCells significantly above no modulation, per metric and vector kind.\n\n| finding |");
+    let _ = write!(md, "## The paper's counts\n\nCells significantly beyond no modulation in the metric's direction (above; below for `fair`), per metric and vector kind.\n\n| finding |");
     let mut columns: Vec<(&str, VectorKind)> = Vec::new();
     for (m, _, v, _) in table_metrics.iter().flat_map(|m| metric_tables(e, m).into_iter().map(move |(b, v, cs)| (*m, b, v, cs))) {
         if !columns.contains(&(m, v)) {
