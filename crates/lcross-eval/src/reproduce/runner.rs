@@ -200,7 +200,7 @@ pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
     let total: usize = mine.iter().map(|(_, cs)| cs.len()).sum();
     eprintln!("{}: {total} cells in this shard ({} of the grid's {}), {} to run; results in {}", e.run_name(), total, all.len(), pending, out.display());
     let bar = lcross_core::activations::progress(pending as u64, "cells");
-    let mut runner = Runner { e: &e, load, models: HashMap::new(), judge: None, store: Store::open_default()?, data_dir: e.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir) };
+    let mut runner = Runner { e: &e, load, models: HashMap::new(), judge: None, pair_counts: HashMap::new(), store: Store::open_default()?, data_dir: e.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir) };
     for (group, cells) in &mine {
         let todo: Vec<&CellKey> = cells.iter().filter(|c| !log.contains(&c.id())).collect();
         if todo.is_empty() {
@@ -325,6 +325,8 @@ struct Runner<'a> {
     models: HashMap<String, Model>,
     /// The local judge of `open-ended` cells (model id, judge), loaded when first needed.
     judge: Option<(String, LocalJudge)>,
+    /// Training pairs per concept (read once: every condition of every group asks).
+    pair_counts: HashMap<String, usize>,
     store: Store,
     data_dir: PathBuf,
 }
@@ -396,8 +398,15 @@ impl Runner<'_> {
 
     /// Pairs of `concept` left for held-out maps after the vector's first `extract_pairs`
     /// (RepE concepts have 128-150 training pairs, CAA behaviours hundreds more).
-    fn heldout_left(&self, concept: &str) -> Result<usize> {
-        let total = lcross_core::dataset::load_concept(&self.pairs_spec(concept), &self.data_dir)?.pairs.len();
+    fn heldout_left(&mut self, concept: &str) -> Result<usize> {
+        let total = match self.pair_counts.get(concept) {
+            Some(&n) => n,
+            None => {
+                let n = lcross_core::dataset::load_concept(&self.pairs_spec(concept), &self.data_dir)?.pairs.len();
+                self.pair_counts.insert(concept.to_string(), n);
+                n
+            }
+        };
         Ok(total.saturating_sub(self.e.sizes.extract_pairs).min(self.e.sizes.heldout_pairs))
     }
 
