@@ -124,7 +124,7 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
             let setup = &mut setup;
             Box::new(move |conds: &[Condition], part: Part| {
                 setup.conditions = conds.to_vec();
-                let (first, n) = if part == Part::Dev { (seed, half) } else { (seed + half as u64, samples - half) };
+                let (first, n) = if part == Part::Dev { (seed, half) } else { (seed.wrapping_add(half as u64), samples - half) };
                 setup.settings.sampling = Sampling::Sample { temperature, top_p, seed: first };
                 Ok(metrics::fair::fair(setup, n)?.0.rows)
             })
