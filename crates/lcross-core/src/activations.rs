@@ -3,8 +3,8 @@
 //! the deepest requested layer, and remembered in the result store so long extractions
 //! resume after an interruption.
 //!
-//! Batches are fixed chunks of the input list: a chunk with any state missing is
-//! computed whole, so a resumed or repeated run computes exactly the same batches and
+//! Batches are fixed chunks of the input list sorted by length: a chunk with any state
+//! missing is computed whole, so a resumed or repeated run computes exactly the same batches and
 //! gets bit-identical states.
 
 use std::collections::BTreeMap;
@@ -159,17 +159,24 @@ impl<'m> Extractor<'m> {
             }
         }
         let bar = progress(pairs.len() as u64, label);
-        let mut out = Vec::with_capacity(pairs.len());
-        for chunk in pairs.chunks(self.opts.batch_size) {
+        // Pairs of similar length share a batch (less padding); the order only depends on
+        // the input, so reruns compute the same batches.
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        order.sort_by_key(|&i| (pairs[i].0.len().max(pairs[i].1.len()), i));
+        let mut out: Vec<Option<(LayerStates, LayerStates)>> = vec![None; pairs.len()];
+        for chunk_order in order.chunks(self.opts.batch_size) {
+            let chunk: Vec<&(Vec<u32>, Vec<u32>)> = chunk_order.iter().map(|&i| &pairs[i]).collect();
             let mut hits = Vec::with_capacity(chunk.len());
-            for (p, n) in chunk {
+            for (p, n) in chunk.iter().copied() {
                 match (self.cached(p)?, self.cached(n)?) {
                     (Some(a), Some(b)) => hits.push((a, b)),
                     _ => break,
                 }
             }
             if hits.len() == chunk.len() {
-                out.extend(hits);
+                for (&i, h) in chunk_order.iter().zip(hits) {
+                    out[i] = Some(h);
+                }
             } else {
                 let refs: Vec<(&[u32], &[u32])> = chunk.iter().map(|(p, n)| (p.as_slice(), n.as_slice())).collect();
                 let states = self.run_pairs(&refs)?;
@@ -177,9 +184,8 @@ impl<'m> Extractor<'m> {
                 self.store_all(&items)?;
                 // States already stored win (the store keeps the first value), so what a
                 // run returns is always what a rerun reads back.
-                let mut states = states.into_iter();
-                for (i, computed) in (0..chunk.len()).zip(&mut states) {
-                    out.push(match hits.get(i) {
+                for (j, computed) in states.into_iter().enumerate() {
+                    out[chunk_order[j]] = Some(match hits.get(j) {
                         Some(h) => h.clone(),
                         None => computed,
                     });
@@ -188,7 +194,7 @@ impl<'m> Extractor<'m> {
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
-        Ok(out)
+        Ok(out.into_iter().map(|s| s.expect("every pair computed")).collect())
     }
 
     /// States of many texts, in batches of similar length, with a progress bar on stderr.

@@ -86,7 +86,12 @@ fn stored_activations_resume_to_identical_states() {
     let ids: Vec<_> = ds.pairs.iter().map(|p| pair_ids(&model, p).unwrap()).collect();
     let store = |name: &str| Some(Store::open(&dir.join(name)).unwrap());
     // A run interrupted after its first batch, then resumed, against one uninterrupted run.
-    Extractor::new(&model, &[12], store("a.sqlite"), opts).unwrap().pairs(&ids[..4], "first").unwrap();
+    // Batches are chunks of the pairs sorted by their longer text: the first batch of the
+    // whole run is its 4 shortest pairs.
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| (ids[i].0.len().max(ids[i].1.len()), i));
+    let first: Vec<_> = order[..4].iter().map(|&i| ids[i].clone()).collect();
+    Extractor::new(&model, &[12], store("a.sqlite"), opts).unwrap().pairs(&first, "first").unwrap();
     assert_eq!(Store::open(&dir.join("a.sqlite")).unwrap().count("activation").unwrap(), 8, "4 pairs x 2 texts x 1 layer");
     let resumed = Extractor::new(&model, &[12], store("a.sqlite"), opts).unwrap().pairs(&ids, "resumed").unwrap();
     let whole = Extractor::new(&model, &[12], store("b.sqlite"), opts).unwrap().pairs(&ids, "whole").unwrap();

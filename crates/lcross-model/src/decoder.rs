@@ -192,6 +192,7 @@ impl Attention {
         // share a K/V head are stacked as rows of one matrix.
         let group = self.num_heads / self.num_kv_heads;
         let q = q.reshape((b, self.num_kv_heads, group * t, self.head_dim))?;
+        crate::flops::add(2 * 2 * (b * self.num_heads * t * keys * self.head_dim) as u64);
         let scores = (q.matmul(&k.t()?)? * self.scale)?;
         let scores = match mask {
             Some(m) => scores.reshape((b, self.num_kv_heads, group, t, keys))?.broadcast_add(&m.additive)?.reshape((b, self.num_kv_heads, group * t, keys))?,

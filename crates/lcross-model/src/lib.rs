@@ -19,6 +19,7 @@ pub mod chat;
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod flops;
 pub mod generate;
 pub mod gguf;
 pub mod hashing;

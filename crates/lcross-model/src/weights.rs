@@ -77,6 +77,12 @@ impl Linear {
 
     /// Apply to `x` of shape `(.., in)`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let ((out_dim, in_dim), bytes) = match &self.weight {
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => (w.dims2()?, w.elem_count() * w.dtype().size_in_bytes()),
+            QMatMul::QTensor(q) => (q.shape().dims2()?, q.storage_size_in_bytes()),
+        };
+        crate::flops::add(2 * (x.elem_count() / in_dim.max(1) * in_dim * out_dim) as u64);
+        crate::flops::add_weight_bytes(bytes as u64);
         let y = match &self.weight {
             QMatMul::Tensor(w) if x.elem_count() / x.dim(candle_core::D::Minus1)? <= SMALL_BATCH_ROWS => {
                 // Few rows (decoding): `W x^T` streams the weight rows once; `x W^T`

@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod demo;
 pub mod evaluate;
 pub mod experiment;
+pub mod floors;
 pub mod maps;
 pub mod models;
 pub mod reproduce;

@@ -21,6 +21,7 @@ use lcross_core::texts::pair_ids;
 use lcross_model::{GenerateOptions, GenerationRequest, Hooks, Model, Positions, Sampling};
 use serde::Serialize;
 
+use crate::cmd::floors::{self, Floor};
 use crate::common::Context;
 
 /// Sizes of a workload run.
@@ -42,6 +43,11 @@ pub struct WorkloadRow {
     /// Units of work per second (pairs, question x beta rows, or new tokens).
     pub per_second: f64,
     pub unit: String,
+    /// The work's floor on this machine, measured in the same run.
+    #[serde(flatten)]
+    pub floor: Floor,
+    /// `floor_s / seconds`: 1.0 would be the machine's best.
+    pub of_floor: f64,
 }
 
 /// The steering vector both sides use: a deterministic pattern scaled to norm 4.
@@ -83,6 +89,7 @@ pub fn run_workload(ctx: &Context, spec: &str, layer: usize, workload: &str, siz
             .map(|q| Ok(model.prompt(q["question"].as_str().context("question is not a string")?, true, None)?.ids))
             .collect()
     };
+    let (mut flop_before, mut bytes_before) = (lcross_model::flops::executed(), lcross_model::flops::weight_bytes_read());
     let greedy = |n| GenerateOptions { max_tokens: n, sampling: Sampling::Greedy, stop_tokens: vec![] };
     let (seconds, units, unit) = match workload {
         "extract" => {
@@ -113,13 +120,18 @@ pub fn run_workload(ctx: &Context, spec: &str, layer: usize, workload: &str, siz
             // Time decoding only: the first token comes from the prefill.
             let mut first: Option<Instant> = None;
             let out = model.generate(&prompt, &greedy(size.new_tokens), &steer, |_| {
-                first.get_or_insert_with(Instant::now);
+                if first.is_none() {
+                    (flop_before, bytes_before) = (lcross_model::flops::executed(), lcross_model::flops::weight_bytes_read());
+                    first = Some(Instant::now());
+                }
                 Ok(())
             })?;
             (first.map_or(0.0, |t| t.elapsed().as_secs_f64()), out.len().saturating_sub(1), "new tokens")
         }
         other => bail!("unknown workload `{other}`: extract, ab, generate, generate-serial or decode"),
     };
+    let (flop, bytes) = (lcross_model::flops::executed() - flop_before, lcross_model::flops::weight_bytes_read() - bytes_before);
+    let floor = Floor::new(flop, bytes, floors::matmul_gflops(&model)?, floors::memory_gbps());
     Ok(WorkloadRow {
         engine: format!("lcross {} ({})", lcross_core::VERSION, ctx.numerics()),
         workload: workload.into(),
@@ -129,5 +141,7 @@ pub fn run_workload(ctx: &Context, spec: &str, layer: usize, workload: &str, siz
         seconds,
         per_second: units as f64 / seconds.max(1e-9),
         unit: unit.into(),
+        floor,
+        of_floor: floor.floor_s / seconds.max(1e-9),
     })
 }
