@@ -85,15 +85,22 @@ def main():
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; medians of {a.repeat} alternating rounds.",
         "",
-        "| model | workload | engine | median /s | unit | lcross / engine (llama.cpp: lcross quantized / it) |",
-        "|---|---|---|---:|---|---:|",
+        "| model | workload | engine | median /s | unit | lcross / engine (llama.cpp: lcross quantized / it) | lcross: GFLOP, weight GB, floor s (bound), share of floor |",
+        "|---|---|---|---:|---|---:|---|",
     ]
     for (m, w, name), rows in results.items():
         med = statistics.median(r["per_second"] for r in rows)
         # Quantized engines compare with lcross quantized, the others with lcross f32.
         ref = "lcross quantized" if name == "llama.cpp" and (m, w, "lcross quantized") in results else "lcross"
         mine = statistics.median(r["per_second"] for r in results[(m, w, ref)])
-        lines.append(f"| {m} | {w} | {rows[0]['engine'] if name == 'lcross' else name} | {med:.2f} | {rows[0]['unit']} | {mine / med:.2f}x |")
+        floor = ""
+        if "floor_s" in rows[0]:
+            # lcross rows carry their floor (counted matmul FLOPs over the measured matmul
+            # rate, or weight bytes over the measured bandwidth, whichever is longer).
+            f = min(rows, key=lambda r: abs(r["per_second"] - med))
+            bound = "compute" if f["compute_floor_s"] >= f["memory_floor_s"] else "memory"
+            floor = f"{f['gflop']:.0f}, {f['weight_gb']:.1f}, {f['floor_s']:.2f} ({bound}), {f['of_floor']:.2f}"
+        lines.append(f"| {m} | {w} | {rows[0]['engine'] if name == 'lcross' else name} | {med:.2f} | {rows[0]['unit']} | {mine / med:.2f}x | {floor} |")
     table = "\n".join(lines)
     print(table)
     if a.out:
