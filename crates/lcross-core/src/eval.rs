@@ -80,7 +80,8 @@ pub fn evaluate_ab_conditions(model: &Model, items: &[AbItem], conditions: &[Opt
     let none = Hooks::none();
     let bar = crate::activations::progress((items.len() * conditions.len()) as u64, "A/B eval");
     // Questions of similar length share a pass (padding is computed work: sorting cut the
-    // matmul FLOPs of CAA's refusal questions by a third); results go back in item order.
+    // matmul FLOPs of 16 CAA refusal questions at 5 betas by 10%); results go back in
+    // item order.
     let mut order: Vec<usize> = (0..questions.len()).collect();
     order.sort_by_key(|&i| (questions[i].0.len(), i));
     let mut probs: Vec<Vec<f64>> = vec![vec![f64::NAN; items.len()]; conditions.len()];
