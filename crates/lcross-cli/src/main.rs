@@ -86,8 +86,12 @@ enum Command {
 /// kernel anew: 15% of an A/B pass's time was in the kernel (docs/PERFORMANCE.md,
 /// "Allocator"). Below 32 MiB (glibc's ceiling) blocks now come from the heap, which is
 /// trimmed back to the OS only past 1 GiB of free space at its top.
+/// `LCROSS_MALLOC=system` keeps glibc's defaults (to compare, or if memory is tight).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_buffers() {
+    if std::env::var_os("LCROSS_MALLOC").is_some_and(|v| v == "system") {
+        return;
+    }
     // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
