@@ -161,8 +161,7 @@ impl<'m> Extractor<'m> {
         let bar = progress(pairs.len() as u64, label);
         // Pairs of similar length share a batch (less padding); the order only depends on
         // the input, so reruns compute the same batches.
-        let mut order: Vec<usize> = (0..pairs.len()).collect();
-        order.sort_by_key(|&i| (pairs[i].0.len().max(pairs[i].1.len()), i));
+        let order = length_order(pairs.iter().map(|(p, n)| p.len().max(n.len())));
         let mut out: Vec<Option<(LayerStates, LayerStates)>> = vec![None; pairs.len()];
         for chunk_order in order.chunks(self.opts.batch_size) {
             let chunk: Vec<&(Vec<u32>, Vec<u32>)> = chunk_order.iter().map(|&i| &pairs[i]).collect();
@@ -203,8 +202,7 @@ impl<'m> Extractor<'m> {
             return Err(CoreError::Invalid(format!("text {i} is empty")));
         }
         // Sorting by length keeps padding small; the order only depends on the input.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| (texts[i].len(), i));
+        let order = length_order(texts.iter().map(Vec::len));
         let bar = progress(texts.len() as u64, label);
         let mut out: Vec<Option<LayerStates>> = vec![None; texts.len()];
         for chunk in order.chunks(self.opts.batch_size) {
@@ -235,6 +233,16 @@ impl<'m> Extractor<'m> {
     }
 }
 
+/// The order in which items of these lengths are batched: shortest first, ties in input
+/// order (so items of similar length share a batch and pad little, and the batches depend
+/// only on the input).
+pub fn length_order(lengths: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    let lengths: Vec<usize> = lengths.into_iter().collect();
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| (lengths[i], i));
+    order
+}
+
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn progress(len: u64, label: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
@@ -243,4 +251,15 @@ pub fn progress(len: u64, label: &str) -> indicatif::ProgressBar {
     );
     bar.set_message(label.to_string());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::length_order;
+
+    #[test]
+    fn length_order_is_shortest_first_and_stable() {
+        assert_eq!(length_order([5, 2, 9, 2, 1]), vec![4, 1, 3, 0, 2]);
+        assert!(length_order(std::iter::empty()).is_empty());
+    }
 }

@@ -82,8 +82,7 @@ pub fn evaluate_ab_conditions(model: &Model, items: &[AbItem], conditions: &[Opt
     // Questions of similar length share a pass (padding is computed work: sorting cut the
     // matmul FLOPs of 16 CAA refusal questions at 5 betas by 10%); results go back in
     // item order.
-    let mut order: Vec<usize> = (0..questions.len()).collect();
-    order.sort_by_key(|&i| (questions[i].0.len(), i));
+    let order = crate::activations::length_order(questions.iter().map(|q| q.0.len()));
     let mut probs: Vec<Vec<f64>> = vec![vec![f64::NAN; items.len()]; conditions.len()];
     for chunk_order in order.chunks(per_pass) {
         let chunk: Vec<&(Vec<u32>, u32, u32)> = chunk_order.iter().map(|&i| &questions[i]).collect();

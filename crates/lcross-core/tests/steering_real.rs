@@ -88,8 +88,7 @@ fn stored_activations_resume_to_identical_states() {
     // A run interrupted after its first batch, then resumed, against one uninterrupted run.
     // Batches are chunks of the pairs sorted by their longer text: the first batch of the
     // whole run is its 4 shortest pairs.
-    let mut order: Vec<usize> = (0..ids.len()).collect();
-    order.sort_by_key(|&i| (ids[i].0.len().max(ids[i].1.len()), i));
+    let order = lcross_core::activations::length_order(ids.iter().map(|(p, n)| p.len().max(n.len())));
     let first: Vec<_> = order[..4].iter().map(|&i| ids[i].clone()).collect();
     Extractor::new(&model, &[12], store("a.sqlite"), opts).unwrap().pairs(&first, "first").unwrap();
     assert_eq!(Store::open(&dir.join("a.sqlite")).unwrap().count("activation").unwrap(), 8, "4 pairs x 2 texts x 1 layer");
