@@ -123,10 +123,6 @@ fn run(model: &Model, rows: usize, commands: mpsc::Receiver<Command>, stats: &En
     'serve: loop {
         // Wait for work when idle; otherwise take whatever arrived since the last step.
         if generator.is_idle() {
-            if generator.release_cache() {
-                stats.cache_bytes.store(0, Ordering::Relaxed);
-                return_freed_memory();
-            }
             match commands.recv() {
                 Ok(c) => {
                     if !accept(&mut generator, &mut routes, c) {
@@ -188,9 +184,15 @@ fn run(model: &Model, rows: usize, commands: mpsc::Receiver<Command>, stats: &En
                 }
             }
         }
-        stats.active.store(generator.active(), Ordering::Relaxed);
-        stats.queued.store(generator.queued(), Ordering::Relaxed);
-        stats.cache_bytes.store(generator.cache_bytes(), Ordering::Relaxed);
+        // An idle engine gives its KV cache back before it says it is idle: the cache
+        // size is published before the row counts (all SeqCst, read in the opposite order
+        // by `/health`), so a reader that sees no rows also sees the freed cache.
+        if generator.is_idle() && generator.release_cache() {
+            return_freed_memory();
+        }
+        stats.cache_bytes.store(generator.cache_bytes(), Ordering::SeqCst);
+        stats.queued.store(generator.queued(), Ordering::SeqCst);
+        stats.active.store(generator.active(), Ordering::SeqCst);
     }
     stats.alive.store(false, Ordering::SeqCst);
     fail_all(&mut routes, "the server is shutting down");

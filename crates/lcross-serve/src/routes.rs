@@ -55,15 +55,19 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     let s = st.engine.stats();
     let alive = s.alive.load(Ordering::SeqCst);
+    // Row counts before the cache size: the engine publishes them in the opposite order.
+    let active = s.active.load(Ordering::SeqCst);
+    let queued = s.queued.load(Ordering::SeqCst);
+    let cache_bytes = s.cache_bytes.load(Ordering::SeqCst);
     let body = json!({
         "status": if alive { "ok" } else { "engine stopped" },
         "model": st.model_name,
         "vectors": st.vectors.len(),
-        "active": s.active.load(Ordering::Relaxed),
-        "queued": s.queued.load(Ordering::Relaxed),
+        "active": active,
+        "queued": queued,
         "in_flight": st.engine.in_flight(),
         "capacity": st.engine.capacity(),
-        "cache_bytes": s.cache_bytes.load(Ordering::Relaxed),
+        "cache_bytes": cache_bytes,
         "steps": s.steps.load(Ordering::Relaxed),
         "tokens_generated": s.tokens.load(Ordering::Relaxed),
     });

@@ -17,6 +17,14 @@ use serde_json::{json, Value};
 
 const MODEL: &str = "smollm2-135m-instruct";
 
+/// The tests of this file run one at a time: the load test measures the process's
+/// resident memory, which the other tests' model copies would otherwise move.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn options(batch_rows: usize) -> ServeOptions {
     ServeOptions {
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -67,6 +75,7 @@ enum Outcome {
 
 #[test]
 fn thirty_two_mixed_clients_are_all_answered_and_greedy_answers_match_the_runtime() {
+    let _serial = one_at_a_time();
     let Some(model) = real_model(MODEL) else { return };
     let model = Arc::new(model);
     let dir = tmp("load");
@@ -203,6 +212,7 @@ fn thirty_two_mixed_clients_are_all_answered_and_greedy_answers_match_the_runtim
 
 #[test]
 fn a_client_that_hangs_up_frees_its_row_at_the_next_step() {
+    let _serial = one_at_a_time();
     let Some(model) = real_model(MODEL) else { return };
     let mut opts = options(4);
     opts.limits.max_tokens_limit = 2000;
@@ -234,6 +244,7 @@ fn a_client_that_hangs_up_frees_its_row_at_the_next_step() {
 
 #[test]
 fn the_http_judge_through_the_server_agrees_with_the_local_judge() {
+    let _serial = one_at_a_time();
     let Some(model) = real_model(MODEL) else { return };
     let Some(judge_model) = real_model(MODEL) else { return };
     let server = RunningServer::start(Arc::new(model), VectorRegistry::new(), &options(4)).unwrap();
