@@ -52,7 +52,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     eprintln!("tiny profile: {:.1} s", start.elapsed().as_secs_f64());
     assert_eq!(out["cells"], out["grid_cells"]);
     let full = cells(&single);
-    assert_eq!(full.len(), 44, "tiny grid: 2 concepts x (A/B and open-ended: none, self, consensus, 7 transfer conditions; one map-similarity cell); a t-SNE cell per model");
+    assert_eq!(full.len(), 48, "tiny grid: 2 concepts x (A/B and open-ended: none, self, consensus, 8 transfer conditions; one map-similarity cell); a t-SNE cell per model");
     let report = std::fs::read_to_string(single.join("report.md")).unwrap();
     for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "Consensus of the sources", "random T (Table 2)", "Automatic layer pair", "Table 4", "Figure 3", "The paper's counts", "Time"] {
         assert!(report.contains(needle), "report lacks `{needle}`");
@@ -60,7 +60,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let run: Value = serde_json::from_str(&std::fs::read_to_string(single.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["models"].as_object().unwrap().len(), 2);
     assert!(run["config_text"].as_str().unwrap().contains("[profiles.tiny]"));
-    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 45);
+    assert!(std::fs::read_to_string(single.join("cells.csv")).unwrap().lines().count() == 49);
     // identity needs equal hidden sizes: recorded as skipped, with the reason
     let identity = full.values().find(|c| c["condition"] == "identity").unwrap();
     assert!(identity["skipped"].as_str().unwrap().contains("hidden sizes"));
@@ -82,6 +82,18 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     assert!(auto["values"]["scan_pairs"].as_f64().unwrap() >= 9.0, "{auto}");
     assert!(auto["values"]["scan_r2_best"].as_f64().unwrap() >= auto["values"]["scan_r2_fixed"].as_f64().unwrap(), "{auto}");
     assert!(auto["mean"].as_f64().is_some_and(|m| (0.0..=1.0).contains(&m)), "{auto}");
+    // chosen for steering: the target layer where the own vector moved the dev questions
+    // most (every candidate's move recorded), the source layer by R^2 into it
+    let steer = full.values().find(|c| c["condition"] == "lcross-autolayer-steer" && c["metric"] == "ab").unwrap();
+    let v = &steer["values"];
+    assert_eq!(v["dev_questions"].as_f64(), Some(10.0), "{steer}");
+    let moves: Vec<(String, f64)> = v.as_object().unwrap().iter().filter(|(k, _)| k.starts_with("steer_effect:")).map(|(k, x)| (k.clone(), x.as_f64().unwrap())).collect();
+    assert!(moves.len() >= 5, "{steer}");
+    let chosen = v["steer_effect_chosen"].as_f64().unwrap();
+    assert!(moves.iter().all(|(_, x)| *x <= chosen), "{steer}");
+    assert_eq!(v[format!("steer_effect:{}", v["target_layer"].as_f64().unwrap())].as_f64(), Some(chosen), "{steer}");
+    assert!(v["steer_effect_fixed"].as_f64().unwrap() <= chosen && v["scan_r2_fixed"].as_f64().is_some(), "{steer}");
+    assert!(steer["mean"].as_f64().is_some_and(|m| (0.0..=1.0).contains(&m)), "{steer}");
     // Figure 3: 16 pair differences per model in the plane, and how pure their neighbourhoods are
     for c in full.values().filter(|c| c["metric"] == "tsne") {
         assert_eq!(c["per_item"].as_array().unwrap().len(), 2 * 16, "{c}");
@@ -162,7 +174,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let text = std::fs::read_to_string(&cfg).unwrap().replace("[profiles.tiny]\n", "[profiles.tiny]\nbetas = [4.0, 8.0]\n");
     std::fs::write(&grown_cfg, text).unwrap();
     let grown_out = json(&["reproduce", grown_cfg.to_str().unwrap(), "--profile", "tiny", "--out", single.to_str().unwrap(), "--json"]);
-    assert_eq!(grown_out["cells"], 44 + 2 * 2 * 9, "beta 8: self, consensus and 7 transfer cells per concept and metric");
+    assert_eq!(grown_out["cells"], 48 + 2 * 2 * 10, "beta 8: self, consensus and 8 transfer cells per concept and metric");
     let grown = cells(&single);
     for (id, v) in &full {
         assert!(grown[id] == *v, "finished cell {id} was redone or changed");

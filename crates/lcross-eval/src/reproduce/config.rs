@@ -94,12 +94,31 @@ pub enum ConditionKind {
     /// held-out R^2 of a scan, instead of the fixed layers; the target is steered there.
     #[serde(rename = "lcross-autolayer")]
     LcrossAutoLayer,
+    /// Beyond the paper: the layer pair chosen for steering, not for fit. The target layer
+    /// is the candidate where the target's own vector moves the A/B metric most on dev
+    /// questions (generate-dataset items after the vector's and the held-out map's pairs);
+    /// the source layer is the one whose held-out map into that layer has the best
+    /// held-out R^2. The held-out OLS map at that pair. (The R^2-only scan of
+    /// `lcross-autolayer` picks shallow target layers where nothing steers.)
+    #[serde(rename = "lcross-autolayer-steer")]
+    LcrossAutoSteer,
 }
 
 impl ConditionKind {
     /// Every condition.
-    pub const ALL: [ConditionKind; 10] =
-        [Self::None, Self::SelfModulation, Self::Lcross, Self::LcrossUnrelated, Self::LcrossHeldout, Self::LcrossPooled, Self::RandomT, Self::Identity, Self::Consensus, Self::LcrossAutoLayer];
+    pub const ALL: [ConditionKind; 11] = [
+        Self::None,
+        Self::SelfModulation,
+        Self::Lcross,
+        Self::LcrossUnrelated,
+        Self::LcrossHeldout,
+        Self::LcrossPooled,
+        Self::RandomT,
+        Self::Identity,
+        Self::Consensus,
+        Self::LcrossAutoLayer,
+        Self::LcrossAutoSteer,
+    ];
 
     /// The name in configs and cells.
     pub fn name(self) -> &'static str {
@@ -114,6 +133,7 @@ impl ConditionKind {
             Self::Identity => "identity",
             Self::Consensus => "consensus",
             Self::LcrossAutoLayer => "lcross-autolayer",
+            Self::LcrossAutoSteer => "lcross-autolayer-steer",
         }
     }
 
@@ -404,7 +424,7 @@ impl Experiment {
         if self.sizes.extract_pairs == 0 || self.sizes.test_questions == 0 {
             return bad("`sizes.extract_pairs` and `sizes.test_questions` must be at least 1".into());
         }
-        for k in [ConditionKind::LcrossHeldout, ConditionKind::Consensus, ConditionKind::LcrossAutoLayer] {
+        for k in [ConditionKind::LcrossHeldout, ConditionKind::Consensus, ConditionKind::LcrossAutoLayer, ConditionKind::LcrossAutoSteer] {
             if self.conditions.contains(&k) && self.sizes.heldout_pairs == 0 {
                 return bad(format!("`{}` needs `sizes.heldout_pairs` > 0 (it uses the held-out maps)", k.name()));
             }

@@ -202,6 +202,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             (ConditionKind::LcrossHeldout, "T without the vector's pairs"),
             (ConditionKind::LcrossPooled, "T on all concepts' pairs (n > d_s)"),
             (ConditionKind::LcrossAutoLayer, "held-out T at the scanned layer pair"),
+            (ConditionKind::LcrossAutoSteer, "held-out T at the most steerable target layer"),
         ]
         .into_iter()
         .filter(|(k, _)| e.conditions.contains(k))
@@ -267,6 +268,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         (ConditionKind::LcrossPooled, "L-Cross with T fitted on n > d_s pairs"),
         (ConditionKind::Consensus, "consensus of all sources (held-out T)"),
         (ConditionKind::LcrossAutoLayer, "held-out T at the automatically chosen layer pair"),
+        (ConditionKind::LcrossAutoSteer, "held-out T at the layer pair chosen for steerability"),
     ] {
         if e.conditions.contains(&k) {
             let _ = write!(md, "| {what} |");
@@ -348,16 +350,22 @@ Gain = steered minus the same model unsteered. The paper's claim: the strong mod
 
 /// The automatic layer pair against the fixed one, both with the held-out map.
 fn auto_layers(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons) {
-    let rows: Vec<&CellRecord> = cells.values().filter(|c| c.key.metric == "ab" && c.key.condition == ConditionKind::LcrossAutoLayer).collect();
+    let rows: Vec<&CellRecord> =
+        cells.values().filter(|c| c.key.metric == "ab" && matches!(c.key.condition, ConditionKind::LcrossAutoLayer | ConditionKind::LcrossAutoSteer)).collect();
     if rows.is_empty() {
         return;
     }
     let _ = writeln!(
         md,
-        "## Automatic layer pair\n\nPer source and target, the layers from 25% to 75% of the depth (and the fixed ones) scanned by the held-out R^2 of a ridge map on the held-out pairs; \
-         the held-out OLS map at the best pair against the same map at the fixed layers (A/B metric).\n"
+        "## Automatic layer pair\n\nPer source and target, candidate layers from 25% to 75% of the depth (and the fixed ones). Criterion `R^2` (`lcross-autolayer`): the pair with the best \
+         held-out R^2 of a ridge map on the held-out pairs. Criterion `steer` (`lcross-autolayer-steer`): the target layer where the target's own vector moves the A/B metric most on \
+         dev questions (generate-dataset items no vector or map saw; `dev effect` is that move at the fixed and the chosen target layer), then the source layer with the best held-out R^2 \
+         into it. Each steers with the held-out OLS map at its pair, against the same map at the fixed layers (A/B metric).\n"
     );
-    let _ = writeln!(md, "| target | source | concept | vectors | beta | fixed layers | R^2 fixed | A/B fixed | chosen layers | R^2 chosen | A/B chosen |\n|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| target | source | concept | vectors | beta | criterion | fixed layers | R^2 fixed | dev effect fixed | A/B fixed | chosen layers | R^2 chosen | dev effect chosen | A/B chosen |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     for c in rows {
         let k = &c.key;
         let fixed = find(cells, &k.target, k.source.as_deref(), &k.concept, k.vector, ConditionKind::LcrossHeldout, None, k.beta);
@@ -366,17 +374,20 @@ fn auto_layers(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRec
         let fixed_layers = format!("{} -> {}", e.layers.get(k.source.as_deref().unwrap_or("")).map_or("·".into(), |l| l.to_string()), e.layers.get(&k.target).map_or("·".into(), |l| l.to_string()));
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {fixed_layers} | {} | {} | {} -> {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {fixed_layers} | {} | {} | {} | {} -> {} | {} | {} | {} |",
             k.target,
             k.source.as_deref().unwrap_or("-"),
             k.concept,
             k.vector.name(),
             k.beta,
+            if k.condition == ConditionKind::LcrossAutoSteer { "steer" } else { "R^2" },
             v("scan_r2_fixed"),
+            v("steer_effect_fixed"),
             value(cmp, fixed),
             layer("source_layer"),
             layer("target_layer"),
             v("scan_r2_best"),
+            v("steer_effect_chosen"),
             value(cmp, Some(c))
         );
     }

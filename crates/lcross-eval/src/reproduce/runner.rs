@@ -321,6 +321,9 @@ const TSNE_NEIGHBOURS: usize = 10;
 const CONDITIONS_PER_PASS: usize = 16;
 
 /// Computes cells, keeping loaded models between groups.
+/// Dev questions per behaviour for the steerability scan of `lcross-autolayer-steer`.
+const DEV_QUESTIONS: usize = 10;
+
 struct Runner<'a> {
     e: &'a Experiment,
     load: &'a ModelLoader<'a>,
@@ -433,6 +436,39 @@ impl Runner<'_> {
         pipeline::align(&self.models[src], &self.models[tgt], layers, &corpus, est, true)
     }
 
+    /// Dev questions of a CAA behaviour for choosing a layer: the generate-dataset items
+    /// after the vector's pairs and the held-out map's (never a test question, never a
+    /// pair a vector or map of the cell saw), at most [`DEV_QUESTIONS`].
+    fn dev_questions(&mut self, concept: &str, heldout: usize) -> Result<Vec<lcross_core::dataset::AbItem>> {
+        let skip = self.e.sizes.extract_pairs + heldout;
+        Ok(pipeline::load_ab(&self.pairs_spec(concept), None)?.into_iter().skip(skip).take(DEV_QUESTIONS).collect())
+    }
+
+    /// How far the target's own vector, extracted and added at each of `layers` alone,
+    /// moves the A/B metric on `dev` at `beta`, in beta's direction (steered minus
+    /// unsteered mean probability of the matching answer, times the sign of beta).
+    fn steerability(&mut self, target: &str, concept: &str, layers: &[usize], kind: VectorKind, beta: f64, dev: &[lcross_core::dataset::AbItem]) -> Result<Vec<(usize, f64)>> {
+        let ds = lcross_core::dataset::load_concept(&self.pairs_spec(concept), &self.data_dir)?.limit(Some(self.e.sizes.extract_pairs));
+        let recipe = VectorRecipe { balance_letters: kind == VectorKind::Balanced, ..VectorRecipe::mean_diff(layers.to_vec()) };
+        self.model(target)?;
+        let own = pipeline::extract_vector(&self.models[target], &ds, &recipe)?.0;
+        let single: Vec<SteeringVector> = layers
+            .iter()
+            .map(|l| {
+                let mut v = own.clone();
+                v.layers.retain(|k, _| k == l);
+                v.metadata.layers = vec![*l];
+                v
+            })
+            .collect();
+        let mut conditions = vec![None];
+        conditions.extend(single.iter().map(|v| Some(Steering { vector: v, beta, positions: Positions::All })));
+        let results = evaluate_ab_cached(&self.models[target], dev, &conditions, &mut self.store)?;
+        let base = results[0].mean_prob_matching;
+        let sign = if beta < 0.0 { -1.0 } else { 1.0 };
+        Ok(layers.iter().zip(&results[1..]).map(|(&l, r)| (l, sign * (r.mean_prob_matching - base))).collect())
+    }
+
     /// The vector a condition steers with (maps fitted as needed).
     fn prepare(&mut self, key: &CellKey, native: &SteeringVector, layers: (usize, usize), source_vector: Option<&SteeringVector>) -> Result<Prepared> {
         let (src, tgt, concept) = (key.source.clone().unwrap_or_default(), key.target.clone(), key.concept.clone());
@@ -445,7 +481,7 @@ impl Runner<'_> {
             Ok(Prepared { vector: Some(v), skipped: None, map: Some(map), saw_vector_pairs: saw, as_native: false, values: BTreeMap::new() })
         };
         let heldout = self.heldout_left(&concept)?;
-        if heldout == 0 && matches!(key.condition, ConditionKind::LcrossHeldout | ConditionKind::Consensus | ConditionKind::LcrossAutoLayer) {
+        if heldout == 0 && matches!(key.condition, ConditionKind::LcrossHeldout | ConditionKind::Consensus | ConditionKind::LcrossAutoLayer | ConditionKind::LcrossAutoSteer) {
             return Ok(Prepared { skipped: Some(format!("{concept} has no pairs left for a held-out map after the vector's first {n}")), ..none });
         }
         Ok(match key.condition {
@@ -500,6 +536,47 @@ impl Runner<'_> {
                 p.values.insert("scan_pairs".into(), fits.len() as f64);
                 if let Some(r2) = fixed {
                     p.values.insert("scan_r2_fixed".into(), r2);
+                }
+                p
+            }
+            ConditionKind::LcrossAutoSteer => {
+                need_source()?;
+                if is_repe(&concept) {
+                    return Ok(Prepared { skipped: Some(format!("{concept}: steerability is measured on A/B questions, which a RepE concept does not have")), ..none });
+                }
+                let dev = self.dev_questions(&concept, heldout)?;
+                if dev.is_empty() {
+                    return Ok(Prepared { skipped: Some(format!("{concept} has no generate-dataset items left for dev questions after {} + {heldout} pairs", n)), ..none });
+                }
+                let (ns, nt) = (self.model(&src)?.config().num_layers, self.model(&tgt)?.config().num_layers);
+                let (cs, ct) = (pipeline::candidate_layers(ns, layers.0), pipeline::candidate_layers(nt, layers.1));
+                let effects = self.steerability(&tgt, &concept, &ct, key.vector, key.beta, &dev)?;
+                let mut fixed_r2 = None;
+                let (target_layer, effect) = effects.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).ok_or_else(|| EvalError::Invalid(format!("cell {}: no target layer to scan", key.id())))?;
+                let corpus = Corpus::load(&self.pairs_spec(&concept), &self.data_dir, n, Some(heldout))?;
+                let mut scanned = vec![target_layer, layers.1];
+                scanned.dedup();
+                let fits = pipeline::scan_layer_pairs(&self.models[&src], &self.models[&tgt], &cs, &scanned, &corpus)?;
+                let best = fits.iter().find(|f| f.target_layer == target_layer).cloned().ok_or_else(|| EvalError::Invalid(format!("cell {}: no source layer to scan", key.id())))?;
+                if let Some(f) = fits.iter().find(|f| f.source_layer == layers.0 && f.target_layer == layers.1) {
+                    fixed_r2 = Some(f.heldout_r2);
+                }
+                let sv = self.extract(&src, &concept, best.source_layer, key.vector)?;
+                let map = self.align(&src, &tgt, (best.source_layer, target_layer), &concept, "ols", n, heldout)?;
+                let mut p = transfer(&sv, map, Some(false))?;
+                p.values.insert("source_layer".into(), best.source_layer as f64);
+                p.values.insert("target_layer".into(), target_layer as f64);
+                p.values.insert("scan_r2_best".into(), best.heldout_r2);
+                p.values.insert("steer_effect_chosen".into(), effect);
+                if let Some(r2) = fixed_r2 {
+                    p.values.insert("scan_r2_fixed".into(), r2);
+                }
+                p.values.insert("dev_questions".into(), dev.len() as f64);
+                if let Some(&(_, e)) = effects.iter().find(|(l, _)| *l == layers.1) {
+                    p.values.insert("steer_effect_fixed".into(), e);
+                }
+                for (l, e) in &effects {
+                    p.values.insert(format!("steer_effect:{l}"), *e);
                 }
                 p
             }
