@@ -102,9 +102,26 @@ fn keep_freed_buffers() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_buffers() {}
 
+/// Die quietly on a closed stdout (`lcross ... | head`), as Unix tools do, instead of
+/// panicking in `println!`: Rust ignores SIGPIPE, so the write fails with EPIPE. Not for
+/// the server, whose writes to sockets that clients closed are ordinary errors.
+#[cfg(unix)]
+fn quiet_on_closed_stdout() {
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_on_closed_stdout() {}
+
 fn main() {
     keep_freed_buffers();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_closed_stdout();
+    }
     let filter = match cli.verbose {
         0 => "warn",
         1 => "info",

@@ -159,3 +159,24 @@ fn steer_prompts_and_betas_are_rows_of_one_batch() {
     let (ok, _, err) = lcross(&["steer", "--vector", sv.to_str().unwrap(), "--beta", "1", "--prompts", prompts.to_str().unwrap()]);
     assert!(!ok && err.contains("prompts.txt, line 2") && err.contains("\"prompt\""), "{err}");
 }
+
+/// Output into a pipe whose reader has gone (`lcross ... | head`) ends the process
+/// quietly, as Unix tools do, not with a panic on stderr. Needs no model.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/paper-local.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lcross"))
+        .args(["reproduce", config.to_str().unwrap(), "--plan"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes before anything is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE: {:?}", out.status);
+}
