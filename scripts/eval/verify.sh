@@ -54,7 +54,9 @@ for part in "${parts[@]}"; do
         --out "$OUT/harm" --json > "$OUT/harm.json" ;;
     fair)
       vectors fairness fairness "--method pca" 64
-      $L eval fair -m $T --vector "$OUT/fairness.self.safetensors" --vector "$OUT/fairness.lcross.safetensors" --betas 0,4,8 --samples "$N" \
+      # lower is fairer (the paper's reading); dev and test vignettes on disjoint seeds
+      calibrate_both fairness --metric fair --direction decrease --betas 2,4,8,16 --limit 20
+      $L eval fair -m $T --vector "$OUT/fairness.self.safetensors" --vector "$OUT/fairness.lcross.safetensors" --betas 0,4,8,auto --samples "$N" \
         --out "$OUT/fair" --json > "$OUT/fair.json" ;;
     emotion)
       for e in happiness fear; do
