@@ -320,10 +320,10 @@ const TSNE_NEIGHBOURS: usize = 10;
 /// shared part is 8% of the pass's blocks, 15% with 8). Each pass is stored as it ends.
 const CONDITIONS_PER_PASS: usize = 16;
 
-/// Computes cells, keeping loaded models between groups.
 /// Dev questions per behaviour for the steerability scan of `lcross-autolayer-steer`.
 const DEV_QUESTIONS: usize = 10;
 
+/// Computes cells, keeping loaded models between groups.
 struct Runner<'a> {
     e: &'a Experiment,
     load: &'a ModelLoader<'a>,
@@ -551,16 +551,13 @@ impl Runner<'_> {
                 let (ns, nt) = (self.model(&src)?.config().num_layers, self.model(&tgt)?.config().num_layers);
                 let (cs, ct) = (pipeline::candidate_layers(ns, layers.0), pipeline::candidate_layers(nt, layers.1));
                 let effects = self.steerability(&tgt, &concept, &ct, key.vector, key.beta, &dev)?;
-                let mut fixed_r2 = None;
                 let (target_layer, effect) = effects.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).ok_or_else(|| EvalError::Invalid(format!("cell {}: no target layer to scan", key.id())))?;
                 let corpus = Corpus::load(&self.pairs_spec(&concept), &self.data_dir, n, Some(heldout))?;
                 let mut scanned = vec![target_layer, layers.1];
                 scanned.dedup();
                 let fits = pipeline::scan_layer_pairs(&self.models[&src], &self.models[&tgt], &cs, &scanned, &corpus)?;
                 let best = fits.iter().find(|f| f.target_layer == target_layer).cloned().ok_or_else(|| EvalError::Invalid(format!("cell {}: no source layer to scan", key.id())))?;
-                if let Some(f) = fits.iter().find(|f| f.source_layer == layers.0 && f.target_layer == layers.1) {
-                    fixed_r2 = Some(f.heldout_r2);
-                }
+                let fixed_r2 = fits.iter().find(|f| f.source_layer == layers.0 && f.target_layer == layers.1).map(|f| f.heldout_r2);
                 let sv = self.extract(&src, &concept, best.source_layer, key.vector)?;
                 let map = self.align(&src, &tgt, (best.source_layer, target_layer), &concept, "ols", n, heldout)?;
                 let mut p = transfer(&sv, map, Some(false))?;
