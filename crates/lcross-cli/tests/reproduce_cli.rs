@@ -277,18 +277,18 @@ answer_tokens = 12
     assert_same(&cells(&out), &all, "rerun");
 }
 
-/// `--plan` counts the grid without loading a model: the tiny profile's 44 cells, split
+/// `--plan` counts the grid without loading a model: the tiny profile's 48 cells, split
 /// over shards exactly as the runs split them.
 #[test]
 fn plan_counts_the_grid_without_running_it() {
     let cfg = config();
     let p = json(&["reproduce", &cfg, "--profile", "tiny", "--plan", "--shard", "0/4", "--json"]);
-    assert_eq!(p["cells"], 44, "{p}");
-    assert_eq!(p["per_metric"]["ab"], 20, "{p}");
-    assert_eq!(p["per_metric"]["open-ended"], 20, "{p}");
+    assert_eq!(p["cells"], 48, "{p}");
+    assert_eq!(p["per_metric"]["ab"], 22, "{p}");
+    assert_eq!(p["per_metric"]["open-ended"], 22, "{p}");
     let shards: Vec<u64> = p["per_shard"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
     assert_eq!(shards.len(), 4);
-    assert_eq!(shards.iter().sum::<u64>(), 44);
+    assert_eq!(shards.iter().sum::<u64>(), 48);
     let full = json(&["reproduce", &cfg, "--plan", "--json"]);
     for m in ["ab", "harm", "fair", "emotion", "map-similarity", "tsne"] {
         assert!(full["per_metric"][m].as_u64().is_some_and(|n| n > 0), "the shipped grid has {m} cells: {full}");
