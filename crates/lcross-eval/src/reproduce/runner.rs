@@ -418,10 +418,15 @@ impl Runner<'_> {
     /// Vectors as the paper makes them: CAA's mean difference (letter-balanced on request)
     /// for behaviours, RepE's first principal component for RepE concepts.
     fn extract(&mut self, model_id: &str, concept: &str, layer: usize, kind: VectorKind) -> Result<SteeringVector> {
+        self.extract_at(model_id, concept, vec![layer], kind)
+    }
+
+    /// [`Self::extract`] at several layers in one pass over the pairs.
+    fn extract_at(&mut self, model_id: &str, concept: &str, layers: Vec<usize>, kind: VectorKind) -> Result<SteeringVector> {
         let ds = lcross_core::dataset::load_concept(&self.pairs_spec(concept), &self.data_dir)?.limit(Some(self.e.sizes.extract_pairs));
         let recipe = match is_repe(concept) {
-            true => VectorRecipe { method: Method::Pca, ..VectorRecipe::mean_diff(vec![layer]) },
-            false => VectorRecipe { balance_letters: kind == VectorKind::Balanced, ..VectorRecipe::mean_diff(vec![layer]) },
+            true => VectorRecipe { method: Method::Pca, ..VectorRecipe::mean_diff(layers) },
+            false => VectorRecipe { balance_letters: kind == VectorKind::Balanced, ..VectorRecipe::mean_diff(layers) },
         };
         let model = self.model(model_id)?;
         Ok(pipeline::extract_vector(model, &ds, &recipe)?.0)
@@ -448,10 +453,7 @@ impl Runner<'_> {
     /// moves the A/B metric on `dev` at `beta`, in beta's direction (steered minus
     /// unsteered mean probability of the matching answer, times the sign of beta).
     fn steerability(&mut self, target: &str, concept: &str, layers: &[usize], kind: VectorKind, beta: f64, dev: &[lcross_core::dataset::AbItem]) -> Result<Vec<(usize, f64)>> {
-        let ds = lcross_core::dataset::load_concept(&self.pairs_spec(concept), &self.data_dir)?.limit(Some(self.e.sizes.extract_pairs));
-        let recipe = VectorRecipe { balance_letters: kind == VectorKind::Balanced, ..VectorRecipe::mean_diff(layers.to_vec()) };
-        self.model(target)?;
-        let own = pipeline::extract_vector(&self.models[target], &ds, &recipe)?.0;
+        let own = self.extract_at(target, concept, layers.to_vec(), kind)?;
         let single: Vec<SteeringVector> = layers
             .iter()
             .map(|l| {
