@@ -137,6 +137,12 @@ impl ConditionKind {
         }
     }
 
+    /// Whether the condition can run on `concept`: the steerability scan needs A/B
+    /// questions, which RepE concepts do not have (no grid cell that could only be skipped).
+    pub fn applies_to(self, concept: &str) -> bool {
+        !(self == Self::LcrossAutoSteer && is_repe(concept))
+    }
+
     /// Whether a cell of the condition has one source model (consensus uses them all).
     pub fn needs_source(self) -> bool {
         !matches!(self, Self::None | Self::SelfModulation | Self::Consensus)

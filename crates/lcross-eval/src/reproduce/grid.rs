@@ -159,7 +159,7 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
                         }
                     }
                     for source in sources {
-                        for &c in e.conditions.iter().filter(|c| c.needs_source()) {
+                        for &c in e.conditions.iter().filter(|c| c.needs_source() && c.applies_to(concept)) {
                             let estimators: Vec<Option<&str>> = if c == ConditionKind::Lcross { e.estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
                             for est in estimators {
                                 cells.extend(betas.iter().map(|&b| cell(Some(source), c, est, b)));
@@ -311,5 +311,28 @@ sizes = { extract_pairs = 4, test_questions = 2 }"#,
         assert_eq!(of("map-similarity").len(), 5);
         let ids: std::collections::BTreeSet<String> = cells.iter().map(CellKey::id).collect();
         assert_eq!(ids.len(), cells.len());
+    }
+
+    #[test]
+    fn the_steerability_scan_has_cells_for_behaviours_only() {
+        let e = ExperimentFile::parse(
+            r#"name = "t"
+targets = ["a"]
+sources = ["b"]
+concepts = ["refusal", "harmfulness"]
+conditions = ["none", "lcross-autolayer", "lcross-autolayer-steer"]
+betas = [4.0]
+evaluations = ["ab", "harm"]
+sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
+            "t",
+        )
+        .unwrap()
+        .resolve(None)
+        .unwrap();
+        let cells = plan(&e);
+        let steer: Vec<&CellKey> = cells.iter().filter(|c| c.condition == ConditionKind::LcrossAutoSteer).collect();
+        assert_eq!(steer.len(), 1, "{steer:?}");
+        assert_eq!((steer[0].concept.as_str(), steer[0].metric.as_str()), ("refusal", "ab"));
+        assert!(cells.iter().any(|c| c.condition == ConditionKind::LcrossAutoLayer && c.concept == "harmfulness"), "the R^2 scan needs no A/B questions");
     }
 }

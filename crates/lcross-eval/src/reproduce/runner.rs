@@ -543,7 +543,7 @@ impl Runner<'_> {
             }
             ConditionKind::LcrossAutoSteer => {
                 need_source()?;
-                if is_repe(&concept) {
+                if !key.condition.applies_to(&concept) {
                     return Ok(Prepared { skipped: Some(format!("{concept}: steerability is measured on A/B questions, which a RepE concept does not have")), ..none });
                 }
                 let dev = self.dev_questions(&concept, heldout)?;
