@@ -277,6 +277,63 @@ answer_tokens = 12
     assert_same(&cells(&out), &all, "rerun");
 }
 
+/// `auto` betas: each steered cell chooses its beta among the candidates on dev questions
+/// (the one that raises the A/B metric most), records every candidate's gain, and is
+/// evaluated on the test questions at that beta: where it chose 4, it equals the cell of
+/// the numeric beta 4 of the same grid.
+#[test]
+fn auto_betas_choose_each_cells_beta_on_dev_questions() {
+    if skip() {
+        return;
+    }
+    let d = tmp("reproduce-auto");
+    let cfg = d.join("auto.toml");
+    std::fs::write(
+        &cfg,
+        r#"name = "auto-tiny"
+targets = ["qwen2.5-coder-0.5b-instruct"]
+sources = ["smollm2-135m-instruct"]
+concepts = ["refusal"]
+conditions = ["none", "self", "lcross-heldout"]
+betas = ["auto", 4.0]
+auto_betas = [1.0, 4.0]
+vectors = ["balanced"]
+evaluations = ["ab"]
+[layers]
+"smollm2-135m-instruct" = 12
+"qwen2.5-coder-0.5b-instruct" = 14
+[sizes]
+extract_pairs = 8
+test_questions = 4
+heldout_pairs = 8
+"#,
+    )
+    .unwrap();
+    let out = d.join("run");
+    json(&["reproduce", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
+    let all = cells(&out);
+    assert_eq!(all.len(), 5, "none + (self, held-out T) x (auto, 4): {:?}", all.keys().collect::<Vec<_>>());
+    let auto: Vec<&Value> = all.values().filter(|c| c["beta"] == "auto").collect();
+    assert_eq!(auto.len(), 2);
+    for c in auto {
+        assert!(c["skipped"].is_null(), "{c}");
+        let v = &c["values"];
+        let (g1, g4) = (v["dev_gain:1"].as_f64().unwrap(), v["dev_gain:4"].as_f64().unwrap());
+        let chosen = v["beta_chosen"].as_f64().unwrap();
+        assert_eq!(chosen, if g4 > g1 { 4.0 } else { 1.0 }, "the candidate with the larger dev gain: {c}");
+        assert_eq!(v["dev_gain_chosen"].as_f64().unwrap(), g1.max(g4), "{c}");
+        assert_eq!(v["dev_questions"], 10.0, "{c}");
+        if chosen == 4.0 {
+            let numeric = all.values().find(|x| x["condition"] == c["condition"] && x["beta"].as_f64() == Some(4.0)).unwrap();
+            assert_eq!(c["per_item"], numeric["per_item"], "steered at the chosen beta: {c}\n{numeric}");
+        }
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in ["metric `ab`, beta auto, balanced CAA vectors", "## Automatic beta", "(β="] {
+        assert!(report.contains(needle), "report lacks `{needle}`:\n{report}");
+    }
+}
+
 /// `--plan` counts the grid without loading a model: the tiny profile's 48 cells, split
 /// over shards exactly as the runs split them.
 #[test]

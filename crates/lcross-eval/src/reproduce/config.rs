@@ -7,7 +7,7 @@
 //! concepts = ["refusal", "sycophancy"]          # CAA behaviours
 //! conditions = ["none", "self", "lcross", "lcross-unrelated", "random-t", "identity"]
 //! estimators = ["ols"]                          # maps of the `lcross` condition
-//! betas = [4.0]
+//! betas = [4.0]                               # or "auto": each cell's beta chosen on dev questions
 //! evaluations = ["ab"]
 //! seed = 0
 //!
@@ -63,6 +63,96 @@ pub fn metric_applies(metric: &str, concept: &str) -> bool {
 pub fn metric_direction(metric: &str) -> f64 {
     if metric == "fair" { -1.0 } else { 1.0 }
 }
+
+/// A steering multiplier of the grid: a number, or `auto` (written `"auto"`): each steered
+/// cell then gets its own beta, the candidate of `auto_betas` that raises the A/B metric
+/// most on the behaviour's dev questions (generate-dataset items no vector or map of the
+/// cell used), so self modulation, each transfer and each model get the beta that suits
+/// their scale. Numbers serialise as numbers (cell ids and run hashes of numeric grids are
+/// unchanged), `auto` as the string.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Beta {
+    Value(f64),
+    Auto,
+}
+
+impl Beta {
+    /// The number of a numeric beta.
+    pub fn value(self) -> Option<f64> {
+        match self {
+            Beta::Value(b) => Some(b),
+            Beta::Auto => None,
+        }
+    }
+
+    /// Whether this is `auto`.
+    pub fn is_auto(self) -> bool {
+        self == Beta::Auto
+    }
+
+    /// The text of cell ids: `4.0` (Rust's `{:?}` of the number, as ids have always been) or `auto`.
+    pub fn key_text(self) -> String {
+        match self {
+            Beta::Value(b) => format!("{b:?}"),
+            Beta::Auto => "auto".into(),
+        }
+    }
+}
+
+impl From<f64> for Beta {
+    fn from(b: f64) -> Self {
+        Beta::Value(b)
+    }
+}
+
+impl std::fmt::Display for Beta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Beta::Value(b) => write!(f, "{b}"),
+            Beta::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl Serialize for Beta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Beta::Value(b) => s.serialize_f64(*b),
+            Beta::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Beta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Beta;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or \"auto\"")
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Beta, E> {
+                Ok(Beta::Value(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Beta, E> {
+                Ok(Beta::Value(v as f64))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Beta, E> {
+                Ok(Beta::Value(v as f64))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Beta, E> {
+                match v {
+                    "auto" => Ok(Beta::Auto),
+                    other => Err(E::custom(format!("beta `{other}`: expected a number or \"auto\""))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Candidate betas of `auto` cells unless the experiment gives `auto_betas`.
+pub const DEFAULT_AUTO_BETAS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0];
 
 /// A way to steer the target in a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -212,8 +302,9 @@ pub struct Profile {
     pub concepts: Option<Vec<String>>,
     pub conditions: Option<Vec<ConditionKind>>,
     pub estimators: Option<Vec<String>>,
-    pub betas: Option<Vec<f64>>,
-    pub concept_betas: Option<BTreeMap<String, Vec<f64>>>,
+    pub betas: Option<Vec<Beta>>,
+    pub concept_betas: Option<BTreeMap<String, Vec<Beta>>>,
+    pub auto_betas: Option<Vec<f64>>,
     pub rescale_transfers: Option<bool>,
     pub vectors: Option<Vec<VectorKind>>,
     pub evaluations: Option<Vec<String>>,
@@ -235,11 +326,14 @@ pub struct ExperimentFile {
     pub conditions: Vec<ConditionKind>,
     #[serde(default = "default_estimators")]
     pub estimators: Vec<String>,
-    pub betas: Vec<f64>,
+    pub betas: Vec<Beta>,
     /// Betas of single concepts instead of `betas` (RepE vectors have unit norm, CAA's
     /// the scale of the hidden states; a direction's sign may need flipping).
     #[serde(default)]
-    pub concept_betas: BTreeMap<String, Vec<f64>>,
+    pub concept_betas: BTreeMap<String, Vec<Beta>>,
+    /// Candidates of `auto` betas (default [`DEFAULT_AUTO_BETAS`]).
+    #[serde(default)]
+    pub auto_betas: Option<Vec<f64>>,
     /// Rescale every vector moved into the target (transfers, random T, consensus) to the
     /// norm of the target's own vector, keeping its direction (default false: the paper's
     /// `beta * (sv @ T)`). RepE vectors are unit directions, but `sv @ T` has the norm of
@@ -313,9 +407,13 @@ pub struct Experiment {
     pub concepts: Vec<String>,
     pub conditions: Vec<ConditionKind>,
     pub estimators: Vec<String>,
-    pub betas: Vec<f64>,
+    pub betas: Vec<Beta>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub concept_betas: BTreeMap<String, Vec<f64>>,
+    pub concept_betas: BTreeMap<String, Vec<Beta>>,
+    /// Candidates of `auto` betas; empty when no beta of the grid is `auto` (so numeric
+    /// grids serialise, and hash, as before).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub auto_betas: Vec<f64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rescale_transfers: bool,
     pub vectors: Vec<VectorKind>,
@@ -362,6 +460,7 @@ impl ExperimentFile {
             estimators: p.estimators.unwrap_or_else(|| self.estimators.clone()),
             betas: p.betas.unwrap_or_else(|| self.betas.clone()),
             concept_betas: p.concept_betas.unwrap_or_else(|| self.concept_betas.clone()),
+            auto_betas: p.auto_betas.or_else(|| self.auto_betas.clone()).unwrap_or_else(|| DEFAULT_AUTO_BETAS.to_vec()),
             rescale_transfers: p.rescale_transfers.unwrap_or(self.rescale_transfers),
             vectors: p.vectors.unwrap_or_else(|| self.vectors.clone()),
             evaluations: p.evaluations.unwrap_or_else(|| self.evaluations.clone()),
@@ -379,6 +478,10 @@ impl ExperimentFile {
             weak_to_strong: self.weak_to_strong.clone(),
             data_dir: self.data_dir.clone(),
         };
+        let mut e = e;
+        if !e.concepts.iter().any(|c| e.betas_for(c).iter().any(|b| b.is_auto())) {
+            e.auto_betas.clear();
+        }
         e.check()?;
         Ok(e)
     }
@@ -411,8 +514,8 @@ impl Experiment {
             if !self.concepts.contains(c) && !CAA_BEHAVIOURS.contains(&c.as_str()) && !is_repe(c) {
                 return bad(format!("`concept_betas` names unknown concept `{c}`"));
             }
-            if betas.is_empty() || betas.iter().any(|b| !b.is_finite()) {
-                return bad(format!("`concept_betas.{c}` must hold finite numbers"));
+            if betas.is_empty() || betas.iter().any(|b| b.value().is_some_and(|x| !x.is_finite())) {
+                return bad(format!("`concept_betas.{c}` must hold finite numbers or \"auto\""));
             }
         }
         if self.evaluations.iter().any(|m| GENERATED[1..].contains(&m.as_str())) && self.sizes.eval_prompts == Some(0) {
@@ -424,8 +527,16 @@ impl Experiment {
         if let Some(e) = self.evaluations.iter().find(|e| !EVALUATIONS.contains(&e.as_str())) {
             return bad(format!("evaluation `{e}` is not in the grid yet (available: {})", EVALUATIONS.join(", ")));
         }
-        if self.betas.is_empty() || self.betas.iter().any(|b| !b.is_finite()) {
-            return bad("`betas` must hold finite numbers".into());
+        if self.betas.is_empty() || self.betas.iter().any(|b| b.value().is_some_and(|x| !x.is_finite())) {
+            return bad("`betas` must hold finite numbers or \"auto\"".into());
+        }
+        if let Some(c) = self.concepts.iter().find(|c| is_repe(c) && self.betas_for(c).iter().any(|b| b.is_auto())) {
+            return bad(format!(
+                "beta `auto` is chosen on a behaviour's A/B dev questions, which the RepE concept `{c}` does not have: give it numbers in `concept_betas` (`lcross calibrate` finds one for its own metric)"
+            ));
+        }
+        if self.concepts.iter().any(|c| self.betas_for(c).iter().any(|b| b.is_auto())) && (self.auto_betas.is_empty() || self.auto_betas.iter().any(|b| !b.is_finite() || *b == 0.0)) {
+            return bad("`auto_betas` must hold finite, non-zero numbers (the candidates of `auto` betas)".into());
         }
         if self.sizes.extract_pairs == 0 || self.sizes.test_questions == 0 {
             return bad("`sizes.extract_pairs` and `sizes.test_questions` must be at least 1".into());
@@ -451,7 +562,7 @@ impl Experiment {
     }
 
     /// The betas of `concept`'s cells: its `concept_betas` entry, else `betas`.
-    pub fn betas_for(&self, concept: &str) -> &[f64] {
+    pub fn betas_for(&self, concept: &str) -> &[Beta] {
         self.concept_betas.get(concept).unwrap_or(&self.betas)
     }
 
@@ -517,6 +628,27 @@ sizes = { test_questions = 2 }
         for name in f.profiles.keys() {
             f.resolve(Some(name)).unwrap_or_else(|e| panic!("profile {name}: {e}"));
         }
+    }
+
+    #[test]
+    fn auto_betas_parse_and_numeric_grids_serialise_as_before() {
+        let f = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\", 4, -2.5]"), "t.toml").unwrap();
+        let e = f.resolve(None).unwrap();
+        assert_eq!(e.betas, [Beta::Auto, Beta::Value(4.0), Beta::Value(-2.5)]);
+        assert_eq!(e.auto_betas, DEFAULT_AUTO_BETAS);
+        assert_eq!(e.betas.iter().map(|b| b.key_text()).collect::<Vec<_>>(), ["auto", "4.0", "-2.5"]);
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["betas"], serde_json::json!(["auto", 4.0, -2.5]));
+        // a numeric grid: betas are numbers and no `auto_betas` field (run hashes unchanged)
+        let numeric = serde_json::to_value(ExperimentFile::parse(TEXT, "t.toml").unwrap().resolve(None).unwrap()).unwrap();
+        assert_eq!(numeric["betas"], serde_json::json!([4.0]));
+        assert!(numeric.get("auto_betas").is_none(), "{numeric}");
+        let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"big\"]"), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("big") && e.contains("auto"), "{e}");
+        let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\"]\nauto_betas = [0.0, 2.0]"), "t.toml").unwrap().resolve(None).unwrap_err().to_string();
+        assert!(e.contains("auto_betas"), "{e}");
+        let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\"]").replace("\"sycophancy\"]", "\"happiness\"]"), "t.toml").unwrap().resolve(None).unwrap_err().to_string();
+        assert!(e.contains("happiness") && e.contains("concept_betas"), "a RepE concept has no A/B dev questions: {e}");
     }
 
     #[test]

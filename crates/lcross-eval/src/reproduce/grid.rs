@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::config::{metric_applies, ConditionKind, Experiment, VectorKind};
+use super::config::{metric_applies, Beta, ConditionKind, Experiment, VectorKind};
 use crate::error::{EvalError, Result};
 
 /// What identifies a cell.
@@ -21,7 +21,8 @@ pub struct CellKey {
     pub condition: ConditionKind,
     /// Map estimator (the `lcross` condition; the other maps are OLS, random-t random).
     pub estimator: Option<String>,
-    pub beta: f64,
+    /// The steering multiplier, or `auto` (the cell's record says which it chose).
+    pub beta: Beta,
     pub metric: String,
 }
 
@@ -29,14 +30,14 @@ impl CellKey {
     /// A stable text form, unique per cell.
     pub fn id(&self) -> String {
         format!(
-            "target={};source={};concept={};vector={};condition={};estimator={};beta={:?};metric={}",
+            "target={};source={};concept={};vector={};condition={};estimator={};beta={};metric={}",
             self.target,
             self.source.as_deref().unwrap_or("-"),
             self.concept,
             self.vector.name(),
             self.condition.name(),
             self.estimator.as_deref().unwrap_or("-"),
-            self.beta,
+            self.beta.key_text(),
             self.metric
         )
     }
@@ -124,7 +125,7 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
                 vector: e.vectors[0],
                 condition: ConditionKind::None,
                 estimator: None,
-                beta: 0.0,
+                beta: Beta::Value(0.0),
                 metric: metric.clone(),
             }));
             continue;
@@ -146,12 +147,12 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
                     let sources = e.sources.iter().filter(|s| *s != target);
                     if metric == MAP_SIMILARITY {
                         if k == 0 {
-                            cells.extend(sources.map(|s| cell(Some(s), ConditionKind::Lcross, Some("ols"), 0.0)));
+                            cells.extend(sources.map(|s| cell(Some(s), ConditionKind::Lcross, Some("ols"), Beta::Value(0.0))));
                         }
                         continue;
                     }
                     if k == 0 && e.conditions.contains(&ConditionKind::None) {
-                        cells.push(cell(None, ConditionKind::None, None, 0.0));
+                        cells.push(cell(None, ConditionKind::None, None, Beta::Value(0.0)));
                     }
                     for c in [ConditionKind::SelfModulation, ConditionKind::Consensus] {
                         if e.conditions.contains(&c) {
@@ -304,9 +305,9 @@ sizes = { extract_pairs = 4, test_questions = 2 }"#,
         assert_eq!(of("ab").len(), 1 + 2 * 2);
         // harm: harmfulness only, plain vectors only, at its own two betas
         assert!(of("harm").iter().all(|c| c.concept == "harmfulness" && c.vector == VectorKind::Plain));
-        assert_eq!(of("harm").iter().filter(|c| c.condition != ConditionKind::None).map(|c| c.beta).collect::<Vec<_>>(), [-4.0, -8.0, -4.0, -8.0]);
+        assert_eq!(of("harm").iter().filter(|c| c.condition != ConditionKind::None).map(|c| c.beta.value().unwrap()).collect::<Vec<_>>(), [-4.0, -8.0, -4.0, -8.0]);
         assert_eq!(of("emotion").iter().map(|c| c.concept.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>(), ["fear", "happiness"]);
-        assert!(of("fair").iter().all(|c| c.concept == "fairness" && c.beta == 4.0 || c.condition == ConditionKind::None));
+        assert!(of("fair").iter().all(|c| c.concept == "fairness" && c.beta == Beta::Value(4.0) || c.condition == ConditionKind::None));
         // Table 4 compares every concept's map, RepE included
         assert_eq!(of("map-similarity").len(), 5);
         let ids: std::collections::BTreeSet<String> = cells.iter().map(CellKey::id).collect();

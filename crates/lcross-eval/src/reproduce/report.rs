@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::cells::CellRecord;
-use super::config::{is_repe, metric_applies, metric_direction, ConditionKind, Experiment, VectorKind};
+use super::config::{is_repe, metric_applies, metric_direction, Beta, ConditionKind, Experiment, VectorKind};
 use super::config::DEFAULT_JUDGE;
 use super::grid::{MAP_SIMILARITY, OPEN_ENDED, TSNE};
 use crate::stats::{paired_sign_flip, EXACT_SIGN_FLIP_ITEMS};
@@ -51,13 +51,13 @@ pub fn compare_to_none(cells: &BTreeMap<String, CellRecord>, c: &CellRecord) -> 
 
 /// The A/B cell of these coordinates (the unsteered cell is shared by the vector kinds).
 #[allow(clippy::too_many_arguments)]
-fn find<'a>(cells: &'a BTreeMap<String, CellRecord>, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: f64) -> Option<&'a CellRecord> {
+fn find<'a>(cells: &'a BTreeMap<String, CellRecord>, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: Beta) -> Option<&'a CellRecord> {
     find_in(cells, "ab", target, source, concept, vector, cond, estimator, beta)
 }
 
 /// The cell of `metric` at these coordinates.
 #[allow(clippy::too_many_arguments)]
-fn find_in<'a>(cells: &'a BTreeMap<String, CellRecord>, metric: &str, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: f64) -> Option<&'a CellRecord> {
+fn find_in<'a>(cells: &'a BTreeMap<String, CellRecord>, metric: &str, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: Beta) -> Option<&'a CellRecord> {
     cells.values().find(|x| {
         x.key.metric == metric
             && x.key.target == target
@@ -78,17 +78,28 @@ fn comparisons(cells: &BTreeMap<String, CellRecord>) -> Comparisons {
     cells.values().filter(|c| c.key.condition != ConditionKind::None).filter_map(|c| Some((c.id.clone(), compare_to_none(cells, c)?))).collect()
 }
 
-/// `0.712*` (significantly above none), `0.512`, `skipped`, or `·` (not run).
+/// The beta of no modulation's cells (and of Table 4's and Figure 3's).
+const NO_BETA: Beta = Beta::Value(0.0);
+
+/// `0.712*` (significantly above none), `0.512`, `0.690* (β=8)` (an `auto` cell and the
+/// beta it chose), `skipped`, or `·` (not run).
 fn value(cmp: &Comparisons, c: Option<&CellRecord>) -> String {
     match c {
         None => "·".into(),
         Some(c) if c.mean.is_none() => "n/a".into(),
         Some(c) => {
             let star = if cmp.get(&c.id).is_some_and(Comparison::wins) { "*" } else { "" };
-            format!("{:.3}{star}", c.mean.unwrap_or(f64::NAN))
+            let chosen = match (c.key.beta, c.values.get(BETA_CHOSEN)) {
+                (Beta::Auto, Some(b)) => format!(" (β={b})"),
+                _ => String::new(),
+            };
+            format!("{:.3}{star}{chosen}", c.mean.unwrap_or(f64::NAN))
         }
     }
 }
+
+/// The value of an `auto` cell that holds the beta it chose.
+pub const BETA_CHOSEN: &str = "beta_chosen";
 
 /// A count of a finding: `k/N` cells significantly above no modulation.
 fn count(cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons, metric: &str, cond: ConditionKind, estimator: Option<&str>, vector: Option<VectorKind>) -> (usize, usize) {
@@ -105,8 +116,8 @@ fn count(cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons, metric: &str, 
 
 /// The tables of `metric`: each (beta, vector kind) some concept of the metric has, with
 /// the concepts that have it.
-fn metric_tables<'e>(e: &'e Experiment, metric: &str) -> Vec<(f64, VectorKind, Vec<&'e String>)> {
-    let mut tables: Vec<(f64, VectorKind, Vec<&String>)> = Vec::new();
+fn metric_tables<'e>(e: &'e Experiment, metric: &str) -> Vec<(Beta, VectorKind, Vec<&'e String>)> {
+    let mut tables: Vec<(Beta, VectorKind, Vec<&String>)> = Vec::new();
     for c in e.concepts.iter().filter(|c| metric_applies(metric, c)) {
         for &b in e.betas_for(c) {
             for vk in e.vectors_for(c) {
@@ -184,7 +195,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             }
             let _ = writeln!(md, "{head}\n{rule}");
             for c in &concepts {
-                let mut row = format!("| {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(&cmp, find(cells, t, None, c, vk, ConditionKind::SelfModulation, None, beta)));
+                let mut row = format!("| {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, NO_BETA)), value(&cmp, find(cells, t, None, c, vk, ConditionKind::SelfModulation, None, beta)));
                 for s in &srcs {
                     let _ = write!(row, " {} |", value(&cmp, find(cells, t, Some(s), c, vk, ConditionKind::Lcross, first_est, beta)));
                 }
@@ -220,7 +231,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
                 for s in sources_for(t) {
                     for c in &concepts {
                         let lc = find(cells, t, Some(&s), c, vk, ConditionKind::Lcross, first_est, beta);
-                        let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, 0.0)), value(&cmp, lc));
+                        let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, NO_BETA)), value(&cmp, lc));
                         for (k, _) in &ablations {
                             let _ = write!(row, " {} |", value(&cmp, find(cells, t, Some(&s), c, vk, *k, None, beta)));
                         }
@@ -235,6 +246,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     }
     weak_to_strong(&mut md, e, cells, &cmp);
     auto_layers(&mut md, e, cells, &cmp);
+    auto_betas(&mut md, e, cells, &cmp);
     map_similarity(&mut md, e, cells);
     tsne_section(&mut md, e, cells);
     if e.estimators.len() > 1 {
@@ -323,9 +335,9 @@ Gain = steered minus the same model unsteered. The paper's claim: the strong mod
             let find = |t: &str, s: Option<&str>, c: &str, vk, cond, est, b| find_in(cells, metric, t, s, c, vk, cond, est, b);
             for (beta, vk, concepts) in metric_tables(e, metric) {
                 for c in concepts {
-                    let wn = find(weak, None, c, vk, ConditionKind::None, None, 0.0);
+                    let wn = find(weak, None, c, vk, ConditionKind::None, None, NO_BETA);
                     let ws = find(weak, None, c, vk, ConditionKind::SelfModulation, None, beta);
-                    let sn = find(strong, None, c, vk, ConditionKind::None, None, 0.0);
+                    let sn = find(strong, None, c, vk, ConditionKind::None, None, NO_BETA);
                     let sl = find(strong, Some(weak), c, vk, ConditionKind::Lcross, first_est, beta);
                     let sh = find(strong, Some(weak), c, vk, ConditionKind::LcrossHeldout, None, beta);
                     let _ = writeln!(
@@ -344,6 +356,45 @@ Gain = steered minus the same model unsteered. The paper's claim: the strong mod
                 }
             }
         }
+    }
+    md.push('\n');
+}
+
+/// The cells with `auto` betas: the beta each chose on the dev questions, how far it moved
+/// them, and its effect on the test questions.
+fn auto_betas(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons) {
+    let rows: Vec<&CellRecord> = cells.values().filter(|c| c.key.beta.is_auto() && c.key.condition != ConditionKind::None).collect();
+    if rows.is_empty() {
+        return;
+    }
+    let candidates: Vec<String> = e.auto_betas.iter().map(|b| b.to_string()).collect();
+    let _ = writeln!(
+        md,
+        "## Automatic beta\n\nEach steered `auto` cell chose its own beta among {} : the one that raised the A/B metric most over no modulation on the behaviour's dev questions \
+         (generate-dataset items after the vector's and the held-out map's pairs: no test question, no pair a vector or map of the cell saw), then was evaluated on the test questions \
+         (`*`: the same paired test as everywhere). Self modulation, each transfer and each model get the beta that suits their scale.\n",
+        candidates.join(", ")
+    );
+    let _ = writeln!(md, "| metric | target | concept | vectors | condition | source | estimator | beta chosen | dev gain | test: No | test: steered |\n|---|---|---|---|---|---|---|---|---|---|---|");
+    for c in rows {
+        let k = &c.key;
+        let none = find_in(cells, &k.metric, &k.target, None, &k.concept, k.vector, ConditionKind::None, None, NO_BETA);
+        let v = |name: &str| c.values.get(name).map_or("·".into(), |x| format!("{x}"));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            k.metric,
+            k.target,
+            k.concept,
+            k.vector.name(),
+            k.condition.name(),
+            k.source.as_deref().unwrap_or("-"),
+            k.estimator.as_deref().unwrap_or("-"),
+            v(BETA_CHOSEN),
+            c.values.get("dev_gain_chosen").map_or("·".into(), |x| format!("{x:+.3}")),
+            value(cmp, none),
+            c.mean.map_or_else(|| value(cmp, Some(c)), |m| format!("{m:.3}{}", if cmp.get(&c.id).is_some_and(Comparison::wins) { "*" } else { "" }))
+        );
     }
     md.push('\n');
 }
@@ -452,13 +503,17 @@ pub fn sweep_figures(e: &Experiment, cells: &BTreeMap<String, CellRecord>) -> Ve
     let mut figures = Vec::new();
     for t in &e.targets {
         for c in e.concepts.iter().filter(|c| metric_applies("ab", c) && e.betas_for(c).len() >= 2) {
-            let betas = e.betas_for(c);
+            // the numeric betas (an `auto` cell has its own beta per condition: the "Automatic beta" table)
+            let betas: Vec<f64> = e.betas_for(c).iter().filter_map(|b| b.value()).collect();
+            if betas.len() < 2 {
+                continue;
+            }
             for vk in e.vectors_for(c) {
                 let curve = |source: Option<&str>, cond: ConditionKind, est: Option<&str>| -> Vec<(f64, f64)> {
-                    betas.iter().filter_map(|&b| find(cells, t, source, c, vk, cond, est, b).and_then(|x| x.mean).map(|m| (b, m))).collect()
+                    betas.iter().filter_map(|&b| find(cells, t, source, c, vk, cond, est, Beta::Value(b)).and_then(|x| x.mean).map(|m| (b, m))).collect()
                 };
                 let mut series: Vec<crate::plots::Series> = Vec::new();
-                if let Some(n) = find(cells, t, None, c, vk, ConditionKind::None, None, 0.0).and_then(|x| x.mean) {
+                if let Some(n) = find(cells, t, None, c, vk, ConditionKind::None, None, NO_BETA).and_then(|x| x.mean) {
                     let (lo, hi) = betas.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
                     series.push(("no modulation".into(), vec![(lo, n), (hi, n)]));
                 }
@@ -572,7 +627,7 @@ mod tests {
     }
 
     fn cell_of(concept: &str, metric: &str, target: &str, source: Option<&str>, condition: ConditionKind, beta: f64, per_item: Vec<f64>) -> CellRecord {
-        let key = CellKey { target: target.into(), source: source.map(String::from), concept: concept.into(), vector: VectorKind::Plain, condition, estimator: (condition == ConditionKind::Lcross).then(|| "ols".into()), beta, metric: metric.into() };
+        let key = CellKey { target: target.into(), source: source.map(String::from), concept: concept.into(), vector: VectorKind::Plain, condition, estimator: (condition == ConditionKind::Lcross).then(|| "ols".into()), beta: beta.into(), metric: metric.into() };
         CellRecord { mean: Some(crate::stats::mean(&per_item)), stderr: Some(crate::stats::stderr(&per_item)), n: per_item.len(), per_item, ..CellRecord::empty(key) }
     }
 

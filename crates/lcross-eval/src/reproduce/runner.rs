@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cells::{merge, CellLog, CellRecord};
-use super::config::{is_repe, ConditionKind, Experiment, ExperimentFile, VectorKind, DEFAULT_JUDGE, GENERATED};
+use super::config::{is_repe, Beta, ConditionKind, Experiment, ExperimentFile, VectorKind, DEFAULT_JUDGE, GENERATED};
 use super::grid::{groups, plan, CellKey, Group, Shard, EMOTION, FAIR, HARM, MAP_SIMILARITY, OPEN_ENDED, TSNE};
-use super::report;
+use super::report::{self, BETA_CHOSEN};
 use crate::answers::GenerationSettings;
 use crate::conditions::Condition;
 use crate::error::{EvalError, Result};
@@ -103,6 +103,9 @@ fn numbers_sha(e: &Experiment, numerics: &str) -> String {
     }
     if e.rescale_transfers {
         v["rescale_transfers"] = true.into();
+    }
+    if !e.auto_betas.is_empty() {
+        v["auto_betas"] = e.auto_betas.clone().into();
     }
     hex::encode(Sha256::digest(v.to_string().as_bytes()))
 }
@@ -231,7 +234,7 @@ fn in_grid(cells: &BTreeMap<String, CellRecord>, all: &[CellKey]) -> BTreeMap<St
 fn write_outputs(out: &Path, e: &Experiment, info: &RunInfo, cells: &BTreeMap<String, CellRecord>) -> Result<String> {
     let models: Vec<String> = info.models.iter().map(|(m, h)| format!("{m} (sha256 {}…)", &h[..h.len().min(12)])).collect();
     let header = format!(
-        "lcross {}; numerics {}; experiment sha256 {}…; shard {}; models: {}.\nSizes: {} extraction pairs per vector and map corpus, {} A/B test questions per concept, {} held-out pairs; betas {:?}.",
+        "lcross {}; numerics {}; experiment sha256 {}…; shard {}; models: {}.\nSizes: {} extraction pairs per vector and map corpus, {} A/B test questions per concept, {} held-out pairs; betas [{}]{}.",
         info.lcross_version,
         info.numerics,
         &info.experiment_sha256[..12],
@@ -240,7 +243,8 @@ fn write_outputs(out: &Path, e: &Experiment, info: &RunInfo, cells: &BTreeMap<St
         e.sizes.extract_pairs,
         e.sizes.test_questions,
         e.sizes.heldout_pairs,
-        e.betas
+        e.betas.iter().map(|b| b.key_text()).collect::<Vec<_>>().join(", "),
+        if e.auto_betas.is_empty() { String::new() } else { format!(" (`auto` chooses among {:?})", e.auto_betas) }
     );
     let md = report::markdown(e, cells, &header);
     for f in report::sweep_figures(e, cells) {
@@ -301,7 +305,7 @@ pub fn merge_runs(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunSummary> {
 /// the same checks apply) for merges.
 fn experiment_from_json(v: &serde_json::Value) -> Result<Experiment> {
     let mut fields = serde_json::Map::new();
-    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "concept_betas", "rescale_transfers", "vectors", "evaluations", "judge", "seed", "layers", "sizes", "weak_to_strong", "data_dir"] {
+    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "concept_betas", "auto_betas", "rescale_transfers", "vectors", "evaluations", "judge", "seed", "layers", "sizes", "weak_to_strong", "data_dir"] {
         if let Some(x) = v.get(k).filter(|x| !x.is_null()) {
             fields.insert(k.into(), x.clone());
         }
@@ -348,6 +352,14 @@ struct Prepared {
     as_native: bool,
     /// Named values for the cell record (e.g. the layer pair an automatic scan chose).
     values: BTreeMap<String, f64>,
+}
+
+/// The beta a cell steers with: its own, or the one its `auto` choice recorded.
+fn steering_beta(key: &CellKey, values: &BTreeMap<String, f64>) -> Result<f64> {
+    match key.beta {
+        Beta::Value(b) => Ok(b),
+        Beta::Auto => values.get(BETA_CHOSEN).copied().ok_or_else(|| EvalError::Invalid(format!("cell {} has no chosen beta", key.id()))),
+    }
 }
 
 /// Equal up to float rounding: relative L2 difference at most 1e-4 (a steering change that
@@ -471,6 +483,40 @@ impl Runner<'_> {
         Ok(layers.iter().zip(&results[1..]).map(|(&l, r)| (l, sign * (r.mean_prob_matching - base))).collect())
     }
 
+    /// An `auto` cell's beta: the candidate of `auto_betas` that raises the A/B metric most
+    /// over no modulation on `concept`'s dev questions ([`Self::dev_questions`]) when
+    /// `vector` steers `target` at every position (ties: the first candidate), with each
+    /// candidate's gain (`dev_gain:<beta>`) for the record; None without dev questions.
+    /// Cached like every A/B evaluation: an interpolating transfer, which steers with the
+    /// target's own vector, reads the self cell's sweep back.
+    fn choose_beta(&mut self, target: &str, concept: &str, vector: &SteeringVector) -> Result<Option<(f64, BTreeMap<String, f64>)>> {
+        let heldout = self.heldout_left(concept)?;
+        let dev = self.dev_questions(concept, heldout)?;
+        if dev.is_empty() {
+            return Ok(None);
+        }
+        let e = self.e;
+        let mut conditions = vec![None];
+        conditions.extend(e.auto_betas.iter().map(|&beta| Some(Steering { vector, beta, positions: Positions::All })));
+        self.model(target)?;
+        let results = evaluate_ab_cached(&self.models[target], &dev, &conditions, &mut self.store)?;
+        let base = results[0].mean_prob_matching;
+        let mut values = BTreeMap::new();
+        let mut best: Option<(f64, f64)> = None;
+        for (&b, r) in e.auto_betas.iter().zip(&results[1..]) {
+            let gain = r.mean_prob_matching - base;
+            values.insert(format!("dev_gain:{b}"), gain);
+            if best.is_none_or(|(_, g)| gain > g) {
+                best = Some((b, gain));
+            }
+        }
+        let (b, gain) = best.ok_or_else(|| EvalError::Invalid("`auto_betas` is empty".into()))?;
+        values.insert(BETA_CHOSEN.into(), b);
+        values.insert("dev_gain_chosen".into(), gain);
+        values.insert("dev_questions".into(), dev.len() as f64);
+        Ok(Some((b, values)))
+    }
+
     /// The vector a condition steers with (maps fitted as needed).
     fn prepare(&mut self, key: &CellKey, native: &SteeringVector, layers: (usize, usize), source_vector: Option<&SteeringVector>) -> Result<Prepared> {
         let (src, tgt, concept) = (key.source.clone().unwrap_or_default(), key.target.clone(), key.concept.clone());
@@ -552,7 +598,15 @@ impl Runner<'_> {
                 }
                 let (ns, nt) = (self.model(&src)?.config().num_layers, self.model(&tgt)?.config().num_layers);
                 let (cs, ct) = (pipeline::candidate_layers(ns, layers.0), pipeline::candidate_layers(nt, layers.1));
-                let effects = self.steerability(&tgt, &concept, &ct, key.vector, key.beta, &dev)?;
+                // an `auto` cell scans at the beta the target's own vector chooses at the fixed layer
+                let scan_beta = match key.beta {
+                    Beta::Value(b) => b,
+                    Beta::Auto => match self.choose_beta(&tgt, &concept, native)? {
+                        Some((b, _)) => b,
+                        None => return Ok(Prepared { skipped: Some(format!("{concept} has no dev questions to choose an `auto` beta")), ..none }),
+                    },
+                };
+                let effects = self.steerability(&tgt, &concept, &ct, key.vector, scan_beta, &dev)?;
                 let (target_layer, effect) = effects.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).ok_or_else(|| EvalError::Invalid(format!("cell {}: no target layer to scan", key.id())))?;
                 let corpus = Corpus::load(&self.pairs_spec(&concept), &self.data_dir, n, Some(heldout))?;
                 let mut scanned = vec![target_layer, layers.1];
@@ -676,11 +730,16 @@ impl Runner<'_> {
         let positions = if is_repe(&group.concept) { Positions::PromptLastAndGenerated } else { Positions::All };
         let conditions: Vec<Condition> = cells
             .iter()
-            .map(|(k, v, _)| match v {
-                Some(v) if k.condition != ConditionKind::None => Condition { label: format!("{}|{}|{}", k.condition.name(), k.source.as_deref().unwrap_or("-"), k.estimator.as_deref().unwrap_or("-")), vector: Some(v.clone()), beta: k.beta, positions },
-                _ => Condition::none(),
+            .map(|(k, v, r)| match v {
+                Some(v) if k.condition != ConditionKind::None => {
+                    // an `auto` cell's label says so: its chosen beta may equal a numeric cell's
+                    let auto = if k.beta.is_auto() { "|auto" } else { "" };
+                    let label = format!("{}|{}|{}{auto}", k.condition.name(), k.source.as_deref().unwrap_or("-"), k.estimator.as_deref().unwrap_or("-"));
+                    Ok(Condition { label, vector: Some(v.clone()), beta: steering_beta(k, &r.values)?, positions })
+                }
+                _ => Ok(Condition::none()),
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let n = self.e.eval_prompts();
         // FAIR samples its vignettes (seed + sample index, the same under every condition)
         let sampling = if metric == FAIR { Sampling::Sample { temperature: fair::FAIR_TEMPERATURE, top_p: 1.0, seed: self.e.seed } } else { Sampling::Greedy };
@@ -804,12 +863,26 @@ impl Runner<'_> {
             };
             prepared.push((k, p));
         }
+        // `auto` cells: each steered one chooses its beta on the dev questions
+        let mut chosen: Vec<Option<Option<(f64, BTreeMap<String, f64>)>>> = Vec::with_capacity(prepared.len());
+        for (k, p) in &prepared {
+            chosen.push(match (&p.vector, &p.skipped) {
+                (Some(v), None) if k.beta.is_auto() && k.condition != ConditionKind::None => {
+                    Some(self.choose_beta(&group.target, &group.concept, if p.as_native { &native } else { v })?)
+                }
+                _ => None,
+            });
+        }
         let prepare_s = started.elapsed().as_secs_f64();
         let native_values = &native.layers[&lt];
         let records: Vec<CellRecord> = prepared
             .iter()
-            .map(|(k, p)| CellRecord {
-                skipped: p.skipped.clone(),
+            .zip(&chosen)
+            .map(|((k, p), chosen)| CellRecord {
+                skipped: match chosen {
+                    Some(None) => Some(format!("{} has no dev questions to choose an `auto` beta (generate-dataset items after the vector's and the held-out map's pairs)", group.concept)),
+                    _ => p.skipped.clone(),
+                },
                 cosine_to_native: p.vector.as_ref().and_then(|v| v.layers.get(&lt)).map(|v| cosine(v, native_values)),
                 train_r2: p.map.as_ref().map(|m| m.metadata.diagnostics.train_r2),
                 heldout_r2: p.map.as_ref().and_then(|m| m.metadata.diagnostics.heldout_r2),
@@ -823,6 +896,9 @@ impl Runner<'_> {
                     }
                     if let Some(x) = p.vector.as_ref().and_then(|v| v.layers.get(&lt)) {
                         v.insert("vector_norm".into(), x.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt());
+                    }
+                    if let Some(Some((_, values))) = chosen {
+                        v.extend(values.clone());
                     }
                     v
                 },
@@ -860,10 +936,11 @@ impl Runner<'_> {
             let mut steering = Vec::with_capacity(chunk.len());
             for &i in chunk {
                 let (k, p) = &prepared[i];
+                let beta = steering_beta(k, &records[i].values)?;
                 steering.push(match (k.condition, &p.vector) {
                     (ConditionKind::None, _) => None,
-                    (_, Some(_)) if p.as_native => Some(Steering { vector: &native, beta: k.beta, positions: Positions::All }),
-                    (_, Some(v)) => Some(Steering { vector: v, beta: k.beta, positions: Positions::All }),
+                    (_, Some(_)) if p.as_native => Some(Steering { vector: &native, beta, positions: Positions::All }),
+                    (_, Some(v)) => Some(Steering { vector: v, beta, positions: Positions::All }),
                     (_, None) => return Err(EvalError::Invalid(format!("cell {} has no vector", k.id()))),
                 });
             }
