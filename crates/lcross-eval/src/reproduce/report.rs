@@ -101,11 +101,11 @@ fn value(cmp: &Comparisons, c: Option<&CellRecord>) -> String {
 /// The value of an `auto` cell that holds the beta it chose.
 pub const BETA_CHOSEN: &str = "beta_chosen";
 
-/// A count of a finding: `k/N` cells significantly above no modulation.
-fn count(cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons, metric: &str, cond: ConditionKind, estimator: Option<&str>, vector: Option<VectorKind>) -> (usize, usize) {
+/// A count of a finding: `k/N` cells (those `keep` accepts) significantly above no modulation.
+fn count(cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons, metric: &str, cond: ConditionKind, estimator: Option<&str>, vector: Option<VectorKind>, keep: &dyn Fn(&CellRecord) -> bool) -> (usize, usize) {
     let mut wins = 0;
     let mut total = 0;
-    for c in cells.values().filter(|c| c.key.metric == metric && c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator) && vector.is_none_or(|v| c.key.vector == v)) {
+    for c in cells.values().filter(|c| c.key.metric == metric && c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator) && vector.is_none_or(|v| c.key.vector == v) && keep(c)) {
         if let Some(cmp) = cmp.get(&c.id) {
             total += 1;
             wins += cmp.wins() as usize;
@@ -211,7 +211,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             (ConditionKind::Identity, "no T (Table 2; same hidden size only)"),
             (ConditionKind::LcrossUnrelated, "concept-unrelated T (Table 3)"),
             (ConditionKind::LcrossHeldout, "T without the vector's pairs"),
-            (ConditionKind::LcrossPooled, "T on all concepts' pairs (n > d_s)"),
+            (ConditionKind::LcrossPooled, "T on all concepts' pairs (n > d_s when not †)"),
             (ConditionKind::LcrossAutoLayer, "held-out T at the scanned layer pair"),
             (ConditionKind::LcrossAutoSteer, "held-out T at the most steerable target layer"),
         ]
@@ -233,13 +233,22 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
                         let lc = find(cells, t, Some(&s), c, vk, ConditionKind::Lcross, first_est, beta);
                         let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, NO_BETA)), value(&cmp, lc));
                         for (k, _) in &ablations {
-                            let _ = write!(row, " {} |", value(&cmp, find(cells, t, Some(&s), c, vk, *k, None, beta)));
+                            let x = find(cells, t, Some(&s), c, vk, *k, None, beta);
+                            // a pooled corpus still within d_s texts interpolates the vector's pairs
+                            let dagger = if *k == ConditionKind::LcrossPooled && x.and_then(|x| x.interpolating) == Some(true) { "†" } else { "" };
+                            let _ = write!(row, " {}{dagger} |", value(&cmp, x));
                         }
                         let interp = lc.and_then(|x| x.interpolating).map_or("·".into(), |b| if b { "yes".to_string() } else { "no".to_string() });
                         let cos = lc.and_then(|x| x.cosine_to_native).map_or("·".into(), |x| format!("{x:.3}"));
                         let _ = writeln!(md, "{row} {interp} | {cos} |");
                     }
                 }
+            }
+            if ablations.iter().any(|(k, _)| *k == ConditionKind::LcrossPooled) {
+                let _ = writeln!(
+                    md,
+                    "\n†: the pooled map still interpolates its corpus (all concepts' texts, fewer than the source's hidden size): the corpus holds the vector's pairs, so the transfer reproduces the target's own pair differences (for CAA vectors: the target's own vector), and the cell is *not* the n > d_s regime (that needs more concepts or pairs)."
+                );
             }
             md.push('\n');
         }
@@ -252,7 +261,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     if e.estimators.len() > 1 {
         let _ = writeln!(md, "## Map estimators (L-Cross, concept-specific corpus)\n\n| estimator | cells above no modulation | mean cosine to own vector |\n|---|---|---|");
         for est in &e.estimators {
-            let (w, n) = count(cells, &cmp, "ab", ConditionKind::Lcross, Some(est), None);
+            let (w, n) = count(cells, &cmp, "ab", ConditionKind::Lcross, Some(est), None, &|_| true);
             let cos: Vec<f64> = cells.values().filter(|c| c.key.condition == ConditionKind::Lcross && c.key.estimator.as_deref() == Some(est)).filter_map(|c| c.cosine_to_native).collect();
             let mc = if cos.is_empty() { "·".into() } else { format!("{:.3}", crate::stats::mean(&cos)) };
             let _ = writeln!(md, "| {est} | {w}/{n} | {mc} |");
@@ -277,15 +286,18 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         (ConditionKind::RandomT, "random T (ablation: should fail)"),
         (ConditionKind::Identity, "no T (ablation: should fail)"),
         (ConditionKind::LcrossHeldout, "L-Cross with T that never saw the vector's pairs"),
-        (ConditionKind::LcrossPooled, "L-Cross with T fitted on n > d_s pairs"),
+        (ConditionKind::LcrossPooled, "L-Cross with T fitted on all concepts' pairs"),
+        (ConditionKind::LcrossPooled, "... of which n > d_s (the pooled T does not interpolate)"),
         (ConditionKind::Consensus, "consensus of all sources (held-out T)"),
         (ConditionKind::LcrossAutoLayer, "held-out T at the automatically chosen layer pair"),
         (ConditionKind::LcrossAutoSteer, "held-out T at the layer pair chosen for steerability"),
     ] {
         if e.conditions.contains(&k) {
             let _ = write!(md, "| {what} |");
+            let past_d_s = what.starts_with("...");
             for &(m, v) in &columns {
-                let (w, n) = count(cells, &cmp, m, k, if k == ConditionKind::Lcross { first_est } else { None }, Some(v));
+                let keep = |c: &CellRecord| !past_d_s || c.interpolating == Some(false);
+                let (w, n) = count(cells, &cmp, m, k, if k == ConditionKind::Lcross { first_est } else { None }, Some(v), &keep);
                 let _ = write!(md, " {w}/{n} |");
             }
             md.push('\n');
