@@ -382,7 +382,7 @@ fn auto_betas(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellReco
     let candidates: Vec<String> = e.auto_betas.iter().map(|b| b.to_string()).collect();
     let _ = writeln!(
         md,
-        "## Automatic beta\n\nEach steered `auto` cell chose its own beta among {} : the one that raised the A/B metric most over no modulation on the behaviour's dev questions \
+        "## Automatic beta\n\nEach steered `auto` cell chose its own beta among {}: the one that raised the A/B metric most over no modulation on the behaviour's dev questions \
          (generate-dataset items after the vector's and the held-out map's pairs: no test question, no pair a vector or map of the cell saw), then was evaluated on the test questions \
          (`*`: the same paired test as everywhere). Self modulation, each transfer and each model get the beta that suits their scale.\n",
         candidates.join(", ")
