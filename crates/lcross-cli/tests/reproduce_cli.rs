@@ -310,7 +310,9 @@ heldout_pairs = 8
     )
     .unwrap();
     let out = d.join("run");
-    json(&["reproduce", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
+    // its own store: its unsteered dev questions are the tiny profile's steerability scan's,
+    // evaluated beside other conditions (see json_with_cache)
+    json_with_cache(&["reproduce", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"], &d.join("cache"));
     let all = cells(&out);
     assert_eq!(all.len(), 5, "none + (self, held-out T) x (auto, 4): {:?}", all.keys().collect::<Vec<_>>());
     let auto: Vec<&Value> = all.values().filter(|c| c["beta"] == "auto").collect();

@@ -16,15 +16,38 @@ pub fn skip() -> bool {
 
 /// Run `lcross args`: (success, stdout, stderr).
 pub fn lcross(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lcross")).args(args).output().expect("run lcross");
+    lcross_in(args, None)
+}
+
+/// Run `lcross args`, with its own store when `cache` is given (`LCROSS_CACHE`).
+fn lcross_in(args: &[&str], cache: Option<&std::path::Path>) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcross"));
+    cmd.args(args);
+    if let Some(c) = cache {
+        cmd.env("LCROSS_CACHE", c);
+    }
+    let out = cmd.output().expect("run lcross");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Parse the JSON of a run that must have succeeded.
+fn parsed(args: &[&str], (ok, out, err): (bool, String, String)) -> Value {
+    assert!(ok, "lcross {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("lcross {args:?}: not JSON ({e}): {out}"))
 }
 
 /// Run `lcross args`, which must succeed and print JSON.
 pub fn json(args: &[&str]) -> Value {
-    let (ok, out, err) = lcross(args);
-    assert!(ok, "lcross {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("lcross {args:?}: not JSON ({e}): {out}"))
+    parsed(args, lcross(args))
+}
+
+/// Run `lcross args` with its own store (`LCROSS_CACHE=cache`), which must succeed and
+/// print JSON. A test whose runs share cache keys with another test's (the same models,
+/// questions and steering) uses it: a batched A/B result depends at ~1e-11 on the other
+/// conditions of its pass, so which test wrote an entry first would show in the other's
+/// exact comparisons.
+pub fn json_with_cache(args: &[&str], cache: &std::path::Path) -> Value {
+    parsed(args, lcross_in(args, Some(cache)))
 }
 
 /// Run `lcross args`, which must fail; its stderr.
