@@ -219,6 +219,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         .filter(|(k, _)| e.conditions.contains(k))
         .collect();
         if !ablations.is_empty() {
+            let mut marked = false;
             let _ = writeln!(md, "## Ablations and regimes (metric `{metric}`, beta {beta}, {vectors} vectors)\n");
             let mut head = "| target | source | concept | No | L-Cross |".to_string();
             let mut rule = "|---|---|---|---|---|".to_string();
@@ -236,6 +237,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
                             let x = find(cells, t, Some(&s), c, vk, *k, None, beta);
                             // a pooled corpus still within d_s texts interpolates the vector's pairs
                             let dagger = if *k == ConditionKind::LcrossPooled && x.and_then(|x| x.interpolating) == Some(true) { "†" } else { "" };
+                            marked |= !dagger.is_empty();
                             let _ = write!(row, " {}{dagger} |", value(&cmp, x));
                         }
                         let interp = lc.and_then(|x| x.interpolating).map_or("·".into(), |b| if b { "yes".to_string() } else { "no".to_string() });
@@ -244,7 +246,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
                     }
                 }
             }
-            if ablations.iter().any(|(k, _)| *k == ConditionKind::LcrossPooled) {
+            if marked {
                 let _ = writeln!(
                     md,
                     "\n†: the pooled map still interpolates its corpus (all concepts' texts, fewer than the source's hidden size): the corpus holds the vector's pairs, so the transfer reproduces the target's own pair differences (for CAA vectors: the target's own vector), and the cell is *not* the n > d_s regime (that needs more concepts or pairs)."
@@ -279,22 +281,22 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
         let _ = write!(md, " `{m}`, {} vectors |", v.name());
     }
     let _ = writeln!(md, "\n|---|{}", "---|".repeat(columns.len()));
-    for (k, what) in [
-        (ConditionKind::SelfModulation, "self modulation works"),
-        (ConditionKind::Lcross, "L-Cross beats no modulation (RQ1)"),
-        (ConditionKind::LcrossUnrelated, "concept-unrelated T still works (RQ3)"),
-        (ConditionKind::RandomT, "random T (ablation: should fail)"),
-        (ConditionKind::Identity, "no T (ablation: should fail)"),
-        (ConditionKind::LcrossHeldout, "L-Cross with T that never saw the vector's pairs"),
-        (ConditionKind::LcrossPooled, "L-Cross with T fitted on all concepts' pairs"),
-        (ConditionKind::LcrossPooled, "... of which n > d_s (the pooled T does not interpolate)"),
-        (ConditionKind::Consensus, "consensus of all sources (held-out T)"),
-        (ConditionKind::LcrossAutoLayer, "held-out T at the automatically chosen layer pair"),
-        (ConditionKind::LcrossAutoSteer, "held-out T at the layer pair chosen for steerability"),
+    // (condition, finding, only cells whose map does not interpolate)
+    for (k, what, past_d_s) in [
+        (ConditionKind::SelfModulation, "self modulation works", false),
+        (ConditionKind::Lcross, "L-Cross beats no modulation (RQ1)", false),
+        (ConditionKind::LcrossUnrelated, "concept-unrelated T still works (RQ3)", false),
+        (ConditionKind::RandomT, "random T (ablation: should fail)", false),
+        (ConditionKind::Identity, "no T (ablation: should fail)", false),
+        (ConditionKind::LcrossHeldout, "L-Cross with T that never saw the vector's pairs", false),
+        (ConditionKind::LcrossPooled, "L-Cross with T fitted on all concepts' pairs", false),
+        (ConditionKind::LcrossPooled, "... of which n > d_s (the pooled T does not interpolate)", true),
+        (ConditionKind::Consensus, "consensus of all sources (held-out T)", false),
+        (ConditionKind::LcrossAutoLayer, "held-out T at the automatically chosen layer pair", false),
+        (ConditionKind::LcrossAutoSteer, "held-out T at the layer pair chosen for steerability", false),
     ] {
         if e.conditions.contains(&k) {
             let _ = write!(md, "| {what} |");
-            let past_d_s = what.starts_with("...");
             for &(m, v) in &columns {
                 let keep = |c: &CellRecord| !past_d_s || c.interpolating == Some(false);
                 let (w, n) = count(cells, &cmp, m, k, if k == ConditionKind::Lcross { first_est } else { None }, Some(v), &keep);
@@ -683,6 +685,45 @@ sizes = { extract_pairs = 4, test_questions = 20 }"#,
         let csv = csv(&cells);
         let lcross_row = csv.lines().find(|l| l.starts_with("strong,weak")).unwrap();
         assert!(lcross_row.contains(&format!(",{},", 1.0 / 10_001.0)), "{lcross_row}");
+    }
+
+    #[test]
+    fn a_pooled_map_that_interpolates_is_marked_and_not_counted_past_d_s() {
+        let e = ExperimentFile::parse(
+            r#"name = "t"
+targets = ["t"]
+sources = ["s"]
+concepts = ["refusal", "sycophancy"]
+conditions = ["none", "lcross-pooled"]
+betas = [4.0]
+sizes = { extract_pairs = 4, test_questions = 20 }"#,
+            "t",
+        )
+        .unwrap()
+        .resolve(None)
+        .unwrap();
+        let base: Vec<f64> = (0..20).map(|i| 0.3 + 0.01 * (i % 5) as f64).collect();
+        let up: Vec<f64> = base.iter().map(|x| x + 0.2).collect();
+        let pooled = |concept: &str, interpolating: bool| CellRecord { interpolating: Some(interpolating), ..cell_of(concept, "ab", "t", Some("s"), ConditionKind::LcrossPooled, 4.0, up.clone()) };
+        let mut cells = BTreeMap::new();
+        for c in [
+            cell_of("refusal", "ab", "t", None, ConditionKind::None, 0.0, base.clone()),
+            cell_of("sycophancy", "ab", "t", None, ConditionKind::None, 0.0, base.clone()),
+            pooled("refusal", true),
+            pooled("sycophancy", false),
+        ] {
+            cells.insert(c.id.clone(), c);
+        }
+        let md = markdown(&e, &cells, "header");
+        assert!(md.contains("| t | s | refusal | 0.320 | · | 0.520*† |"), "{md}");
+        assert!(md.contains("| t | s | sycophancy | 0.320 | · | 0.520* |"), "{md}");
+        assert!(md.contains("†: the pooled map still interpolates"), "{md}");
+        assert!(md.contains("| L-Cross with T fitted on all concepts' pairs | 2/2 |"), "{md}");
+        assert!(md.contains("| ... of which n > d_s (the pooled T does not interpolate) | 1/1 |"), "{md}");
+        // no interpolating pooled cell: no legend
+        let mut without = cells.clone();
+        without.retain(|_, c| c.key.concept != "refusal");
+        assert!(!markdown(&e, &without, "header").contains("†: the pooled map"));
     }
 
     #[test]
