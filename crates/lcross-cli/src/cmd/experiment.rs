@@ -205,6 +205,8 @@ fn cross_experiment(ctx: &Context, a: &CrossArgs, source: &str, target: &str) ->
         rescale_transfers: false,
         vectors: vec![if a.grid.balance_letters { VectorKind::Balanced } else { VectorKind::Plain }],
         evaluations,
+        per_evaluation: Default::default(),
+        per_vector: Default::default(),
         seed: 0,
         layers,
         sizes: Sizes { extract_pairs: a.grid.limit, test_questions: a.grid.test_limit, heldout_pairs: a.heldout_pairs, open_ended_questions: None, answer_tokens: None, eval_prompts: None },

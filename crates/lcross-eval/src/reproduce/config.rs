@@ -293,6 +293,37 @@ pub struct SizesOverride {
     pub eval_prompts: Option<usize>,
 }
 
+/// What one evaluation keeps of the grid (`[per_evaluation.NAME]`): only these of the
+/// grid's concepts, conditions, map estimators and vector kinds. Generated evaluations
+/// cost ~10 A/B cells each (answers, then a judge), so a study runs the paper's Table 1
+/// conditions for them and its ablations on the A/B metric. Each list is a filter: the
+/// grid's order is kept, and a profile that narrows the grid narrows every evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationScope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concepts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<ConditionKind>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimators: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vectors: Option<Vec<VectorKind>>,
+}
+
+/// What the CAA vectors of one kind keep of the grid (`[per_vector.plain]`): only these of
+/// the grid's conditions and map estimators, e.g. the paper's plain vectors in Table 1
+/// only and the letter-balanced ones through every ablation. RepE vectors (one kind)
+/// are not affected.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorScope {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<ConditionKind>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimators: Option<Vec<String>>,
+}
+
 /// What a profile changes.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -310,6 +341,12 @@ pub struct Profile {
     pub evaluations: Option<Vec<String>>,
     pub judge: Option<String>,
     pub sizes: Option<SizesOverride>,
+    /// The profile's scopes per evaluation; a profile does not inherit the file's scopes
+    /// (they are written for the file's lists), so without this every evaluation has the
+    /// profile's whole grid.
+    pub per_evaluation: Option<BTreeMap<String, EvaluationScope>>,
+    /// The profile's scopes per vector kind (not inherited either).
+    pub per_vector: Option<BTreeMap<VectorKind, VectorScope>>,
 }
 
 /// The experiment file as written.
@@ -345,6 +382,12 @@ pub struct ExperimentFile {
     pub vectors: Vec<VectorKind>,
     #[serde(default = "default_evaluations")]
     pub evaluations: Vec<String>,
+    /// Per evaluation, the part of the grid it runs ([`EvaluationScope`]); default: all.
+    #[serde(default)]
+    pub per_evaluation: BTreeMap<String, EvaluationScope>,
+    /// Per kind of CAA vector, the part of the grid it runs ([`VectorScope`]); default: all.
+    #[serde(default)]
+    pub per_vector: BTreeMap<VectorKind, VectorScope>,
     /// The local judge of `open-ended` (default qwen2.5-coder-1.5b-instruct).
     #[serde(default)]
     pub judge: Option<String>,
@@ -418,6 +461,12 @@ pub struct Experiment {
     pub rescale_transfers: bool,
     pub vectors: Vec<VectorKind>,
     pub evaluations: Vec<String>,
+    /// Empty when every evaluation has the whole grid (so such grids serialise as before).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_evaluation: BTreeMap<String, EvaluationScope>,
+    /// Empty when every vector kind has the whole grid.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_vector: BTreeMap<VectorKind, VectorScope>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judge: Option<String>,
     pub seed: u64,
@@ -464,6 +513,10 @@ impl ExperimentFile {
             rescale_transfers: p.rescale_transfers.unwrap_or(self.rescale_transfers),
             vectors: p.vectors.unwrap_or_else(|| self.vectors.clone()),
             evaluations: p.evaluations.unwrap_or_else(|| self.evaluations.clone()),
+            // scopes belong to the grid they are written for: a profile (its own lists) has
+            // the scopes it gives, not the file's
+            per_evaluation: if profile.is_some() { p.per_evaluation.unwrap_or_default() } else { self.per_evaluation.clone() },
+            per_vector: if profile.is_some() { p.per_vector.unwrap_or_default() } else { self.per_vector.clone() },
             judge: p.judge.or_else(|| self.judge.clone()),
             seed: self.seed,
             layers: self.layers.clone(),
@@ -482,6 +535,15 @@ impl ExperimentFile {
         if !e.concepts.iter().any(|c| e.betas_for(c).iter().any(|b| b.is_auto())) {
             e.auto_betas.clear();
         }
+        // scopes of evaluations this grid does not run change nothing: drop them, so a
+        // profile without them resolves (and hashes) as a grid without `per_evaluation`
+        if let Some(m) = e.per_evaluation.keys().find(|m| !EVALUATIONS.contains(&m.as_str())) {
+            return Err(EvalError::Invalid(format!("experiment `{}`: `per_evaluation.{m}` names no evaluation (known: {})", e.name, EVALUATIONS.join(", "))));
+        }
+        let evaluations = e.evaluations.clone();
+        e.per_evaluation.retain(|m, scope| evaluations.contains(m) && *scope != EvaluationScope::default());
+        let vectors = e.vectors.clone();
+        e.per_vector.retain(|v, scope| vectors.contains(v) && *scope != VectorScope::default());
         e.check()?;
         Ok(e)
     }
@@ -527,6 +589,32 @@ impl Experiment {
         if let Some(e) = self.evaluations.iter().find(|e| !EVALUATIONS.contains(&e.as_str())) {
             return bad(format!("evaluation `{e}` is not in the grid yet (available: {})", EVALUATIONS.join(", ")));
         }
+        let unknown_estimator = |list: &Option<Vec<String>>| list.iter().flatten().find(|x| !ESTIMATORS.contains(&x.as_str())).cloned();
+        for (m, scope) in &self.per_evaluation {
+            if let Some(x) = unknown_estimator(&scope.estimators) {
+                return bad(format!("`per_evaluation.{m}.estimators`: unknown estimator `{x}` (known: {})", ESTIMATORS.join(", ")));
+            }
+            if let Some(c) = scope.concepts.iter().flatten().find(|c| !CAA_BEHAVIOURS.contains(&c.as_str()) && !is_repe(c)) {
+                return bad(format!("`per_evaluation.{m}.concepts`: unknown concept `{c}`"));
+            }
+            let kept = |field: &str| match field {
+                "concepts" => !self.concepts_for(m).is_empty(),
+                "conditions" => scope.conditions.as_ref().is_none_or(|k| self.conditions.iter().any(|c| k.contains(c))),
+                "estimators" => scope.estimators.as_ref().is_none_or(|k| self.estimators.iter().any(|x| k.contains(x))),
+                _ => scope.vectors.as_ref().is_none_or(|k| self.vectors.iter().any(|v| k.contains(v))),
+            };
+            if let Some(field) = ["concepts", "conditions", "estimators", "vectors"].into_iter().find(|f| !kept(f)) {
+                return bad(format!("`per_evaluation.{m}.{field}` keeps none of the grid's {field} (for `{m}`), so `{m}` would have no cells (drop `{m}` from `evaluations` instead)"));
+            }
+        }
+        for (v, scope) in &self.per_vector {
+            if let Some(x) = unknown_estimator(&scope.estimators) {
+                return bad(format!("`per_vector.{}.estimators`: unknown estimator `{x}` (known: {})", v.name(), ESTIMATORS.join(", ")));
+            }
+            if scope.conditions.as_ref().is_some_and(|k| !self.conditions.iter().any(|c| k.contains(c))) || scope.estimators.as_ref().is_some_and(|k| !self.estimators.iter().any(|x| k.contains(x))) {
+                return bad(format!("`per_vector.{}` keeps none of the grid's conditions or estimators (drop `{}` from `vectors` instead)", v.name(), v.name()));
+            }
+        }
         if self.betas.is_empty() || self.betas.iter().any(|b| b.value().is_some_and(|x| !x.is_finite())) {
             return bad("`betas` must hold finite numbers or \"auto\"".into());
         }
@@ -566,10 +654,38 @@ impl Experiment {
         self.concept_betas.get(concept).unwrap_or(&self.betas)
     }
 
-    /// The vector kinds of `concept`'s cells: the grid's for CAA behaviours, plain for
-    /// RepE concepts (their pairs have no answer letters to balance).
-    pub fn vectors_for(&self, concept: &str) -> Vec<VectorKind> {
-        if is_repe(concept) { vec![VectorKind::Plain] } else { self.vectors.clone() }
+    /// The concepts `metric` has cells for: the grid's that it measures ([`metric_applies`])
+    /// and its `per_evaluation` scope keeps.
+    pub fn concepts_for(&self, metric: &str) -> Vec<&String> {
+        let keep = self.per_evaluation.get(metric).and_then(|s| s.concepts.as_ref());
+        self.concepts.iter().filter(|c| metric_applies(metric, c) && keep.is_none_or(|k| k.contains(c))).collect()
+    }
+
+    /// The vector kinds of `metric`'s cells of `concept`: the grid's (those
+    /// `per_evaluation` keeps) for CAA behaviours, plain for RepE concepts (their pairs
+    /// have no answer letters to balance).
+    pub fn vectors_for(&self, metric: &str, concept: &str) -> Vec<VectorKind> {
+        if is_repe(concept) {
+            return vec![VectorKind::Plain];
+        }
+        let keep = self.per_evaluation.get(metric).and_then(|s| s.vectors.as_ref());
+        self.vectors.iter().copied().filter(|v| keep.is_none_or(|k| k.contains(v))).collect()
+    }
+
+    /// The conditions of `metric`'s cells of `concept` with `vector`: the grid's, those
+    /// the evaluation's scope and (CAA vectors) the vector kind's scope keep.
+    pub fn conditions_for(&self, metric: &str, concept: &str, vector: VectorKind) -> Vec<ConditionKind> {
+        let by_metric = self.per_evaluation.get(metric).and_then(|s| s.conditions.as_ref());
+        let by_vector = if is_repe(concept) { None } else { self.per_vector.get(&vector).and_then(|s| s.conditions.as_ref()) };
+        self.conditions.iter().copied().filter(|c| by_metric.is_none_or(|k| k.contains(c)) && by_vector.is_none_or(|k| k.contains(c))).collect()
+    }
+
+    /// The map estimators of `metric`'s `lcross` cells of `concept` with `vector`, kept as
+    /// [`Experiment::conditions_for`] keeps conditions.
+    pub fn estimators_for(&self, metric: &str, concept: &str, vector: VectorKind) -> Vec<String> {
+        let by_metric = self.per_evaluation.get(metric).and_then(|s| s.estimators.as_ref());
+        let by_vector = if is_repe(concept) { None } else { self.per_vector.get(&vector).and_then(|s| s.estimators.as_ref()) };
+        self.estimators.iter().filter(|x| by_metric.is_none_or(|k| k.contains(x)) && by_vector.is_none_or(|k| k.contains(x))).cloned().collect()
     }
 
     /// Prompts per `harm` / `emotion` cell and samples per `fair` cell.

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::config::{metric_applies, Beta, ConditionKind, Experiment, VectorKind};
+use super::config::{Beta, ConditionKind, Experiment, VectorKind};
 use crate::error::{EvalError, Result};
 
 /// What identifies a cell.
@@ -105,8 +105,8 @@ impl Shard {
 }
 
 /// Every cell of the experiment, in a fixed order: per metric, target, concept (those
-/// the metric applies to, [`metric_applies`]) and vector kind ([`Experiment::vectors_for`]), `none` (once, with the first kind), `self` and `consensus`, then each
-/// source's transfer conditions; betas innermost. `map-similarity` has one cell per
+/// the metric applies to and keeps, [`Experiment::concepts_for`]) and vector kind ([`Experiment::vectors_for`]), `none` (once, with the first kind), `self` and `consensus`, then each
+/// source's transfer conditions (those the metric keeps, [`Experiment::conditions_for`]); betas innermost. `map-similarity` has one cell per
 /// (target, source, concept): the concept-specific OLS map against the other concepts'.
 pub fn plan(e: &Experiment) -> Vec<CellKey> {
     let mut cells = Vec::new();
@@ -131,9 +131,14 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
             continue;
         }
         for target in &e.targets {
-            for concept in e.concepts.iter().filter(|c| metric_applies(metric, c)) {
+            for concept in e.concepts_for(metric) {
                 let betas = e.betas_for(concept);
-                for (k, vector) in e.vectors_for(concept).into_iter().enumerate() {
+                let kinds = e.vectors_for(metric, concept);
+                // one unsteered cell per (target, concept), with the first kind, if any kind has it
+                let unsteered = kinds.iter().any(|&v| e.conditions_for(metric, concept, v).contains(&ConditionKind::None));
+                for (k, vector) in kinds.into_iter().enumerate() {
+                    let conditions = e.conditions_for(metric, concept, vector);
+                    let estimators = e.estimators_for(metric, concept, vector);
                     let cell = |source: Option<&String>, condition, estimator: Option<&str>, beta| CellKey {
                         target: target.clone(),
                         source: source.cloned(),
@@ -151,17 +156,17 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
                         }
                         continue;
                     }
-                    if k == 0 && e.conditions.contains(&ConditionKind::None) {
+                    if k == 0 && unsteered {
                         cells.push(cell(None, ConditionKind::None, None, Beta::Value(0.0)));
                     }
                     for c in [ConditionKind::SelfModulation, ConditionKind::Consensus] {
-                        if e.conditions.contains(&c) {
+                        if conditions.contains(&c) {
                             cells.extend(betas.iter().map(|&b| cell(None, c, None, b)));
                         }
                     }
                     for source in sources {
-                        for &c in e.conditions.iter().filter(|c| c.needs_source() && c.applies_to(concept)) {
-                            let estimators: Vec<Option<&str>> = if c == ConditionKind::Lcross { e.estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
+                        for &c in conditions.iter().filter(|c| c.needs_source() && c.applies_to(concept)) {
+                            let estimators: Vec<Option<&str>> = if c == ConditionKind::Lcross { estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
                             for est in estimators {
                                 cells.extend(betas.iter().map(|&b| cell(Some(source), c, est, b)));
                             }
@@ -335,5 +340,92 @@ sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
         assert_eq!(steer.len(), 1, "{steer:?}");
         assert_eq!((steer[0].concept.as_str(), steer[0].metric.as_str()), ("refusal", "ab"));
         assert!(cells.iter().any(|c| c.condition == ConditionKind::LcrossAutoLayer && c.concept == "harmfulness"), "the R^2 scan needs no A/B questions");
+    }
+
+    #[test]
+    fn per_evaluation_scopes_keep_part_of_the_grid() {
+        let text = r#"name = "t"
+targets = ["a"]
+sources = ["b", "c"]
+concepts = ["refusal", "sycophancy", "harmfulness"]
+conditions = ["none", "self", "lcross", "random-t", "lcross-heldout", "consensus"]
+estimators = ["ols", "ridge"]
+betas = [4.0]
+concept_betas = { harmfulness = [-4.0] }
+vectors = ["plain", "balanced"]
+evaluations = ["ab", "open-ended", "harm"]
+sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4, open_ended_questions = 2 }
+
+[per_evaluation.harm]
+conditions = ["none", "self", "lcross", "consensus"]
+estimators = ["ols"]
+
+[per_evaluation.open-ended]
+concepts = ["refusal", "harmfulness"]
+conditions = ["none", "self", "lcross"]
+vectors = ["balanced"]
+
+[per_vector.plain]
+conditions = ["none", "self", "lcross"]
+
+[profiles.everything]
+targets = ["a"]
+
+[profiles.open-ended-refusal]
+per_evaluation = { open-ended = { concepts = ["refusal"] } }
+
+"#;
+        let f = ExperimentFile::parse(text, "t.toml").unwrap();
+        let e = f.resolve(None).unwrap();
+        let cells = plan(&e);
+        let of = |cells: &[CellKey], m: &str| cells.iter().filter(|c| c.metric == m).cloned().collect::<Vec<_>>();
+        // ab: per concept none + balanced vectors through the whole grid (self, consensus,
+        // 2 sources x (ols, ridge, random-t, held-out)) + plain ones through Table 1's (self, 2 x (ols, ridge))
+        let ab = of(&cells, "ab");
+        assert_eq!(ab.len(), 2 * (1 + (2 + 2 * 4) + (1 + 2 * 2)));
+        assert!(ab.iter().filter(|c| c.vector == VectorKind::Plain).all(|c| matches!(c.condition, ConditionKind::None | ConditionKind::SelfModulation | ConditionKind::Lcross)));
+        // harm: Table 1's conditions, OLS only, plain (RepE) vectors: `per_vector` is about CAA kinds
+        let harm = of(&cells, "harm");
+        assert_eq!(harm.len(), 1 + 1 + 1 + 2, "none, self, consensus, lcross from b and c: {harm:?}");
+        assert!(harm.iter().all(|c| c.estimator.as_deref().is_none_or(|x| x == "ols")));
+        // open-ended: refusal only (harmfulness has no open-ended questions), balanced
+        // vectors only, and its `none` cell comes with the first kept kind
+        let open = of(&cells, "open-ended");
+        assert_eq!(open.len(), 1 + 1 + 2 * 2, "{open:?}");
+        assert!(open.iter().all(|c| c.concept == "refusal"));
+        assert!(open.iter().all(|c| c.vector == VectorKind::Balanced));
+        assert!(open.iter().all(|c| matches!(c.condition, ConditionKind::None | ConditionKind::SelfModulation | ConditionKind::Lcross)));
+        let ids: std::collections::BTreeSet<String> = cells.iter().map(CellKey::id).collect();
+        assert_eq!(ids.len(), cells.len());
+        // a profile does not inherit the file's scopes (they are written for the file's
+        // lists): without its own, every evaluation and vector kind has its whole grid;
+        // a grid without scopes serialises as before
+        let everything = f.resolve(Some("everything")).unwrap();
+        assert!(everything.per_evaluation.is_empty() && everything.per_vector.is_empty());
+        assert!(serde_json::to_value(&everything).unwrap().get("per_evaluation").is_none());
+        let all = plan(&everything);
+        assert_eq!(of(&all, "ab").len(), 2 * (1 + 2 * (2 + 2 * 4)));
+        assert_eq!(of(&all, "harm").len(), 1 + 2 + 2 * 4, "none, self, consensus, per source lcross x 2 estimators, random-t, held-out");
+        assert_eq!(of(&all, "open-ended"), of(&all, "ab").into_iter().map(|c| CellKey { metric: "open-ended".into(), ..c }).collect::<Vec<_>>());
+        let own = plan(&f.resolve(Some("open-ended-refusal")).unwrap());
+        assert_eq!(of(&own, "open-ended").len(), 1 + 2 * (2 + 2 * 4), "refusal only, both kinds, every condition");
+        assert_eq!(of(&own, "ab").len(), of(&all, "ab").len());
+        // mistakes are named
+        for (edit, expect) in [
+            (("[per_evaluation.harm]", "[per_evaluation.harn]"), "per_evaluation.harn"),
+            (("estimators = [\"ols\"]\n\n[per_evaluation.open", "estimators = [\"lasso\"]\n\n[per_evaluation.open"), "lasso"),
+            (("conditions = [\"none\", \"self\", \"lcross\"]\nvectors", "conditions = [\"identity\"]\nvectors"), "per_evaluation.open-ended.conditions"),
+            (("vectors = [\"balanced\"]\n", "vectors = []\n"), "per_evaluation.open-ended.vectors"),
+            (("concepts = [\"refusal\", \"harmfulness\"]", "concepts = [\"harmfulness\"]"), "per_evaluation.open-ended.concepts"),
+            (("concepts = [\"refusal\", \"harmfulness\"]", "concepts = [\"kindness\"]"), "kindness"),
+            (("[per_vector.plain]\nconditions = [\"none\", \"self\", \"lcross\"]", "[per_vector.plain]\nconditions = [\"identity\"]"), "per_vector.plain"),
+            (("[per_vector.plain]", "[per_vector.fancy]"), "fancy"),
+        ] {
+            assert!(text.contains(edit.0), "{}", edit.0);
+            let err = ExperimentFile::parse(&text.replace(edit.0, edit.1), "t.toml").and_then(|f| f.resolve(None)).unwrap_err().to_string();
+            assert!(err.contains(expect), "{expect}: {err}");
+        }
+        let err = ExperimentFile::parse(&text.replace("vectors = [\"balanced\"]", "vectors = [\"balanced\"]\nbetas = [2.0]"), "t.toml").unwrap_err().to_string();
+        assert!(err.contains("betas"), "only conditions, estimators and vectors are scoped: {err}");
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::cells::CellRecord;
-use super::config::{is_repe, metric_applies, metric_direction, Beta, ConditionKind, Experiment, VectorKind};
+use super::config::{is_repe, metric_direction, Beta, ConditionKind, Experiment, VectorKind};
 use super::config::DEFAULT_JUDGE;
 use super::grid::{MAP_SIMILARITY, OPEN_ENDED, TSNE};
 use crate::stats::{paired_sign_flip, EXACT_SIGN_FLIP_ITEMS};
@@ -118,9 +118,9 @@ fn count(cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons, metric: &str, 
 /// the concepts that have it.
 fn metric_tables<'e>(e: &'e Experiment, metric: &str) -> Vec<(Beta, VectorKind, Vec<&'e String>)> {
     let mut tables: Vec<(Beta, VectorKind, Vec<&String>)> = Vec::new();
-    for c in e.concepts.iter().filter(|c| metric_applies(metric, c)) {
+    for c in e.concepts_for(metric) {
         for &b in e.betas_for(c) {
-            for vk in e.vectors_for(c) {
+            for vk in e.vectors_for(metric, c) {
                 match tables.iter_mut().find(|(tb, tv, _)| *tb == b && *tv == vk) {
                     Some((_, _, cs)) => cs.push(c),
                     None => tables.push((b, vk, vec![c])),
@@ -174,15 +174,18 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     }
     let table_metrics: Vec<&str> = e.evaluations.iter().map(String::as_str).filter(|m| *m != MAP_SIMILARITY && *m != TSNE).collect();
     let sources_for = |t: &str| e.sources.iter().filter(|s| s.as_str() != t).cloned().collect::<Vec<_>>();
-    let first_est = e.estimators.first().map(String::as_str);
     for (metric, beta, vk, concepts) in table_metrics.iter().flat_map(|m| metric_tables(e, m).into_iter().map(move |(b, v, cs)| (*m, b, v, cs))) {
         let find = |cells, t: &str, s: Option<&str>, c: &str, vk, cond, est, b| find_in(cells, metric, t, s, c, vk, cond, est, b);
+        // the concepts of a table are all CAA behaviours or all RepE concepts: one scope
+        let conditions = e.conditions_for(metric, concepts[0], vk);
+        let estimators = e.estimators_for(metric, concepts[0], vk);
+        let first_est = estimators.first().map(String::as_str);
         let vectors = vectors_label(vk, &concepts);
         let _ = writeln!(md, "## Table 1: no / self / L-Cross modulation (metric `{metric}`, beta {beta}, {vectors} vectors)\n");
         for t in &e.targets {
             let srcs = sources_for(t);
             let _ = writeln!(md, "Target **{t}**\n");
-            let consensus = e.conditions.contains(&ConditionKind::Consensus);
+            let consensus = conditions.contains(&ConditionKind::Consensus);
             let mut head = "| concept | No | Self |".to_string();
             let mut rule = "|---|---|---|".to_string();
             for s in &srcs {
@@ -216,7 +219,7 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             (ConditionKind::LcrossAutoSteer, "held-out T at the most steerable target layer"),
         ]
         .into_iter()
-        .filter(|(k, _)| e.conditions.contains(k))
+        .filter(|(k, _)| conditions.contains(k))
         .collect();
         if !ablations.is_empty() {
             let mut marked = false;
@@ -299,7 +302,8 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             let _ = write!(md, "| {what} |");
             for &(m, v) in &columns {
                 let keep = |c: &CellRecord| !past_d_s || c.interpolating == Some(false);
-                let (w, n) = count(cells, &cmp, m, k, if k == ConditionKind::Lcross { first_est } else { None }, Some(v), &keep);
+                let est = e.concepts_for(m).first().and_then(|c| e.estimators_for(m, c, v).into_iter().next());
+                let (w, n) = count(cells, &cmp, m, k, if k == ConditionKind::Lcross { est.as_deref() } else { None }, Some(v), &keep);
                 let _ = write!(md, " {w}/{n} |");
             }
             md.push('\n');
@@ -332,7 +336,6 @@ fn weak_to_strong(md: &mut String, e: &Experiment, cells: &BTreeMap<String, Cell
     if pairs.is_empty() {
         return;
     }
-    let first_est = e.estimators.first().map(String::as_str);
     let _ = writeln!(md, "## Weak to strong
 
 Gain = steered minus the same model unsteered. The paper's claim: the strong model steered with the weak model's transferred vector gains more than the weak model steered with its own vector.
@@ -346,8 +349,10 @@ Gain = steered minus the same model unsteered. The paper's claim: the strong mod
     let metrics: Vec<&str> = e.evaluations.iter().map(String::as_str).filter(|m| *m != MAP_SIMILARITY && *m != TSNE).collect();
     for [weak, strong] in pairs {
         for &metric in &metrics {
-            let find = |t: &str, s: Option<&str>, c: &str, vk, cond, est, b| find_in(cells, metric, t, s, c, vk, cond, est, b);
             for (beta, vk, concepts) in metric_tables(e, metric) {
+                let estimators = e.estimators_for(metric, concepts[0], vk);
+                let first_est = estimators.first().map(String::as_str);
+                let find = |t: &str, s: Option<&str>, c: &str, vk, cond, est, b| find_in(cells, metric, t, s, c, vk, cond, est, b);
                 for c in concepts {
                     let wn = find(weak, None, c, vk, ConditionKind::None, None, NO_BETA);
                     let ws = find(weak, None, c, vk, ConditionKind::SelfModulation, None, beta);
@@ -513,16 +518,17 @@ pub struct Figure {
 /// metric against beta for self modulation, L-Cross and the held-out map from each
 /// source, the consensus, and no modulation as a flat line.
 pub fn sweep_figures(e: &Experiment, cells: &BTreeMap<String, CellRecord>) -> Vec<Figure> {
-    let first_est = e.estimators.first().map(String::as_str);
     let mut figures = Vec::new();
     for t in &e.targets {
-        for c in e.concepts.iter().filter(|c| metric_applies("ab", c) && e.betas_for(c).len() >= 2) {
+        for c in e.concepts_for("ab").into_iter().filter(|c| e.betas_for(c).len() >= 2) {
             // the numeric betas (an `auto` cell has its own beta per condition: the "Automatic beta" table)
             let betas: Vec<f64> = e.betas_for(c).iter().filter_map(|b| b.value()).collect();
             if betas.len() < 2 {
                 continue;
             }
-            for vk in e.vectors_for(c) {
+            for vk in e.vectors_for("ab", c) {
+                let estimators = e.estimators_for("ab", c, vk);
+                let first_est = estimators.first().map(String::as_str);
                 let curve = |source: Option<&str>, cond: ConditionKind, est: Option<&str>| -> Vec<(f64, f64)> {
                     betas.iter().filter_map(|&b| find(cells, t, source, c, vk, cond, est, Beta::Value(b)).and_then(|x| x.mean).map(|m| (b, m))).collect()
                 };
