@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::cells::CellRecord;
 use super::config::{is_repe, metric_direction, Beta, ConditionKind, Experiment, VectorKind};
-use super::config::DEFAULT_JUDGE;
+use super::config::{DEFAULT_JUDGE, GENERATED};
 use super::grid::{MAP_SIMILARITY, OPEN_ENDED, TSNE};
 use crate::stats::{paired_sign_flip, EXACT_SIGN_FLIP_ITEMS};
 
@@ -136,11 +136,71 @@ fn vectors_label(vk: VectorKind, concepts: &[&String]) -> String {
     if concepts.iter().all(|c| is_repe(c)) { "RepE (first principal component, unit norm)".into() } else { format!("{} CAA", vk.name()) }
 }
 
+/// The paper's sample sizes (METHOD.md): 50 A/B test questions per behaviour, 50 prompts
+/// per HARM / FAIR / HAPPY / FEAR cell.
+const PAPER_ITEMS: usize = 50;
+
+/// Where the grid subsamples the paper's sizes, and what each evaluation and vector kind
+/// runs when the experiment scopes them (`per_evaluation`, `per_vector`).
+fn samples_and_scopes(e: &Experiment) -> String {
+    let mut smaller = Vec::new();
+    let ab = e.evaluations.iter().any(|m| m == "ab");
+    if ab && e.sizes.test_questions < PAPER_ITEMS {
+        smaller.push(format!("{} A/B test questions per behaviour (the paper: {PAPER_ITEMS})", e.sizes.test_questions));
+    }
+    let generated = e.evaluations.iter().any(|m| matches!(m.as_str(), "harm" | "fair" | "emotion")) && e.concepts.iter().any(|c| is_repe(c));
+    if generated && e.eval_prompts() < PAPER_ITEMS {
+        smaller.push(format!("{} prompts per HARM / FAIR / emotion cell (the paper: {PAPER_ITEMS})", e.eval_prompts()));
+    }
+    if e.evaluations.iter().any(|m| GENERATED.contains(&m.as_str())) {
+        smaller.push(format!("answers of at most {} new tokens (the paper: full answers)", e.sizes.answer_tokens.unwrap_or(64)));
+    }
+    let mut md = String::new();
+    if !smaller.is_empty() {
+        let _ = writeln!(
+            md,
+            "Subsampled to fit the machine: {}; vectors and maps from the first {} pairs of each concept (the paper: every pair of its datasets).\n",
+            smaller.join(", "),
+            e.sizes.extract_pairs
+        );
+    }
+    let list = |xs: &[String]| xs.join(", ");
+    let names = |xs: &[ConditionKind]| xs.iter().map(|c| c.name().to_string()).collect::<Vec<_>>();
+    for (m, scope) in &e.per_evaluation {
+        let mut parts = Vec::new();
+        if let Some(c) = &scope.concepts {
+            parts.push(format!("concepts {}", list(c)));
+        }
+        if let Some(c) = &scope.conditions {
+            parts.push(format!("conditions {}", list(&names(c))));
+        }
+        if let Some(x) = &scope.estimators {
+            parts.push(format!("estimators {}", list(x)));
+        }
+        if let Some(v) = &scope.vectors {
+            parts.push(format!("{} vectors", v.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")));
+        }
+        let _ = writeln!(md, "Scope of `{m}`: only {} of the grid.\n", parts.join("; "));
+    }
+    for (v, scope) in &e.per_vector {
+        let mut parts = Vec::new();
+        if let Some(c) = &scope.conditions {
+            parts.push(format!("conditions {}", list(&names(c))));
+        }
+        if let Some(x) = &scope.estimators {
+            parts.push(format!("estimators {}", list(x)));
+        }
+        let _ = writeln!(md, "Scope of the {} CAA vectors: only {} of the grid.\n", v.name(), parts.join("; "));
+    }
+    md
+}
+
 /// The Markdown report.
 pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &str) -> String {
     let cmp = comparisons(cells);
     let mut md = String::new();
     let _ = writeln!(md, "# {}\n\n{header}\n", e.run_name());
+    md.push_str(&samples_and_scopes(e));
     if e.evaluations.iter().any(|m| m == "ab") {
         let _ = writeln!(
             md,
@@ -771,5 +831,19 @@ sizes = { extract_pairs = 4, test_questions = 20 }"#,
         // FAIR wins downwards: fewer female words is the star, more is not
         assert!(md.contains("| fairness | 1.200 | 0.700* | 1.700 |"), "{md}");
         assert!(md.contains("| harmfulness | 1.200 | 1.700* |"), "{md}");
+    }
+
+    #[test]
+    fn the_report_says_where_it_subsamples_and_what_each_scope_runs() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/paper-local.toml");
+        let f = ExperimentFile::load(&path).unwrap();
+        let md = markdown(&f.resolve(None).unwrap(), &BTreeMap::new(), "");
+        assert!(md.contains("Subsampled to fit the machine: 20 A/B test questions per behaviour (the paper: 50), 20 prompts per HARM / FAIR / emotion cell (the paper: 50)"), "{md}");
+        assert!(md.contains("Scope of `harm`: only conditions none, self, lcross; estimators ols of the grid."), "{md}");
+        assert!(md.contains("Scope of `open-ended`: only concepts refusal;"), "{md}");
+        assert!(md.contains("Scope of the plain CAA vectors: only conditions none, self, lcross, lcross-heldout, consensus; estimators ols"), "{md}");
+        // a profile without scopes names none, and its A/B sizes only
+        let md = markdown(&f.resolve(Some("quick")).unwrap(), &BTreeMap::new(), "");
+        assert!(!md.contains("Scope of") && md.contains("20 A/B test questions per behaviour (the paper: 50); vectors and maps from the first 32 pairs"), "{md}");
     }
 }
