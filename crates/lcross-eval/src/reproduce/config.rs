@@ -296,8 +296,9 @@ pub struct SizesOverride {
 /// What one evaluation keeps of the grid (`[per_evaluation.NAME]`): only these of the
 /// grid's concepts, conditions, map estimators and vector kinds. Generated evaluations
 /// cost ~10 A/B cells each (answers, then a judge), so a study runs the paper's Table 1
-/// conditions for them and its ablations on the A/B metric. Each list is a filter: the
-/// grid's order is kept, and a profile that narrows the grid narrows every evaluation.
+/// conditions for them and its ablations on the A/B metric. Each list is a filter of the
+/// grid's list (in the grid's order). Scopes belong to the lists they were written for: a
+/// profile has the scopes it gives, not the file's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationScope {
@@ -535,11 +536,11 @@ impl ExperimentFile {
         if !e.concepts.iter().any(|c| e.betas_for(c).iter().any(|b| b.is_auto())) {
             e.auto_betas.clear();
         }
-        // scopes of evaluations this grid does not run change nothing: drop them, so a
-        // profile without them resolves (and hashes) as a grid without `per_evaluation`
         if let Some(m) = e.per_evaluation.keys().find(|m| !EVALUATIONS.contains(&m.as_str())) {
             return Err(EvalError::Invalid(format!("experiment `{}`: `per_evaluation.{m}` names no evaluation (known: {})", e.name, EVALUATIONS.join(", "))));
         }
+        // scopes of evaluations (vector kinds) this grid does not run change nothing: drop
+        // them, so such a grid resolves (and hashes) as one without them
         let evaluations = e.evaluations.clone();
         e.per_evaluation.retain(|m, scope| evaluations.contains(m) && *scope != EvaluationScope::default());
         let vectors = e.vectors.clone();
