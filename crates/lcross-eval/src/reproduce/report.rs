@@ -164,33 +164,30 @@ fn samples_and_scopes(e: &Experiment) -> String {
             e.sizes.extract_pairs
         );
     }
-    let list = |xs: &[String]| xs.join(", ");
-    let names = |xs: &[ConditionKind]| xs.iter().map(|c| c.name().to_string()).collect::<Vec<_>>();
+    // the conditions and estimators a scope keeps, as the report names them
+    let kept = |conditions: &Option<Vec<ConditionKind>>, estimators: &Option<Vec<String>>| {
+        let mut parts = Vec::new();
+        if let Some(c) = conditions {
+            parts.push(format!("conditions {}", c.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")));
+        }
+        if let Some(x) = estimators {
+            parts.push(format!("estimators {}", x.join(", ")));
+        }
+        parts
+    };
     for (m, scope) in &e.per_evaluation {
         let mut parts = Vec::new();
         if let Some(c) = &scope.concepts {
-            parts.push(format!("concepts {}", list(c)));
+            parts.push(format!("concepts {}", c.join(", ")));
         }
-        if let Some(c) = &scope.conditions {
-            parts.push(format!("conditions {}", list(&names(c))));
-        }
-        if let Some(x) = &scope.estimators {
-            parts.push(format!("estimators {}", list(x)));
-        }
+        parts.extend(kept(&scope.conditions, &scope.estimators));
         if let Some(v) = &scope.vectors {
             parts.push(format!("{} vectors", v.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")));
         }
         let _ = writeln!(md, "Scope of `{m}`: only {} of the grid.\n", parts.join("; "));
     }
     for (v, scope) in &e.per_vector {
-        let mut parts = Vec::new();
-        if let Some(c) = &scope.conditions {
-            parts.push(format!("conditions {}", list(&names(c))));
-        }
-        if let Some(x) = &scope.estimators {
-            parts.push(format!("estimators {}", list(x)));
-        }
-        let _ = writeln!(md, "Scope of the {} CAA vectors: only {} of the grid.\n", v.name(), parts.join("; "));
+        let _ = writeln!(md, "Scope of the {} CAA vectors: only {} of the grid.\n", v.name(), kept(&scope.conditions, &scope.estimators).join("; "));
     }
     md
 }
