@@ -336,6 +336,80 @@ heldout_pairs = 8
     }
 }
 
+/// `auto` betas of a RepE concept (no A/B questions): each steered cell sweeps the
+/// candidates on its own metric's dev prompts (the held-out prompts after the test ones),
+/// records every candidate's gain, drift and perplexity ratio, keeps those within the
+/// side-effect budget and chooses the one that moves HARM most; its test prompts are then
+/// answered at that beta, so where it chose -8 it equals the numeric beta -8 cell.
+#[test]
+fn auto_betas_of_repe_concepts_are_chosen_on_their_metrics_dev_prompts() {
+    if skip() {
+        return;
+    }
+    let d = tmp("reproduce-auto-harm");
+    let cfg = d.join("auto-harm.toml");
+    std::fs::write(
+        &cfg,
+        r#"name = "auto-harm"
+targets = ["qwen2.5-coder-0.5b-instruct"]
+sources = ["smollm2-135m-instruct"]
+concepts = ["harmfulness"]
+conditions = ["none", "self"]
+betas = [4.0]
+concept_betas = { harmfulness = ["auto", -8.0] }
+auto_betas = [-8.0, 8.0]
+evaluations = ["harm"]
+judge = "smollm2-135m-instruct"
+[layers]
+"smollm2-135m-instruct" = 12
+"qwen2.5-coder-0.5b-instruct" = 14
+[sizes]
+extract_pairs = 8
+test_questions = 4
+heldout_pairs = 8
+eval_prompts = 2
+answer_tokens = 8
+"#,
+    )
+    .unwrap();
+    let out = d.join("run");
+    json(&["reproduce", cfg.to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
+    let all = cells(&out);
+    assert_eq!(all.len(), 3, "none + self x (auto, -8): {:?}", all.keys().collect::<Vec<_>>());
+    let c = all.values().find(|c| c["beta"] == "auto").unwrap();
+    let v = &c["values"];
+    assert_eq!(v["dev_prompts"], 2.0, "{c}");
+    let mut best: Option<(f64, f64)> = None;
+    for b in [-8.0, 8.0] {
+        let gain = v[format!("dev_gain:{b}")].as_f64().unwrap_or_else(|| panic!("no dev gain of {b}: {c}"));
+        let drift = v[format!("dev_drift:{b}")].as_f64().unwrap();
+        let ratio = v[format!("dev_perplexity_ratio:{b}")].as_f64().unwrap();
+        assert!(drift >= 0.0 && ratio > 0.0, "{c}");
+        if gain > 0.0 && drift <= 1.0 && ratio <= 3.0 && best.is_none_or(|(_, g)| gain > g) {
+            best = Some((b, gain));
+        }
+    }
+    match best {
+        None => assert!(c["skipped"].as_str().is_some_and(|s| s.contains("no candidate of `auto_betas` moves `harm` up")), "{c}"),
+        Some((b, gain)) => {
+            assert!(c["skipped"].is_null(), "{c}");
+            assert_eq!(v["beta_chosen"].as_f64(), Some(b), "the admissible candidate with the largest gain: {c}");
+            assert_eq!(v["dev_gain_chosen"].as_f64(), Some(gain), "{c}");
+            assert!(c["mean"].as_f64().is_some_and(|m| (0.0..=1.0).contains(&m)), "{c}");
+            if b == -8.0 {
+                let numeric = all.values().find(|x| x["condition"] == "self" && x["beta"].as_f64() == Some(-8.0)).unwrap();
+                let (a, n) = (c["per_item"].as_array().unwrap(), numeric["per_item"].as_array().unwrap());
+                assert_eq!(a.len(), n.len(), "{c}\n{numeric}");
+                for (x, y) in a.iter().zip(n) {
+                    assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-6, "steered at the chosen beta: {c}\n{numeric}");
+                }
+            }
+        }
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Automatic beta") && report.contains("A RepE concept's cell"), "{report}");
+}
+
 /// `--plan` counts the grid without loading a model: the tiny profile's 48 cells, split
 /// over shards exactly as the runs split them.
 #[test]

@@ -33,6 +33,11 @@ impl Direction {
     }
 }
 
+/// Largest admissible drift on neutral prompts unless told (mean KL, nats per token).
+pub const DEFAULT_DRIFT_BUDGET: f64 = 1.0;
+/// Largest admissible steered/unsteered perplexity ratio on neutral prompts unless told.
+pub const DEFAULT_MAX_PERPLEXITY_RATIO: f64 = 3.0;
+
 /// The sweep and the budget.
 #[derive(Debug, Clone)]
 pub struct CalibrateOptions {
@@ -99,10 +104,48 @@ pub fn calibrate(
     neutral: &[Vec<u32>],
     opts: &CalibrateOptions,
     rows_in_flight: usize,
-    mut store: Option<&mut Store>,
+    store: Option<&mut Store>,
     metric: &str,
     evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>,
 ) -> Result<CalibrationReport> {
+    let dev = sweep(model, vector.clone(), positions, neutral, opts, rows_in_flight, store, evaluate)?;
+    let chosen = choose(&dev);
+    let (test, test_effect, test_effect_stderr) = match chosen {
+        Some(b) => {
+            let (label, sv) = vector;
+            let t = evaluate(&[Condition::none(), Condition { label, vector: Some(sv), beta: b, positions }], Part::Test)?;
+            let (e, se) = (t[1].mean - t[0].mean, (t[0].stderr.powi(2) + t[1].stderr.powi(2)).sqrt());
+            (t, Some(e), Some(se))
+        }
+        None => (Vec::new(), None, None),
+    };
+    Ok(CalibrationReport {
+        metric: metric.to_string(),
+        beta: chosen,
+        direction: opts.direction,
+        drift_budget: opts.drift_budget,
+        max_perplexity_ratio: opts.max_perplexity_ratio,
+        dev,
+        test,
+        test_effect,
+        test_effect_stderr,
+    })
+}
+
+/// The dev half of [`calibrate`]: beta 0 and every beta of `opts` on the dev split
+/// (`evaluate(conditions, Part::Dev)`), each with its side effects on the `neutral`
+/// prompts and whether they keep it admissible.
+#[allow(clippy::too_many_arguments)]
+pub fn sweep(
+    model: &Model,
+    vector: (String, Arc<SteeringVector>),
+    positions: Positions,
+    neutral: &[Vec<u32>],
+    opts: &CalibrateOptions,
+    rows_in_flight: usize,
+    mut store: Option<&mut Store>,
+    evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>,
+) -> Result<Vec<SweepPoint>> {
     if let Some(b) = opts.betas.iter().find(|b| !b.is_finite()) {
         return Err(EvalError::Invalid(format!("beta {b} is not finite")));
     }
@@ -116,10 +159,8 @@ pub fn calibrate(
         }
     }
     let (label, sv) = vector;
-    let condition = |beta: f64| {
-        if beta == 0.0 { Condition::none() } else { Condition { label: label.clone(), vector: Some(sv.clone()), beta, positions } }
-    };
-    let conditions: Vec<Condition> = betas.iter().map(|&b| condition(b)).collect();
+    let conditions: Vec<Condition> =
+        betas.iter().map(|&beta| if beta == 0.0 { Condition::none() } else { Condition { label: label.clone(), vector: Some(sv.clone()), beta, positions } }).collect();
     let rows = evaluate(&conditions, Part::Dev)?;
     if rows.len() != conditions.len() {
         return Err(EvalError::Invalid(format!("the metric returned {} rows for {} conditions", rows.len(), conditions.len())));
@@ -152,26 +193,13 @@ pub fn calibrate(
             excluded_because: excluded,
         });
     }
-    let chosen = dev.iter().filter(|p| p.beta != 0.0 && p.admissible && p.effect > 0.0).max_by(|a, b| a.effect.total_cmp(&b.effect)).map(|p| p.beta);
-    let (test, test_effect, test_effect_stderr) = match chosen {
-        Some(b) => {
-            let t = evaluate(&[condition(0.0), condition(b)], Part::Test)?;
-            let (e, se) = (t[1].mean - t[0].mean, (t[0].stderr.powi(2) + t[1].stderr.powi(2)).sqrt());
-            (t, Some(e), Some(se))
-        }
-        None => (Vec::new(), None, None),
-    };
-    Ok(CalibrationReport {
-        metric: metric.to_string(),
-        beta: chosen,
-        direction: opts.direction,
-        drift_budget: opts.drift_budget,
-        max_perplexity_ratio: opts.max_perplexity_ratio,
-        dev,
-        test,
-        test_effect,
-        test_effect_stderr,
-    })
+    Ok(dev)
+}
+
+/// The beta a sweep chooses: the admissible non-zero one that moves the metric most in
+/// the wanted direction; None when none moves it that way.
+pub fn choose(dev: &[SweepPoint]) -> Option<f64> {
+    dev.iter().filter(|p| p.beta != 0.0 && p.admissible && p.effect > 0.0).max_by(|a, b| a.effect.total_cmp(&b.effect)).map(|p| p.beta)
 }
 
 impl CalibrationReport {

@@ -47,10 +47,10 @@ pub struct CalibrateArgs {
     #[arg(long, default_value = "increase", value_parser = ["increase", "decrease"])]
     direction: String,
     /// Largest admissible drift on neutral prompts (mean KL, nats per token).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = lcross_eval::calibrate::DEFAULT_DRIFT_BUDGET)]
     drift_budget: f64,
     /// Largest admissible steered/unsteered perplexity ratio on neutral prompts.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = lcross_eval::calibrate::DEFAULT_MAX_PERPLEXITY_RATIO)]
     max_perplexity_ratio: f64,
     /// Where to write the calibrated vector (default: the --vector file, in place).
     #[arg(long, short)]

@@ -67,8 +67,9 @@ pub fn metric_direction(metric: &str) -> f64 {
 /// A steering multiplier of the grid: a number, or `auto` (written `"auto"`): each steered
 /// cell then gets its own beta, the candidate of `auto_betas` that raises the A/B metric
 /// most on the behaviour's dev questions (generate-dataset items no vector or map of the
-/// cell used), so self modulation, each transfer and each model get the beta that suits
-/// their scale. Numbers serialise as numbers (cell ids and run hashes of numeric grids are
+/// cell used) - for a RepE concept, the one that moves its generated metric most on dev
+/// prompts after the test ones, within `lcross calibrate`'s side-effect budget - so self
+/// modulation, each transfer and each model get the beta that suits their scale. Numbers serialise as numbers (cell ids and run hashes of numeric grids are
 /// unchanged), `auto` as the string.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Beta {
@@ -618,11 +619,6 @@ impl Experiment {
         }
         if self.betas.is_empty() || self.betas.iter().any(|b| b.value().is_some_and(|x| !x.is_finite())) {
             return bad("`betas` must hold finite numbers or \"auto\"".into());
-        }
-        if let Some(c) = self.concepts.iter().find(|c| is_repe(c) && self.betas_for(c).iter().any(|b| b.is_auto())) {
-            return bad(format!(
-                "beta `auto` is chosen on a behaviour's A/B dev questions, which the RepE concept `{c}` does not have: give it numbers in `concept_betas` (`lcross calibrate` finds one for its own metric)"
-            ));
         }
         if self.concepts.iter().any(|c| self.betas_for(c).iter().any(|b| b.is_auto())) && (self.auto_betas.is_empty() || self.auto_betas.iter().any(|b| !b.is_finite() || *b == 0.0)) {
             return bad("`auto_betas` must hold finite, non-zero numbers (the candidates of `auto` betas)".into());

@@ -448,8 +448,20 @@ fn auto_betas(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellReco
         md,
         "## Automatic beta\n\nEach steered `auto` cell chose its own beta among {}: the one that raised the A/B metric most over no modulation on the behaviour's dev questions \
          (generate-dataset items after the vector's and the held-out map's pairs: no test question, no pair a vector or map of the cell saw), then was evaluated on the test questions \
-         (`*`: the same paired test as everywhere). Self modulation, each transfer and each model get the beta that suits their scale.\n",
-        candidates.join(", ")
+         (`*`: the same paired test as everywhere). Self modulation, each transfer and each model get the beta that suits their scale.{}\n",
+        candidates.join(", "),
+        if rows.iter().any(|c| is_repe(&c.key.concept)) {
+            format!(
+                " A RepE concept's cell (HARM, FAIR, emotion: no A/B questions) chose on its metric's dev prompts instead ({} held-out prompts after the test ones; FAIR: the samples after the test samples' seeds), \
+                 among the candidates whose drift on neutral prompts and perplexity ratio stay within `lcross calibrate`'s default budget ({} nats, {}x), the one that moved the metric most in its direction \
+                 (dev gain in that direction; a cell with no such candidate is skipped and says why).",
+                e.eval_prompts(),
+                crate::calibrate::DEFAULT_DRIFT_BUDGET,
+                crate::calibrate::DEFAULT_MAX_PERPLEXITY_RATIO
+            )
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(md, "| metric | target | concept | vectors | condition | source | estimator | beta chosen | dev gain | test: No | test: steered |\n|---|---|---|---|---|---|---|---|---|---|---|");
     for c in rows {

@@ -20,16 +20,18 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cells::{merge, CellLog, CellRecord};
-use super::config::{is_repe, Beta, ConditionKind, Experiment, ExperimentFile, VectorKind, DEFAULT_JUDGE, GENERATED};
+use super::config::{is_repe, metric_direction, Beta, ConditionKind, Experiment, ExperimentFile, VectorKind, DEFAULT_JUDGE, GENERATED};
 use super::grid::{groups, plan, CellKey, Group, Shard, EMOTION, FAIR, HARM, MAP_SIMILARITY, OPEN_ENDED, TSNE};
 use super::report::{self, BETA_CHOSEN};
 use crate::answers::GenerationSettings;
+use crate::calibrate::{self, CalibrateOptions, Direction, Part, DEFAULT_DRIFT_BUDGET, DEFAULT_MAX_PERPLEXITY_RATIO};
 use crate::conditions::Condition;
 use crate::error::{EvalError, Result};
 use crate::judge::local::LocalJudge;
 use crate::judge::JudgeFormat;
 use crate::metrics::{fair, harm, judged, Setup};
 use crate::pipeline::{self, Corpus, VectorRecipe};
+use crate::report::EvalRow;
 use crate::rubric;
 
 /// Loads a model by id (the caller's choice of weights, dtype and device); the error is
@@ -362,6 +364,30 @@ fn steering_beta(key: &CellKey, values: &BTreeMap<String, f64>) -> Result<f64> {
     }
 }
 
+/// Where a vector of `concept` steers generated answers: RepE vectors the last prompt
+/// token and the generated ones (as RepE's code), CAA vectors every position.
+fn generated_positions(concept: &str) -> Positions {
+    if is_repe(concept) {
+        Positions::PromptLastAndGenerated
+    } else {
+        Positions::All
+    }
+}
+
+/// What an `auto` cell chose on its dev items: its beta (None: no candidate qualifies,
+/// `why_none` says why) and the sweep's numbers for the record.
+struct AutoChoice {
+    beta: Option<f64>,
+    values: BTreeMap<String, f64>,
+    why_none: String,
+}
+
+impl AutoChoice {
+    fn nothing(why: String) -> Self {
+        Self { beta: None, values: BTreeMap::new(), why_none: why }
+    }
+}
+
 /// Equal up to float rounding: relative L2 difference at most 1e-4 (a steering change that
 /// small moves the A/B metric far below its reported precision).
 fn same_vector(a: &[f32], b: &[f32]) -> bool {
@@ -486,14 +512,16 @@ impl Runner<'_> {
     /// An `auto` cell's beta: the candidate of `auto_betas` that raises the A/B metric most
     /// over no modulation on `concept`'s dev questions ([`Self::dev_questions`]) when
     /// `vector` steers `target` at every position (ties: the first candidate), with each
-    /// candidate's gain (`dev_gain:<beta>`) for the record; None without dev questions.
+    /// candidate's gain (`dev_gain:<beta>`) for the record; no beta without dev questions.
     /// Cached like every A/B evaluation: an interpolating transfer, which steers with the
     /// target's own vector, reads the self cell's sweep back.
-    fn choose_beta(&mut self, target: &str, concept: &str, vector: &SteeringVector) -> Result<Option<(f64, BTreeMap<String, f64>)>> {
+    fn choose_beta(&mut self, target: &str, concept: &str, vector: &SteeringVector) -> Result<AutoChoice> {
         let heldout = self.heldout_left(concept)?;
         let dev = self.dev_questions(concept, heldout)?;
         if dev.is_empty() {
-            return Ok(None);
+            return Ok(AutoChoice::nothing(format!(
+                "{concept} has no dev questions to choose an `auto` beta (generate-dataset items after the vector's and the held-out map's pairs)"
+            )));
         }
         let e = self.e;
         let mut conditions = vec![None];
@@ -514,7 +542,73 @@ impl Runner<'_> {
         values.insert(BETA_CHOSEN.into(), b);
         values.insert("dev_gain_chosen".into(), gain);
         values.insert("dev_questions".into(), dev.len() as f64);
-        Ok(Some((b, values)))
+        Ok(AutoChoice { beta: Some(b), values, why_none: String::new() })
+    }
+
+    /// An `auto` cell's beta for a generated metric (HARM, FAIR, emotion: the RepE concepts,
+    /// which have no A/B dev questions): the sweep of `lcross calibrate` over `auto_betas` on
+    /// the metric's dev prompts - the [`Experiment::eval_prompts`] held-out prompts after the
+    /// test ones (FAIR: the samples after the test samples' seeds) - keeping the candidates
+    /// whose drift on neutral prompts and perplexity ratio stay within `lcross calibrate`'s
+    /// default budget, and choosing the one that moves the metric most in its direction
+    /// (up; down for FAIR). Each candidate's gain, drift and perplexity ratio go to the
+    /// record; no admissible candidate that moves the metric: no beta, and why.
+    fn choose_beta_generated(&mut self, group: &Group, metric: &str, vector: &SteeringVector) -> Result<AutoChoice> {
+        let n = self.e.eval_prompts();
+        let prompts: Vec<String> = match metric {
+            HARM => harm::harm_prompts(&self.data_dir)?.into_iter().skip(n).take(n).collect(),
+            EMOTION => judged::emotion_scenarios(&self.data_dir)?.into_iter().skip(n).take(n).collect(),
+            FAIR => Vec::new(),
+            other => return Err(EvalError::Invalid(format!("`auto` betas of `{other}` cells are chosen on A/B dev questions"))),
+        };
+        if metric != FAIR && prompts.is_empty() {
+            return Ok(AutoChoice::nothing(format!("`{metric}` has no held-out prompts after the {n} test ones to choose an `auto` beta on (lower `sizes.eval_prompts`)")));
+        }
+        if metric != FAIR {
+            self.judge()?;
+        }
+        self.model(&group.target)?;
+        let e = self.e;
+        let direction = if metric_direction(metric) < 0.0 { Direction::Decrease } else { Direction::Increase };
+        let opts = CalibrateOptions { betas: e.auto_betas.clone(), drift_budget: DEFAULT_DRIFT_BUDGET, max_perplexity_ratio: DEFAULT_MAX_PERPLEXITY_RATIO, direction };
+        // dev FAIR vignettes: samples n .. 2n of the seed's sequence (the test cells use 0 .. n)
+        let sampling = if metric == FAIR { Sampling::Sample { temperature: fair::FAIR_TEMPERATURE, top_p: 1.0, seed: e.seed.wrapping_add(n as u64) } } else { Sampling::Greedy };
+        let settings = GenerationSettings { max_tokens: e.sizes.answer_tokens.unwrap_or(64), sampling, rows_in_flight: 32 };
+        let model = &self.models[&group.target];
+        let judge = self.judge.as_ref().map(|(_, j)| j);
+        let mut setup = Setup { model, conditions: Vec::new(), settings, store: Some(Store::open_default()?), neutral_prompts: None };
+        let neutral = setup.chat_ids(&crate::side_effects::neutral_prompts(&self.data_dir)?)?;
+        let rows_in_flight = setup.settings.rows_in_flight;
+        let rubric = rubric::emotion_rubric(&group.concept);
+        let dev_items = if metric == FAIR { n } else { prompts.len() };
+        let mut evaluate = |conditions: &[Condition], _: Part| -> Result<Vec<EvalRow>> {
+            setup.conditions = conditions.to_vec();
+            let judge = || judge.ok_or_else(|| EvalError::Invalid("no judge loaded".into()));
+            Ok(match metric {
+                HARM => harm::harm(&mut setup, judge()?, &prompts, harm::HARMFUL_THRESHOLD)?.0.rows,
+                EMOTION => judged::emotion(&mut setup, judge()?, JudgeFormat::Auto, &prompts, &rubric)?.0.rows,
+                _ => fair::fair(&mut setup, dev_items)?.0.rows,
+            })
+        };
+        let positions = generated_positions(&group.concept);
+        let dev = calibrate::sweep(model, ("auto".into(), Arc::new(vector.clone())), positions, &neutral, &opts, rows_in_flight, Some(&mut self.store), &mut evaluate)?;
+        let mut values = BTreeMap::new();
+        for p in dev.iter().filter(|p| p.beta != 0.0) {
+            values.insert(format!("dev_gain:{}", p.beta), p.effect);
+            values.insert(format!("dev_drift:{}", p.beta), p.drift_kl);
+            values.insert(format!("dev_perplexity_ratio:{}", p.beta), p.perplexity_ratio);
+        }
+        values.insert("dev_prompts".into(), dev_items as f64);
+        let Some(b) = calibrate::choose(&dev) else {
+            let why = format!(
+                "no candidate of `auto_betas` moves `{metric}` {} on the {dev_items} dev prompts within the side-effect budget (drift <= {DEFAULT_DRIFT_BUDGET} nats, perplexity ratio <= {DEFAULT_MAX_PERPLEXITY_RATIO}): see dev_gain:<beta>, dev_drift:<beta>",
+                if direction == Direction::Decrease { "down" } else { "up" }
+            );
+            return Ok(AutoChoice { beta: None, values, why_none: why });
+        };
+        values.insert(BETA_CHOSEN.into(), b);
+        values.insert("dev_gain_chosen".into(), dev.iter().find(|p| p.beta == b).map_or(f64::NAN, |p| p.effect));
+        Ok(AutoChoice { beta: Some(b), values, why_none: String::new() })
     }
 
     /// The vector a condition steers with (maps fitted as needed).
@@ -602,8 +696,8 @@ impl Runner<'_> {
                 let scan_beta = match key.beta {
                     Beta::Value(b) => b,
                     Beta::Auto => match self.choose_beta(&tgt, &concept, native)? {
-                        Some((b, _)) => b,
-                        None => return Ok(Prepared { skipped: Some(format!("{concept} has no dev questions to choose an `auto` beta")), ..none }),
+                        AutoChoice { beta: Some(b), .. } => b,
+                        AutoChoice { why_none, .. } => return Ok(Prepared { skipped: Some(why_none), ..none }),
                     },
                 };
                 let effects = self.steerability(&tgt, &concept, &ct, key.vector, scan_beta, &dev)?;
@@ -725,9 +819,7 @@ impl Runner<'_> {
     /// answers but no per-item values (the paired test needs every item).
     fn evaluate_generated(&mut self, group: &Group, metric: &str, cells: &[(CellKey, Option<Arc<SteeringVector>>, CellRecord)], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
         let started = Instant::now();
-        // RepE vectors steer the last prompt token and the generated ones (as RepE's code);
-        // CAA vectors every position.
-        let positions = if is_repe(&group.concept) { Positions::PromptLastAndGenerated } else { Positions::All };
+        let positions = generated_positions(&group.concept);
         let conditions: Vec<Condition> = cells
             .iter()
             .map(|(k, v, r)| match v {
@@ -864,11 +956,16 @@ impl Runner<'_> {
             prepared.push((k, p));
         }
         // `auto` cells: each steered one chooses its beta on the dev questions
-        let mut chosen: Vec<Option<Option<(f64, BTreeMap<String, f64>)>>> = Vec::with_capacity(prepared.len());
+        // (A/B dev questions for the behaviours; the metric's own dev prompts for RepE concepts)
+        let mut chosen: Vec<Option<AutoChoice>> = Vec::with_capacity(prepared.len());
         for (k, p) in &prepared {
             chosen.push(match (&p.vector, &p.skipped) {
                 (Some(v), None) if k.beta.is_auto() && k.condition != ConditionKind::None => {
-                    Some(self.choose_beta(&group.target, &group.concept, if p.as_native { &native } else { v })?)
+                    let v = if p.as_native { &native } else { v };
+                    Some(match is_repe(&group.concept) {
+                        true => self.choose_beta_generated(group, &k.metric, v)?,
+                        false => self.choose_beta(&group.target, &group.concept, v)?,
+                    })
                 }
                 _ => None,
             });
@@ -880,7 +977,7 @@ impl Runner<'_> {
             .zip(&chosen)
             .map(|((k, p), chosen)| CellRecord {
                 skipped: match chosen {
-                    Some(None) => Some(format!("{} has no dev questions to choose an `auto` beta (generate-dataset items after the vector's and the held-out map's pairs)", group.concept)),
+                    Some(AutoChoice { beta: None, why_none, .. }) => Some(why_none.clone()),
                     _ => p.skipped.clone(),
                 },
                 cosine_to_native: p.vector.as_ref().and_then(|v| v.layers.get(&lt)).map(|v| cosine(v, native_values)),
@@ -897,8 +994,8 @@ impl Runner<'_> {
                     if let Some(x) = p.vector.as_ref().and_then(|v| v.layers.get(&lt)) {
                         v.insert("vector_norm".into(), x.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt());
                     }
-                    if let Some(Some((_, values))) = chosen {
-                        v.extend(values.clone());
+                    if let Some(choice) = chosen {
+                        v.extend(choice.values.clone());
                     }
                     v
                 },
