@@ -93,27 +93,41 @@ pub struct CalibrationReport {
     pub test_effect_stderr: Option<f64>,
 }
 
+/// What a sweep steers with and measures its side effects on.
+pub struct SweepSetup<'a> {
+    pub model: &'a Model,
+    /// Label and vector of the steered conditions.
+    pub vector: (String, Arc<SteeringVector>),
+    pub positions: Positions,
+    /// Token ids of the neutral prompts of the side effects.
+    pub neutral: &'a [Vec<u32>],
+    pub opts: &'a CalibrateOptions,
+    pub rows_in_flight: usize,
+}
+
+impl SweepSetup<'_> {
+    fn condition(&self, beta: f64) -> Condition {
+        match beta == 0.0 {
+            true => Condition::none(),
+            false => Condition { label: self.vector.0.clone(), vector: Some(self.vector.1.clone()), beta, positions: self.positions },
+        }
+    }
+}
+
 /// Sweep, choose and test. `evaluate(conditions, part)` returns one row per condition
-/// on that part of the items (the caller splits them); `neutral` are token ids of the
-/// neutral prompts for the side effects.
-#[allow(clippy::too_many_arguments)]
+/// on that part of the items (the caller splits them).
 pub fn calibrate(
-    model: &Model,
-    vector: (String, Arc<SteeringVector>),
-    positions: Positions,
-    neutral: &[Vec<u32>],
-    opts: &CalibrateOptions,
-    rows_in_flight: usize,
+    setup: &SweepSetup,
     store: Option<&mut Store>,
     metric: &str,
     evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>,
 ) -> Result<CalibrationReport> {
-    let dev = sweep(model, vector.clone(), positions, neutral, opts, rows_in_flight, store, evaluate)?;
+    let dev = sweep(setup, store, evaluate)?;
     let chosen = choose(&dev);
+    let opts = setup.opts;
     let (test, test_effect, test_effect_stderr) = match chosen {
         Some(b) => {
-            let (label, sv) = vector;
-            let t = evaluate(&[Condition::none(), Condition { label, vector: Some(sv), beta: b, positions }], Part::Test)?;
+            let t = evaluate(&[Condition::none(), setup.condition(b)], Part::Test)?;
             let (e, se) = (t[1].mean - t[0].mean, (t[0].stderr.powi(2) + t[1].stderr.powi(2)).sqrt());
             (t, Some(e), Some(se))
         }
@@ -132,20 +146,11 @@ pub fn calibrate(
     })
 }
 
-/// The dev half of [`calibrate`]: beta 0 and every beta of `opts` on the dev split
-/// (`evaluate(conditions, Part::Dev)`), each with its side effects on the `neutral`
-/// prompts and whether they keep it admissible.
-#[allow(clippy::too_many_arguments)]
-pub fn sweep(
-    model: &Model,
-    vector: (String, Arc<SteeringVector>),
-    positions: Positions,
-    neutral: &[Vec<u32>],
-    opts: &CalibrateOptions,
-    rows_in_flight: usize,
-    mut store: Option<&mut Store>,
-    evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>,
-) -> Result<Vec<SweepPoint>> {
+/// The dev half of [`calibrate`]: beta 0 and every beta of the options on the dev split
+/// (`evaluate(conditions, Part::Dev)`), each with its side effects on the neutral prompts
+/// and whether they keep it admissible.
+pub fn sweep(setup: &SweepSetup, mut store: Option<&mut Store>, evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>) -> Result<Vec<SweepPoint>> {
+    let opts = setup.opts;
     if let Some(b) = opts.betas.iter().find(|b| !b.is_finite()) {
         return Err(EvalError::Invalid(format!("beta {b} is not finite")));
     }
@@ -158,13 +163,12 @@ pub fn sweep(
             betas.push(b);
         }
     }
-    let (label, sv) = vector;
-    let conditions: Vec<Condition> =
-        betas.iter().map(|&beta| if beta == 0.0 { Condition::none() } else { Condition { label: label.clone(), vector: Some(sv.clone()), beta, positions } }).collect();
+    let conditions: Vec<Condition> = betas.iter().map(|&beta| setup.condition(beta)).collect();
     let rows = evaluate(&conditions, Part::Dev)?;
     if rows.len() != conditions.len() {
         return Err(EvalError::Invalid(format!("the metric returned {} rows for {} conditions", rows.len(), conditions.len())));
     }
+    let (model, neutral, rows_in_flight) = (setup.model, setup.neutral, setup.rows_in_flight);
     let base = neutral_effects(model, neutral, &conditions[0], rows_in_flight, store.as_deref_mut())?;
     let sign = opts.direction.sign();
     let mut dev = Vec::with_capacity(rows.len());

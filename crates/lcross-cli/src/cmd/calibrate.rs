@@ -9,7 +9,7 @@ use clap::Args;
 use lcross_core::eval::{evaluate_ab_conditions, Steering};
 use lcross_core::steering::SteeringVector;
 use lcross_core::store::Store;
-use lcross_eval::calibrate::{calibrate, CalibrateOptions, Direction, Part};
+use lcross_eval::calibrate::{calibrate, CalibrateOptions, Direction, Part, SweepSetup};
 use lcross_eval::conditions::Condition;
 use lcross_eval::metrics::{self, Setup};
 use lcross_eval::report::EvalRow;
@@ -155,7 +155,8 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
             })
         }
     };
-    let report = calibrate(&model, (label, Arc::new(sv.clone())), positions, &neutral, &opts, rows_in_flight, store.as_mut(), &a.metric, evaluate.as_mut())?;
+    let sweep = SweepSetup { model: &model, vector: (label, Arc::new(sv.clone())), positions, neutral: &neutral, opts: &opts, rows_in_flight };
+    let report = calibrate(&sweep, store.as_mut(), &a.metric, evaluate.as_mut())?;
     drop(evaluate);
     let out_path = a.output.clone().unwrap_or(vector_path.clone());
     if let Some(beta) = report.beta {

@@ -24,7 +24,7 @@ use super::config::{is_repe, metric_direction, Beta, ConditionKind, Experiment, 
 use super::grid::{groups, plan, CellKey, Group, Shard, EMOTION, FAIR, HARM, MAP_SIMILARITY, OPEN_ENDED, TSNE};
 use super::report::{self, BETA_CHOSEN};
 use crate::answers::GenerationSettings;
-use crate::calibrate::{self, CalibrateOptions, Direction, Part, DEFAULT_DRIFT_BUDGET, DEFAULT_MAX_PERPLEXITY_RATIO};
+use crate::calibrate::{self, CalibrateOptions, Direction, Part, SweepSetup, DEFAULT_DRIFT_BUDGET, DEFAULT_MAX_PERPLEXITY_RATIO};
 use crate::conditions::Condition;
 use crate::error::{EvalError, Result};
 use crate::judge::local::LocalJudge;
@@ -591,7 +591,8 @@ impl Runner<'_> {
             })
         };
         let positions = generated_positions(&group.concept);
-        let dev = calibrate::sweep(model, ("auto".into(), Arc::new(vector.clone())), positions, &neutral, &opts, rows_in_flight, Some(&mut self.store), &mut evaluate)?;
+        let sweep = SweepSetup { model, vector: ("auto".into(), Arc::new(vector.clone())), positions, neutral: &neutral, opts: &opts, rows_in_flight };
+        let dev = calibrate::sweep(&sweep, Some(&mut self.store), &mut evaluate)?;
         let mut values = BTreeMap::new();
         for p in dev.iter().filter(|p| p.beta != 0.0) {
             values.insert(format!("dev_gain:{}", p.beta), p.effect);
