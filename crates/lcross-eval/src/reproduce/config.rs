@@ -760,8 +760,10 @@ sizes = { test_questions = 2 }
         assert!(e.contains("big") && e.contains("auto"), "{e}");
         let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\"]\nauto_betas = [0.0, 2.0]"), "t.toml").unwrap().resolve(None).unwrap_err().to_string();
         assert!(e.contains("auto_betas"), "{e}");
-        let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\"]").replace("\"sycophancy\"]", "\"happiness\"]"), "t.toml").unwrap().resolve(None).unwrap_err().to_string();
-        assert!(e.contains("happiness") && e.contains("concept_betas"), "a RepE concept has no A/B dev questions: {e}");
+        // a RepE concept's `auto` is chosen on its generated metric's dev prompts, so it resolves
+        let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\"]").replace("\"sycophancy\"]", "\"happiness\"]"), "t.toml").unwrap().resolve(None).unwrap();
+        assert_eq!(e.betas_for("happiness"), [Beta::Auto]);
+        assert_eq!(e.auto_betas, DEFAULT_AUTO_BETAS);
     }
 
     #[test]
