@@ -51,6 +51,27 @@ pub fn key_of(parts: &[&[u8]]) -> Key {
     h.finalize().into()
 }
 
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Run `f` again while SQLite answers "busy" or "locked" without having waited (the
+/// journal-mode switch and schema setup of a new database), for up to [`BUSY_TIMEOUT`].
+fn retry_while_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// An open store.
 pub struct Store {
     conn: Connection,
@@ -65,18 +86,23 @@ impl Store {
         }
         let err = |e: rusqlite::Error| CoreError::Store { path: path.to_path_buf(), reason: e.to_string() };
         let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS entries (
-                 kind TEXT NOT NULL,
-                 key BLOB NOT NULL,
-                 value BLOB NOT NULL,
-                 created TEXT NOT NULL DEFAULT (datetime('now')),
-                 PRIMARY KEY (kind, key)
-             ) WITHOUT ROWID;",
-        )
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        // Switching a new database to WAL and creating its table take locks that SQLite
+        // does not wait for through the busy handler: processes opening the same new
+        // store at once get "database is locked" at once. Retry until the busy timeout.
+        retry_while_busy(|| {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS entries (
+                     kind TEXT NOT NULL,
+                     key BLOB NOT NULL,
+                     value BLOB NOT NULL,
+                     created TEXT NOT NULL DEFAULT (datetime('now')),
+                     PRIMARY KEY (kind, key)
+                 ) WITHOUT ROWID;",
+            )
+        })
         .map_err(err)?;
         Ok(Self { conn, path: path.to_path_buf() })
     }
@@ -150,6 +176,34 @@ pub fn bytes_to_f32s(b: &[u8]) -> Option<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_opening_one_new_store_at_once_all_succeed() {
+        // The CI failure this guards: two processes creating the same store together, one
+        // got "database is locked" from the WAL switch in 0.16 s. Threads with their own
+        // connections lock the file as processes do.
+        for round in 0..10 {
+            let dir = std::env::temp_dir().join(format!("lcross-store-race-{}-{round}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let path = dir.join("s.sqlite");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let writers: Vec<_> = (0..8u8)
+                .map(|t| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        let mut s = Store::open(&path)?;
+                        s.put("x", &key_of(&[&[t]]), &[t])
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap().unwrap();
+            }
+            assert_eq!(Store::open(&path).unwrap().count("x").unwrap(), 8);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 
     #[test]
     fn entries_round_trip_and_keep_their_first_value() {

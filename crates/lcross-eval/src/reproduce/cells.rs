@@ -159,8 +159,30 @@ pub fn read_cells(path: &Path, repair: bool) -> Result<BTreeMap<String, CellReco
     Ok(out)
 }
 
+/// Relative tolerance within which two runs' numbers count as the same result. A value the
+/// cache serves may have been computed in a batch of another composition (other rows in
+/// flight, a prefix shared up to another layer), which reassociates f32 sums: such values
+/// differ in their last bits (measured: 1e-10 relative on an A/B effect) and in nothing else,
+/// while any real difference (another vector, beta or question) is orders of magnitude larger.
+pub const SAME_RESULT_RTOL: f64 = 1e-6;
+
+/// Whether two cells (as JSON, timings removed) hold the same result: the same fields,
+/// strings, booleans and nulls exactly; numbers to [`SAME_RESULT_RTOL`].
+pub fn same_result(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= SAME_RESULT_RTOL * x.abs().max(y.abs()),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_result(x, y)),
+        (Value::Object(x), Value::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_result(v, w))),
+        _ => a == b,
+    }
+}
+
 /// Join the cells of several run directories (shards). The same cell in two places must
-/// have the same values (timings aside).
+/// hold the same result ([`same_result`], timings aside).
 pub fn merge(dirs: &[PathBuf]) -> Result<BTreeMap<String, CellRecord>> {
     let mut out: BTreeMap<String, CellRecord> = BTreeMap::new();
     for d in dirs {
@@ -170,7 +192,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<BTreeMap<String, CellRecord>> {
         }
         for (id, r) in read_cells(&path, false)? {
             if let Some(prev) = out.get(&id) {
-                if prev.without_timings() != r.without_timings() {
+                if !same_result(&prev.without_timings(), &r.without_timings()) {
                     return Err(EvalError::Invalid(format!("cell {id} differs between shards ({}): were they run with different settings?", d.display())));
                 }
                 continue;
@@ -189,6 +211,23 @@ mod tests {
     fn record(beta: f64) -> CellRecord {
         let key = CellKey { target: "t".into(), source: None, concept: "refusal".into(), vector: Default::default(), condition: ConditionKind::SelfModulation, estimator: None, beta: beta.into(), metric: "ab".into() };
         CellRecord { mean: Some(0.5), stderr: Some(0.1), n: 2, per_item: vec![0.4, 0.6], cosine_to_native: Some(1.0), prepare_s: 1.5, eval_s: 0.25, ..CellRecord::empty(key) }
+    }
+
+    #[test]
+    fn same_result_forgives_rounding_and_nothing_else() {
+        let a = record(4.0).without_timings();
+        let mut b = a.clone();
+        b["per_item"][0] = serde_json::json!(0.4 * (1.0 + 1e-10));
+        assert!(same_result(&a, &b), "last-bit differences of a reassociated sum");
+        b["per_item"][0] = serde_json::json!(0.4 * (1.0 + 1e-4));
+        assert!(!same_result(&a, &b), "a real difference");
+        assert!(!same_result(&a, &record(8.0).without_timings()), "another beta");
+        let mut c = a.clone();
+        c["skipped"] = serde_json::json!("no map");
+        assert!(!same_result(&a, &c), "a skipped cell");
+        c.as_object_mut().unwrap().remove("skipped");
+        c.as_object_mut().unwrap().remove("mean");
+        assert!(!same_result(&a, &c) && !same_result(&c, &a), "a missing field");
     }
 
     #[test]

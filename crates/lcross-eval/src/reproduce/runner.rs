@@ -306,12 +306,12 @@ pub fn merge_runs(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunSummary> {
 /// The resolved experiment stored in run.json, read back (through the file format, so
 /// the same checks apply) for merges.
 fn experiment_from_json(v: &serde_json::Value) -> Result<Experiment> {
-    let mut fields = serde_json::Map::new();
-    for k in ["name", "targets", "sources", "concepts", "conditions", "estimators", "betas", "concept_betas", "auto_betas", "rescale_transfers", "vectors", "evaluations", "judge", "seed", "layers", "sizes", "weak_to_strong", "data_dir"] {
-        if let Some(x) = v.get(k).filter(|x| !x.is_null()) {
-            fields.insert(k.into(), x.clone());
-        }
-    }
+    // Every field of the resolved experiment is a field of the file but `profile` (the file
+    // refuses unknown fields, so a field added to one and not the other fails loudly here
+    // instead of being dropped: a hand-kept list once lost `per_vector` and `per_evaluation`,
+    // and merged shards were read against a grid without their scopes).
+    let object = v.as_object().ok_or_else(|| EvalError::Invalid("run.json's `experiment` is not an object".into()))?;
+    let fields: serde_json::Map<String, serde_json::Value> = object.iter().filter(|(k, x)| k.as_str() != "profile" && !x.is_null()).map(|(k, x)| (k.clone(), x.clone())).collect();
     let file: ExperimentFile = serde_json::from_value(serde_json::Value::Object(fields)).map_err(|x| EvalError::Invalid(format!("run.json holds an unreadable experiment: {x}")))?;
     let mut e = file.resolve(None)?;
     e.profile = v.get("profile").and_then(|p| p.as_str()).map(String::from);
@@ -1056,7 +1056,20 @@ impl Runner<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::same_vector;
+    use super::{experiment_from_json, plan, same_vector, ExperimentFile};
+
+    #[test]
+    fn run_records_give_back_the_experiment_of_every_shipped_profile() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/paper-local.toml");
+        let f = ExperimentFile::load(&path).unwrap();
+        let names = std::iter::once(None).chain(f.profiles.keys().map(|p| Some(p.as_str())));
+        for name in names {
+            let e = f.resolve(name).unwrap();
+            let back = experiment_from_json(&serde_json::to_value(&e).unwrap()).unwrap_or_else(|x| panic!("profile {name:?}: {x}"));
+            assert_eq!(back, e, "profile {name:?}");
+            assert_eq!(plan(&back), plan(&e), "profile {name:?}: the merged grid differs from the run's");
+        }
+    }
 
     #[test]
     fn same_vector_accepts_rounding_only() {
