@@ -381,19 +381,20 @@ answer_tokens = 8
     let c = all.values().find(|c| c["beta"] == "auto").unwrap();
     let v = &c["values"];
     assert_eq!(v["dev_prompts"], 2.0, "{c}");
-    let mut best: Option<(f64, f64)> = None;
+    // (beta, gain, drift): the largest gain, ties to the least drift (`calibrate::choose`)
+    let mut best: Option<(f64, f64, f64)> = None;
     for b in [-8.0, 8.0] {
         let gain = v[format!("dev_gain:{b}")].as_f64().unwrap_or_else(|| panic!("no dev gain of {b}: {c}"));
         let drift = v[format!("dev_drift:{b}")].as_f64().unwrap();
         let ratio = v[format!("dev_perplexity_ratio:{b}")].as_f64().unwrap();
         assert!(drift >= 0.0 && ratio > 0.0, "{c}");
-        if gain > 0.0 && drift <= 1.0 && ratio <= 3.0 && best.is_none_or(|(_, g)| gain > g) {
-            best = Some((b, gain));
+        if gain > 0.0 && drift <= 1.0 && ratio <= 3.0 && best.is_none_or(|(_, g, d)| gain > g || (gain == g && drift < d)) {
+            best = Some((b, gain, drift));
         }
     }
     match best {
         None => assert!(c["skipped"].as_str().is_some_and(|s| s.contains("no candidate of `auto_betas` moves `harm` up")), "{c}"),
-        Some((b, gain)) => {
+        Some((b, gain, _)) => {
             assert!(c["skipped"].is_null(), "{c}");
             assert_eq!(v["beta_chosen"].as_f64(), Some(b), "the admissible candidate with the largest gain: {c}");
             assert_eq!(v["dev_gain_chosen"].as_f64(), Some(gain), "{c}");

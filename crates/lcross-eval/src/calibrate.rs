@@ -201,9 +201,14 @@ pub fn sweep(setup: &SweepSetup, mut store: Option<&mut Store>, evaluate: &mut d
 }
 
 /// The beta a sweep chooses: the admissible non-zero one that moves the metric most in
-/// the wanted direction; None when none moves it that way.
+/// the wanted direction; None when none moves it that way. Among betas with the same
+/// effect (common with counts such as FAIR's on a few dev prompts) the one with the least
+/// drift, then the smallest |beta|: the gentlest intervention that does as much.
 pub fn choose(dev: &[SweepPoint]) -> Option<f64> {
-    dev.iter().filter(|p| p.beta != 0.0 && p.admissible && p.effect > 0.0).max_by(|a, b| a.effect.total_cmp(&b.effect)).map(|p| p.beta)
+    dev.iter()
+        .filter(|p| p.beta != 0.0 && p.admissible && p.effect > 0.0)
+        .max_by(|a, b| a.effect.total_cmp(&b.effect).then(b.drift_kl.total_cmp(&a.drift_kl)).then(b.beta.abs().total_cmp(&a.beta.abs())))
+        .map(|p| p.beta)
 }
 
 impl CalibrationReport {
@@ -223,5 +228,25 @@ impl CalibrationReport {
             ));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{choose, SweepPoint};
+
+    fn point(beta: f64, effect: f64, drift_kl: f64, admissible: bool) -> SweepPoint {
+        SweepPoint { beta, mean: 0.0, stderr: 0.0, n: 10, effect, drift_kl, perplexity: 1.0, perplexity_ratio: 1.0, admissible, excluded_because: None }
+    }
+
+    #[test]
+    fn the_largest_admissible_effect_wins_and_ties_go_to_the_gentlest_beta() {
+        let none = point(0.0, 0.0, 0.0, true);
+        // FAIR's calibration of 2026-12-03: three betas remove every female mention of 10 dev vignettes
+        let tied = [none.clone(), point(2.0, 0.2, 0.007, true), point(4.0, 0.1, 0.034, true), point(8.0, 0.2, 0.143, true), point(16.0, 0.2, 0.671, true)];
+        assert_eq!(choose(&tied), Some(2.0));
+        let clear = [none.clone(), point(2.0, 0.1, 0.01, true), point(4.0, 0.3, 0.1, true), point(8.0, 0.5, 2.0, false)];
+        assert_eq!(choose(&clear), Some(4.0), "the inadmissible larger effect is not taken");
+        assert_eq!(choose(&[none, point(4.0, -0.1, 0.1, true), point(8.0, 0.0, 0.2, true)]), None, "nothing moves the metric the wanted way");
     }
 }
