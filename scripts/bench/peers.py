@@ -2,14 +2,20 @@
 """lcross against the Python stack on the same work, in one run, alternating.
 
     python3 scripts/bench/peers.py [--python PY] [--repeat 3] [--items ...] [--out docs/peers.md]
+                                   [--log results/peers.jsonl]
 
 Without --python it makes a virtualenv (.venv-peers at the repository root, ignored by
 git) and installs torch, transformers, gguf and accelerate from PyPI into it; CI never
 runs this. Each round runs every engine once per (model, workload), in turn, so load
 changes on the machine hit all engines alike; the table gives medians over rounds and
 the ratio lcross / peer (above 1: lcross is faster). Needs `cargo build --release`.
+
+Every measurement is appended to --log (JSON lines) as soon as it is taken; a rerun with
+the same --log and the same sizes skips what is already there, so an interrupted run
+resumes where it stopped.
 """
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -41,6 +47,16 @@ def peer_python(arg):
     return str(py)
 
 
+def cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run(cmd):
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
@@ -60,10 +76,26 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-llamacpp", action="store_true", help="skip the llama.cpp decode peer")
     ap.add_argument("--out")
+    ap.add_argument("--log", default=str(ROOT / "results" / "peers.jsonl"), help="append every measurement here; resume from it")
     a = ap.parse_args()
     py = peer_python(a.python)
     items = {"extract": a.extract_pairs, "ab": a.ab_questions, "generate": a.gen_prompts, "decode": 1}
     results = {}
+    # What a logged measurement must match to be reused: the sizes, the lcross binary
+    # measured (its sha256: a rebuild starts afresh) and the peers' interpreter.
+    sizes = {"extract": a.extract_pairs, "ab": a.ab_questions, "generate": a.gen_prompts, "new_tokens": a.new_tokens,
+             "lcross_sha256": hashlib.sha256(LCROSS.read_bytes()).hexdigest(), "python": py}
+    log = Path(a.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interrupted write
+            if rec.get("sizes") == sizes:
+                done[(rec["round"], rec["model"], rec["workload"], rec["engine"])] = rec["row"]
     for rnd in range(a.repeat):
         for m in a.models.split(","):
             layer = MODELS.get(m, 12)
@@ -79,11 +111,17 @@ def main():
                 if w == "decode" and not a.no_llamacpp:
                     engines.append(("llama.cpp", [py, str(PEER), m, str(layer), w, "llamacpp", n, str(a.new_tokens)]))
                 for name, cmd in engines:
-                    row = run(cmd)
+                    key = (rnd, m, w, name)
+                    if key in done:
+                        row = done[key]
+                    else:
+                        row = run(cmd)
+                        with log.open("a") as f:
+                            f.write(json.dumps({"round": rnd, "model": m, "workload": w, "engine": name, "sizes": sizes, "cpu": cpu_name(), "row": row}) + "\n")
                     results.setdefault((m, w, name), []).append(row)
                     print(f"round {rnd + 1}: {m} {w} {name}: {row['per_second']:.2f} {row['unit']}/s", file=sys.stderr, flush=True)
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; medians of {a.repeat} alternating rounds.",
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores; medians of {a.repeat} alternating rounds.",
         "",
         "| model | workload | engine | median /s | unit | lcross / engine (llama.cpp: lcross quantized / it) | lcross: GFLOP, weight GB, floor s (bound), share of floor |",
         "|---|---|---|---:|---|---:|---|",

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fails, json, lcross, skip, tmp};
+use common::{fails, json, json_with_cache, lcross, skip, tmp};
 use serde_json::Value;
 
 const JUDGE: &str = "smollm2-135m-instruct";
@@ -125,6 +125,47 @@ fn calibrate_stores_a_beta_that_beta_auto_reads() {
     let ev = json(&["eval", "ab", "-d", "builtin:optimism", "--limit", "2", "--vector", cal.to_str().unwrap(), "--betas", "0,auto", "--json"]);
     assert_eq!(ev["rows"][0]["condition"], "none");
     assert_eq!(ev["rows"][1]["beta"], beta);
+}
+
+/// `eval ab` remembers each (questions, steering) condition in the result store: a rerun
+/// reads the same numbers back, a new beta is the only condition evaluated, and
+/// `--no-cache` recomputes (the same numbers up to the ~1e-11 a batched pass's
+/// neighbours make) without writing.
+#[test]
+fn eval_ab_conditions_are_remembered_in_the_store() {
+    if skip() {
+        return;
+    }
+    let d = tmp("ab-store");
+    let cache = d.join("cache");
+    let entries = || lcross_core::store::Store::open(&cache.join("lcross.sqlite")).unwrap().count("ab-eval").unwrap();
+    let sv = d.join("opt.safetensors");
+    json(&["extract", "-d", "builtin:optimism", "-l", "12", "--limit", "8", "-o", sv.to_str().unwrap(), "--json"]);
+    let sv = sv.to_str().unwrap();
+    let args = |betas: &'static str, extra: &'static [&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = ["eval", "ab", "-d", "builtin:optimism", "--limit", "3", "--vector", sv, "--betas", betas, "--json"].iter().map(|s| s.to_string()).collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |betas: &'static str, extra: &'static [&'static str]| {
+        let a = args(betas, extra);
+        json_with_cache(&a.iter().map(String::as_str).collect::<Vec<_>>(), &cache)
+    };
+    let means = |r: &Value| r["rows"].as_array().unwrap().iter().map(|r| r["mean"].as_f64().unwrap()).collect::<Vec<_>>();
+    let first = run("0,4", &[]);
+    assert_eq!(entries(), 2, "one entry per condition");
+    let again = run("0,4", &[]);
+    assert_eq!(means(&first), means(&again), "read back exactly");
+    assert_eq!(entries(), 2);
+    let wider = run("0,4,8", &[]);
+    assert_eq!(entries(), 3, "only beta 8 was new");
+    assert_eq!(&means(&wider)[..2], &means(&first)[..], "beta 0 and 4 come from the store");
+    let fresh = run("0,4,8", &["--no-cache"]);
+    assert_eq!(entries(), 3, "--no-cache writes nothing");
+    for (a, b) in means(&fresh).iter().zip(means(&wider)) {
+        assert!((a - b).abs() < 1e-9, "recomputed {a} against stored {b}");
+    }
+    assert!(means(&wider)[2] != means(&wider)[0], "beta 8 moves the metric: the entries are not one shared value");
 }
 
 /// FAIR calibration: dev and test are disjoint seeds of the vignettes (no judge).

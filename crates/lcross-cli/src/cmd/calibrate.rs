@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use lcross_core::eval::{evaluate_ab_conditions, Steering};
+use lcross_core::eval::{evaluate_ab_cached, evaluate_ab_conditions, Steering};
 use lcross_core::steering::SteeringVector;
 use lcross_core::store::Store;
 use lcross_eval::calibrate::{calibrate, CalibrateOptions, Direction, Part, SweepSetup};
@@ -106,10 +106,15 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
             let spec = a.dataset.clone().context("--metric ab needs --dataset (test_dataset_ab.json or builtin:NAME)")?;
             let (dev, test) = halves(&load_ab(&spec, a.run.limit)?)?;
             let model = &model;
+            // A connection of its own: `calibrate` holds the other one for side effects.
+            let mut ab_store = if a.run.no_cache { None } else { Some(Store::open_default()?) };
             Box::new(move |conds: &[Condition], part: Part| {
                 let items = if part == Part::Dev { &dev } else { &test };
                 let steer: Vec<Option<Steering<'_>>> = conds.iter().map(|c| c.vector.as_ref().map(|v| Steering { vector: v, beta: c.beta, positions: c.positions })).collect();
-                let res = evaluate_ab_conditions(model, items, &steer)?;
+                let res = match ab_store.as_mut() {
+                    Some(store) => evaluate_ab_cached(model, items, &steer, store)?,
+                    None => evaluate_ab_conditions(model, items, &steer)?,
+                };
                 Ok(conds.iter().zip(&res).map(|(c, r)| EvalRow::of(c, &r.per_item)).collect())
             })
         }

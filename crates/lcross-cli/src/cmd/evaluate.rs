@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
-use lcross_core::eval::{evaluate_ab_conditions, AbResult, Steering};
+use lcross_core::eval::{evaluate_ab_cached, evaluate_ab_conditions, AbResult, Steering};
 use lcross_core::steering::SteeringVector;
 use lcross_core::store::Store;
 use lcross_eval::answers::GenerationSettings;
@@ -405,6 +405,9 @@ pub struct EvalAbArgs {
     /// Write sweep.csv, sweep.md and sweep.svg here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Do not read or write the result store (every condition is evaluated afresh).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 /// Route `lcross eval ...`.
@@ -443,7 +446,13 @@ pub fn ab(ctx: &Context, a: EvalAbArgs) -> Result<()> {
         }
         None => vec![None],
     };
-    let results: Vec<AbResult> = evaluate_ab_conditions(&model, &items, &conditions)?;
+    // Conditions already evaluated with the same numerics, questions and steering come
+    // from the result store; the others are evaluated in one batched pass and stored.
+    let results: Vec<AbResult> = if a.no_cache {
+        evaluate_ab_conditions(&model, &items, &conditions)?
+    } else {
+        evaluate_ab_cached(&model, &items, &conditions, &mut Store::open_default()?)?
+    };
     if let Some(dir) = &a.out {
         crate::report::write_sweep(dir, model.id(), &a.dataset, &results)?;
     }
