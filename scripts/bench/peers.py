@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--gen-prompts", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--no-llamacpp", action="store_true", help="skip the llama.cpp decode peer")
+    ap.add_argument("--single-rounds", type=int, help="run transformers one-at-a-time (extract, ab, generate) only in the first N rounds: "
+                    "the slowest peer by far (a quarter of an hour per round on Qwen 0.5B), whose ratios are far from the targets")
     ap.add_argument("--out")
     ap.add_argument("--log", default=str(ROOT / "results" / "peers.jsonl"), help="append every measurement here; resume from it")
     a = ap.parse_args()
@@ -111,6 +113,8 @@ def main():
                 if w == "decode" and not a.no_llamacpp:
                     engines.append(("llama.cpp", [py, str(PEER), m, str(layer), w, "llamacpp", n, str(a.new_tokens)]))
                 for name, cmd in engines:
+                    if name == "transformers single" and w != "decode" and a.single_rounds is not None and rnd >= a.single_rounds:
+                        continue
                     key = (rnd, m, w, name)
                     if key in done:
                         row = done[key]
@@ -123,8 +127,8 @@ def main():
     lines = [
         f"Machine: {cpu_name()}, {os.cpu_count()} cores; medians of {a.repeat} alternating rounds.",
         "",
-        "| model | workload | engine | median /s | unit | lcross / engine (llama.cpp: lcross quantized / it) | lcross: GFLOP, weight GB, floor s (bound), share of floor |",
-        "|---|---|---|---:|---|---:|---|",
+        "| model | workload | engine | median /s | rounds | unit | lcross / engine (llama.cpp: lcross quantized / it) | lcross: GFLOP, weight GB, floor s (bound), share of floor |",
+        "|---|---|---|---:|---:|---|---:|---|",
     ]
     for (m, w, name), rows in results.items():
         med = statistics.median(r["per_second"] for r in rows)
@@ -138,7 +142,7 @@ def main():
             f = min(rows, key=lambda r: abs(r["per_second"] - med))
             bound = "compute" if f["compute_floor_s"] >= f["memory_floor_s"] else "memory"
             floor = f"{f['gflop']:.0f}, {f['weight_gb']:.1f}, {f['floor_s']:.2f} ({bound}), {f['of_floor']:.2f}"
-        lines.append(f"| {m} | {w} | {rows[0]['engine'] if name == 'lcross' else name} | {med:.2f} | {rows[0]['unit']} | {mine / med:.2f}x | {floor} |")
+        lines.append(f"| {m} | {w} | {rows[0]['engine'] if name == 'lcross' else name} | {med:.2f} | {len(rows)} | {rows[0]['unit']} | {mine / med:.2f}x | {floor} |")
     table = "\n".join(lines)
     print(table)
     if a.out:
