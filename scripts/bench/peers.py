@@ -80,6 +80,8 @@ def main():
     ap.add_argument("--out")
     ap.add_argument("--log", default=str(ROOT / "results" / "peers.jsonl"), help="append every measurement here; resume from it")
     a = ap.parse_args()
+    if not LCROSS.exists():
+        sys.exit(f"{LCROSS} is missing: run `cargo build --release` first")
     py = peer_python(a.python)
     items = {"extract": a.extract_pairs, "ab": a.ab_questions, "generate": a.gen_prompts, "decode": 1}
     results = {}

@@ -20,26 +20,33 @@ def main():
     ap.add_argument("direction", choices=["up", "down"])
     ap.add_argument("--rounds", type=int, default=200_000)
     a = ap.parse_args()
+    # (condition, beta) -> prompt -> score: one vector at several betas gives several rows.
     scores = {}
     with open(a.items) as f:
-        for line in f:
-            row = json.loads(line)
-            key = row.get("prompt", row.get("question"))
-            scores.setdefault(row["condition"], {})[key] = row["score"]
-    if "none" not in scores:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                key = row.get("prompt", row.get("question"))
+                score = float(row["score"])
+                cond = (row["condition"], float(row.get("beta", 0.0)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise SystemExit(f"{a.items}:{n}: not an item row with condition, prompt and score ({e!r})")
+            scores.setdefault(cond, {})[key] = score
+    nones = [c for c in scores if c[0] == "none"]
+    if not nones:
         raise SystemExit(f"{a.items}: no rows of condition `none` to pair with")
+    baseline = scores[nones[0]]
     sign = 1 if a.direction == "up" else -1
     rng = random.Random(0)
-    for condition, by_prompt in scores.items():
+    for (condition, beta), by_prompt in scores.items():
         if condition == "none":
             continue
-        diffs = [by_prompt[k] - v for k, v in scores["none"].items() if k in by_prompt]
+        diffs = [by_prompt[k] - v for k, v in baseline.items() if k in by_prompt]
         if not diffs:
             continue
         observed = sign * sum(diffs)
         hits = sum(1 for _ in range(a.rounds) if sign * sum(d if rng.random() < 0.5 else -d for d in diffs) >= observed - 1e-12)
-        print(f"{condition}\tn {len(diffs)}\tmean diff {sum(diffs) / len(diffs):+.4f}\tp {(hits + 1) / (a.rounds + 1):.2g}")
-
+        print(f"{condition}\tbeta {beta:g}\tn {len(diffs)}\tmean diff {sum(diffs) / len(diffs):+.4f}\tp {(hits + 1) / (a.rounds + 1):.2g}")
 
 if __name__ == "__main__":
     main()
