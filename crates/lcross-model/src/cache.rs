@@ -132,10 +132,17 @@ impl KvCache {
             buf.k.narrow(0, 0, rows)?.slice_set(&k, 2, first)?;
             buf.v.narrow(0, 0, rows)?.slice_set(&v, 2, first)?;
         } else {
-            for (i, &len) in self.row_lens.iter().enumerate() {
-                buf.k.narrow(0, i, 1)?.slice_set(&k.narrow(0, i, 1)?.contiguous()?, 2, len)?;
-                buf.v.narrow(0, i, 1)?.slice_set(&v.narrow(0, i, 1)?.contiguous()?, 2, len)?;
-            }
+            // Rows of different lengths: one scatter per buffer puts row i's new
+            // positions at slots len_i.. (one op, not one copy per row).
+            let (_, kv_heads, _, head_dim) = k.dims4()?;
+            let slots: Vec<u32> = self
+                .row_lens
+                .iter()
+                .flat_map(|&len| (0..kv_heads).flat_map(move |_| (len..len + t).flat_map(move |s| std::iter::repeat_n(s as u32, head_dim))))
+                .collect();
+            let slots = Tensor::from_vec(slots, (rows, kv_heads, t, head_dim), k.device())?;
+            buf.k.narrow(0, 0, rows)?.scatter_set(&slots, &k, 2)?;
+            buf.v.narrow(0, 0, rows)?.scatter_set(&slots, &v, 2)?;
         }
         Ok((buf.k.narrow(0, 0, rows)?.narrow(2, 0, total)?, buf.v.narrow(0, 0, rows)?.narrow(2, 0, total)?))
     }

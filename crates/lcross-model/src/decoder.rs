@@ -14,7 +14,8 @@ use crate::error::{ModelError, Result};
 use crate::hooks::{CapturePositions, Hooks};
 use candle_core::quantized::QMatMul;
 
-use crate::weights::{requantize, Linear, WeightMode, WeightSource};
+use crate::linear::{transposed_input, Linear, SharedInput};
+use crate::weights::{requantize, WeightMode, WeightSource};
 
 /// RMS normalisation with an effective per-channel multiplier (gemma's `1 + w` folded in).
 #[derive(Debug, Clone)]
@@ -32,23 +33,33 @@ impl RmsNorm {
     }
 }
 
-/// Gated MLP: `down(act(gate(x)) * up(x))`.
+/// Gated MLP: `down(act(gate(x)) * up(x))`, with gate and up stacked into one product.
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate: Linear,
-    up: Linear,
+    gate_up: SharedInput,
     down: Linear,
     activation: Activation,
 }
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let gate = self.gate.forward(x)?;
-        let gate = match self.activation {
-            Activation::Silu => candle_nn::ops::silu(&gate)?,
-            Activation::GeluTanh => gate.gelu()?,
-        };
-        self.down.forward(&(gate * self.up.forward(x)?)?)
+        let rows = x.elem_count() / self.gate_up.in_dim()?.max(1);
+        if self.gate_up.takes_transposed(rows) && self.down.takes_transposed(rows) {
+            // Few rows (decoding): the whole MLP in the transposed layout, so only its
+            // narrow input and output are transposed, not the wide intermediate.
+            let parts = self.gate_up.forward_t(&transposed_input(x)?)?;
+            let out_t = self.down.forward_t(&(self.activate(&parts[0])? * &parts[1])?)?;
+            return out_t.t()?.contiguous()?.reshape(x.shape());
+        }
+        let parts = self.gate_up.forward(x)?;
+        self.down.forward(&(self.activate(&parts[0])? * &parts[1])?)
+    }
+
+    fn activate(&self, gate: &Tensor) -> candle_core::Result<Tensor> {
+        match self.activation {
+            Activation::Silu => candle_nn::ops::silu(gate),
+            Activation::GeluTanh => gate.gelu(),
+        }
     }
 }
 
@@ -146,9 +157,8 @@ impl PassRotary {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v, stacked.
+    qkv: SharedInput,
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -167,9 +177,11 @@ impl Attention {
     fn forward(&self, x: &Tensor, rope: &PassRotary, layer: usize, mask: Option<&PassMask>, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> { y.reshape((b, t, n, self.head_dim))?.transpose(1, 2) };
-        let mut q = heads(self.q.forward(x)?, self.num_heads)?;
-        let mut k = heads(self.k.forward(x)?, self.num_kv_heads)?;
-        let v = heads(self.v.forward(x)?, self.num_kv_heads)?.contiguous()?;
+        let mut qkv = self.qkv.forward(x)?.into_iter();
+        let mut next = || qkv.next().ok_or_else(|| ModelError::InvalidInput("attention projections: q, k and v expected".into()));
+        let mut q = heads(next()?, self.num_heads)?;
+        let mut k = heads(next()?, self.num_kv_heads)?;
+        let v = heads(next()?, self.num_kv_heads)?.contiguous()?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
@@ -366,9 +378,11 @@ impl Decoder {
             let n = |s: &str| format!("blk.{i}.{s}");
             let norm = |src: &mut WeightSource, s: &str, dim: usize| RmsNorm::load(src, &n(s), dim, c.rms_norm_eps, dtype, device);
             let attn = Attention {
-                q: src.linear(&n("attn_q"), q_dim, h, c.qkv_bias, dtype, device)?,
-                k: src.linear(&n("attn_k"), kv_dim, h, c.qkv_bias, dtype, device)?,
-                v: src.linear(&n("attn_v"), kv_dim, h, c.qkv_bias, dtype, device)?,
+                qkv: SharedInput::new(vec![
+                    src.linear(&n("attn_q"), q_dim, h, c.qkv_bias, dtype, device)?,
+                    src.linear(&n("attn_k"), kv_dim, h, c.qkv_bias, dtype, device)?,
+                    src.linear(&n("attn_v"), kv_dim, h, c.qkv_bias, dtype, device)?,
+                ])?,
                 o: src.linear(&n("attn_output"), h, q_dim, false, dtype, device)?,
                 q_norm: if c.qk_norm { Some(norm(src, "attn_q_norm.weight", c.head_dim)?) } else { None },
                 k_norm: if c.qk_norm { Some(norm(src, "attn_k_norm.weight", c.head_dim)?) } else { None },
@@ -385,8 +399,10 @@ impl Decoder {
                 post_attn_norm: if c.sandwich_norms { Some(norm(src, "post_attention_norm.weight", h)?) } else { None },
                 ffn_norm: norm(src, "ffn_norm.weight", h)?,
                 mlp: Mlp {
-                    gate: src.linear(&n("ffn_gate"), c.intermediate_size, h, false, dtype, device)?,
-                    up: src.linear(&n("ffn_up"), c.intermediate_size, h, false, dtype, device)?,
+                    gate_up: SharedInput::new(vec![
+                        src.linear(&n("ffn_gate"), c.intermediate_size, h, false, dtype, device)?,
+                        src.linear(&n("ffn_up"), c.intermediate_size, h, false, dtype, device)?,
+                    ])?,
                     down: src.linear(&n("ffn_down"), h, c.intermediate_size, false, dtype, device)?,
                     activation: c.activation,
                 },

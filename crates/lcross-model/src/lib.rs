@@ -25,6 +25,7 @@ pub mod gguf;
 pub mod hashing;
 pub mod hf;
 pub mod hooks;
+pub mod linear;
 pub mod model;
 pub mod registry;
 pub mod scheduler;
@@ -49,5 +50,7 @@ pub use candle_core::{Device, Tensor};
 /// a change to the runtime can change a number it computes (so no cache serves values
 /// computed by an older forward). 2: batched forward (grouped-query attention without
 /// repeated K/V, rotary tables at load). 3: dense linear layers on few rows as `W x^T`.
-pub const RUNTIME_REVISION: u32 = 3;
+/// 4: q/k/v and gate/up stacked into one product each (the gemm's blocking can move
+/// the last bits).
+pub const RUNTIME_REVISION: u32 = 4;
 pub use candle_core;

@@ -8,11 +8,12 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{safetensors::MmapedSafetensors, DType, Device, Module, Tensor};
+use candle_core::{safetensors::MmapedSafetensors, DType, Device, Tensor};
 
 use crate::config::Architecture;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
+use crate::linear::Linear;
 
 /// How quantized GGUF weights are held in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -56,53 +57,6 @@ pub(crate) fn requantize(w: &Tensor) -> Result<QMatMul> {
         return Ok(QMatMul::Tensor(w.clone()));
     }
     Ok(QMatMul::from_qtensor(QTensor::quantize(&w.to_dtype(DType::F32)?, GgmlDType::Q8_0)?)?)
-}
-
-/// Rows (tokens of all sequences in a pass) up to which a dense linear layer computes
-/// `W x^T` instead of `x W^T`.
-const SMALL_BATCH_ROWS: usize = 32;
-
-/// A linear layer `y = x W^T + b`, dense or quantized.
-#[derive(Debug, Clone)]
-pub struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    /// A linear layer from a matmul and an optional bias.
-    pub(crate) fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
-    }
-
-    /// Apply to `x` of shape `(.., in)`.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let ((out_dim, in_dim), bytes) = match &self.weight {
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => (w.dims2()?, w.elem_count() * w.dtype().size_in_bytes()),
-            QMatMul::QTensor(q) => (q.shape().dims2()?, q.storage_size_in_bytes()),
-        };
-        crate::flops::add(2 * (x.elem_count() / in_dim.max(1) * in_dim * out_dim) as u64);
-        crate::flops::add_weight_bytes(bytes as u64);
-        let y = match &self.weight {
-            QMatMul::Tensor(w) if x.elem_count() / x.dim(candle_core::D::Minus1)? <= SMALL_BATCH_ROWS => {
-                // Few rows (decoding): `W x^T` streams the weight rows once; `x W^T`
-                // makes the gemm kernel pack W, which measured 1.7x slower at 16 rows
-                // (docs/PERFORMANCE.md).
-                let dims = x.dims().to_vec();
-                let k = dims[dims.len() - 1];
-                let rows = x.elem_count() / k;
-                let xt = x.reshape((rows, k))?.t()?.contiguous()?;
-                let mut out_dims = dims;
-                *out_dims.last_mut().expect("rank >= 1") = w.dim(0)?;
-                w.matmul(&xt)?.t()?.contiguous()?.reshape(out_dims)?
-            }
-            _ => self.weight.forward(x)?,
-        };
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
-        }
-    }
 }
 
 /// A source of named tensors for the decoder.
@@ -178,7 +132,7 @@ impl WeightSource {
             _ => QMatMul::Tensor(self.dense(&weight_name, &[out_dim, in_dim], dtype, device)?),
         };
         let bias = if bias { Some(self.dense(&format!("{name}.bias"), &[out_dim], dtype, device)?) } else { None };
-        Ok(Linear { weight, bias })
+        Ok(Linear::new(weight, bias))
     }
 }
 

@@ -1,0 +1,251 @@
+//! Linear layers `y = x W^T + b` (weight dense or quantized), and layers that read the
+//! same input stacked into one product.
+//!
+//! Decoding a batch runs one token per sequence, so a layer sees a few dozen rows. For
+//! so few rows a dense layer computes `W x^T` (the weight streamed once, no packing of
+//! it; docs/PERFORMANCE.md), and the decoder's MLP stays in that transposed layout from
+//! its input to its output ([`SharedInput::forward_t`], [`Linear::forward_t`]), so the
+//! wide intermediate activations are never transposed back and forth.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{Module, Tensor};
+
+use crate::error::{ModelError, Result};
+
+/// Rows (tokens of all sequences in a pass) up to which a dense linear layer computes
+/// `W x^T` instead of `x W^T`.
+pub const SMALL_BATCH_ROWS: usize = 32;
+
+/// A linear layer `y = x W^T + b`, dense or quantized.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A linear layer from a matmul and an optional bias.
+    pub(crate) fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// `(out, in)`.
+    pub fn dims(&self) -> candle_core::Result<(usize, usize)> {
+        match &self.weight {
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dims2(),
+            QMatMul::QTensor(q) => q.shape().dims2(),
+        }
+    }
+
+    /// The dense weight, when the layer is not quantized.
+    fn dense(&self) -> Option<&Tensor> {
+        match &self.weight {
+            QMatMul::Tensor(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Whether `rows` rows of input go through the transposed layout
+    /// ([`Linear::forward_t`]): dense weights and at most [`SMALL_BATCH_ROWS`] rows.
+    pub fn takes_transposed(&self, rows: usize) -> bool {
+        self.dense().is_some() && rows <= SMALL_BATCH_ROWS
+    }
+
+    fn count(&self, rows: usize) -> candle_core::Result<()> {
+        let (out_dim, in_dim) = self.dims()?;
+        let bytes = match &self.weight {
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.elem_count() * w.dtype().size_in_bytes(),
+            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+        };
+        crate::flops::add(2 * (rows * in_dim * out_dim) as u64);
+        crate::flops::add_weight_bytes(bytes as u64);
+        Ok(())
+    }
+
+    /// Apply to `x` of shape `(.., in)`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let in_dim = self.dims()?.1;
+        let rows = x.elem_count() / in_dim.max(1);
+        if self.takes_transposed(rows) {
+            // Few rows (decoding): `W x^T` streams the weight rows once; `x W^T`
+            // makes the gemm kernel pack W, which measured 1.7x slower at 16 rows
+            // (docs/PERFORMANCE.md).
+            let xt = x.reshape((rows, in_dim))?.t()?.contiguous()?;
+            let mut out_dims = x.dims().to_vec();
+            *out_dims.last_mut().expect("rank >= 1") = self.dims()?.0;
+            return self.forward_t(&xt)?.t()?.contiguous()?.reshape(out_dims);
+        }
+        self.count(rows)?;
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+
+    /// `W x^T + b` for the transposed input `xt` of shape `(in, rows)`: the transposed
+    /// output `(out, rows)`. Dense layers only (see [`Linear::takes_transposed`]).
+    pub fn forward_t(&self, xt: &Tensor) -> candle_core::Result<Tensor> {
+        let w = self.dense().ok_or_else(|| candle_core::Error::Msg("transposed linear on a quantized weight".into()))?;
+        let rows = xt.dim(1)?;
+        self.count(rows)?;
+        let y = w.matmul(xt)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.unsqueeze(1)?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Linear layers that read the same input (q, k and v; gate and up).
+///
+/// When every part is dense with the same dtype and input width they are stacked at
+/// load into one `(sum of outputs, in)` layer: one product per pass instead of one per
+/// part, so a decode step makes fewer, larger products (the small k and v projections
+/// alone cannot keep two cores busy) and transposes its input once. Each output
+/// element is the same dot product as before; only the gemm's blocking may change
+/// the last bits.
+#[derive(Debug, Clone)]
+pub enum SharedInput {
+    /// One dense layer whose outputs are the parts' outputs, in order, `widths` wide.
+    Stacked { linear: Linear, widths: Vec<usize> },
+    /// The parts as they came (quantized weights, or parts that cannot stack).
+    Separate(Vec<Linear>),
+}
+
+impl SharedInput {
+    /// Stack `parts` when they are all dense and alike; keep them apart otherwise.
+    pub fn new(parts: Vec<Linear>) -> Result<Self> {
+        let dense: Option<Vec<&Tensor>> = parts.iter().map(|p| p.dense()).collect();
+        let Some(weights) = dense.filter(|w| w.len() > 1) else { return Ok(Self::Separate(parts)) };
+        let first = weights[0];
+        let alike = weights.iter().all(|w| w.dtype() == first.dtype() && w.device().same_device(first.device()) && w.dim(1).ok() == first.dim(1).ok());
+        if !alike {
+            return Ok(Self::Separate(parts));
+        }
+        let widths: Vec<usize> = weights.iter().map(|w| w.dim(0)).collect::<candle_core::Result<_>>()?;
+        let weight = Tensor::cat(&weights, 0)?;
+        let bias = if parts.iter().any(|p| p.bias.is_some()) {
+            let biases: Vec<Tensor> = parts
+                .iter()
+                .zip(&widths)
+                .map(|(p, &n)| match &p.bias {
+                    Some(b) => Ok(b.to_dtype(first.dtype())?),
+                    None => Tensor::zeros(n, first.dtype(), first.device()),
+                })
+                .collect::<candle_core::Result<_>>()?;
+            Some(Tensor::cat(&biases, 0)?)
+        } else {
+            None
+        };
+        if weight.dim(0)? != widths.iter().sum::<usize>() {
+            return Err(ModelError::InvalidInput("stacked linear layers: output widths do not add up".into()));
+        }
+        Ok(Self::Stacked { linear: Linear::new(QMatMul::Tensor(weight), bias), widths })
+    }
+
+    /// Input width.
+    pub fn in_dim(&self) -> candle_core::Result<usize> {
+        match self {
+            Self::Stacked { linear, .. } => Ok(linear.dims()?.1),
+            Self::Separate(parts) => Ok(parts[0].dims()?.1),
+        }
+    }
+
+    /// Whether `rows` rows of input go through [`SharedInput::forward_t`].
+    pub fn takes_transposed(&self, rows: usize) -> bool {
+        match self {
+            Self::Stacked { linear, .. } => linear.takes_transposed(rows),
+            Self::Separate(parts) => parts.iter().all(|p| p.takes_transposed(rows)),
+        }
+    }
+
+    /// Every part's output `(.., out_i)` for `x` of shape `(.., in)`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        match self {
+            Self::Stacked { linear, widths } => {
+                let y = linear.forward(x)?;
+                split(&y, widths, y.rank() - 1)
+            }
+            Self::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+        }
+    }
+
+    /// Every part's transposed output `(out_i, rows)` for the transposed input `xt`
+    /// `(in, rows)`; each part is a contiguous block of rows.
+    pub fn forward_t(&self, xt: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        match self {
+            Self::Stacked { linear, widths } => split(&linear.forward_t(xt)?, widths, 0),
+            Self::Separate(parts) => parts.iter().map(|p| p.forward_t(xt)).collect(),
+        }
+    }
+}
+
+/// `y` cut along `dim` into consecutive pieces `widths` wide.
+fn split(y: &Tensor, widths: &[usize], dim: usize) -> candle_core::Result<Vec<Tensor>> {
+    let mut start = 0;
+    widths
+        .iter()
+        .map(|&n| {
+            let part = y.narrow(dim, start, n);
+            start += n;
+            part
+        })
+        .collect()
+}
+
+/// `x` of shape `(.., in)` as the transposed input `(in, rows)` of
+/// [`Linear::forward_t`].
+pub fn transposed_input(x: &Tensor) -> candle_core::Result<Tensor> {
+    let in_dim = x.dim(candle_core::D::Minus1)?;
+    x.reshape((x.elem_count() / in_dim.max(1), in_dim))?.t()?.contiguous()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn dense(out: usize, inp: usize, seed: f32, bias: bool) -> Linear {
+        let w: Vec<f32> = (0..out * inp).map(|i| ((i as f32 * 0.37 + seed).sin())).collect();
+        let b = bias.then(|| Tensor::from_vec((0..out).map(|i| i as f32 * 0.1 - seed).collect::<Vec<f32>>(), out, &Device::Cpu).unwrap());
+        Linear::new(QMatMul::Tensor(Tensor::from_vec(w, (out, inp), &Device::Cpu).unwrap()), b)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn stacked_layers_equal_the_separate_ones_in_both_layouts() {
+        // q with a bias, k without: the stacked bias has zeros for k.
+        let parts = vec![dense(6, 5, 0.1, true), dense(3, 5, 0.7, false), dense(4, 5, 1.3, true)];
+        let stacked = SharedInput::new(parts.clone()).unwrap();
+        assert!(matches!(stacked, SharedInput::Stacked { .. }));
+        for rows in [1usize, 3, SMALL_BATCH_ROWS + 5] {
+            let x = Tensor::from_vec((0..rows * 5).map(|i| (i as f32 * 0.11).cos()).collect::<Vec<f32>>(), (1, rows, 5), &Device::Cpu).unwrap();
+            let got = stacked.forward(&x).unwrap();
+            let xt = transposed_input(&x).unwrap();
+            let got_t = stacked.forward_t(&xt).unwrap();
+            for (i, p) in parts.iter().enumerate() {
+                let want = p.forward(&x).unwrap();
+                assert_eq!(got[i].dims(), want.dims());
+                assert!(max_diff(&got[i], &want) < 1e-5, "part {i}, {rows} rows");
+                let want_t = want.reshape((rows, p.dims().unwrap().0)).unwrap().t().unwrap();
+                assert!(max_diff(&got_t[i], &want_t) < 1e-5, "part {i}, {rows} rows, transposed");
+            }
+        }
+    }
+
+    #[test]
+    fn quantized_or_unlike_parts_stay_separate() {
+        let q = candle_core::quantized::QTensor::quantize(&Tensor::ones((4, 32), DType::F32, &Device::Cpu).unwrap(), candle_core::quantized::GgmlDType::Q8_0).unwrap();
+        let quantized = Linear::new(QMatMul::from_qtensor(q).unwrap(), None);
+        let parts = vec![dense(4, 32, 0.0, false), quantized];
+        let shared = SharedInput::new(parts).unwrap();
+        assert!(matches!(shared, SharedInput::Separate(_)));
+        assert!(!shared.takes_transposed(1));
+        let widths = SharedInput::new(vec![dense(4, 5, 0.0, false), dense(4, 6, 0.0, false)]).unwrap();
+        assert!(matches!(widths, SharedInput::Separate(_)));
+    }
+}
