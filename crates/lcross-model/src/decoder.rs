@@ -205,6 +205,14 @@ impl Attention {
         let group = self.num_heads / self.num_kv_heads;
         let q = q.reshape((b, self.num_kv_heads, group * t, self.head_dim))?;
         crate::flops::add(2 * 2 * (b * self.num_heads * t * keys * self.head_dim) as u64);
+        if t == 1 {
+            // A decode step: one kernel where the device has one (the CPU, f32).
+            let full = vec![(0, keys); b];
+            let visible = mask.map_or(&full, |m| &m.decode_visible);
+            if let Some(y) = crate::decode_attention::attend(&q, &k, &v, visible, self.scale)? {
+                return Ok(self.o.forward(&y.reshape((b, 1, self.num_heads * self.head_dim))?)?);
+            }
+        }
         let scores = (q.matmul(&k.t()?)? * self.scale)?;
         let scores = match mask {
             Some(m) => scores.reshape((b, self.num_kv_heads, group, t, keys))?.broadcast_add(&m.additive)?.reshape((b, self.num_kv_heads, group * t, keys))?,
@@ -223,6 +231,9 @@ struct PassMask {
     additive: Tensor,
     /// First key slot any query of the pass may see (a sliding window skips the rest).
     key_start: usize,
+    /// For one token per row (`t == 1`): the key slots each row sees, counted from
+    /// `key_start` (the same visibility as `additive`, as ranges).
+    decode_visible: Vec<(usize, usize)>,
 }
 
 /// The mask for rows at `offsets` (`t` tokens each, padding included) attending over
@@ -256,7 +267,12 @@ fn pass_mask(offsets: &[usize], t: usize, total: usize, kind: LayerAttention, dt
         }
     }
     let additive = Tensor::from_vec(m, (offsets.len(), 1, 1, t, keys), device)?.to_dtype(dtype)?;
-    Ok(Some(PassMask { additive, key_start }))
+    let decode_visible = if t == 1 {
+        offsets.iter().map(|&o| (window.map_or(0, |w| (o + 1).saturating_sub(w)).max(key_start) - key_start, o + 1 - key_start)).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Some(PassMask { additive, key_start, decode_visible }))
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@
 pub mod cache;
 pub mod chat;
 pub mod config;
+mod decode_attention;
 pub mod decoder;
 pub mod error;
 pub mod flops;
@@ -51,6 +52,6 @@ pub use candle_core::{Device, Tensor};
 /// computed by an older forward). 2: batched forward (grouped-query attention without
 /// repeated K/V, rotary tables at load). 3: dense linear layers on few rows as `W x^T`.
 /// 4: q/k/v and gate/up stacked into one product each (the gemm's blocking can move
-/// the last bits).
+/// the last bits), decode-step attention in one CPU kernel (another summation order).
 pub const RUNTIME_REVISION: u32 = 4;
 pub use candle_core;

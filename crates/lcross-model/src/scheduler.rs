@@ -222,18 +222,28 @@ impl<'m> BatchGenerator<'m> {
                 top_logprobs: p.top_logprobs,
             });
         }
-        let mut fresh = KvCache::with_rows(self.model.config().num_layers, n);
-        let batch: Vec<BatchRow<'_>> = joining.iter().zip(&rows).map(|(p, r)| BatchRow { tokens: &p.request.prompt, hooks: &r.hooks }).collect();
-        let outs = self.model.decoder().forward_batch(&batch, Some(&mut fresh), Logits::Last)?;
-        let logits: Vec<Vec<f32>> = outs.into_iter().map(|o| o.logits.expect("asked for logits").to_vec1()).collect::<candle_core::Result<_>>()?;
-        self.cache.extend_rows(&fresh)?;
-        for (mut row, l) in rows.into_iter().zip(&logits) {
-            let (ev, done) = Self::emit(&mut row, l);
-            events.push(ev);
-            self.active.push(row);
-            if done {
-                let i = self.active.len() - 1;
-                self.remove_active(i)?;
+        // Prompts of similar length are prefilled together, in as few passes as keep
+        // padding (computed work) small; rows join the cache group by group.
+        let lengths: Vec<usize> = joining.iter().map(|p| p.request.prompt.len()).collect();
+        let mut rows: Vec<Option<ActiveRow>> = rows.into_iter().map(Some).collect();
+        for group in prefill_groups(&lengths) {
+            let mut fresh = KvCache::with_rows(self.model.config().num_layers, group.len());
+            let batch: Vec<BatchRow<'_>> = group
+                .iter()
+                .map(|&i| BatchRow { tokens: &joining[i].request.prompt, hooks: &rows[i].as_ref().expect("each row is in one group").hooks })
+                .collect();
+            let outs = self.model.decoder().forward_batch(&batch, Some(&mut fresh), Logits::Last)?;
+            let logits: Vec<Vec<f32>> = outs.into_iter().map(|o| o.logits.expect("asked for logits").to_vec1()).collect::<candle_core::Result<_>>()?;
+            self.cache.extend_rows(&fresh)?;
+            for (&i, l) in group.iter().zip(&logits) {
+                let mut row = rows[i].take().expect("each row is in one group");
+                let (ev, done) = Self::emit(&mut row, l);
+                events.push(ev);
+                self.active.push(row);
+                if done {
+                    let last = self.active.len() - 1;
+                    self.remove_active(last)?;
+                }
             }
         }
         Ok(())
@@ -254,6 +264,41 @@ impl<'m> BatchGenerator<'m> {
         };
         (StepEvent { id: row.id, token: Some(token), logprob, finished }, finished.is_some())
     }
+}
+
+/// Padding a prefill pass may carry, as a share of its real tokens, before the prompts
+/// joining in one step are split into another pass.
+const PREFILL_PADDING_SHARE: f64 = 0.1;
+
+/// Real tokens below which a prefill pass takes more prompts whatever their padding (a
+/// separate pass for a few short prompts costs more than their padding).
+const PREFILL_MIN_TOKENS: usize = 256;
+
+/// The prompts of these lengths as prefill passes: shortest first (ties in input order),
+/// a pass closing when the next prompt would push its padding past
+/// [`PREFILL_PADDING_SHARE`] of its real tokens and it already holds
+/// [`PREFILL_MIN_TOKENS`]. Every index appears in exactly one pass.
+fn prefill_groups(lengths: &[usize]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| (lengths[i], i));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut real = 0usize;
+    for i in order {
+        let len = lengths[i];
+        // Sorted, so `len` is the longest of the pass if the prompt joins it.
+        let padding = (current.len() + 1) * len - (real + len);
+        if !current.is_empty() && real >= PREFILL_MIN_TOKENS && padding as f64 > PREFILL_PADDING_SHARE * (real + len) as f64 {
+            groups.push(std::mem::take(&mut current));
+            real = 0;
+        }
+        current.push(i);
+        real += len;
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
 }
 
 /// Log-softmax of `token` and of the `top` most likely tokens (ties: lower id first).
@@ -306,6 +351,27 @@ pub fn generate_batch(model: &Model, requests: &[GenerationRequest], max_rows: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefill_groups_cover_every_prompt_once_and_bound_padding() {
+        assert!(prefill_groups(&[]).is_empty());
+        // Few tokens: one pass whatever the padding.
+        assert_eq!(prefill_groups(&[5, 90, 7]), vec![vec![0, 2, 1]]);
+        let lengths: Vec<usize> = (0..40).map(|i| 30 + (i * 37) % 50).collect();
+        let groups = prefill_groups(&lengths);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..40).collect::<Vec<_>>());
+        assert!(groups.len() > 1, "40 prompts of 30-79 tokens need more than one pass");
+        for g in &groups {
+            let longest = g.iter().map(|&i| lengths[i]).max().unwrap();
+            let real: usize = g.iter().map(|&i| lengths[i]).sum();
+            let padding = g.len() * longest - real;
+            // The last prompt that joined may carry the group over the share only while
+            // the group is below the token minimum.
+            assert!(padding as f64 <= PREFILL_PADDING_SHARE * real as f64 || real - longest < PREFILL_MIN_TOKENS, "{g:?}");
+        }
+    }
 
     #[test]
     fn token_logprob_is_a_log_softmax_with_sorted_top() {
