@@ -60,7 +60,9 @@ fn layouts(rows: usize, threads: usize) {
     let c = best_gflops_strided(n, k, rows, (1, ki), (ki, 1), (ni, 1), threads);
     // y = x Wt with the weight stored transposed (in, out) row-major at load.
     let d = best_gflops_strided(rows, k, n, (1, ki), (1, ni), (1, ni), threads);
-    println!("{rows} rows, {threads} threads: x W^T {a:.1} | W x^T copies {b:.1} | W x^T in place {c:.1} | x Wt {d:.1} GFLOP/s");
+    // y^T = W x^T with W stored column-major (transposed at load): gemm need not pack it.
+    let e = best_gflops_strided(n, k, rows, (ni, 1), (1, r), (1, r), threads);
+    println!("{rows} rows, {threads} threads: x W^T {a:.1} | W x^T copies {b:.1} | W x^T in place {c:.1} | x Wt {d:.1} | W(col-major) x^T {e:.1} GFLOP/s");
 }
 
 fn main() {
