@@ -130,7 +130,7 @@ mod tests {
     use candle_core::{Device, D};
 
     fn pattern(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.731 + seed).sin() * 1.7)).collect()
+        (0..n).map(|i| (i as f32 * 0.731 + seed).sin() * 1.7).collect()
     }
 
     /// The generic path: scores by matmul, additive mask, softmax, matmul.

@@ -207,7 +207,7 @@ mod tests {
     use candle_core::{DType, Device};
 
     fn dense(out: usize, inp: usize, seed: f32, bias: bool) -> Linear {
-        let w: Vec<f32> = (0..out * inp).map(|i| ((i as f32 * 0.37 + seed).sin())).collect();
+        let w: Vec<f32> = (0..out * inp).map(|i| (i as f32 * 0.37 + seed).sin()).collect();
         let b = bias.then(|| Tensor::from_vec((0..out).map(|i| i as f32 * 0.1 - seed).collect::<Vec<f32>>(), out, &Device::Cpu).unwrap());
         Linear::new(QMatMul::Tensor(Tensor::from_vec(w, (out, inp), &Device::Cpu).unwrap()), b)
     }
