@@ -10,7 +10,7 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{Module, Tensor};
 
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 
 /// Rows (tokens of all sequences in a pass) up to which a dense linear layer computes
 /// `W x^T` instead of `x W^T`.
@@ -138,9 +138,6 @@ impl SharedInput {
         } else {
             None
         };
-        if weight.dim(0)? != widths.iter().sum::<usize>() {
-            return Err(ModelError::InvalidInput("stacked linear layers: output widths do not add up".into()));
-        }
         Ok(Self::Stacked { linear: Linear::new(QMatMul::Tensor(weight), bias), widths })
     }
 
@@ -148,7 +145,10 @@ impl SharedInput {
     pub fn in_dim(&self) -> candle_core::Result<usize> {
         match self {
             Self::Stacked { linear, .. } => Ok(linear.dims()?.1),
-            Self::Separate(parts) => Ok(parts[0].dims()?.1),
+            Self::Separate(parts) => match parts.first() {
+                Some(p) => Ok(p.dims()?.1),
+                None => Err(candle_core::Error::Msg("a shared-input layer without parts".into())),
+            },
         }
     }
 
