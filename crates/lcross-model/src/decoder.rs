@@ -49,7 +49,7 @@ impl Mlp {
             // narrow input and output are transposed, not the wide intermediate.
             let parts = self.gate_up.forward_t(&transposed_input(x)?)?;
             let out_t = self.down.forward_t(&(self.activate(&parts[0])? * &parts[1])?)?;
-            return out_t.t()?.contiguous()?.reshape(x.shape());
+            return crate::transpose::transposed(&out_t)?.reshape(x.shape());
         }
         let parts = self.gate_up.forward(x)?;
         self.down.forward(&(self.activate(&parts[0])? * &parts[1])?)

@@ -31,6 +31,7 @@ pub mod model;
 pub mod registry;
 pub mod scheduler;
 pub mod tokenizer;
+mod transpose;
 pub mod weights;
 
 pub use cache::KvCache;

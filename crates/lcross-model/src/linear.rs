@@ -11,6 +11,7 @@ use candle_core::quantized::QMatMul;
 use candle_core::{Module, Tensor};
 
 use crate::error::Result;
+use crate::transpose::transposed;
 
 /// Rows (tokens of all sequences in a pass) up to which a dense linear layer computes
 /// `W x^T` instead of `x W^T`.
@@ -70,10 +71,10 @@ impl Linear {
             // Few rows (decoding): `W x^T` streams the weight rows once; `x W^T`
             // makes the gemm kernel pack W, which measured 1.7x slower at 16 rows
             // (docs/PERFORMANCE.md).
-            let xt = x.reshape((rows, in_dim))?.t()?.contiguous()?;
+            let xt = transposed(&x.reshape((rows, in_dim))?)?;
             let mut out_dims = x.dims().to_vec();
             *out_dims.last_mut().expect("rank >= 1") = self.dims()?.0;
-            return self.forward_t(&xt)?.t()?.contiguous()?.reshape(out_dims);
+            return transposed(&self.forward_t(&xt)?)?.reshape(out_dims);
         }
         self.count(rows)?;
         let y = self.weight.forward(x)?;
@@ -198,7 +199,7 @@ fn split(y: &Tensor, widths: &[usize], dim: usize) -> candle_core::Result<Vec<Te
 /// [`Linear::forward_t`].
 pub fn transposed_input(x: &Tensor) -> candle_core::Result<Tensor> {
     let in_dim = x.dim(candle_core::D::Minus1)?;
-    x.reshape((x.elem_count() / in_dim.max(1), in_dim))?.t()?.contiguous()
+    transposed(&x.reshape((x.elem_count() / in_dim.max(1), in_dim))?)
 }
 
 #[cfg(test)]
