@@ -31,6 +31,7 @@ pub mod model;
 pub mod registry;
 pub mod scheduler;
 pub mod tokenizer;
+mod skinny_gemm;
 mod transpose;
 pub mod weights;
 
@@ -54,5 +55,7 @@ pub use candle_core::{Device, Tensor};
 /// repeated K/V, rotary tables at load). 3: dense linear layers on few rows as `W x^T`.
 /// 4: q/k/v and gate/up stacked into one product each (the gemm's blocking can move
 /// the last bits), decode-step attention in one CPU kernel (another summation order).
-pub const RUNTIME_REVISION: u32 = 4;
+/// 5: products of 8..=32 rows on AVX2 CPUs in lcross's own kernel (sums over k in
+/// order, fused multiply-adds).
+pub const RUNTIME_REVISION: u32 = 5;
 pub use candle_core;

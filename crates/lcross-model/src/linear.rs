@@ -90,7 +90,11 @@ impl Linear {
         let w = self.dense().ok_or_else(|| candle_core::Error::Msg("transposed linear on a quantized weight".into()))?;
         let rows = xt.dim(1)?;
         self.count(rows)?;
-        let y = w.matmul(xt)?;
+        // The CPU kernel for a few dozen columns where it applies (skinny_gemm.rs).
+        let y = match crate::skinny_gemm::matmul(w, xt)? {
+            Some(y) => y,
+            None => w.matmul(xt)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.unsqueeze(1)?),
             None => Ok(y),
