@@ -234,16 +234,23 @@ impl<'m> BatchGenerator<'m> {
                 .collect();
             let outs = self.model.decoder().forward_batch(&batch, Some(&mut fresh), Logits::Last)?;
             let logits: Vec<Vec<f32>> = outs.into_iter().map(|o| o.logits.expect("asked for logits").to_vec1()).collect::<candle_core::Result<_>>()?;
+            // Row r of the cache is row r of `active`: the group joins both, and rows
+            // that finish on their first token leave both only after the whole group
+            // has joined (removing one moves the last row into its place).
+            debug_assert_eq!(self.cache.rows(), self.active.len());
             self.cache.extend_rows(&fresh)?;
+            let mut finished = Vec::new();
             for (&i, l) in group.iter().zip(&logits) {
                 let mut row = rows[i].take().expect("each row is in one group");
                 let (ev, done) = Self::emit(&mut row, l);
                 events.push(ev);
-                self.active.push(row);
                 if done {
-                    let last = self.active.len() - 1;
-                    self.remove_active(last)?;
+                    finished.push(self.active.len());
                 }
+                self.active.push(row);
+            }
+            for &i in finished.iter().rev() {
+                self.remove_active(i)?;
             }
         }
         Ok(())

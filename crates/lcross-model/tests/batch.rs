@@ -156,6 +156,27 @@ fn generation_equals_single(model: &Model) {
     assert_eq!(out, alone, "{}: rows joining between decode steps", model.id());
 }
 
+/// A decode batch wide enough for the CPU's small-batch product kernel (8..=32 rows,
+/// skinny_gemm.rs; one row decodes through candle's matmul): twelve steered rows that
+/// stop at different times give each row's greedy tokens alone. Rows that finish on
+/// their first token sit between others in the prefill order (shortest prompt first):
+/// they must leave the KV cache without moving another row's cache onto a third row
+/// (a bug until the eleventh session).
+fn wide_generation_equals_single(model: &Model) {
+    let ps = prompts(model);
+    let hooks = mixed_hooks(model);
+    let requests: Vec<GenerationRequest> = (0..12)
+        .map(|i| GenerationRequest {
+            prompt: ps[i % 4].clone(),
+            hooks: Hooks { captures: vec![], ..hooks[(i / 4 + i) % 4].clone() },
+            options: GenerateOptions { max_tokens: [4, 1, 6, 2, 1, 5, 3, 1, 6, 2, 4, 7][i], sampling: Sampling::Greedy, stop_tokens: model.stop_tokens().to_vec() },
+        })
+        .collect();
+    let alone: Vec<Vec<u32>> = requests.iter().map(|r| model.generate(&r.prompt, &r.options, &r.hooks, |_| Ok(())).unwrap()).collect();
+    let batched = model.generate_batch(&requests, 12, |_, _| Ok(())).unwrap();
+    assert_eq!(batched, alone, "{}: greedy generation of 12 rows in one batch", model.id());
+}
+
 /// Layers below a split run once and are forked into conditions.
 fn forked_state_equals_full_pass(model: &Model) {
     let ps = prompts(model);
@@ -182,6 +203,7 @@ fn check(model: &Model) {
     batch_equals_single(model);
     cached_batch_equals_single(model);
     generation_equals_single(model);
+    wide_generation_equals_single(model);
     forked_state_equals_full_pass(model);
 }
 
