@@ -129,8 +129,10 @@ fn calibrate_stores_a_beta_that_beta_auto_reads() {
 
 /// `eval ab` remembers each (questions, steering) condition in the result store: a rerun
 /// reads the same numbers back, a new beta is the only condition evaluated, and
-/// `--no-cache` recomputes (the same numbers up to the ~1e-11 a batched pass's
-/// neighbours make) without writing.
+/// `--no-cache` recomputes without writing. The recomputed numbers agree to f32 rounding,
+/// not bit for bit: the conditions batched together change the row count of each product,
+/// and 8..=32 rows go through lcross's own kernel, fewer or more through gemm, which sum in
+/// different orders (~1e-6 on a probability after 30 layers; a wrong row would be >1e-3).
 #[test]
 fn eval_ab_conditions_are_remembered_in_the_store() {
     if skip() {
@@ -163,7 +165,7 @@ fn eval_ab_conditions_are_remembered_in_the_store() {
     let fresh = run("0,4,8", &["--no-cache"]);
     assert_eq!(entries(), 3, "--no-cache writes nothing");
     for (a, b) in means(&fresh).iter().zip(means(&wider)) {
-        assert!((a - b).abs() < 1e-9, "recomputed {a} against stored {b}");
+        assert!((a - b).abs() < 2e-5, "recomputed {a} against stored {b}");
     }
     assert!(means(&wider)[2] != means(&wider)[0], "beta 8 moves the metric: the entries are not one shared value");
 }

@@ -43,7 +43,7 @@ pub fn json(args: &[&str]) -> Value {
 
 /// Run `lcross args` with its own store (`LCROSS_CACHE=cache`), which must succeed and
 /// print JSON. A test whose runs share cache keys with another test's (the same models,
-/// questions and steering) uses it: a batched A/B result depends at ~1e-11 on the other
+/// questions and steering) uses it: a batched A/B result depends at f32 rounding on the other
 /// conditions of its pass, so which test wrote an entry first would show in the other's
 /// exact comparisons.
 pub fn json_with_cache(args: &[&str], cache: &std::path::Path) -> Value {
