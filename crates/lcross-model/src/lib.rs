@@ -56,6 +56,7 @@ pub use candle_core::{Device, Tensor};
 /// 4: q/k/v and gate/up stacked into one product each (the gemm's blocking can move
 /// the last bits), decode-step attention in one CPU kernel (another summation order).
 /// 5: products of 8..=32 rows on AVX2 CPUs in lcross's own kernel (sums over k in
-/// order, fused multiply-adds).
-pub const RUNTIME_REVISION: u32 = 5;
+/// order, fused multiply-adds). 6: the same products on AVX-512 CPUs in its AVX-512
+/// build (before, its AVX2 build ran there).
+pub const RUNTIME_REVISION: u32 = 6;
 pub use candle_core;
