@@ -41,8 +41,12 @@ def peer_python(arg):
         subprocess.run([str(py), "-m", "pip", "install", "-q", "torch", "transformers", "gguf", "accelerate", "numpy"], check=True)
         # llama.cpp builds from source (cmake, ~10 minutes on 2 cores); the decode peer
         # needs it. The native build (-march=native) segfaulted in llama_decode on the
-        # Intel Xeon of 2026-11-28; the AVX2 build works.
+        # Intel Xeon of 2026-11-28; the AVX2 build works. Where the CPU has AVX-512 the
+        # build uses it too (llama.cpp's fair best there; worked on a Zen 5, 2026-12-06).
         cmake = "-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+        cpuinfo = Path("/proc/cpuinfo")
+        if cpuinfo.exists() and "avx512f" in cpuinfo.read_text(errors="replace"):
+            cmake += " -DGGML_AVX512=ON"
         subprocess.run([str(py), "-m", "pip", "install", "-q", "llama-cpp-python"], check=False, env={**os.environ, "CMAKE_ARGS": cmake})
     return str(py)
 

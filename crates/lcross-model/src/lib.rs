@@ -28,6 +28,7 @@ pub mod hf;
 pub mod hooks;
 pub mod linear;
 pub mod model;
+mod q8_pad;
 pub mod registry;
 pub mod scheduler;
 pub mod tokenizer;
@@ -57,6 +58,8 @@ pub use candle_core::{Device, Tensor};
 /// the last bits), decode-step attention in one CPU kernel (another summation order).
 /// 5: products of 8..=32 rows on AVX2 CPUs in lcross's own kernel (sums over k in
 /// order, fused multiply-adds). 6: the same products on AVX-512 CPUs in its AVX-512
-/// build (before, its AVX2 build ran there).
-pub const RUNTIME_REVISION: u32 = 6;
+/// build (before, its AVX2 build ran there). 7: quantized Q8_0 weights padded to whole
+/// 256-value superblocks on CPUs with AVX-512-VNNI / AVX-VNNI, so candle's repacked
+/// kernel runs (it quantizes the activations per 256 values instead of 32).
+pub const RUNTIME_REVISION: u32 = 7;
 pub use candle_core;

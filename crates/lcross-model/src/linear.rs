@@ -22,20 +22,26 @@ pub const SMALL_BATCH_ROWS: usize = 32;
 pub struct Linear {
     weight: QMatMul,
     bias: Option<Tensor>,
+    /// The input width, where the quantized weight's rows were padded to a longer one
+    /// (`q8_pad.rs`): inputs are padded with zeros to match.
+    input_width: Option<usize>,
 }
 
 impl Linear {
-    /// A linear layer from a matmul and an optional bias.
+    /// A linear layer from a matmul and an optional bias. Q8_0 weights are padded to
+    /// whole superblocks where that lets candle's faster kernel run (`q8_pad.rs`).
     pub(crate) fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        let (weight, input_width) = crate::q8_pad::for_repacked_kernel(weight);
+        Self { weight, bias, input_width }
     }
 
     /// `(out, in)`.
     pub fn dims(&self) -> candle_core::Result<(usize, usize)> {
-        match &self.weight {
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dims2(),
-            QMatMul::QTensor(q) => q.shape().dims2(),
-        }
+        let (out_dim, in_dim) = match &self.weight {
+            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dims2()?,
+            QMatMul::QTensor(q) => q.shape().dims2()?,
+        };
+        Ok((out_dim, self.input_width.unwrap_or(in_dim)))
     }
 
     /// The dense weight, when the layer is not quantized.
@@ -77,7 +83,10 @@ impl Linear {
             return transposed(&self.forward_t(&xt)?)?.reshape(out_dims);
         }
         self.count(rows)?;
-        let y = self.weight.forward(x)?;
+        let y = match (self.input_width, &self.weight) {
+            (Some(width), QMatMul::QTensor(q)) => self.weight.forward(&x.pad_with_zeros(candle_core::D::Minus1, 0, q.shape().dims2()?.1 - width)?)?,
+            _ => self.weight.forward(x)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
