@@ -67,19 +67,23 @@ impl Isa {
         })
     }
 
-    /// Every build this CPU runs, the best last.
-    fn available() -> Vec<Isa> {
-        let mut out = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                out.push(Isa::Avx2Fma);
-                if std::is_x86_feature_detected!("avx512f") {
-                    out.push(Isa::Avx512);
+    /// Every build this CPU runs, the best last (detected once per process: the op
+    /// checks it on every call).
+    fn available() -> &'static [Isa] {
+        static AVAILABLE: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
+        AVAILABLE.get_or_init(|| {
+            let mut out = Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    out.push(Isa::Avx2Fma);
+                    if std::is_x86_feature_detected!("avx512f") {
+                        out.push(Isa::Avx512);
+                    }
                 }
             }
-        }
-        out
+            out
+        })
     }
 
     /// f32 lanes in one register.
@@ -330,7 +334,7 @@ mod tests {
             });
             assert_eq!(through_op.is_some(), Isa::detect().is_some());
             let (wv, xv) = (w.flatten_all().unwrap().to_vec1::<f32>().unwrap(), xt.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-            for &isa in &isas {
+            for &isa in isas {
                 let got = multiply(isa, &wv, &xv, rows, k, n);
                 assert_eq!(got.len(), want.len());
                 for (i, (g, e)) in got.iter().zip(&want).enumerate() {
@@ -379,8 +383,8 @@ mod tests {
                 for round in 0..2 {
                     let theirs = best(&|| w.matmul(&xt).unwrap());
                     let ours: Vec<String> = Isa::available()
-                        .into_iter()
-                        .map(|isa| {
+                        .iter()
+                        .map(|&isa| {
                             let s = best(&|| Tensor::from_vec(multiply(isa, &wv, &xv, rows, k, n), (rows, n), &dev).unwrap());
                             format!("{isa:?} {:.1}", flop / s / 1e9)
                         })
