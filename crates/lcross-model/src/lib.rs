@@ -29,6 +29,7 @@ pub mod hooks;
 pub mod linear;
 pub mod model;
 mod q8_pad;
+mod q8_tiles;
 pub mod registry;
 pub mod scheduler;
 pub mod tokenizer;
@@ -60,6 +61,8 @@ pub use candle_core::{Device, Tensor};
 /// order, fused multiply-adds). 6: the same products on AVX-512 CPUs in its AVX-512
 /// build (before, its AVX2 build ran there). 7: quantized Q8_0 weights padded to whole
 /// 256-value superblocks on CPUs with AVX-512-VNNI / AVX-VNNI, so candle's repacked
-/// kernel runs (it quantizes the activations per 256 values instead of 32).
-pub const RUNTIME_REVISION: u32 = 7;
+/// kernel runs (it quantizes the activations per 256 values instead of 32). 8: on
+/// AVX-512-VNNI CPUs, Q8_0 weights in lcross's own kernel (`q8_tiles.rs`: activations
+/// per 32 values again, with f32 scales); the Q8_0 kernel is part of quantized keys.
+pub const RUNTIME_REVISION: u32 = 8;
 pub use candle_core;

@@ -8,9 +8,10 @@
 //! wide intermediate activations are never transposed back and forth.
 
 use candle_core::quantized::QMatMul;
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 
 use crate::error::Result;
+use crate::q8_tiles::Q8Tiles;
 use crate::transpose::transposed;
 
 /// Rows (tokens of all sequences in a pass) up to which a dense linear layer computes
@@ -20,26 +21,40 @@ pub const SMALL_BATCH_ROWS: usize = 32;
 /// A linear layer `y = x W^T + b`, dense or quantized.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Weight,
     bias: Option<Tensor>,
     /// The input width, where the quantized weight's rows were padded to a longer one
     /// (`q8_pad.rs`): inputs are padded with zeros to match.
     input_width: Option<usize>,
 }
 
+/// How a layer holds its weight.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// candle's matmul: dense, or quantized with candle's kernels.
+    Candle(QMatMul),
+    /// Q8_0 repacked for lcross's VNNI kernel (`q8_tiles.rs`).
+    Q8Tiles(Q8Tiles),
+}
+
 impl Linear {
-    /// A linear layer from a matmul and an optional bias. Q8_0 weights are padded to
-    /// whole superblocks where that lets candle's faster kernel run (`q8_pad.rs`).
+    /// A linear layer from a matmul and an optional bias. Q8_0 weights are repacked for
+    /// lcross's VNNI kernel where the CPU has it (`q8_tiles.rs`), or else padded to whole
+    /// superblocks where that lets candle's faster kernel run (`q8_pad.rs`).
     pub(crate) fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
+        if let Some(tiles) = Q8Tiles::for_weight(&weight) {
+            return Self { weight: Weight::Q8Tiles(tiles), bias, input_width: None };
+        }
         let (weight, input_width) = crate::q8_pad::for_repacked_kernel(weight);
-        Self { weight, bias, input_width }
+        Self { weight: Weight::Candle(weight), bias, input_width }
     }
 
     /// `(out, in)`.
     pub fn dims(&self) -> candle_core::Result<(usize, usize)> {
         let (out_dim, in_dim) = match &self.weight {
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.dims2()?,
-            QMatMul::QTensor(q) => q.shape().dims2()?,
+            Weight::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => w.dims2()?,
+            Weight::Candle(QMatMul::QTensor(q)) => q.shape().dims2()?,
+            Weight::Q8Tiles(t) => t.dims(),
         };
         Ok((out_dim, self.input_width.unwrap_or(in_dim)))
     }
@@ -47,8 +62,16 @@ impl Linear {
     /// The dense weight, when the layer is not quantized.
     fn dense(&self) -> Option<&Tensor> {
         match &self.weight {
-            QMatMul::Tensor(w) => Some(w),
+            Weight::Candle(QMatMul::Tensor(w)) => Some(w),
             _ => None,
+        }
+    }
+
+    /// The repacked Q8_0 weight, when the layer has one.
+    fn q8_tiles(&self) -> Option<&Q8Tiles> {
+        match &self.weight {
+            Weight::Q8Tiles(t) => Some(t),
+            Weight::Candle(_) => None,
         }
     }
 
@@ -61,8 +84,9 @@ impl Linear {
     fn count(&self, rows: usize) -> candle_core::Result<()> {
         let (out_dim, in_dim) = self.dims()?;
         let bytes = match &self.weight {
-            QMatMul::Tensor(w) | QMatMul::TensorF16(w) => w.elem_count() * w.dtype().size_in_bytes(),
-            QMatMul::QTensor(q) => q.storage_size_in_bytes(),
+            Weight::Candle(QMatMul::Tensor(w) | QMatMul::TensorF16(w)) => w.elem_count() * w.dtype().size_in_bytes(),
+            Weight::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+            Weight::Q8Tiles(t) => t.bytes(),
         };
         crate::flops::add(2 * (rows * in_dim * out_dim) as u64);
         crate::flops::add_weight_bytes(bytes as u64);
@@ -84,8 +108,10 @@ impl Linear {
         }
         self.count(rows)?;
         let y = match (self.input_width, &self.weight) {
-            (Some(width), QMatMul::QTensor(q)) => self.weight.forward(&x.pad_with_zeros(candle_core::D::Minus1, 0, q.shape().dims2()?.1 - width)?)?,
-            _ => self.weight.forward(x)?,
+            (Some(width), Weight::Candle(w @ QMatMul::QTensor(q))) => w.forward(&x.pad_with_zeros(candle_core::D::Minus1, 0, q.shape().dims2()?.1 - width)?)?,
+            (_, Weight::Candle(w)) => w.forward(x)?,
+            (_, Weight::Q8Tiles(t)) if x.dtype() == DType::F32 => t.forward(x)?,
+            (_, Weight::Q8Tiles(t)) => t.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?,
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -128,10 +154,20 @@ pub enum SharedInput {
 }
 
 impl SharedInput {
-    /// Stack `parts` when they are all dense and alike; keep them apart otherwise.
+    /// Stack `parts` when they are all dense and alike, or all Q8_0 tiles of one width;
+    /// keep them apart otherwise.
     pub fn new(parts: Vec<Linear>) -> Result<Self> {
+        if parts.len() < 2 {
+            return Ok(Self::Separate(parts));
+        }
+        let tiled: Option<Vec<&Q8Tiles>> = parts.iter().map(|p| p.q8_tiles()).collect();
+        if let Some(tiles) = tiled.and_then(|t| Q8Tiles::stack(&t)) {
+            let widths: Vec<usize> = parts.iter().map(|p| p.dims().map(|d| d.0)).collect::<candle_core::Result<_>>()?;
+            let bias = stacked_bias(&parts, &widths, DType::F32, &candle_core::Device::Cpu)?;
+            return Ok(Self::Stacked { linear: Linear { weight: Weight::Q8Tiles(tiles), bias, input_width: None }, widths });
+        }
         let dense: Option<Vec<&Tensor>> = parts.iter().map(|p| p.dense()).collect();
-        let Some(weights) = dense.filter(|w| w.len() > 1) else { return Ok(Self::Separate(parts)) };
+        let Some(weights) = dense else { return Ok(Self::Separate(parts)) };
         let first = weights[0];
         let alike = weights.iter().all(|w| w.dtype() == first.dtype() && w.device().same_device(first.device()) && w.dim(1).ok() == first.dim(1).ok());
         if !alike {
@@ -139,19 +175,7 @@ impl SharedInput {
         }
         let widths: Vec<usize> = weights.iter().map(|w| w.dim(0)).collect::<candle_core::Result<_>>()?;
         let weight = Tensor::cat(&weights, 0)?;
-        let bias = if parts.iter().any(|p| p.bias.is_some()) {
-            let biases: Vec<Tensor> = parts
-                .iter()
-                .zip(&widths)
-                .map(|(p, &n)| match &p.bias {
-                    Some(b) => Ok(b.to_dtype(first.dtype())?),
-                    None => Tensor::zeros(n, first.dtype(), first.device()),
-                })
-                .collect::<candle_core::Result<_>>()?;
-            Some(Tensor::cat(&biases, 0)?)
-        } else {
-            None
-        };
+        let bias = stacked_bias(&parts, &widths, first.dtype(), first.device())?;
         Ok(Self::Stacked { linear: Linear::new(QMatMul::Tensor(weight), bias), widths })
     }
 
@@ -193,6 +217,36 @@ impl SharedInput {
             Self::Separate(parts) => parts.iter().map(|p| p.forward_t(xt)).collect(),
         }
     }
+}
+
+/// Which kernel multiplies Q8_0 weights on this CPU (part of quantized cache keys):
+/// lcross's VNNI kernel (`q8_tiles.rs`), candle's repacked kernel on padded rows
+/// (`q8_pad.rs`), or candle's block-by-block one.
+pub(crate) fn q8_0_kernel() -> &'static str {
+    if crate::q8_tiles::enabled() {
+        "lcross-vnni512"
+    } else if crate::q8_pad::enabled() {
+        "candle-padded"
+    } else {
+        "candle"
+    }
+}
+
+/// The parts' biases one after the other (zeros for a part without one), or None when
+/// no part has a bias.
+fn stacked_bias(parts: &[Linear], widths: &[usize], dtype: DType, device: &candle_core::Device) -> candle_core::Result<Option<Tensor>> {
+    if parts.iter().all(|p| p.bias.is_none()) {
+        return Ok(None);
+    }
+    let biases: Vec<Tensor> = parts
+        .iter()
+        .zip(widths)
+        .map(|(p, &n)| match &p.bias {
+            Some(b) => b.to_dtype(dtype)?.to_device(device),
+            None => Tensor::zeros(n, dtype, device),
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok(Some(Tensor::cat(&biases, 0)?))
 }
 
 /// `y` cut along `dim` into consecutive pieces `widths` wide.
@@ -248,6 +302,27 @@ mod tests {
                 let want_t = want.reshape((rows, p.dims().unwrap().0)).unwrap().t().unwrap();
                 assert!(max_diff(&got_t[i], &want_t) < 1e-5, "part {i}, {rows} rows, transposed");
             }
+        }
+    }
+
+    /// Q8_0 parts (q with a bias, k and v without) stack into one tiled layer where the
+    /// VNNI kernel runs, and give each part's own output.
+    #[test]
+    fn q8_0_parts_stack_into_one_tiled_layer() {
+        let dev = Device::Cpu;
+        let part = |n: usize, seed: f32, bias: bool| {
+            let w = Tensor::from_vec((0..n * 64).map(|i| (i as f32 * 0.29 + seed).sin()).collect::<Vec<f32>>(), (n, 64), &dev).unwrap();
+            let q = candle_core::quantized::QTensor::quantize(&w, candle_core::quantized::GgmlDType::Q8_0).unwrap();
+            let b = bias.then(|| Tensor::from_vec((0..n).map(|i| i as f32 * 0.01).collect::<Vec<f32>>(), n, &dev).unwrap());
+            Linear::new(QMatMul::from_qtensor(q).unwrap(), b)
+        };
+        let parts = vec![part(32, 0.1, true), part(16, 0.5, false), part(16, 0.9, false)];
+        let shared = SharedInput::new(parts.clone()).unwrap();
+        assert_eq!(matches!(shared, SharedInput::Stacked { .. }), crate::q8_tiles::enabled());
+        let x = Tensor::from_vec((0..3 * 64).map(|i| (i as f32 * 0.13).cos()).collect::<Vec<f32>>(), (1, 3, 64), &dev).unwrap();
+        for (got, p) in shared.forward(&x).unwrap().iter().zip(&parts) {
+            assert_eq!(got.dims(), &[1, 3, p.dims().unwrap().0]);
+            assert!(max_diff(got, &p.forward(&x).unwrap()) < 1e-5);
         }
     }
 

@@ -174,7 +174,14 @@ impl Model {
             candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
             candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
         };
-        format!("weights={:?};dtype={:?};device={device}", self.options.weight_mode, self.options.dtype).to_lowercase()
+        let mut numerics = format!("weights={:?};dtype={:?};device={device}", self.options.weight_mode, self.options.dtype).to_lowercase();
+        if self.options.weight_mode == crate::WeightMode::Quantized && device == "cpu" {
+            // The CPU's Q8_0 kernel decides how activations are quantized (per 32 values
+            // with an f32 or f16 scale, or per 256): other numbers at ~1e-4.
+            numerics.push_str(";q8_0_kernel=");
+            numerics.push_str(crate::linear::q8_0_kernel());
+        }
+        numerics
     }
 
     /// The options the model was loaded with.

@@ -12,7 +12,9 @@
 //! otherwise), at the level of the quantized mode's own error.
 //!
 //! Applied on x86-64 CPUs with those instructions only (elsewhere padding would only add
-//! work); `LCROSS_PAD_Q8_0=off` turns it off, for benchmarks.
+//! work), where lcross's own kernel (`q8_tiles.rs`, AVX-512-VNNI, no padding) does not
+//! run: on AVX-VNNI CPUs without AVX-512, or with `LCROSS_Q8_KERNEL=off`.
+//! `LCROSS_PAD_Q8_0=off` turns it off, for benchmarks.
 
 use std::borrow::Cow;
 
@@ -64,7 +66,7 @@ fn padded(q: &QTensor, n: usize, k: usize) -> candle_core::Result<QMatMul> {
 /// Whether this CPU has the instructions of candle's repacked Q8_0 kernel (candle's own
 /// test; `MISTRALRS_FORCE_AVX2=1` makes candle skip it, and so padding) and padding is
 /// not turned off. Read once per process.
-fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| {
         if std::env::var("LCROSS_PAD_Q8_0").as_deref() == Ok("off") || std::env::var("MISTRALRS_FORCE_AVX2").as_deref() == Ok("1") {
