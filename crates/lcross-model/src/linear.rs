@@ -163,7 +163,9 @@ impl SharedInput {
         let tiled: Option<Vec<&Q8Tiles>> = parts.iter().map(|p| p.q8_tiles()).collect();
         if let Some(tiles) = tiled.and_then(|t| Q8Tiles::stack(&t)) {
             let widths: Vec<usize> = parts.iter().map(|p| p.dims().map(|d| d.0)).collect::<candle_core::Result<_>>()?;
-            let bias = stacked_bias(&parts, &widths, DType::F32, &candle_core::Device::Cpu)?;
+            // The biases keep the model's dtype (the tiles' output is cast back to it).
+            let bias_dtype = parts.iter().find_map(|p| p.bias.as_ref().map(|b| b.dtype())).unwrap_or(DType::F32);
+            let bias = stacked_bias(&parts, &widths, bias_dtype, &candle_core::Device::Cpu)?;
             return Ok(Self::Stacked { linear: Linear { weight: Weight::Q8Tiles(tiles), bias, input_width: None }, widths });
         }
         let dense: Option<Vec<&Tensor>> = parts.iter().map(|p| p.dense()).collect();
@@ -323,6 +325,19 @@ mod tests {
         for (got, p) in shared.forward(&x).unwrap().iter().zip(&parts) {
             assert_eq!(got.dims(), &[1, 3, p.dims().unwrap().0]);
             assert!(max_diff(got, &p.forward(&x).unwrap()) < 1e-5);
+        }
+        // A bf16 model: bf16 biases and inputs, bf16 outputs (candle's own quantized
+        // matmul takes f32 inputs only, so this is the tiles' case).
+        if !crate::q8_tiles::enabled() {
+            return;
+        }
+        let bf16 = |l: &Linear| Linear { bias: l.bias.as_ref().map(|b| b.to_dtype(DType::BF16).unwrap()), ..l.clone() };
+        let parts: Vec<Linear> = parts.iter().map(bf16).collect();
+        let x = x.to_dtype(DType::BF16).unwrap();
+        for (got, p) in SharedInput::new(parts.clone()).unwrap().forward(&x).unwrap().iter().zip(&parts) {
+            assert_eq!(got.dtype(), DType::BF16);
+            let to_f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+            assert!(max_diff(&to_f32(got), &to_f32(&p.forward(&x).unwrap())) < 1e-2);
         }
     }
 

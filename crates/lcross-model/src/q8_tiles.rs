@@ -1,5 +1,5 @@
-//! Q8_0 weights times a few rows of activations, on CPUs with AVX-512-VNNI: lcross's
-//! own kernel for rows of whole 32-value blocks.
+//! Q8_0 weights times activations on CPUs with AVX-512-VNNI: lcross's own kernel for
+//! rows of any whole number of 32-value blocks.
 //!
 //! candle's repacked VNNI kernel takes a Q8_0 weight only when its row length is a
 //! multiple of 256 (it quantizes the activations per 256 values), and its other path
