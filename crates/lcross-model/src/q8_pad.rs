@@ -20,13 +20,11 @@ use std::borrow::Cow;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 
+// The Q8_0 block's values and bytes, and candle's tile height (the same as lcross's).
+use crate::q8_tiles::{BLOCK, BLOCK_BYTES, TILE_ROWS};
+
 /// Values per superblock of candle's repacked kernels.
 const SUPERBLOCK: usize = 256;
-/// Output rows per tile of candle's repacked kernels.
-const TILE_ROWS: usize = 16;
-/// Values per Q8_0 block, and its size in bytes (an f16 scale, 32 i8 quants).
-const BLOCK: usize = 32;
-const BLOCK_BYTES: usize = 34;
 
 /// `weight` with its rows padded to a multiple of 256 values, and the input width the
 /// caller keeps using, where padding lets the repacked kernel run; otherwise `weight`

@@ -31,10 +31,10 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Tensor};
 
 /// Output rows per tile (one 512-bit register of i32 sums).
-const TILE_ROWS: usize = 16;
+pub(crate) const TILE_ROWS: usize = 16;
 /// Values per Q8_0 block, and its size in bytes (an f16 scale, 32 i8 quants).
-const BLOCK: usize = 32;
-const BLOCK_BYTES: usize = 34;
+pub(crate) const BLOCK: usize = 32;
+pub(crate) const BLOCK_BYTES: usize = 34;
 /// Input rows a unit of work multiplies against one tile (its register sums).
 const MAX_INPUT_ROWS: usize = 4;
 
