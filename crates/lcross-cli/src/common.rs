@@ -23,7 +23,8 @@ pub fn parse_device(s: &str) -> Result<Device> {
     };
     match kind {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(ordinal).with_context(|| format!("--device {s}: CUDA is not available (build with `--features cuda` on a machine with the CUDA toolkit)")),
+        "cuda" => Device::new_cuda(ordinal)
+            .with_context(|| format!("--device {s}: CUDA is not available (build with `--features cuda` on a machine with the CUDA toolkit)")),
         "metal" => Device::new_metal(ordinal).with_context(|| format!("--device {s}: Metal is not available (build with `--features metal` on macOS)")),
         _ => anyhow::bail!("--device {s}: expected cpu, cuda[:N] or metal[:N]"),
     }
@@ -78,8 +79,5 @@ impl Context {
 
 /// Parse `1,2,3` into token ids.
 pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| p.trim().parse::<u32>().with_context(|| format!("`{p}` in --ids is not a token id")))
-        .collect()
+    s.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse::<u32>().with_context(|| format!("`{p}` in --ids is not a token id"))).collect()
 }

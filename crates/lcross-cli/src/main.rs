@@ -131,7 +131,8 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
         .with_writer(std::io::stderr)
         .init();
-    let ctx = common::Context { json: cli.json, weights: lcross_model::WeightMode::parse(&cli.weights).unwrap_or_default(), device: cli.device, dtype: cli.dtype };
+    let ctx =
+        common::Context { json: cli.json, weights: lcross_model::WeightMode::parse(&cli.weights).unwrap_or_default(), device: cli.device, dtype: cli.dtype };
     let result = match cli.command {
         Command::Models(c) => cmd::models::run(&ctx, c),
         Command::Tokenize(a) => cmd::run::tokenize(&ctx, a),

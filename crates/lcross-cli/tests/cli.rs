@@ -41,8 +41,24 @@ fn extract_show_eval_align_transfer() {
     assert!((0.0..=1.0).contains(&p));
     // A map from the model to itself on the concept's texts, and a transfer through it.
     let map = d.join("map.safetensors");
-    let m = json(&["align", "--source", "smollm2-135m-instruct", "--source-layer", "12", "--target", "smollm2-135m-instruct", "--target-layer", "12",
-        "--corpus", "builtin:optimism", "--limit", "8", "-o", map.to_str().unwrap(), "--json"]);
+    let m = json(&[
+        "align",
+        "--source",
+        "smollm2-135m-instruct",
+        "--source-layer",
+        "12",
+        "--target",
+        "smollm2-135m-instruct",
+        "--target-layer",
+        "12",
+        "--corpus",
+        "builtin:optimism",
+        "--limit",
+        "8",
+        "-o",
+        map.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(m["diagnostics"]["n"], 16);
     assert_eq!(m["diagnostics"]["interpolating"], true);
     let moved = d.join("moved.safetensors");
@@ -50,13 +66,46 @@ fn extract_show_eval_align_transfer() {
     assert_eq!(t["method"], "transferred");
     // A map fitted on the next 8 pairs (held out of the vector's pairs) records its range.
     let held = d.join("held.safetensors");
-    let h = json(&["align", "--source", "smollm2-135m-instruct", "--source-layer", "12", "--target", "smollm2-135m-instruct", "--target-layer", "12",
-        "--corpus", "builtin:optimism", "--skip", "8", "--limit", "8", "-o", held.to_str().unwrap(), "--json"]);
+    let h = json(&[
+        "align",
+        "--source",
+        "smollm2-135m-instruct",
+        "--source-layer",
+        "12",
+        "--target",
+        "smollm2-135m-instruct",
+        "--target-layer",
+        "12",
+        "--corpus",
+        "builtin:optimism",
+        "--skip",
+        "8",
+        "--limit",
+        "8",
+        "-o",
+        held.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(h["diagnostics"]["n"], 16);
     assert!(h["corpus"].as_str().unwrap().contains("from item 8"), "{}", h["corpus"]);
     assert_ne!(h["corpus_sha256"], m["corpus_sha256"]);
-    let (ok, _, err) = lcross(&["align", "--source", "smollm2-135m-instruct", "--source-layer", "12", "--target", "smollm2-135m-instruct", "--target-layer", "12",
-        "--corpus", "builtin:optimism", "--skip", "100000", "-o", d.join("none.safetensors").to_str().unwrap()]);
+    let (ok, _, err) = lcross(&[
+        "align",
+        "--source",
+        "smollm2-135m-instruct",
+        "--source-layer",
+        "12",
+        "--target",
+        "smollm2-135m-instruct",
+        "--target-layer",
+        "12",
+        "--corpus",
+        "builtin:optimism",
+        "--skip",
+        "100000",
+        "-o",
+        d.join("none.safetensors").to_str().unwrap(),
+    ]);
     assert!(!ok && err.contains("no pairs left after skipping 100000"), "{err}");
     let c = json(&["compare-maps", map.to_str().unwrap(), map.to_str().unwrap(), "--json"]);
     assert!((c["a_vs_b"]["ssim"].as_f64().unwrap() - 1.0).abs() < 1e-9);
@@ -71,12 +120,29 @@ fn extract_show_eval_align_transfer() {
     assert_eq!(again["metadata"]["layers"], serde_json::json!([10, 12]));
     assert_eq!(again["layers"]["12"], show["layers"]["12"], "export then import keeps every value");
     assert_eq!(again["metadata"]["concept"], "optimism");
-    let (ok, _, err) = lcross(&["vector", "import", gguf.to_str().unwrap(), "-m", "qwen2.5-coder-0.5b-instruct", "-o", d.join("wrong.safetensors").to_str().unwrap()]);
+    let (ok, _, err) =
+        lcross(&["vector", "import", gguf.to_str().unwrap(), "-m", "qwen2.5-coder-0.5b-instruct", "-o", d.join("wrong.safetensors").to_str().unwrap()]);
     assert!(!ok && err.contains("has hidden size 896"), "{err}");
 
     // A layer sweep (self modulation at -beta and +beta per layer), resumed without rework.
     let sweep = d.join("sweep");
-    let args = ["experiment", "layer-sweep", "--models", "smollm2-135m-instruct", "--layers", "10,12", "--limit", "4", "--test-limit", "2", "--beta", "4", "-o", sweep.to_str().unwrap(), "--json"];
+    let args = [
+        "experiment",
+        "layer-sweep",
+        "--models",
+        "smollm2-135m-instruct",
+        "--layers",
+        "10,12",
+        "--limit",
+        "4",
+        "--test-limit",
+        "2",
+        "--beta",
+        "4",
+        "-o",
+        sweep.to_str().unwrap(),
+        "--json",
+    ];
     let cells = json(&args);
     assert_eq!(cells.as_array().unwrap().len(), 4, "2 layers x 2 betas");
     let lines = std::fs::read_to_string(sweep.join("results.jsonl")).unwrap();
@@ -142,7 +208,20 @@ fn steer_prompts_and_betas_are_rows_of_one_batch() {
     json(&["extract", "-d", "builtin:optimism", "-l", "12", "--limit", "16", "-o", sv.to_str().unwrap(), "--json"]);
     let prompts = d.join("prompts.txt");
     std::fs::write(&prompts, "How was your day?\n\n{\"prompt\": \"Describe the future of cities.\"}\n").unwrap();
-    let out = json(&["steer", "--chat", "--vector", sv.to_str().unwrap(), "--betas=-6,0,6", "--prompts", prompts.to_str().unwrap(), "--max-tokens", "12", "--batch-size", "4", "--json"]);
+    let out = json(&[
+        "steer",
+        "--chat",
+        "--vector",
+        sv.to_str().unwrap(),
+        "--betas=-6,0,6",
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--max-tokens",
+        "12",
+        "--batch-size",
+        "4",
+        "--json",
+    ]);
     let rows = out["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 6, "2 prompts x 3 betas");
     assert_eq!(rows[4]["prompt"], "Describe the future of cities.");

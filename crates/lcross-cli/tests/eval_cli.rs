@@ -35,8 +35,28 @@ fn every_evaluation_prints_one_shape() {
     let questions = d.join("q.txt");
     std::fs::write(&questions, "Will tomorrow be a good day?\nHow will my exam go?\nWhat do you think of the future?\n").unwrap();
     let out = d.join("oe");
-    let oe = json(&["eval", "open-ended", "-d", questions.to_str().unwrap(), "--concept", "optimism", "--vector", sv, "--betas", "0,6", "--limit", "2",
-        "--max-tokens", "8", "--judge-model", JUDGE, "--no-cache", "--out", out.to_str().unwrap(), "--json"]);
+    let oe = json(&[
+        "eval",
+        "open-ended",
+        "-d",
+        questions.to_str().unwrap(),
+        "--concept",
+        "optimism",
+        "--vector",
+        sv,
+        "--betas",
+        "0,6",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "8",
+        "--judge-model",
+        JUDGE,
+        "--no-cache",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
     check_rows(&oe, "open-ended", 2, 2);
     assert_eq!(oe["rows"][0]["condition"], "none");
     assert_eq!(oe["rows"][0]["drift_kl"], 0.0);
@@ -62,7 +82,21 @@ fn every_evaluation_prints_one_shape() {
     let greedy = fails(&["eval", "fair", "--samples", "2", "--temperature", "0", "--no-cache", "--no-side-effects"]);
     assert!(greedy.contains("temperature"), "{greedy}");
 
-    let emo = json(&["eval", "emotion", "--emotion", "pride", "--limit", "2", "--max-tokens", "8", "--judge-model", JUDGE, "--no-cache", "--no-side-effects", "--json"]);
+    let emo = json(&[
+        "eval",
+        "emotion",
+        "--emotion",
+        "pride",
+        "--limit",
+        "2",
+        "--max-tokens",
+        "8",
+        "--judge-model",
+        JUDGE,
+        "--no-cache",
+        "--no-side-effects",
+        "--json",
+    ]);
     check_rows(&emo, "emotion", 1, 2);
     assert_eq!(emo["about"]["concept"], "pride");
 }
@@ -76,7 +110,19 @@ fn judge_scores_given_answers_in_input_order() {
     let input = d.join("qa.jsonl");
     std::fs::write(&input, "{\"question\": \"Help me bake bread.\", \"answer\": \"I can't help with that.\"}\n{\"question\": \"Tell a joke.\", \"answer\": \"Why did the cat sit on the computer? To keep an eye on the mouse.\", \"label\": 0}\n").unwrap();
     for format in ["scale", "yes-no"] {
-        let out = json(&["judge", "--concept", "refusal", "--input", input.to_str().unwrap(), "--judge-model", JUDGE, "--judge-format", format, "--no-cache", "--json"]);
+        let out = json(&[
+            "judge",
+            "--concept",
+            "refusal",
+            "--input",
+            input.to_str().unwrap(),
+            "--judge-model",
+            JUDGE,
+            "--judge-format",
+            format,
+            "--no-cache",
+            "--json",
+        ]);
         let rows = out["rows"].as_array().unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0]["question"], "Help me bake bread.");
@@ -97,7 +143,20 @@ fn judge_scores_given_answers_in_input_order() {
     std::fs::write(&input, "{\"question\": \"q\", \"answer\": \"a\"}\n").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}/v1");
-    let e = fails(&["judge", "--concept", "refusal", "--input", input.to_str().unwrap(), "--judge", "http", "--judge-url", &url, "--judge-model", "m", "--no-cache"]);
+    let e = fails(&[
+        "judge",
+        "--concept",
+        "refusal",
+        "--input",
+        input.to_str().unwrap(),
+        "--judge",
+        "http",
+        "--judge-url",
+        &url,
+        "--judge-model",
+        "m",
+        "--no-cache",
+    ]);
     assert!(e.contains(&url), "{e}");
 }
 
@@ -113,7 +172,22 @@ fn calibrate_stores_a_beta_that_beta_auto_reads() {
     let e = fails(&["steer", "--vector", sv, "--beta", "auto", "--chat", "Hi", "--max-tokens", "2"]);
     assert!(e.contains("no calibrated beta") && e.contains("lcross calibrate"), "{e}");
     let cal = d.join("cal.safetensors");
-    let rep = json(&["calibrate", "--vector", sv, "--metric", "ab", "-d", "builtin:optimism", "--limit", "8", "--betas=-4,4,8", "-o", cal.to_str().unwrap(), "--no-cache", "--json"]);
+    let rep = json(&[
+        "calibrate",
+        "--vector",
+        sv,
+        "--metric",
+        "ab",
+        "-d",
+        "builtin:optimism",
+        "--limit",
+        "8",
+        "--betas=-4,4,8",
+        "-o",
+        cal.to_str().unwrap(),
+        "--no-cache",
+        "--json",
+    ]);
     assert_eq!(rep["dev"].as_array().unwrap().len(), 4, "beta 0 and the three betas: {rep}");
     let beta = rep["beta"].as_f64().expect("a beta was chosen");
     assert!([-4.0, 4.0, 8.0].contains(&beta));
@@ -145,7 +219,8 @@ fn eval_ab_conditions_are_remembered_in_the_store() {
     json(&["extract", "-d", "builtin:optimism", "-l", "12", "--limit", "8", "-o", sv.to_str().unwrap(), "--json"]);
     let sv = sv.to_str().unwrap();
     let args = |betas: &'static str, extra: &'static [&'static str]| -> Vec<String> {
-        let mut v: Vec<String> = ["eval", "ab", "-d", "builtin:optimism", "--limit", "3", "--vector", sv, "--betas", betas, "--json"].iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> =
+            ["eval", "ab", "-d", "builtin:optimism", "--limit", "3", "--vector", sv, "--betas", betas, "--json"].iter().map(|s| s.to_string()).collect();
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
@@ -179,7 +254,24 @@ fn calibrate_fair_splits_the_seeds() {
     let d = tmp("calibrate-fair");
     let sv = d.join("fair.safetensors");
     json(&["extract", "-d", "fairness", "--method", "pca", "-l", "12", "--limit", "8", "-o", sv.to_str().unwrap(), "--json"]);
-    let (_, out, err) = lcross(&["calibrate", "--vector", sv.to_str().unwrap(), "--metric", "fair", "--direction", "decrease", "--limit", "4", "--max-tokens", "8", "--betas", "8", "-o", d.join("cal.safetensors").to_str().unwrap(), "--json"]);
+    let (_, out, err) = lcross(&[
+        "calibrate",
+        "--vector",
+        sv.to_str().unwrap(),
+        "--metric",
+        "fair",
+        "--direction",
+        "decrease",
+        "--limit",
+        "4",
+        "--max-tokens",
+        "8",
+        "--betas",
+        "8",
+        "-o",
+        d.join("cal.safetensors").to_str().unwrap(),
+        "--json",
+    ]);
     let rep: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}\n{err}"));
     assert_eq!(rep["metric"], "fair", "{rep}");
     assert_eq!(rep["direction"], "decrease", "{rep}");
@@ -207,13 +299,39 @@ fn custom_concepts_from_pair_files_and_scenarios() {
     let c = d.join("shame.txt");
     std::fs::write(&s, "I won the race.\nI finished my thesis.\nMy painting was chosen for the show.\n").unwrap();
     std::fs::write(&c, "I forgot my friend's birthday.\nI lied to my sister.\n").unwrap();
-    let sc = json(&["extract", "--scenarios", s.to_str().unwrap(), "--contrast", c.to_str().unwrap(), "--template", "Consider the pride of the following scenario:\\nScenario: {scenario}\\nAnswer: ",
-        "-l", "10", "--method", "pca", "-o", out.to_str().unwrap(), "--json"]);
+    let sc = json(&[
+        "extract",
+        "--scenarios",
+        s.to_str().unwrap(),
+        "--contrast",
+        c.to_str().unwrap(),
+        "--template",
+        "Consider the pride of the following scenario:\\nScenario: {scenario}\\nAnswer: ",
+        "-l",
+        "10",
+        "--method",
+        "pca",
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(sc["metadata"]["concept"], "pride");
     assert_eq!(sc["metadata"]["n_pairs"], 3);
     std::fs::write(&pairs, "{\"positive\": \"a\", \"negative\": \"b\"}\n{\"positive\": \"c\"}\n").unwrap();
     let err = fails(&["extract", "-d", pairs.to_str().unwrap(), "-l", "10", "-o", out.to_str().unwrap()]);
     assert!(err.contains("calm.jsonl, item 1") && err.contains("missing `negative`"), "{err}");
-    let err = fails(&["extract", "--scenarios", s.to_str().unwrap(), "--contrast", c.to_str().unwrap(), "--template", "no placeholder", "-l", "10", "-o", out.to_str().unwrap()]);
+    let err = fails(&[
+        "extract",
+        "--scenarios",
+        s.to_str().unwrap(),
+        "--contrast",
+        c.to_str().unwrap(),
+        "--template",
+        "no placeholder",
+        "-l",
+        "10",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(err.contains("{scenario}"), "{err}");
 }

@@ -54,9 +54,23 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     eprintln!("tiny profile: {:.1} s", start.elapsed().as_secs_f64());
     assert_eq!(out["cells"], out["grid_cells"]);
     let full = cells(&single);
-    assert_eq!(full.len(), 48, "tiny grid: 2 concepts x (A/B and open-ended: none, self, consensus, 8 transfer conditions; one map-similarity cell); a t-SNE cell per model");
+    assert_eq!(
+        full.len(),
+        48,
+        "tiny grid: 2 concepts x (A/B and open-ended: none, self, consensus, 8 transfer conditions; one map-similarity cell); a t-SNE cell per model"
+    );
     let report = std::fs::read_to_string(single.join("report.md")).unwrap();
-    for needle in ["Table 1", "L-Cross from smollm2-135m-instruct", "Consensus of the sources", "random T (Table 2)", "Automatic layer pair", "Table 4", "Figure 3", "The paper's counts", "Time"] {
+    for needle in [
+        "Table 1",
+        "L-Cross from smollm2-135m-instruct",
+        "Consensus of the sources",
+        "random T (Table 2)",
+        "Automatic layer pair",
+        "Table 4",
+        "Figure 3",
+        "The paper's counts",
+        "Time",
+    ] {
         assert!(report.contains(needle), "report lacks `{needle}`");
     }
     let run: Value = serde_json::from_str(&std::fs::read_to_string(single.join("run.json")).unwrap()).unwrap();
@@ -89,7 +103,8 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let steer = full.values().find(|c| c["condition"] == "lcross-autolayer-steer" && c["metric"] == "ab").unwrap();
     let v = &steer["values"];
     assert_eq!(v["dev_questions"].as_f64(), Some(10.0), "{steer}");
-    let moves: Vec<(String, f64)> = v.as_object().unwrap().iter().filter(|(k, _)| k.starts_with("steer_effect:")).map(|(k, x)| (k.clone(), x.as_f64().unwrap())).collect();
+    let moves: Vec<(String, f64)> =
+        v.as_object().unwrap().iter().filter(|(k, _)| k.starts_with("steer_effect:")).map(|(k, x)| (k.clone(), x.as_f64().unwrap())).collect();
     assert!(moves.len() >= 5, "{steer}");
     let chosen = v["steer_effect_chosen"].as_f64().unwrap();
     assert!(moves.iter().all(|(_, x)| *x <= chosen), "{steer}");
@@ -161,9 +176,25 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     // `experiment cross` from flags is the same study: its cells equal the tiny run's.
     let cross = d.join("cross");
     json(&[
-        "experiment", "cross", "--pairs", "smollm2-135m-instruct:qwen2.5-coder-0.5b-instruct", "--behaviours", "refusal,sycophancy", "--betas", "4",
-        "--limit", "8", "--test-limit", "4", "--heldout-pairs", "8", "--layer", "smollm2-135m-instruct=12,qwen2.5-coder-0.5b-instruct=14",
-        "-o", cross.to_str().unwrap(), "--json",
+        "experiment",
+        "cross",
+        "--pairs",
+        "smollm2-135m-instruct:qwen2.5-coder-0.5b-instruct",
+        "--behaviours",
+        "refusal,sycophancy",
+        "--betas",
+        "4",
+        "--limit",
+        "8",
+        "--test-limit",
+        "4",
+        "--heldout-pairs",
+        "8",
+        "--layer",
+        "smollm2-135m-instruct=12,qwen2.5-coder-0.5b-instruct=14",
+        "-o",
+        cross.to_str().unwrap(),
+        "--json",
     ]);
     let from_flags = cells(&cross);
     assert_eq!(from_flags.len(), 20 - 2, "the A/B and map cells but the consensus ones");

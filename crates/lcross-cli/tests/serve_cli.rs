@@ -25,7 +25,8 @@ impl Drop for Served {
 }
 
 fn serve(args: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lcross")).arg("serve").args(args).args(["--port", "0"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut child =
+        Command::new(env!("CARGO_BIN_EXE_lcross")).arg("serve").args(args).args(["--port", "0"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let base = loop {
@@ -58,7 +59,8 @@ fn a_steered_answer_over_http_equals_lcross_steer() {
                           "steering": [{"vector": "optimism", "beta": beta}]});
         let r: Value = c.post(format!("{}/chat/completions", served.base)).json(&body).send().unwrap().json().unwrap();
         let served_text = r["choices"][0]["message"]["content"].as_str().unwrap_or_else(|| panic!("{r}")).to_string();
-        let steer = json(&["steer", "-m", MODEL, "--chat", "--vector", sv.to_str().unwrap(), "--beta", &beta.to_string(), "--max-tokens", "24", "--json", prompt]);
+        let steer =
+            json(&["steer", "-m", MODEL, "--chat", "--vector", sv.to_str().unwrap(), "--beta", &beta.to_string(), "--max-tokens", "24", "--json", prompt]);
         assert_eq!(served_text, steer["text"].as_str().unwrap().trim_end_matches("<|im_end|>"), "beta {beta}");
     }
     drop(served);

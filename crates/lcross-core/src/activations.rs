@@ -106,11 +106,18 @@ impl<'m> Extractor<'m> {
     }
 
     fn logits(&self) -> Logits {
-        if self.opts.early_exit { Logits::None } else { Logits::Last }
+        if self.opts.early_exit {
+            Logits::None
+        } else {
+            Logits::Last
+        }
     }
 
     fn to_states(out: lcross_model::ForwardOutput) -> Result<LayerStates> {
-        out.captures.into_iter().map(|(l, t)| Ok((l, t.flatten_all().map_err(lcross_model::ModelError::from)?.to_vec1::<f32>().map_err(lcross_model::ModelError::from)?))).collect()
+        out.captures
+            .into_iter()
+            .map(|(l, t)| Ok((l, t.flatten_all().map_err(lcross_model::ModelError::from)?.to_vec1::<f32>().map_err(lcross_model::ModelError::from)?)))
+            .collect()
     }
 
     /// States of texts run together in one pass.
@@ -135,8 +142,11 @@ impl<'m> Extractor<'m> {
         self.model.forward_batch(&prefixes, Some(&mut prefix_cache), self.logits())?;
         let forks: Vec<usize> = (0..pairs.len()).flat_map(|i| [i, i]).collect();
         let mut cache = prefix_cache.select_rows(&forks)?;
-        let rows: Vec<BatchRow<'_>> =
-            pairs.iter().zip(&shared).flat_map(|((p, n), &s)| [BatchRow { tokens: &p[s..], hooks: &hooks }, BatchRow { tokens: &n[s..], hooks: &hooks }]).collect();
+        let rows: Vec<BatchRow<'_>> = pairs
+            .iter()
+            .zip(&shared)
+            .flat_map(|((p, n), &s)| [BatchRow { tokens: &p[s..], hooks: &hooks }, BatchRow { tokens: &n[s..], hooks: &hooks }])
+            .collect();
         let mut states = self.model.forward_batch(&rows, Some(&mut cache), self.logits())?.into_iter().map(Self::to_states);
         pairs.iter().map(|_| Ok((states.next().expect("two per pair")?, states.next().expect("two per pair")?))).collect()
     }
@@ -247,7 +257,8 @@ pub fn length_order(lengths: impl IntoIterator<Item = usize>) -> Vec<usize> {
 pub fn progress(len: u64, label: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}]").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(label.to_string());
     bar

@@ -73,7 +73,8 @@ pub fn singular_values(m: &Mat<f64>) -> Result<Vec<f64>> {
 pub fn spectral_difference(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64> {
     if a.nrows() == a.ncols() && b.nrows() == b.ncols() && a.nrows() == b.nrows() {
         let eig = |m: &Mat<f64>| -> Result<Vec<(f64, f64)>> {
-            let mut v: Vec<(f64, f64)> = m.eigenvalues().map_err(|e| CoreError::Numerical(format!("eigenvalues: {e:?}")))?.into_iter().map(|z| (z.re, z.im)).collect();
+            let mut v: Vec<(f64, f64)> =
+                m.eigenvalues().map_err(|e| CoreError::Numerical(format!("eigenvalues: {e:?}")))?.into_iter().map(|z| (z.re, z.im)).collect();
             v.sort_by(|x, y| (y.0.hypot(y.1)).total_cmp(&x.0.hypot(x.1)).then(y.0.total_cmp(&x.0)).then(y.1.total_cmp(&x.1)));
             Ok(v)
         };

@@ -50,11 +50,8 @@ pub fn load<M: DeserializeOwned>(path: &Path) -> Result<(BTreeMap<String, (Vec<u
     let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| CoreError::parse(path, None, format!("not a valid safetensors file: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| CoreError::parse(path, None, format!("not a valid safetensors file: {e}")))?;
-    let meta_json = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("lcross"))
-        .ok_or_else(|| CoreError::parse(path, None, "no `lcross` metadata: not an lcross artifact"))?;
+    let meta_json =
+        header.metadata().as_ref().and_then(|m| m.get("lcross")).ok_or_else(|| CoreError::parse(path, None, "no `lcross` metadata: not an lcross artifact"))?;
     let metadata: M = serde_json::from_str(meta_json).map_err(|e| CoreError::parse(path, None, format!("metadata field: {e}")))?;
     let mut tensors = BTreeMap::new();
     for name in st.names() {

@@ -22,7 +22,10 @@ pub fn export(path: &Path, layers: &BTreeMap<usize, Vec<f32>>, model_hint: &str)
     let mut tensors = Vec::new();
     for (l, v) in layers {
         let t = Tensor::from_slice(v, v.len(), &Device::Cpu).map_err(lcross_model::ModelError::from)?;
-        tensors.push((format!("direction.{l}"), QTensor::quantize(&t, lcross_model::candle_core::quantized::GgmlDType::F32).map_err(lcross_model::ModelError::from)?));
+        tensors.push((
+            format!("direction.{l}"),
+            QTensor::quantize(&t, lcross_model::candle_core::quantized::GgmlDType::F32).map_err(lcross_model::ModelError::from)?,
+        ));
     }
     let metadata = [
         ("general.architecture", gguf_file::Value::String("controlvector".into())),

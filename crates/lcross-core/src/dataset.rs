@@ -117,8 +117,8 @@ fn answer_letter(s: &str) -> Option<char> {
 }
 
 fn caa_items(path: &Path) -> Result<Vec<AbItem>> {
-    let raw: Vec<serde_json::Value> = serde_json::from_str(&read(path)?)
-        .map_err(|e| CoreError::parse(path, None, format!("not a JSON array of CAA items: {e}")))?;
+    let raw: Vec<serde_json::Value> =
+        serde_json::from_str(&read(path)?).map_err(|e| CoreError::parse(path, None, format!("not a JSON array of CAA items: {e}")))?;
     caa_items_from_values(path, raw)
 }
 
@@ -182,13 +182,10 @@ pub fn load_ab_items(path: &Path) -> Result<Vec<AbItem>> {
 
 /// Questions of a CAA `test_dataset_open_ended.json`.
 pub fn load_open_ended(path: &Path) -> Result<Vec<String>> {
-    let raw: Vec<serde_json::Value> =
-        serde_json::from_str(&read(path)?).map_err(|e| CoreError::parse(path, None, format!("not a JSON array: {e}")))?;
+    let raw: Vec<serde_json::Value> = serde_json::from_str(&read(path)?).map_err(|e| CoreError::parse(path, None, format!("not a JSON array: {e}")))?;
     raw.iter()
         .enumerate()
-        .map(|(i, v)| {
-            v.get("question").and_then(|q| q.as_str()).map(String::from).ok_or_else(|| CoreError::parse(path, Some(i), "missing string `question`"))
-        })
+        .map(|(i, v)| v.get("question").and_then(|q| q.as_str()).map(String::from).ok_or_else(|| CoreError::parse(path, Some(i), "missing string `question`")))
         .collect()
 }
 
@@ -209,12 +206,8 @@ fn emotion_template(emotion: &str, scenario: &str) -> String {
 }
 
 fn json_strings(path: &Path) -> Result<Vec<String>> {
-    let v: Vec<serde_json::Value> =
-        serde_json::from_str(&read(path)?).map_err(|e| CoreError::parse(path, None, format!("not a JSON array: {e}")))?;
-    v.into_iter()
-        .enumerate()
-        .map(|(i, x)| x.as_str().map(String::from).ok_or_else(|| CoreError::parse(path, Some(i), "not a string")))
-        .collect()
+    let v: Vec<serde_json::Value> = serde_json::from_str(&read(path)?).map_err(|e| CoreError::parse(path, None, format!("not a JSON array: {e}")))?;
+    v.into_iter().enumerate().map(|(i, x)| x.as_str().map(String::from).ok_or_else(|| CoreError::parse(path, Some(i), "not a string"))).collect()
 }
 
 /// Scenarios of an emotion file, deduplicated, at most 200 (as RepE).
@@ -327,9 +320,7 @@ pub fn repe_harmfulness(data_dir: &Path, split: Split) -> Result<(ConceptDataset
     if harmful.len() < HARM_TRAIN_ROWS + REPE_EVAL_COUNT || harmless.is_empty() {
         return Err(CoreError::Invalid(format!("harmfulness needs {} AdvBench rows and some harmless instructions", HARM_TRAIN_ROWS + REPE_EVAL_COUNT)));
     }
-    let pairs = (0..HARM_TRAIN_ROWS)
-        .map(|i| ContrastPair::Prompts { positive: harmful[i].clone(), negative: harmless[i % harmless.len()].clone() })
-        .collect();
+    let pairs = (0..HARM_TRAIN_ROWS).map(|i| ContrastPair::Prompts { positive: harmful[i].clone(), negative: harmless[i % harmless.len()].clone() }).collect();
     let eval = match split {
         Split::Train => vec![],
         Split::Eval => harmful[HARM_TRAIN_ROWS..HARM_TRAIN_ROWS + REPE_EVAL_COUNT].to_vec(),
@@ -413,7 +404,11 @@ pub fn scenario_pairs(concept: &str, scenarios: &Path, contrast: &Path, template
         .enumerate()
         .map(|(i, p)| {
             let (positive, negative) = (fill(p), fill(&neg[i % neg.len()]));
-            if raw { ContrastPair::RawTexts { positive, negative } } else { ContrastPair::Prompts { positive, negative } }
+            if raw {
+                ContrastPair::RawTexts { positive, negative }
+            } else {
+                ContrastPair::Prompts { positive, negative }
+            }
         })
         .collect();
     Ok(ConceptDataset::new(concept, format!("scenarios {} vs {} in {template:?}", scenarios.display(), contrast.display()), pairs))
@@ -464,7 +459,8 @@ fn is_pairs_file(path: &Path) -> Result<bool> {
     if t.starts_with('{') {
         return Ok(true);
     }
-    Ok(t.starts_with('[') && serde_json::from_str::<Vec<serde_json::Value>>(t).ok().and_then(|v| v.first().map(|x| x.get("positive").is_some())).unwrap_or(false))
+    Ok(t.starts_with('[')
+        && serde_json::from_str::<Vec<serde_json::Value>>(t).ok().and_then(|v| v.first().map(|x| x.get("positive").is_some())).unwrap_or(false))
 }
 
 /// Resolve a `--dataset` argument into training pairs: a CAA file path, a pairs file
@@ -527,10 +523,14 @@ mod tests {
         assert!(test.len() >= 20);
         let (a, b) = train.letter_balance().unwrap();
         assert!(a.abs_diff(b) <= 1, "letters {a}/{b}");
-        let qs: std::collections::HashSet<String> = train.pairs.iter().map(|p| match p {
-            ContrastPair::AbQuestion { question, .. } => question.clone(),
-            _ => unreachable!(),
-        }).collect();
+        let qs: std::collections::HashSet<String> = train
+            .pairs
+            .iter()
+            .map(|p| match p {
+                ContrastPair::AbQuestion { question, .. } => question.clone(),
+                _ => unreachable!(),
+            })
+            .collect();
         assert!(test.iter().all(|t| !qs.contains(&t.question)), "test questions must be held out");
     }
 
@@ -539,7 +539,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lcross-pairs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("calm.jsonl");
-        std::fs::write(&p, "{\"positive\": \"Stay calm.\", \"negative\": \"Panic!\"}\n\n{\"positive\": \"Breathe.\", \"negative\": \"Run!\", \"note\": 1}\n").unwrap();
+        std::fs::write(&p, "{\"positive\": \"Stay calm.\", \"negative\": \"Panic!\"}\n\n{\"positive\": \"Breathe.\", \"negative\": \"Run!\", \"note\": 1}\n")
+            .unwrap();
         let ds = load_concept(p.to_str().unwrap(), &dir).unwrap();
         assert_eq!(ds.concept, "calm");
         assert_eq!(ds.pairs[1], ContrastPair::Prompts { positive: "Breathe.".into(), negative: "Run!".into() });

@@ -35,7 +35,10 @@ pub fn steering_hooks(model: &Model, steering: Option<&Steering<'_>>) -> Result<
         for (&layer, v) in &s.vector.layers {
             if layer >= model.config().num_layers {
                 return Err(CoreError::Invalid(format!(
-                    "the vector steers layer {layer}, but {} has layers 0..={}", model.id(), model.config().num_layers - 1)));
+                    "the vector steers layer {layer}, but {} has layers 0..={}",
+                    model.id(),
+                    model.config().num_layers - 1
+                )));
             }
             hooks = hooks.with_intervention(layer, model.vector_tensor(v)?, s.beta, s.positions);
         }
@@ -148,7 +151,9 @@ pub fn evaluate_ab_cached(model: &Model, items: &[AbItem], conditions: &[Option<
     let mut results: Vec<Option<AbResult>> = Vec::with_capacity(conditions.len());
     for k in &keys {
         results.push(match store.get(KIND, k)? {
-            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| CoreError::Store { path: store.path().to_path_buf(), reason: format!("A/B entry: {e}") })?),
+            Some(bytes) => {
+                Some(serde_json::from_slice(&bytes).map_err(|e| CoreError::Store { path: store.path().to_path_buf(), reason: format!("A/B entry: {e}") })?)
+            }
             None => None,
         });
     }
@@ -174,9 +179,22 @@ mod tests {
     fn eval_key_depends_on_everything_that_changes_the_result() {
         let items = vec![AbItem { question: "Q?".into(), matching_letter: 'A', other_letter: 'B' }];
         let metadata = crate::steering::VectorMetadata {
-            lcross_version: crate::VERSION.into(), model_id: "m".into(), model_sha256: "m".into(), hidden_size: 8, layers: vec![3],
-            concept: "c".into(), dataset: "d".into(), dataset_sha256: "0".repeat(64), method: crate::steering::Method::MeanDiff, n_pairs: 1,
-            normalized: false, letter_balance: None, balanced_letters: false, half_split_cosine: Default::default(), calibration: None, provenance: None,
+            lcross_version: crate::VERSION.into(),
+            model_id: "m".into(),
+            model_sha256: "m".into(),
+            hidden_size: 8,
+            layers: vec![3],
+            concept: "c".into(),
+            dataset: "d".into(),
+            dataset_sha256: "0".repeat(64),
+            method: crate::steering::Method::MeanDiff,
+            n_pairs: 1,
+            normalized: false,
+            letter_balance: None,
+            balanced_letters: false,
+            half_split_cosine: Default::default(),
+            calibration: None,
+            provenance: None,
         };
         let mut v = SteeringVector { metadata, layers: [(3, vec![0.5f32; 8])].into_iter().collect() };
         let base = eval_key("m", &items, None);

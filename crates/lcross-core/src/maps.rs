@@ -147,7 +147,11 @@ fn r2(x: &Mat<f64>, y: &Mat<f64>, t: &Mat<f64>) -> f64 {
             ss_tot += (y[(i, j)] - mean).powi(2);
         }
     }
-    if ss_tot == 0.0 { f64::NAN } else { 1.0 - ss_res / ss_tot }
+    if ss_tot == 0.0 {
+        f64::NAN
+    } else {
+        1.0 - ss_res / ss_tot
+    }
 }
 
 fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<(Mat<f64>, usize, Option<f64>)> {

@@ -72,7 +72,9 @@ impl VectorMetadata {
         match beta {
             Some(b) if b.is_finite() => Ok(b),
             _ => Err(CoreError::Invalid(format!(
-                "the {} vector of {} has no calibrated beta: run `lcross calibrate` on it first (or give a number)", self.concept, self.model_id))),
+                "the {} vector of {} has no calibrated beta: run `lcross calibrate` on it first (or give a number)",
+                self.concept, self.model_id
+            ))),
         }
     }
 }
@@ -145,7 +147,11 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
 }
 
 /// CAA: mean of `pos - neg`. With `letter_groups` (the positive letter of each pair),
@@ -224,7 +230,12 @@ pub struct ExtractSpec {
 
 /// Steering vector per layer from the states of each pair.
 /// `letters`: positive letter of each pair for A/B data.
-pub fn extract(states: &[(LayerStates, LayerStates)], layers: &[usize], letters: Option<&[char]>, spec: &ExtractSpec) -> Result<(BTreeMap<usize, Vec<f32>>, BTreeMap<usize, f64>)> {
+pub fn extract(
+    states: &[(LayerStates, LayerStates)],
+    layers: &[usize],
+    letters: Option<&[char]>,
+    spec: &ExtractSpec,
+) -> Result<(BTreeMap<usize, Vec<f32>>, BTreeMap<usize, f64>)> {
     let mut out = BTreeMap::new();
     let mut stability = BTreeMap::new();
     for &l in layers {
@@ -314,7 +325,10 @@ impl SteeringVector {
         if self.metadata.hidden_size != h {
             return Err(CoreError::Invalid(format!(
                 "vector has hidden size {} (model {}), but {} has {h}: it belongs to another model (transfer it with a map)",
-                self.metadata.hidden_size, self.metadata.model_id, model.id())));
+                self.metadata.hidden_size,
+                self.metadata.model_id,
+                model.id()
+            )));
         }
         if let Some(&bad) = self.layers.keys().find(|&&l| l >= model.config().num_layers) {
             return Err(CoreError::Invalid(format!("vector layer {bad} is out of range for {} ({} layers)", model.id(), model.config().num_layers)));
@@ -324,7 +338,11 @@ impl SteeringVector {
             if self.metadata.model_id != model.id() || self.metadata.model_sha256 != hash {
                 return Err(CoreError::Invalid(format!(
                     "vector was made for model `{}` (sha256 {}…), not `{}` (sha256 {}…); pass --force to use it anyway",
-                    self.metadata.model_id, &self.metadata.model_sha256.get(..12).unwrap_or(""), model.id(), &hash[..12])));
+                    self.metadata.model_id,
+                    &self.metadata.model_sha256.get(..12).unwrap_or(""),
+                    model.id(),
+                    &hash[..12]
+                )));
             }
         }
         Ok(())

@@ -33,12 +33,7 @@ pub fn default_store_path() -> PathBuf {
 /// held, the compute dtype and device, and the runtime revision (bumped whenever the
 /// forward pass changes its arithmetic). Part of every cache key.
 pub fn numerics_key(model: &Model) -> Result<String> {
-    Ok(format!(
-        "model_sha256={};{};runtime={}",
-        model.file_sha256()?,
-        model.numerics(),
-        lcross_model::RUNTIME_REVISION
-    ))
+    Ok(format!("model_sha256={};{};runtime={}", model.file_sha256()?, model.numerics(), lcross_model::RUNTIME_REVISION))
 }
 
 /// Hash parts into a key.

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use lcross_core::activations::{ExtractOptions, Extractor};
-use lcross_core::store::Store;
 use lcross_core::dataset::{self, load_caa_pairs};
 use lcross_core::eval::{evaluate_ab, evaluate_ab_conditions, Steering};
 use lcross_core::steering::{cosine, extract, ExtractSpec, Method, SteeringVector, VectorMetadata};
+use lcross_core::store::Store;
 use lcross_core::texts::pair_ids;
 use lcross_model::{registry, LoadOptions, Model, Positions};
 
@@ -36,7 +36,12 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
-fn states(model: &Model, n: usize, opts: ExtractOptions, cache: Option<Store>) -> Vec<(lcross_core::activations::LayerStates, lcross_core::activations::LayerStates)> {
+fn states(
+    model: &Model,
+    n: usize,
+    opts: ExtractOptions,
+    cache: Option<Store>,
+) -> Vec<(lcross_core::activations::LayerStates, lcross_core::activations::LayerStates)> {
     let ds = load_caa_pairs(&data().join("caa/refusal/generate_dataset.json")).unwrap().limit(Some(n));
     let ids: Vec<_> = ds.pairs.iter().map(|p| pair_ids(model, p).unwrap()).collect();
     Extractor::new(model, &[12], cache, opts).unwrap().pairs(&ids, "test").unwrap()
@@ -45,8 +50,9 @@ fn states(model: &Model, n: usize, opts: ExtractOptions, cache: Option<Store>) -
 #[test]
 fn mean_diff_and_pca_match_the_transformers_reference() {
     let Some(model) = model() else { return };
-    let fx: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sv-smollm2-refusal-l12.json")).unwrap()).unwrap();
+    let fx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sv-smollm2-refusal-l12.json")).unwrap())
+            .unwrap();
     let n = fx["n_pairs"].as_u64().unwrap() as usize;
     let ds = load_caa_pairs(&data().join("caa/refusal/generate_dataset.json")).unwrap().limit(Some(n));
     let (first_pos, _) = pair_ids(&model, &ds.pairs[0]).unwrap();
@@ -183,7 +189,8 @@ fn ab_evaluation_moves_with_beta_on_the_builtin_concept() {
     assert_eq!(zero.per_item, base.per_item, "beta 0 must equal no steering");
     // Conditions evaluated together (layers below 12 shared, forked per condition) equal
     // each condition evaluated alone.
-    let conditions = [None, Some(Steering { vector: &sv, beta: 4.0, positions: Positions::All }), Some(Steering { vector: &sv, beta: -4.0, positions: Positions::All })];
+    let conditions =
+        [None, Some(Steering { vector: &sv, beta: 4.0, positions: Positions::All }), Some(Steering { vector: &sv, beta: -4.0, positions: Positions::All })];
     let together = evaluate_ab_conditions(&model, &items, &conditions).unwrap();
     for (c, t) in conditions.iter().zip(&together) {
         let alone = evaluate_ab(&model, &items, c.as_ref()).unwrap();

@@ -92,7 +92,11 @@ pub fn generate_answers(
                     GenerationRequest {
                         prompt: prompts[p].clone(),
                         hooks: hooks[c].clone(),
-                        options: GenerateOptions { max_tokens: settings.max_tokens, sampling: sampling_of(settings.sampling, p), stop_tokens: model.stop_tokens().to_vec() },
+                        options: GenerateOptions {
+                            max_tokens: settings.max_tokens,
+                            sampling: sampling_of(settings.sampling, p),
+                            stop_tokens: model.stop_tokens().to_vec(),
+                        },
                     }
                 })
                 .collect();

@@ -149,7 +149,11 @@ pub fn calibrate(
 /// The dev half of [`calibrate`]: beta 0 and every beta of the options on the dev split
 /// (`evaluate(conditions, Part::Dev)`), each with its side effects on the neutral prompts
 /// and whether they keep it admissible.
-pub fn sweep(setup: &SweepSetup, mut store: Option<&mut Store>, evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>) -> Result<Vec<SweepPoint>> {
+pub fn sweep(
+    setup: &SweepSetup,
+    mut store: Option<&mut Store>,
+    evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>,
+) -> Result<Vec<SweepPoint>> {
     let opts = setup.opts;
     if let Some(b) = opts.betas.iter().find(|b| !b.is_finite()) {
         return Err(EvalError::Invalid(format!("beta {b} is not finite")));

@@ -93,7 +93,11 @@ pub fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> f64 {
             let lp = a as f64 - zp;
             let lq = b as f64 - zq;
             let p = lp.exp();
-            if p == 0.0 { 0.0 } else { p * (lp - lq) }
+            if p == 0.0 {
+                0.0
+            } else {
+                p * (lp - lq)
+            }
         })
         .sum::<f64>()
         .max(0.0)

@@ -172,7 +172,15 @@ pub fn align(src: &Model, tgt: &Model, layers: (usize, usize), corpus: &Corpus, 
 
 /// Fit a map on paired states already gathered (`xs[i]` from `src`, `ys[i]` from `tgt`, same
 /// text), recording both models, the layers and the corpus `(description, sha256)`.
-pub fn fit_states(src: &Model, tgt: &Model, layers: (usize, usize), xs: &[Vec<f32>], ys: &[Vec<f32>], est: Estimator, corpus: (String, String)) -> Result<LinearMap> {
+pub fn fit_states(
+    src: &Model,
+    tgt: &Model,
+    layers: (usize, usize),
+    xs: &[Vec<f32>],
+    ys: &[Vec<f32>],
+    est: Estimator,
+    corpus: (String, String),
+) -> Result<LinearMap> {
     let (t, diag) = fit(&Rows::from_f32(xs)?, &Rows::from_f32(ys)?, &est)?;
     let metadata = MapMetadata {
         lcross_version: lcross_core::VERSION.into(),
@@ -200,7 +208,11 @@ pub fn caa_file(data_dir: &Path, behaviour: &str, name: &str) -> String {
 /// The training pairs of a grid concept as a dataset spec: a CAA behaviour's
 /// `generate_dataset.json`, or `repe:<concept>` for a RepE concept.
 pub fn concept_pairs_spec(data_dir: &Path, concept: &str) -> String {
-    if crate::reproduce::config::is_repe(concept) { format!("repe:{concept}") } else { caa_file(data_dir, concept, "generate_dataset.json") }
+    if crate::reproduce::config::is_repe(concept) {
+        format!("repe:{concept}")
+    } else {
+        caa_file(data_dir, concept, "generate_dataset.json")
+    }
 }
 
 /// One OLS map on the first `limit` pairs of each concept together (n can exceed d_s,
@@ -235,12 +247,21 @@ pub fn map_fingerprint(map: &LinearMap) -> String {
 pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_label: &str, map_sha256: &str, force: bool) -> Result<SteeringVector> {
     let m = &map.metadata;
     if sv.metadata.hidden_size != m.diagnostics.source_dim {
-        return Err(invalid(format!("vector has hidden size {}, the map's source ({}) has {}", sv.metadata.hidden_size, m.source_model_id, m.diagnostics.source_dim)));
+        return Err(invalid(format!(
+            "vector has hidden size {}, the map's source ({}) has {}",
+            sv.metadata.hidden_size, m.source_model_id, m.diagnostics.source_dim
+        )));
     }
     if !force && (sv.metadata.model_id != m.source_model_id || sv.metadata.model_sha256 != m.source_model_sha256) {
-        return Err(invalid(format!("vector is from `{}`, the map's source is `{}`; pass --force to transfer anyway", sv.metadata.model_id, m.source_model_id)));
+        return Err(invalid(format!(
+            "vector is from `{}`, the map's source is `{}`; pass --force to transfer anyway",
+            sv.metadata.model_id, m.source_model_id
+        )));
     }
-    let v = sv.layers.get(&m.source_layer).ok_or_else(|| invalid(format!("vector has no layer {} (the map's source layer); it has {:?}", m.source_layer, sv.metadata.layers)))?;
+    let v = sv
+        .layers
+        .get(&m.source_layer)
+        .ok_or_else(|| invalid(format!("vector has no layer {} (the map's source layer); it has {:?}", m.source_layer, sv.metadata.layers)))?;
     let moved = apply(&map.t, v)?;
     let metadata = VectorMetadata {
         lcross_version: lcross_core::VERSION.into(),
@@ -330,8 +351,11 @@ pub fn default_layer(model: &Model) -> usize {
 pub fn pair_differences(model: &Model, ds: &ConceptDataset, layer: usize, remove_letter: bool) -> Result<Vec<Vec<f64>>> {
     let mut ex = Extractor::new(model, &[layer], Some(Store::open_default()?), ExtractOptions::default())?;
     let ids: Vec<_> = ds.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
-    let mut diffs: Vec<Vec<f64>> =
-        ex.pairs(&ids, &format!("{} on {}", ds.concept, model.id()))?.into_iter().map(|(p, q)| p[&layer].iter().zip(&q[&layer]).map(|(x, y)| (*x - *y) as f64).collect()).collect();
+    let mut diffs: Vec<Vec<f64>> = ex
+        .pairs(&ids, &format!("{} on {}", ds.concept, model.id()))?
+        .into_iter()
+        .map(|(p, q)| p[&layer].iter().zip(&q[&layer]).map(|(x, y)| (*x - *y) as f64).collect())
+        .collect();
     if remove_letter {
         remove_letter_component(&mut diffs, &positive_letters(ds));
     }
@@ -352,7 +376,8 @@ fn positive_letters(ds: &ConceptDataset) -> Vec<Option<char>> {
 /// Centre each letter group on its own mean, keeping the overall mean.
 fn remove_letter_component(diffs: &mut [Vec<f64>], letters: &[Option<char>]) {
     let dim = diffs.first().map_or(0, |d| d.len());
-    let mean_of = |idx: &[usize], diffs: &[Vec<f64>]| -> Vec<f64> { (0..dim).map(|j| idx.iter().map(|&i| diffs[i][j]).sum::<f64>() / idx.len().max(1) as f64).collect() };
+    let mean_of =
+        |idx: &[usize], diffs: &[Vec<f64>]| -> Vec<f64> { (0..dim).map(|j| idx.iter().map(|&i| diffs[i][j]).sum::<f64>() / idx.len().max(1) as f64).collect() };
     let all: Vec<usize> = (0..diffs.len()).collect();
     let overall = mean_of(&all, diffs);
     let mut groups: std::collections::BTreeMap<char, Vec<usize>> = Default::default();

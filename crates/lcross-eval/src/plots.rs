@@ -18,12 +18,25 @@ pub fn line_plot(path: &Path, title: &str, x_label: &str, y_label: &str, y_range
     Ok(())
 }
 
-fn draw<'a>(svg: &'a mut String, title: &str, x_label: &str, y_label: &str, y_range: (f64, f64), series: &[Series]) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
+fn draw<'a>(
+    svg: &'a mut String,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    y_range: (f64, f64),
+    series: &[Series],
+) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
     let root = SVGBackend::with_string(svg, (720, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
     let (xmin, xmax) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
-    let (xmin, xmax) = if xmin < xmax { (xmin, xmax) } else if xmin.is_finite() { (xmin - 1.0, xmin + 1.0) } else { (0.0, 1.0) };
+    let (xmin, xmax) = if xmin < xmax {
+        (xmin, xmax)
+    } else if xmin.is_finite() {
+        (xmin - 1.0, xmin + 1.0)
+    } else {
+        (0.0, 1.0)
+    };
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 18))
         .margin(12)

@@ -27,7 +27,14 @@ pub struct EvalRow {
 impl EvalRow {
     /// Mean and standard error of `values` for `condition`.
     pub fn of(condition: &Condition, values: &[f64]) -> Self {
-        Self { condition: condition.label.clone(), beta: condition.beta, mean: stats::mean(values), stderr: stats::stderr(values), n: values.len(), extra: BTreeMap::new() }
+        Self {
+            condition: condition.label.clone(),
+            beta: condition.beta,
+            mean: stats::mean(values),
+            stderr: stats::stderr(values),
+            n: values.len(),
+            extra: BTreeMap::new(),
+        }
     }
 
     /// Add a metric-specific field.
@@ -61,7 +68,11 @@ pub struct ItemRecord {
 }
 
 fn fmt(v: f64) -> String {
-    if v.is_finite() { format!("{v:.3}") } else { "-".into() }
+    if v.is_finite() {
+        format!("{v:.3}")
+    } else {
+        "-".into()
+    }
 }
 
 impl EvalReport {

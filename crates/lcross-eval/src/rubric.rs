@@ -153,8 +153,28 @@ fn written_rubric(concept: &str) -> Rubric {
 
 /// Common emotion names (for choosing the emotion rubric for a concept name).
 const EMOTION_WORDS: &[&str] = &[
-    "anger", "sadness", "disgust", "surprise", "trust", "anticipation", "love", "calm", "anxiety", "pride", "shame",
-    "guilt", "envy", "jealousy", "gratitude", "hope", "despair", "boredom", "excitement", "contempt", "awe", "amusement",
+    "anger",
+    "sadness",
+    "disgust",
+    "surprise",
+    "trust",
+    "anticipation",
+    "love",
+    "calm",
+    "anxiety",
+    "pride",
+    "shame",
+    "guilt",
+    "envy",
+    "jealousy",
+    "gratitude",
+    "hope",
+    "despair",
+    "boredom",
+    "excitement",
+    "contempt",
+    "awe",
+    "amusement",
 ];
 
 fn is_emotion_word(c: &str) -> bool {
@@ -167,23 +187,20 @@ pub fn emotion_rubric(emotion: &str) -> Rubric {
     let e = emotion.trim();
     match e.to_ascii_lowercase().as_str() {
         "happiness" | "fear" => rubric_for(e),
-        _ => r(e,
+        _ => r(
+            e,
             &format!("Rate how much {e} the answer expresses, in its words and in its tone."),
             &format!("no {e} at all."),
             &format!("the answer is full of {e}, unmistakably."),
-            &format!("Does this reply express {e}?")),
+            &format!("Does this reply express {e}?"),
+        ),
     }
 }
 
 impl Rubric {
     /// The user message the judge sees for one (question, answer).
     pub fn user_prompt(&self, question: &str, answer: &str) -> String {
-        format!(
-            "Scoring rule:\n{}\n\nQuestion:\n{}\n\nAnswer:\n{}\n\nReply with one integer from 0 to 10.",
-            self.instructions,
-            question.trim(),
-            answer.trim()
-        )
+        format!("Scoring rule:\n{}\n\nQuestion:\n{}\n\nAnswer:\n{}\n\nReply with one integer from 0 to 10.", self.instructions, question.trim(), answer.trim())
     }
 }
 

@@ -26,7 +26,10 @@ pub fn neutral_prompts(data_dir: &Path) -> Result<Vec<String>> {
     let used = lcross_core::dataset::HARM_TRAIN_ROWS;
     if all.len() < used + NEUTRAL_PROMPTS {
         return Err(EvalError::Invalid(format!(
-            "drift needs {} harmless instructions beyond the {used} the harmfulness pairs use; the file has {}", NEUTRAL_PROMPTS, all.len())));
+            "drift needs {} harmless instructions beyond the {used} the harmfulness pairs use; the file has {}",
+            NEUTRAL_PROMPTS,
+            all.len()
+        )));
     }
     Ok(all[all.len() - NEUTRAL_PROMPTS..].to_vec())
 }
@@ -100,5 +103,9 @@ pub fn neutral_effects(model: &Model, neutral: &[Vec<u32>], condition: &Conditio
         }
         Ok(())
     })?;
-    Ok(if n == 0 { NeutralEffects { drift_kl: f64::NAN, perplexity: f64::NAN } } else { NeutralEffects { drift_kl: total / n as f64, perplexity: (nll / n as f64).exp() } })
+    Ok(if n == 0 {
+        NeutralEffects { drift_kl: f64::NAN, perplexity: f64::NAN }
+    } else {
+        NeutralEffects { drift_kl: total / n as f64, perplexity: (nll / n as f64).exp() }
+    })
 }

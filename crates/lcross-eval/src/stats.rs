@@ -103,7 +103,8 @@ pub fn knn_purity(points: &[Vec<f64>], labels: &[usize], k: usize) -> f64 {
     let k = k.min(n - 1);
     let mut total = 0.0;
     for i in 0..n {
-        let mut d: Vec<(f64, usize)> = (0..n).filter(|&j| j != i).map(|j| (points[i].iter().zip(&points[j]).map(|(a, b)| (a - b).powi(2)).sum::<f64>(), j)).collect();
+        let mut d: Vec<(f64, usize)> =
+            (0..n).filter(|&j| j != i).map(|j| (points[i].iter().zip(&points[j]).map(|(a, b)| (a - b).powi(2)).sum::<f64>(), j)).collect();
         d.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
         total += d[..k].iter().filter(|(_, j)| labels[*j] == labels[i]).count() as f64 / k as f64;
     }

@@ -44,7 +44,14 @@ fn serve(replies: Vec<(u16, String)>) -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 fn judge(url: &str) -> HttpJudge {
-    HttpJudge::new(HttpJudgeConfig { base_url: url.into(), model: "judge-model".into(), api_key: Some("k".into()), timeout: Duration::from_secs(10), attempts: 2 }).unwrap()
+    HttpJudge::new(HttpJudgeConfig {
+        base_url: url.into(),
+        model: "judge-model".into(),
+        api_key: Some("k".into()),
+        timeout: Duration::from_secs(10),
+        attempts: 2,
+    })
+    .unwrap()
 }
 
 fn completion(content: &str) -> String {

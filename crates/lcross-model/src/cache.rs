@@ -55,10 +55,8 @@ impl Clone for KvCache {
             .layers
             .iter()
             .map(|l| {
-                l.as_ref().map(|b| LayerBuffers {
-                    k: b.k.force_contiguous().expect("copying a KV buffer"),
-                    v: b.v.force_contiguous().expect("copying a KV buffer"),
-                })
+                l.as_ref()
+                    .map(|b| LayerBuffers { k: b.k.force_contiguous().expect("copying a KV buffer"), v: b.v.force_contiguous().expect("copying a KV buffer") })
             })
             .collect();
         Self { layers, row_lens: self.row_lens.clone(), valid_layers: self.valid_layers }
@@ -162,7 +160,11 @@ impl KvCache {
         if let Some(&bad) = rows.iter().find(|&&r| r >= self.rows()) {
             return Err(ModelError::InvalidInput(format!("row {bad} is out of range: the KV cache has {} rows", self.rows())));
         }
-        let mut out = KvCache { layers: Vec::with_capacity(self.layers.len()), row_lens: rows.iter().map(|&r| self.row_lens[r]).collect(), valid_layers: self.valid_layers };
+        let mut out = KvCache {
+            layers: Vec::with_capacity(self.layers.len()),
+            row_lens: rows.iter().map(|&r| self.row_lens[r]).collect(),
+            valid_layers: self.valid_layers,
+        };
         for layer in &self.layers {
             out.layers.push(match layer {
                 None => None,

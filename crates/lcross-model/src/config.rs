@@ -53,12 +53,7 @@ pub enum Activation {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum RopeScaling {
     /// Llama-3.1 style: low frequencies divided by `factor`, a smooth band between.
-    Llama3 {
-        factor: f64,
-        low_freq_factor: f64,
-        high_freq_factor: f64,
-        original_max_position_embeddings: f64,
-    },
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
     /// All frequencies divided by `factor`.
     Linear { factor: f64 },
 }
@@ -138,10 +133,7 @@ impl ModelConfig {
             return Err(format!("num_layers = {} is implausibly large", self.num_layers));
         }
         if self.num_heads % self.num_kv_heads != 0 {
-            return Err(format!(
-                "num_heads ({}) is not a multiple of num_kv_heads ({})",
-                self.num_heads, self.num_kv_heads
-            ));
+            return Err(format!("num_heads ({}) is not a multiple of num_kv_heads ({})", self.num_heads, self.num_kv_heads));
         }
         if self.head_dim % 2 != 0 {
             return Err(format!("head_dim ({}) is odd; rotary embeddings need it even", self.head_dim));

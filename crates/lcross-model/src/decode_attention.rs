@@ -205,9 +205,13 @@ mod tests {
         assert!(diff <= 1e-5 * scale.max(1.0), "max difference {diff}");
         // Keys outside a row's range must not matter.
         let k2 = k.contiguous().unwrap();
-        let poisoned = k2.slice_assign(&[1..2, 0..kv_heads, 6..keys, 0..head_dim], &Tensor::full(1e4f32, (1, kv_heads, keys - 6, head_dim), &dev).unwrap()).unwrap();
+        let poisoned =
+            k2.slice_assign(&[1..2, 0..kv_heads, 6..keys, 0..head_dim], &Tensor::full(1e4f32, (1, kv_heads, keys - 6, head_dim), &dev).unwrap()).unwrap();
         let again = attend(&q, &poisoned, &v, &visible, 0.125).unwrap().unwrap();
-        assert_eq!(again.get(1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), got.get(1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            again.get(1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            got.get(1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -116,10 +116,7 @@ impl RotaryTables {
                 sin.push(angle.sin() as f32);
             }
         }
-        Ok(Self {
-            cos: Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?,
-            sin: Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)?,
-        })
+        Ok(Self { cos: Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?, sin: Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)? })
     }
 
     /// The tables of a pass: `(t, half)` when every row starts at the same offset,
@@ -501,7 +498,8 @@ impl Decoder {
             if !kv.is_empty() && last_layer >= kv.valid_layers() {
                 return Err(ModelError::InvalidInput(format!(
                     "the KV cache covers layers 0..{} only (filled by a pass that stopped early); layer {last_layer} is needed",
-                    kv.valid_layers())));
+                    kv.valid_layers()
+                )));
             }
         }
         let mut state = self.embed_rows(rows)?;
@@ -560,7 +558,11 @@ impl Decoder {
         for iv in &hooks.interventions {
             if iv.vector.dims() != [c.hidden_size] {
                 return Err(ModelError::InvalidInput(format!(
-                    "steering vector for layer {} has shape {:?}, the model's hidden size is {}", iv.layer, iv.vector.dims(), c.hidden_size)));
+                    "steering vector for layer {} has shape {:?}, the model's hidden size is {}",
+                    iv.layer,
+                    iv.vector.dims(),
+                    c.hidden_size
+                )));
             }
             if !iv.scale.is_finite() {
                 return Err(ModelError::InvalidInput(format!("steering scale for layer {} is {} (not finite)", iv.layer, iv.scale)));
@@ -613,7 +615,15 @@ impl Decoder {
     }
 
     /// Blocks `state.next_layer..until`, each followed by its hooks.
-    fn run(&self, state: &mut BatchState, offsets: &[usize], hooks: &[&Hooks], until: usize, mut cache: Option<&mut KvCache>, captures: &mut [BTreeMap<usize, Tensor>]) -> Result<()> {
+    fn run(
+        &self,
+        state: &mut BatchState,
+        offsets: &[usize],
+        hooks: &[&Hooks],
+        until: usize,
+        mut cache: Option<&mut KvCache>,
+        captures: &mut [BTreeMap<usize, Tensor>],
+    ) -> Result<()> {
         if state.next_layer >= until {
             return Ok(());
         }

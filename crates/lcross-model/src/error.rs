@@ -17,25 +17,13 @@ pub enum ModelError {
     },
     /// The file is not a valid model file (bad magic, truncated, absurd header...).
     #[error("{path}: not a valid {format} file: {reason}")]
-    InvalidFile {
-        path: PathBuf,
-        format: &'static str,
-        reason: String,
-    },
+    InvalidFile { path: PathBuf, format: &'static str, reason: String },
     /// A metadata / config field is missing or has the wrong type or value.
     #[error("{path}: field `{field}`: {reason}")]
-    Field {
-        path: PathBuf,
-        field: String,
-        reason: String,
-    },
+    Field { path: PathBuf, field: String, reason: String },
     /// A tensor is missing or has the wrong shape.
     #[error("{path}: tensor `{tensor}`: {reason}")]
-    Tensor {
-        path: PathBuf,
-        tensor: String,
-        reason: String,
-    },
+    Tensor { path: PathBuf, tensor: String, reason: String },
     /// The architecture named in the file is not one lcross runs.
     #[error("{path}: unsupported architecture `{arch}` (supported: llama, qwen2, gemma3)")]
     UnsupportedArchitecture { path: PathBuf, arch: String },

@@ -65,8 +65,7 @@ impl Sampler {
             Sampling::Greedy => argmax(logits) as u32,
             Sampling::Sample { temperature, top_p, .. } => {
                 let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-                let mut probs: Vec<(usize, f64)> =
-                    logits.iter().enumerate().map(|(i, &l)| (i, ((l as f64 - max) / temperature).exp())).collect();
+                let mut probs: Vec<(usize, f64)> = logits.iter().enumerate().map(|(i, &l)| (i, ((l as f64 - max) / temperature).exp())).collect();
                 let total: f64 = probs.iter().map(|p| p.1).sum();
                 probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
                 let mut kept = 0.0;

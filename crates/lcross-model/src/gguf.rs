@@ -30,30 +30,28 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         let file_size = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
         let mut reader = BufReader::new(file);
-        let content = gguf_file::Content::read(&mut reader).map_err(|e| ModelError::InvalidFile {
-            path: path.to_path_buf(),
-            format: "GGUF",
-            reason: e.to_string(),
-        })?;
+        let content =
+            gguf_file::Content::read(&mut reader).map_err(|e| ModelError::InvalidFile { path: path.to_path_buf(), format: "GGUF", reason: e.to_string() })?;
         // Every tensor must have a sane shape and lie inside the file.
         for (name, info) in &content.tensor_infos {
             let dims = info.shape.dims();
             let mut elems: u64 = 1;
             for &d in dims {
-                elems = elems.checked_mul(d as u64).filter(|&e| e <= 1 << 40).ok_or_else(|| {
-                    ModelError::tensor(path, name, format!("absurd shape {dims:?}"))
-                })?;
+                elems =
+                    elems.checked_mul(d as u64).filter(|&e| e <= 1 << 40).ok_or_else(|| ModelError::tensor(path, name, format!("absurd shape {dims:?}")))?;
             }
             let block = info.ggml_dtype.block_size() as u64;
             if elems % block != 0 {
-                return Err(ModelError::tensor(path, name, format!(
-                    "{elems} elements is not a multiple of the {:?} block size {block}", info.ggml_dtype)));
+                return Err(ModelError::tensor(path, name, format!("{elems} elements is not a multiple of the {:?} block size {block}", info.ggml_dtype)));
             }
             let bytes = elems / block * info.ggml_dtype.type_size() as u64;
             let start = content.tensor_data_offset.saturating_add(info.offset);
             if start.saturating_add(bytes) > file_size {
-                return Err(ModelError::tensor(path, name, format!(
-                    "data ({bytes} bytes at offset {start}) runs past the end of the file ({file_size} bytes): truncated file?")));
+                return Err(ModelError::tensor(
+                    path,
+                    name,
+                    format!("data ({bytes} bytes at offset {start}) runs past the end of the file ({file_size} bytes): truncated file?"),
+                ));
             }
         }
         Ok(Self { path: path.to_path_buf(), content, reader })
@@ -100,11 +98,9 @@ impl GgufFile {
     pub fn qtensor(&mut self, name: &str, expected_shape: &[usize], device: &Device) -> Result<QTensor> {
         let info = self.content.tensor_infos.get(name).ok_or_else(|| ModelError::tensor(&self.path, name, "missing"))?;
         if info.shape.dims() != expected_shape {
-            return Err(ModelError::tensor(&self.path, name, format!(
-                "shape {:?}, expected {:?}", info.shape.dims(), expected_shape)));
+            return Err(ModelError::tensor(&self.path, name, format!("shape {:?}, expected {:?}", info.shape.dims(), expected_shape)));
         }
-        info.read(&mut self.reader, self.content.tensor_data_offset, device)
-            .map_err(|e| ModelError::tensor(&self.path, name, e.to_string()))
+        info.read(&mut self.reader, self.content.tensor_data_offset, device).map_err(|e| ModelError::tensor(&self.path, name, e.to_string()))
     }
 
     /// The decoder configuration described by the metadata.
@@ -131,10 +127,7 @@ pub(crate) fn meta_string(path: &Path, md: &Metadata, key: &str) -> Result<Strin
 pub(crate) fn meta_string_array(path: &Path, md: &Metadata, key: &str) -> Result<Vec<String>> {
     let v = get(path, md, key)?;
     let arr = v.to_vec().map_err(|_| wrong_type(path, key, "an array", v))?;
-    arr.iter()
-        .enumerate()
-        .map(|(i, x)| x.to_string().cloned().map_err(|_| ModelError::field(path, key, format!("element {i} is not a string"))))
-        .collect()
+    arr.iter().enumerate().map(|(i, x)| x.to_string().cloned().map_err(|_| ModelError::field(path, key, format!("element {i} is not a string")))).collect()
 }
 
 /// A non-negative integer metadata value that fits u32.
@@ -177,8 +170,8 @@ pub(crate) fn meta_bool(path: &Path, md: &Metadata, key: &str) -> Result<bool> {
 fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: impl Fn(&str) -> bool) -> Result<ModelConfig> {
     let md = &content.metadata;
     let arch_name = meta_string(path, md, "general.architecture")?;
-    let architecture = Architecture::parse(&arch_name)
-        .ok_or_else(|| ModelError::UnsupportedArchitecture { path: path.to_path_buf(), arch: arch_name.clone() })?;
+    let architecture =
+        Architecture::parse(&arch_name).ok_or_else(|| ModelError::UnsupportedArchitecture { path: path.to_path_buf(), arch: arch_name.clone() })?;
     let p = arch_name.as_str();
     let key = |k: &str| format!("{p}.{k}");
     let hidden_size = meta_usize(path, md, &key("embedding_length"))?;
@@ -188,16 +181,8 @@ fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: i
     if num_heads == 0 {
         return Err(ModelError::field(path, key("attention.head_count"), "is 0"));
     }
-    let num_kv_heads = if md.contains_key(&key("attention.head_count_kv")) {
-        meta_usize(path, md, &key("attention.head_count_kv"))?
-    } else {
-        num_heads
-    };
-    let head_dim = if md.contains_key(&key("attention.key_length")) {
-        meta_usize(path, md, &key("attention.key_length"))?
-    } else {
-        hidden_size / num_heads
-    };
+    let num_kv_heads = if md.contains_key(&key("attention.head_count_kv")) { meta_usize(path, md, &key("attention.head_count_kv"))? } else { num_heads };
+    let head_dim = if md.contains_key(&key("attention.key_length")) { meta_usize(path, md, &key("attention.key_length"))? } else { hidden_size / num_heads };
     let rms_norm_eps = meta_f64(path, md, &key("attention.layer_norm_rms_epsilon"))?;
     let rope_theta = if md.contains_key(&key("rope.freq_base")) { meta_f64(path, md, &key("rope.freq_base"))? } else { 10_000.0 };
     let max_position_embeddings = if md.contains_key(&key("context_length")) { meta_usize(path, md, &key("context_length"))? } else { 4096 };
@@ -211,23 +196,16 @@ fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: i
         Some(other) => return Err(ModelError::field(path, key("rope.scaling.type"), format!("unsupported rope scaling `{other}`"))),
     };
     let tied_embeddings = !has_tensor("output.weight");
-    let (activation, qkv_bias, qk_norm, sandwich_norms, scale_embeddings, rope_local_theta, layer_attention, rope_interleaved) =
-        match architecture {
-            Architecture::Llama => (Activation::Silu, false, false, false, false, None, vec![LayerAttention::Global; num_layers], true),
-            Architecture::Qwen2 => (Activation::Silu, true, false, false, false, None, vec![LayerAttention::Global; num_layers], false),
-            Architecture::Gemma3 => {
-                let window = if md.contains_key(&key("attention.sliding_window")) {
-                    meta_usize(path, md, &key("attention.sliding_window"))?
-                } else {
-                    512
-                };
-                // Gemma 3: five sliding-window layers, then one global layer.
-                let layers = (0..num_layers)
-                    .map(|i| if (i + 1) % 6 == 0 { LayerAttention::Global } else { LayerAttention::Sliding { window } })
-                    .collect();
-                (Activation::GeluTanh, false, true, true, true, Some(10_000.0), layers, false)
-            }
-        };
+    let (activation, qkv_bias, qk_norm, sandwich_norms, scale_embeddings, rope_local_theta, layer_attention, rope_interleaved) = match architecture {
+        Architecture::Llama => (Activation::Silu, false, false, false, false, None, vec![LayerAttention::Global; num_layers], true),
+        Architecture::Qwen2 => (Activation::Silu, true, false, false, false, None, vec![LayerAttention::Global; num_layers], false),
+        Architecture::Gemma3 => {
+            let window = if md.contains_key(&key("attention.sliding_window")) { meta_usize(path, md, &key("attention.sliding_window"))? } else { 512 };
+            // Gemma 3: five sliding-window layers, then one global layer.
+            let layers = (0..num_layers).map(|i| if (i + 1) % 6 == 0 { LayerAttention::Global } else { LayerAttention::Sliding { window } }).collect();
+            (Activation::GeluTanh, false, true, true, true, Some(10_000.0), layers, false)
+        }
+    };
     let config = ModelConfig {
         architecture,
         vocab_size,

@@ -70,8 +70,8 @@ impl HfFiles {
         let usize_of = |k: &str| -> Result<usize> { c.get(k).and_then(Value::as_u64).map(|x| x as usize).ok_or_else(|| f(k)) };
         let f64_of = |k: &str| c.get(k).and_then(Value::as_f64);
         let model_type = c.get("model_type").and_then(Value::as_str).ok_or_else(|| ModelError::field(p, "model_type", "missing"))?;
-        let architecture = Architecture::parse(model_type)
-            .ok_or_else(|| ModelError::UnsupportedArchitecture { path: p.clone(), arch: model_type.to_string() })?;
+        let architecture =
+            Architecture::parse(model_type).ok_or_else(|| ModelError::UnsupportedArchitecture { path: p.clone(), arch: model_type.to_string() })?;
         let hidden_size = usize_of("hidden_size")?;
         let num_heads = usize_of("num_attention_heads")?;
         if num_heads == 0 {
@@ -97,7 +97,9 @@ impl HfFiles {
             }
             Some("linear") => {
                 let s = scaling_obj.unwrap_or(&Value::Null);
-                Some(RopeScaling::Linear { factor: s.get("factor").and_then(Value::as_f64).ok_or_else(|| ModelError::field(p, "rope_scaling.factor", "missing"))? })
+                Some(RopeScaling::Linear {
+                    factor: s.get("factor").and_then(Value::as_f64).ok_or_else(|| ModelError::field(p, "rope_scaling.factor", "missing"))?,
+                })
             }
             Some("default") | None => None,
             Some(other) => return Err(ModelError::field(p, "rope_scaling", format!("unsupported rope type `{other}`"))),
@@ -106,7 +108,10 @@ impl HfFiles {
         let layer_attention = match (gemma, c.get("layer_types").and_then(Value::as_array)) {
             (true, Some(types)) => {
                 let window = usize_of("sliding_window")?;
-                types.iter().map(|t| if t.as_str() == Some("sliding_attention") { LayerAttention::Sliding { window } } else { LayerAttention::Global }).collect()
+                types
+                    .iter()
+                    .map(|t| if t.as_str() == Some("sliding_attention") { LayerAttention::Sliding { window } } else { LayerAttention::Global })
+                    .collect()
             }
             (true, None) => {
                 let window = usize_of("sliding_window")?;
@@ -115,8 +120,14 @@ impl HfFiles {
             (false, _) => vec![LayerAttention::Global; num_layers],
         };
         let rope_local_theta = if gemma {
-            Some(rope_params.and_then(|r| r.get("sliding_attention")).and_then(|r| r.get("rope_theta")).and_then(Value::as_f64)
-                .or(f64_of("rope_local_base_freq")).unwrap_or(10_000.0))
+            Some(
+                rope_params
+                    .and_then(|r| r.get("sliding_attention"))
+                    .and_then(|r| r.get("rope_theta"))
+                    .and_then(Value::as_f64)
+                    .or(f64_of("rope_local_base_freq"))
+                    .unwrap_or(10_000.0),
+            )
         } else {
             None
         };

@@ -95,10 +95,7 @@ impl Hooks {
 
     /// Capture the last token at each of `layers`.
     pub fn capture_last(layers: &[usize]) -> Self {
-        Self {
-            captures: layers.iter().map(|&layer| Capture { layer, positions: CapturePositions::Last }).collect(),
-            ..Self::default()
-        }
+        Self { captures: layers.iter().map(|&layer| Capture { layer, positions: CapturePositions::Last }).collect(), ..Self::default() }
     }
 
     /// Add a capture.

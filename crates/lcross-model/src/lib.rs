@@ -32,24 +32,24 @@ mod q8_pad;
 mod q8_tiles;
 pub mod registry;
 pub mod scheduler;
-pub mod tokenizer;
 mod skinny_gemm;
+pub mod tokenizer;
 mod transpose;
 pub mod weights;
 
 pub use cache::KvCache;
+pub use candle_core::{Device, Tensor};
 pub use chat::{ChatTemplate, Message};
 pub use config::{Architecture, ModelConfig};
 pub use decoder::{BatchRow, BatchState, ForwardOutput, Logits};
-pub use scheduler::{BatchGenerator, FinishReason, GenerationRequest, StepEvent, TokenLogprob};
 pub use error::{ModelError, Result};
 pub use generate::{argmax, GenerateOptions, Sampling, TextStream};
 pub use hooks::{Capture, CapturePositions, Hooks, Intervention, Positions};
 pub use model::{LoadOptions, Model, Prompt};
 pub use registry::{models_dir, resolve, ModelLocation, DEFAULT_MODEL, KNOWN_MODELS};
+pub use scheduler::{BatchGenerator, FinishReason, GenerationRequest, StepEvent, TokenLogprob};
 pub use tokenizer::TextTokenizer;
 pub use weights::WeightMode;
-pub use candle_core::{Device, Tensor};
 
 /// Revision of the forward pass's arithmetic, part of every cache key: bump it whenever
 /// a change to the runtime can change a number it computes (so no cache serves values

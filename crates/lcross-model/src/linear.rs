@@ -108,7 +108,9 @@ impl Linear {
         }
         self.count(rows)?;
         let y = match (self.input_width, &self.weight) {
-            (Some(width), Weight::Candle(w @ QMatMul::QTensor(q))) => w.forward(&x.pad_with_zeros(candle_core::D::Minus1, 0, q.shape().dims2()?.1 - width)?)?,
+            (Some(width), Weight::Candle(w @ QMatMul::QTensor(q))) => {
+                w.forward(&x.pad_with_zeros(candle_core::D::Minus1, 0, q.shape().dims2()?.1 - width)?)?
+            }
             (_, Weight::Candle(w)) => w.forward(x)?,
             (_, Weight::Q8Tiles(t)) if x.dtype() == DType::F32 => t.forward(x)?,
             (_, Weight::Q8Tiles(t)) => t.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype())?,
@@ -343,7 +345,8 @@ mod tests {
 
     #[test]
     fn quantized_or_unlike_parts_stay_separate() {
-        let q = candle_core::quantized::QTensor::quantize(&Tensor::ones((4, 32), DType::F32, &Device::Cpu).unwrap(), candle_core::quantized::GgmlDType::Q8_0).unwrap();
+        let q = candle_core::quantized::QTensor::quantize(&Tensor::ones((4, 32), DType::F32, &Device::Cpu).unwrap(), candle_core::quantized::GgmlDType::Q8_0)
+            .unwrap();
         let quantized = Linear::new(QMatMul::from_qtensor(q).unwrap(), None);
         let parts = vec![dense(4, 32, 0.0, false), quantized];
         let shared = SharedInput::new(parts).unwrap();

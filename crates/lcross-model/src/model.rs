@@ -9,13 +9,13 @@ use crate::cache::KvCache;
 use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
 use crate::decoder::{BatchRow, Decoder, ForwardOutput, Logits};
-use crate::scheduler::{generate_batch, GenerationRequest};
 use crate::error::{ModelError, Result};
 use crate::generate::GenerateOptions;
 use crate::gguf::GgufFile;
 use crate::hf::HfFiles;
 use crate::hooks::Hooks;
 use crate::registry::{resolve, ModelLocation};
+use crate::scheduler::{generate_batch, GenerationRequest};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::{WeightMode, WeightSource};
 
@@ -75,8 +75,11 @@ impl Model {
                 let quantization = file.dominant_dtype().map(|d| format!("{d:?}")).unwrap_or_else(|| "?".into());
                 let chat = chat_for(template, &tokenizer)?;
                 if tokenizer.vocab_size() > config.vocab_size {
-                    return Err(ModelError::field(path, "tokenizer.ggml.tokens", format!(
-                        "tokenizer has {} tokens, the embedding only {}", tokenizer.vocab_size(), config.vocab_size)));
+                    return Err(ModelError::field(
+                        path,
+                        "tokenizer.ggml.tokens",
+                        format!("tokenizer has {} tokens, the embedding only {}", tokenizer.vocab_size(), config.vocab_size),
+                    ));
                 }
                 let mut src = WeightSource::Gguf { file, mode: opts.weight_mode };
                 let decoder = Decoder::load(config, &mut src, opts.dtype, &opts.device)?;
@@ -94,8 +97,11 @@ impl Model {
                 let chat = chat_for(files.chat_template(path), &tokenizer)?;
                 // SAFETY: the files are memory-mapped read-only; lcross never writes model files
                 // and the mapping lives only while the weights are copied out.
-                let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files.safetensors) }
-                    .map_err(|e| ModelError::InvalidFile { path: path.clone(), format: "safetensors", reason: e.to_string() })?;
+                let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files.safetensors) }.map_err(|e| ModelError::InvalidFile {
+                    path: path.clone(),
+                    format: "safetensors",
+                    reason: e.to_string(),
+                })?;
                 let mut src = WeightSource::HfDir { dir: path.clone(), tensors, arch: config.architecture };
                 let decoder = Decoder::load(config, &mut src, opts.dtype, &opts.device)?;
                 (decoder, tokenizer, chat, "safetensors".to_string())
@@ -111,7 +117,17 @@ impl Model {
                 }
             }
         }
-        Ok(Self { location, decoder, tokenizer, chat, stop_tokens, quantization, options: opts.clone(), load_seconds: start.elapsed().as_secs_f64(), file_hash: Default::default() })
+        Ok(Self {
+            location,
+            decoder,
+            tokenizer,
+            chat,
+            stop_tokens,
+            quantization,
+            options: opts.clone(),
+            load_seconds: start.elapsed().as_secs_f64(),
+            file_hash: Default::default(),
+        })
     }
 
     /// The id recorded in artifacts (known id, or file / directory stem).
@@ -204,11 +220,7 @@ impl Model {
     /// Without a template the plain format is used and tokenized with the model's default
     /// special tokens, as is plain text.
     pub fn prompt(&self, text: &str, chat: bool, system: Option<&str>) -> Result<Prompt> {
-        let (rendered, add_special) = if chat {
-            (self.chat.render_user(text, system)?, !self.chat.has_template())
-        } else {
-            (text.to_string(), true)
-        };
+        let (rendered, add_special) = if chat { (self.chat.render_user(text, system)?, !self.chat.has_template()) } else { (text.to_string(), true) };
         let ids = self.tokenizer.encode(&rendered, add_special)?;
         if ids.is_empty() {
             return Err(ModelError::InvalidInput("empty prompt: it has no tokens".into()));
@@ -220,8 +232,7 @@ impl Model {
     pub fn vector_tensor(&self, values: &[f32]) -> Result<Tensor> {
         let h = self.config().hidden_size;
         if values.len() != h {
-            return Err(ModelError::InvalidInput(format!(
-                "vector has {} values, but {} has hidden size {h}", values.len(), self.id())));
+            return Err(ModelError::InvalidInput(format!("vector has {} values, but {} has hidden size {h}", values.len(), self.id())));
         }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(ModelError::InvalidInput(format!("vector value {i} is {} (not finite)", values[i])));

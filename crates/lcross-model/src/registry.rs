@@ -82,11 +82,7 @@ pub fn resolve(spec: &str) -> Result<ModelLocation, String> {
     if let Some(k) = known(spec) {
         let path = known_path(&models_dir(), k.id);
         if !path.is_file() {
-            return Err(format!(
-                "known model, but {} does not exist: run `scripts/fetch-models {}` (or set LCROSS_MODELS)",
-                path.display(),
-                k.id
-            ));
+            return Err(format!("known model, but {} does not exist: run `scripts/fetch-models {}` (or set LCROSS_MODELS)", path.display(), k.id));
         }
         return Ok(ModelLocation::Gguf { id: k.id.to_string(), path });
     }

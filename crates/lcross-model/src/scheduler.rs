@@ -117,7 +117,9 @@ impl<'m> BatchGenerator<'m> {
         if request.prompt.len() + request.options.max_tokens > max {
             return Err(ModelError::InvalidInput(format!(
                 "prompt of {} tokens plus {} new tokens is longer than the model's context of {max}",
-                request.prompt.len(), request.options.max_tokens)));
+                request.prompt.len(),
+                request.options.max_tokens
+            )));
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -326,7 +328,12 @@ pub fn token_logprob(logits: &[f32], token: u32, top: usize) -> TokenLogprob {
 /// Generate every request with at most `max_rows` in flight; `on_token(i, token)` is
 /// called for request `i` as its tokens arrive. Returns each request's new tokens (a
 /// stop token included), in request order.
-pub fn generate_batch(model: &Model, requests: &[GenerationRequest], max_rows: usize, mut on_token: impl FnMut(usize, u32) -> Result<()>) -> Result<Vec<Vec<u32>>> {
+pub fn generate_batch(
+    model: &Model,
+    requests: &[GenerationRequest],
+    max_rows: usize,
+    mut on_token: impl FnMut(usize, u32) -> Result<()>,
+) -> Result<Vec<Vec<u32>>> {
     if max_rows == 0 && !requests.is_empty() {
         return Err(ModelError::InvalidInput("--batch-size must be at least 1".into()));
     }

@@ -323,7 +323,9 @@ mod tests {
         }
         let dev = Device::Cpu;
         // Rows around the tiles (3, 6, 12) and the bands, k around KC, n over every register count.
-        for (rows, k, n) in [(1, 1, 8), (2, 7, 9), (3, 64, 16), (7, 255, 17), (13, 100, 15), (100, 256, 24), (101, 257, 31), (3001, 600, 32), (5, 1000, 25), (1151, 1025, 12)] {
+        for (rows, k, n) in
+            [(1, 1, 8), (2, 7, 9), (3, 64, 16), (7, 255, 17), (13, 100, 15), (100, 256, 24), (101, 257, 31), (3001, 600, 32), (5, 1000, 25), (1151, 1025, 12)]
+        {
             let w = Tensor::from_vec(pattern(rows * k, 0.1), (rows, k), &dev).unwrap();
             let xt = Tensor::from_vec(pattern(k * n, 2.3), (k, n), &dev).unwrap();
             let want = w.matmul(&xt).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -377,7 +379,13 @@ mod tests {
                 let xt = Tensor::from_vec(pattern(k * n, 2.3), (k, n), &dev).unwrap();
                 let flop = 2.0 * (rows * k * n) as f64;
                 let best = |f: &dyn Fn() -> Tensor| {
-                    (0..7).map(|_| { let t = std::time::Instant::now(); let _ = f(); t.elapsed().as_secs_f64() }).fold(f64::MAX, f64::min)
+                    (0..7)
+                        .map(|_| {
+                            let t = std::time::Instant::now();
+                            let _ = f();
+                            t.elapsed().as_secs_f64()
+                        })
+                        .fold(f64::MAX, f64::min)
                 };
                 let (wv, xv) = (w.flatten_all().unwrap().to_vec1::<f32>().unwrap(), xt.flatten_all().unwrap().to_vec1::<f32>().unwrap());
                 for round in 0..2 {

@@ -24,7 +24,7 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper};
 
 use crate::error::{ModelError, Result};
-use crate::gguf::{meta_string, meta_string_array, meta_u32, meta_bool};
+use crate::gguf::{meta_bool, meta_string, meta_string_array, meta_u32};
 
 /// GGUF token type of a control token (`<|im_end|>`, `<bos>`...).
 const TOKEN_TYPE_CONTROL: u32 = 3;
@@ -98,8 +98,7 @@ impl TextTokenizer {
 
     /// Build from a Hugging Face `tokenizer.json` (+ facts from `tokenizer_config.json`).
     pub fn from_tokenizer_json(path: &Path, bos: Option<u32>, eos: Option<u32>, add_bos: bool) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
         Ok(Self { inner, bos_token_id: bos, eos_token_id: eos, add_bos })
     }
 
@@ -127,7 +126,9 @@ impl TextTokenizer {
                 None => Ok(None),
                 Some(_) => {
                     let id = meta_u32(path, md, key)?;
-                    if (id as usize) < tokens.len() { Ok(Some(id)) } else {
+                    if (id as usize) < tokens.len() {
+                        Ok(Some(id))
+                    } else {
                         Err(ModelError::field(path, key, format!("token id {id} is outside the vocabulary of {}", tokens.len())))
                     }
                 }
@@ -136,9 +137,7 @@ impl TextTokenizer {
         let bos = opt_id("tokenizer.ggml.bos_token_id")?;
         let eos = opt_id("tokenizer.ggml.eos_token_id")?;
         let unk = opt_id("tokenizer.ggml.unknown_token_id")?;
-        let add_bos_meta = if md.contains_key("tokenizer.ggml.add_bos_token") {
-            Some(meta_bool(path, md, "tokenizer.ggml.add_bos_token")?)
-        } else { None };
+        let add_bos_meta = if md.contains_key("tokenizer.ggml.add_bos_token") { Some(meta_bool(path, md, "tokenizer.ggml.add_bos_token")?) } else { None };
 
         let (mut inner, add_bos) = match kind.as_str() {
             "gpt2" => (byte_level_bpe(path, md, &tokens, &pre)?, add_bos_meta.unwrap_or(false)),
@@ -146,9 +145,7 @@ impl TextTokenizer {
                 let gemma = architecture.starts_with("gemma");
                 (sentencepiece_bpe(path, md, &tokens, unk, gemma)?, add_bos_meta.unwrap_or(true))
             }
-            other => {
-                return Err(ModelError::field(path, "tokenizer.ggml.model", format!("unsupported tokenizer model `{other}` (supported: gpt2, llama)")))
-            }
+            other => return Err(ModelError::field(path, "tokenizer.ggml.model", format!("unsupported tokenizer model `{other}` (supported: gpt2, llama)"))),
         };
 
         // Control tokens stay whole and are special; user-defined ones stay whole.
@@ -174,7 +171,9 @@ impl TextTokenizer {
         let pair: Vec<String> = if add_bos {
             let b = bos_tok.clone().unwrap_or_default();
             vec![b.clone(), "$A".into(), format!("{b}:1"), "$B:1".into()]
-        } else { vec!["$A".into(), "$B:1".into()] };
+        } else {
+            vec!["$A".into(), "$B:1".into()]
+        };
         let mut builder = tokenizers::processors::template::TemplateProcessing::builder();
         builder.try_single(single).map_err(tok_err)?.try_pair(pair).map_err(tok_err)?;
         if let (true, Some(b), Some(id)) = (add_bos, bos_tok.as_ref(), bos) {
@@ -223,29 +222,20 @@ fn component<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T> 
     serde_json::from_value(v).map_err(tok_err)
 }
 
-fn byte_level_bpe(
-    path: &Path,
-    md: &HashMap<String, gguf_file::Value>,
-    tokens: &[String],
-    pre: &str,
-) -> Result<tokenizers::Tokenizer> {
+fn byte_level_bpe(path: &Path, md: &HashMap<String, gguf_file::Value>, tokens: &[String], pre: &str) -> Result<tokenizers::Tokenizer> {
     let table = byte_to_unicode();
     let alphabet: HashSet<char> = table.iter().copied().collect();
     let mut vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
-        let spelled = if t.chars().all(|c| alphabet.contains(&c)) {
-            t.clone()
-        } else {
-            t.bytes().map(|b| table[b as usize]).collect()
-        };
+        let spelled = if t.chars().all(|c| alphabet.contains(&c)) { t.clone() } else { t.bytes().map(|b| table[b as usize]).collect() };
         vocab.insert(spelled, i as u32);
     }
     let merges_raw = meta_string_array(path, md, "tokenizer.ggml.merges")?;
     let mut merges = Vec::with_capacity(merges_raw.len());
     for (i, m) in merges_raw.iter().enumerate() {
-        let (a, b) = m.split_once(' ').ok_or_else(|| {
-            ModelError::field(path, "tokenizer.ggml.merges", format!("entry {i} `{m}` is not two tokens separated by a space"))
-        })?;
+        let (a, b) = m
+            .split_once(' ')
+            .ok_or_else(|| ModelError::field(path, "tokenizer.ggml.merges", format!("entry {i} `{m}` is not two tokens separated by a space")))?;
         merges.push((a.to_string(), b.to_string()));
     }
     let bpe = BPE::builder()
@@ -289,34 +279,21 @@ fn merges_from_vocab(tokens: &[String], vocab: &HashMap<String, u32>) -> Vec<(St
         merges.extend(local);
     }
     // Python: sorted(key=(score, len_l, len_r), reverse=True) with score = -rank, stable.
-    merges.sort_by(|a, b| {
-        a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2))
-    });
+    merges.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)));
     merges.into_iter().map(|m| (m.5.to_string(), m.6.to_string())).collect()
 }
 
-fn sentencepiece_bpe(
-    path: &Path,
-    md: &HashMap<String, gguf_file::Value>,
-    tokens: &[String],
-    unk: Option<u32>,
-    gemma: bool,
-) -> Result<tokenizers::Tokenizer> {
+fn sentencepiece_bpe(path: &Path, md: &HashMap<String, gguf_file::Value>, tokens: &[String], unk: Option<u32>, gemma: bool) -> Result<tokenizers::Tokenizer> {
     // Gemma stores runs of spaces as real spaces; the tokenizer looks them up as `▁`s.
-    let tokens: Vec<String> = tokens
-        .iter()
-        .map(|t| if gemma && t.contains(' ') && t.trim().is_empty() { "\u{2581}".repeat(t.chars().count()) } else { t.clone() })
-        .collect();
+    let tokens: Vec<String> =
+        tokens.iter().map(|t| if gemma && t.contains(' ') && t.trim().is_empty() { "\u{2581}".repeat(t.chars().count()) } else { t.clone() }).collect();
     let mut vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
     for (i, t) in tokens.iter().enumerate() {
         // Later duplicates win, as in the reference's dict comprehension.
         vocab.insert(t.clone(), i as u32);
     }
     let merges = if md.contains_key("tokenizer.ggml.merges") && !gemma {
-        meta_string_array(path, md, "tokenizer.ggml.merges")?
-            .iter()
-            .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
-            .collect()
+        meta_string_array(path, md, "tokenizer.ggml.merges")?.iter().filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string()))).collect()
     } else {
         merges_from_vocab(&tokens, &vocab)
     };

@@ -112,9 +112,17 @@ mod tests {
             let x = matrix(rows, cols);
             assert_eq!(transposed(&x).unwrap().to_vec2::<f32>().unwrap(), x.t().unwrap().contiguous().unwrap().to_vec2::<f32>().unwrap(), "{rows}x{cols}");
             let inner = matrix(rows + 3, cols + 2).narrow(0, 2, rows).unwrap().narrow(1, 1, cols).unwrap();
-            assert_eq!(transposed(&inner).unwrap().to_vec2::<f32>().unwrap(), inner.t().unwrap().contiguous().unwrap().to_vec2::<f32>().unwrap(), "inner {rows}x{cols}");
+            assert_eq!(
+                transposed(&inner).unwrap().to_vec2::<f32>().unwrap(),
+                inner.t().unwrap().contiguous().unwrap().to_vec2::<f32>().unwrap(),
+                "inner {rows}x{cols}"
+            );
             let view = matrix(cols, rows).t().unwrap();
-            assert_eq!(transposed(&view).unwrap().to_vec2::<f32>().unwrap(), view.t().unwrap().contiguous().unwrap().to_vec2::<f32>().unwrap(), "view {rows}x{cols}");
+            assert_eq!(
+                transposed(&view).unwrap().to_vec2::<f32>().unwrap(),
+                view.t().unwrap().contiguous().unwrap().to_vec2::<f32>().unwrap(),
+                "view {rows}x{cols}"
+            );
         }
     }
 

@@ -44,10 +44,7 @@ impl WeightMode {
 /// candle runs these quantized types with fast SIMD kernels; others go through a slow
 /// scalar path (measured ~30x slower) and are better dequantized.
 fn fast_quantized(dtype: GgmlDType) -> bool {
-    matches!(
-        dtype,
-        GgmlDType::Q4_0 | GgmlDType::Q8_0 | GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K
-    )
+    matches!(dtype, GgmlDType::Q4_0 | GgmlDType::Q8_0 | GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K)
 }
 
 /// Q8_0 copy of a dense `(out, in)` matrix for [`WeightMode::Quantized`] (dense when
@@ -100,9 +97,7 @@ impl WeightSource {
             }
             Self::HfDir { dir, tensors, arch } => {
                 let hf = hf_name(name, *arch);
-                let t = tensors
-                    .load(&hf, device)
-                    .map_err(|e| ModelError::tensor(dir.as_path(), &hf, e.to_string()))?;
+                let t = tensors.load(&hf, device).map_err(|e| ModelError::tensor(dir.as_path(), &hf, e.to_string()))?;
                 if t.dims() != shape {
                     return Err(ModelError::tensor(dir.as_path(), &hf, format!("shape {:?}, expected {:?}", t.dims(), shape)));
                 }
@@ -120,15 +115,11 @@ impl WeightSource {
     pub fn linear(&mut self, name: &str, out_dim: usize, in_dim: usize, bias: bool, dtype: DType, device: &Device) -> Result<Linear> {
         let weight_name = format!("{name}.weight");
         let weight = match self {
-            Self::Gguf { file, mode } if *mode == WeightMode::Quantized
-                && file.tensor_dtype(&weight_name).is_some_and(fast_quantized) =>
-            {
+            Self::Gguf { file, mode } if *mode == WeightMode::Quantized && file.tensor_dtype(&weight_name).is_some_and(fast_quantized) => {
                 let q: QTensor = file.qtensor(&weight_name, &[out_dim, in_dim], device)?;
                 QMatMul::from_qtensor(q)?
             }
-            Self::Gguf { mode: WeightMode::Quantized, .. } => {
-                requantize(&self.dense(&weight_name, &[out_dim, in_dim], dtype, device)?)?
-            }
+            Self::Gguf { mode: WeightMode::Quantized, .. } => requantize(&self.dense(&weight_name, &[out_dim, in_dim], dtype, device)?)?,
             _ => QMatMul::Tensor(self.dense(&weight_name, &[out_dim, in_dim], dtype, device)?),
         };
         let bias = if bias { Some(self.dense(&format!("{name}.bias"), &[out_dim], dtype, device)?) } else { None };

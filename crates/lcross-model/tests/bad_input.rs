@@ -153,10 +153,7 @@ fn truncated_real_model_is_an_error() {
 fn absurd_tensor_shape_is_an_error_not_an_allocation() {
     let d = tmpdir("absurd");
     let p = d.join("absurd.gguf");
-    llama_header()
-        .kv_str_array("tokenizer.ggml.tokens", &["a", "b"])
-        .tensor_f32("token_embd.weight", &[1 << 31, 1 << 31], false)
-        .write(&p);
+    llama_header().kv_str_array("tokenizer.ggml.tokens", &["a", "b"]).tensor_f32("token_embd.weight", &[1 << 31, 1 << 31], false).write(&p);
     let e = load_err(&p);
     assert!(e.contains("absurd.gguf") && e.contains("token_embd.weight"), "{e}");
 }

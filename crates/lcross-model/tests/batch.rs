@@ -6,8 +6,8 @@ mod common;
 
 use common::{fixtures, load_known, rel_l2};
 use lcross_model::{
-    BatchGenerator, BatchRow, CapturePositions, FinishReason, GenerateOptions, GenerationRequest, Hooks, KvCache, LoadOptions, Logits, Model,
-    Positions, Sampling, Tensor,
+    BatchGenerator, BatchRow, CapturePositions, FinishReason, GenerateOptions, GenerationRequest, Hooks, KvCache, LoadOptions, Logits, Model, Positions,
+    Sampling, Tensor,
 };
 
 /// relative L2 bound between a batched row and the same row run alone: float
@@ -42,8 +42,18 @@ fn mixed_hooks(model: &Model) -> Vec<Hooks> {
     vec![
         caps(Hooks::none()),
         caps(Hooks::none().with_intervention(a, vector(model, 1), scale, Positions::All)),
-        caps(Hooks::none().with_intervention(a, vector(model, 2), -scale, Positions::PromptLast).with_intervention(b, vector(model, 3), scale, Positions::From(2))),
-        caps(Hooks::none().with_intervention(a, vector(model, 1), scale / 2.0, Positions::All).with_intervention(a, vector(model, 4), scale / 2.0, Positions::All)),
+        caps(Hooks::none().with_intervention(a, vector(model, 2), -scale, Positions::PromptLast).with_intervention(
+            b,
+            vector(model, 3),
+            scale,
+            Positions::From(2),
+        )),
+        caps(Hooks::none().with_intervention(a, vector(model, 1), scale / 2.0, Positions::All).with_intervention(
+            a,
+            vector(model, 4),
+            scale / 2.0,
+            Positions::All,
+        )),
     ]
 }
 
@@ -169,7 +179,11 @@ fn wide_generation_equals_single(model: &Model) {
         .map(|i| GenerationRequest {
             prompt: ps[i % 4].clone(),
             hooks: Hooks { captures: vec![], ..hooks[(i / 4 + i) % 4].clone() },
-            options: GenerateOptions { max_tokens: [4, 1, 6, 2, 1, 5, 3, 1, 6, 2, 4, 7][i], sampling: Sampling::Greedy, stop_tokens: model.stop_tokens().to_vec() },
+            options: GenerateOptions {
+                max_tokens: [4, 1, 6, 2, 1, 5, 3, 1, 6, 2, 4, 7][i],
+                sampling: Sampling::Greedy,
+                stop_tokens: model.stop_tokens().to_vec(),
+            },
         })
         .collect();
     let alone: Vec<Vec<u32>> = requests.iter().map(|r| model.generate(&r.prompt, &r.options, &r.hooks, |_| Ok(())).unwrap()).collect();
@@ -247,7 +261,11 @@ fn gemma3_sliding_window_is_bounded_in_long_batched_decoding() {
     let model = Model::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let requests: Vec<GenerationRequest> = [vec![1u32, 5, 9], vec![2u32, 7, 3, 8, 4, 6, 10, 11]]
         .into_iter()
-        .map(|prompt| GenerationRequest { prompt, hooks: Hooks::none(), options: GenerateOptions { max_tokens: 20, sampling: Sampling::Greedy, stop_tokens: vec![] } })
+        .map(|prompt| GenerationRequest {
+            prompt,
+            hooks: Hooks::none(),
+            options: GenerateOptions { max_tokens: 20, sampling: Sampling::Greedy, stop_tokens: vec![] },
+        })
         .collect();
     let alone: Vec<Vec<u32>> = requests.iter().map(|r| model.generate(&r.prompt, &r.options, &r.hooks, |_| Ok(())).unwrap()).collect();
     let batched = model.generate_batch(&requests, 4, |_, _| Ok(())).unwrap();

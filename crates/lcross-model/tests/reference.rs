@@ -72,8 +72,14 @@ fn check_forward(model: &Model, fx: &Value) {
         let want_gen = ids(&case["greedy"]);
         let opts = GenerateOptions { max_tokens: want_gen.len(), sampling: Sampling::Greedy, stop_tokens: fx_eos(fx) };
         let got = model.generate(&prompt.ids, &opts, &Hooks::none(), |_| Ok(())).unwrap();
-        assert_eq!(got, want_gen, "{}: greedy continuation of {prompt_text:?}:\n want {:?}\n got  {:?}", model.id(),
-            model.tokenizer().decode(&want_gen, false).unwrap(), model.tokenizer().decode(&got, false).unwrap());
+        assert_eq!(
+            got,
+            want_gen,
+            "{}: greedy continuation of {prompt_text:?}:\n want {:?}\n got  {:?}",
+            model.id(),
+            model.tokenizer().decode(&want_gen, false).unwrap(),
+            model.tokenizer().decode(&got, false).unwrap()
+        );
     }
 }
 

@@ -69,10 +69,8 @@ impl Engine {
         stats.alive.store(true, Ordering::SeqCst);
         let thread_stats = stats.clone();
         let rows = batch_rows.max(1);
-        let thread = std::thread::Builder::new()
-            .name("lcross-engine".into())
-            .spawn(move || run(&model, rows, rx, &thread_stats))
-            .expect("spawning the engine thread");
+        let thread =
+            std::thread::Builder::new().name("lcross-engine".into()).spawn(move || run(&model, rows, rx, &thread_stats)).expect("spawning the engine thread");
         let capacity = rows + max_queue;
         Self { commands: tx, admission: Arc::new(Semaphore::new(capacity)), capacity, stats, thread: Some(thread) }
     }

@@ -63,7 +63,11 @@ pub fn build_state(model: Arc<Model>, vectors: VectorRegistry, opts: &ServeOptio
 }
 
 /// Serve until `shutdown` resolves (then finish open responses and return).
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<AppState>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
 

@@ -18,7 +18,9 @@ use futures_util::stream::{self, StreamExt};
 use lcross_model::{FinishReason, GenerateOptions, GenerationRequest, Message, Sampling};
 use serde_json::{json, Value};
 
-use crate::api::{AppliedSteering, ChatCompletionRequest, CompletionRequest, LcrossInfo, MessageContent, PromptSpec, SteeringSpec, StopSpec, StreamOptions, Usage};
+use crate::api::{
+    AppliedSteering, ChatCompletionRequest, CompletionRequest, LcrossInfo, MessageContent, PromptSpec, SteeringSpec, StopSpec, StreamOptions, Usage,
+};
 use crate::engine::{EngineEvent, Ticket};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -85,7 +87,13 @@ async fn vectors(State(st): State<Arc<AppState>>) -> Json<Value> {
 
 /// Read a JSON body: 413 past the size limit, 400 with serde's message otherwise.
 fn parse_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| if e.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::too_large(limit) } else { ApiError::invalid(format!("cannot read the request body: {e}")) })?;
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::invalid(format!("cannot read the request body: {e}"))
+        }
+    })?;
     if bytes.is_empty() {
         return Err(ApiError::invalid("the request body is empty: send a JSON object"));
     }
@@ -144,11 +152,16 @@ fn prepare(st: &AppState, c: Common<'_>, prompt: Vec<u32>) -> Result<Prepared, A
         return Err(ApiError::invalid("the prompt has no tokens"));
     }
     if prompt.len() > st.limits.max_prompt_tokens {
-        return Err(ApiError::invalid(format!("the prompt has {} tokens; this server allows at most {}", prompt.len(), st.limits.max_prompt_tokens)).with_code("context_length_exceeded"));
+        return Err(ApiError::invalid(format!("the prompt has {} tokens; this server allows at most {}", prompt.len(), st.limits.max_prompt_tokens))
+            .with_code("context_length_exceeded"));
     }
     let context = st.model.decoder().max_sequence();
     if prompt.len() + max_tokens > context {
-        return Err(ApiError::invalid(format!("the prompt ({} tokens) plus max_tokens ({max_tokens}) is longer than the model's context of {context} tokens", prompt.len())).with_code("context_length_exceeded"));
+        return Err(ApiError::invalid(format!(
+            "the prompt ({} tokens) plus max_tokens ({max_tokens}) is longer than the model's context of {context} tokens",
+            prompt.len()
+        ))
+        .with_code("context_length_exceeded"));
     }
     let temperature = c.temperature.unwrap_or(1.0);
     if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
@@ -206,7 +219,12 @@ fn chat_prompt(st: &AppState, req: &ChatCompletionRequest) -> Result<Vec<u32>, A
                     match (p.kind.as_str(), &p.text) {
                         ("text", Some(t)) => text.push_str(t),
                         ("text", None) => return Err(ApiError::field(&format!("messages[{i}].content[{j}].text"), "a text part needs `text`")),
-                        (other, _) => return Err(ApiError::field(&format!("messages[{i}].content[{j}].type"), format!("content parts of type `{other}` are not served (text only)"))),
+                        (other, _) => {
+                            return Err(ApiError::field(
+                                &format!("messages[{i}].content[{j}].type"),
+                                format!("content parts of type `{other}` are not served (text only)"),
+                            ))
+                        }
                     }
                 }
                 text
@@ -264,7 +282,9 @@ async fn completions(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesR
     let text = match &req.prompt {
         PromptSpec::One(s) => s.clone(),
         PromptSpec::Many(v) if v.len() == 1 => v[0].clone(),
-        PromptSpec::Many(v) => return ApiError::field("prompt", format!("one prompt per request (got {}); send several requests: they are batched", v.len())).into_response(),
+        PromptSpec::Many(v) => {
+            return ApiError::field("prompt", format!("one prompt per request (got {}); send several requests: they are batched", v.len())).into_response()
+        }
     };
     if text.is_empty() {
         return ApiError::field("prompt", "the prompt is empty").into_response();
@@ -331,7 +351,15 @@ async fn run(st: Arc<AppState>, prepared: Result<Prepared, ApiError>, kind: Kind
         Err(e) => e.into_response(),
         Ok((transcript, finish)) => {
             let usage = Usage::new(p.prompt_tokens, transcript.produced);
-            tracing::info!(id, prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, finish, seconds = started.elapsed().as_secs_f64(), steered = !p.applied.is_empty(), "request done");
+            tracing::info!(
+                id,
+                prompt_tokens = usage.prompt_tokens,
+                completion_tokens = usage.completion_tokens,
+                finish,
+                seconds = started.elapsed().as_secs_f64(),
+                steered = !p.applied.is_empty(),
+                "request done"
+            );
             let lcross = LcrossInfo { steering: p.applied.clone() };
             let body = match kind {
                 Kind::Chat => {
@@ -364,7 +392,8 @@ async fn collect(st: &Arc<AppState>, p: &Prepared, mut ticket: Ticket) -> Result
     loop {
         match ticket.events.recv().await {
             Some(EngineEvent::Token { id, logprob }) => {
-                let d = transcript.push(id, logprob).map_err(|e| ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot decode the answer: {e}")))?;
+                let d =
+                    transcript.push(id, logprob).map_err(|e| ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot decode the answer: {e}")))?;
                 if d.stopped {
                     // Dropping the ticket cancels the row before the next step.
                     return Ok((transcript, "stop"));
@@ -383,8 +412,21 @@ async fn collect(st: &Arc<AppState>, p: &Prepared, mut ticket: Ticket) -> Result
 
 /// Server-sent events of one request; dropping the stream (client gone) cancels it.
 fn stream_response(st: Arc<AppState>, p: Prepared, ticket: Ticket, id: String, kind: Kind) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
-    let state = StreamState { transcript: Transcript::new(st.model.clone(), p.stops.clone()), st, p, ticket: Some(ticket), id, kind, phase: Phase::Start, sent_logprobs: 0, sent_bytes: 0, started: Instant::now(), created: now() };
-    let events = stream::unfold(state, |mut s| async move { s.next().await.map(|evs| (evs, s)) }).flat_map(|evs| stream::iter(evs.into_iter().map(Ok::<_, Infallible>)));
+    let state = StreamState {
+        transcript: Transcript::new(st.model.clone(), p.stops.clone()),
+        st,
+        p,
+        ticket: Some(ticket),
+        id,
+        kind,
+        phase: Phase::Start,
+        sent_logprobs: 0,
+        sent_bytes: 0,
+        started: Instant::now(),
+        created: now(),
+    };
+    let events =
+        stream::unfold(state, |mut s| async move { s.next().await.map(|evs| (evs, s)) }).flat_map(|evs| stream::iter(evs.into_iter().map(Ok::<_, Infallible>)));
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 
@@ -447,7 +489,15 @@ impl StreamState {
         self.phase = Phase::Done;
         let mut out = vec![self.chunk(if rest.is_empty() { None } else { Some(&rest) }, Some(finish), false)];
         let usage = Usage::new(self.p.prompt_tokens, self.transcript.produced);
-        tracing::info!(id = self.id, prompt_tokens = usage.prompt_tokens, completion_tokens = usage.completion_tokens, finish, seconds = self.started.elapsed().as_secs_f64(), steered = !self.p.applied.is_empty(), "stream done");
+        tracing::info!(
+            id = self.id,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
+            finish,
+            seconds = self.started.elapsed().as_secs_f64(),
+            steered = !self.p.applied.is_empty(),
+            "stream done"
+        );
         if self.p.include_usage {
             let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
             let body = json!({"id": self.id, "object": object, "created": self.created, "model": self.st.model_name, "system_fingerprint": self.st.fingerprint,

@@ -85,7 +85,8 @@ impl VectorRegistry {
         }
         let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
         let sv = SteeringVector::load(path).map_err(|e| err(e.to_string()))?;
-        sv.check_model(model, false).map_err(|e| err(format!("{e}; the server only serves vectors of its own model (transfer others with `lcross transfer`)")))?;
+        sv.check_model(model, false)
+            .map_err(|e| err(format!("{e}; the server only serves vectors of its own model (transfer others with `lcross transfer`)")))?;
         self.vectors.insert(
             name.to_string(),
             RegisteredVector { name: name.to_string(), path: path.to_path_buf(), sha256: hex::encode(Sha256::digest(&bytes)), vector: Arc::new(sv) },
@@ -160,20 +161,29 @@ impl VectorRegistry {
         for (i, s) in specs.iter().enumerate() {
             let param = format!("steering[{i}]");
             let reg = self.get(&s.vector).ok_or_else(|| {
-                let known = if self.is_empty() { "none is registered (start the server with --vector NAME=PATH)".to_string() } else { format!("registered: {}", self.names().join(", ")) };
+                let known = if self.is_empty() {
+                    "none is registered (start the server with --vector NAME=PATH)".to_string()
+                } else {
+                    format!("registered: {}", self.names().join(", "))
+                };
                 ApiError::field(&format!("{param}.vector"), format!("unknown steering vector `{}`; {known}", s.vector)).with_code("vector_not_found")
             })?;
             let sv = &reg.vector;
             let beta = match &s.beta {
                 BetaSpec::Value(b) if b.is_finite() => *b,
                 BetaSpec::Value(b) => return Err(ApiError::field(&format!("{param}.beta"), format!("beta must be finite, got {b}"))),
-                BetaSpec::Named(n) if n.eq_ignore_ascii_case("auto") => sv.metadata.calibrated_beta().map_err(|e| ApiError::field(&format!("{param}.beta"), format!("`auto`: {e}")))?,
+                BetaSpec::Named(n) if n.eq_ignore_ascii_case("auto") => {
+                    sv.metadata.calibrated_beta().map_err(|e| ApiError::field(&format!("{param}.beta"), format!("`auto`: {e}")))?
+                }
                 BetaSpec::Named(n) => return Err(ApiError::field(&format!("{param}.beta"), format!("beta must be a number or \"auto\", got {n:?}"))),
             };
             let positions = match &s.positions {
                 None => default_positions(sv),
                 Some(p) => Positions::parse(p).ok_or_else(|| {
-                    ApiError::field(&format!("{param}.positions"), format!("unknown positions `{p}` (all, prompt-last, generated, prompt-last+generated, from:N)"))
+                    ApiError::field(
+                        &format!("{param}.positions"),
+                        format!("unknown positions `{p}` (all, prompt-last, generated, prompt-last+generated, from:N)"),
+                    )
                 })?,
             };
             for (&layer, values) in &sv.layers {

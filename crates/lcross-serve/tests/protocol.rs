@@ -148,13 +148,15 @@ fn endpoints_answer_in_openai_shapes_and_match_the_runtime() {
     assert!((0..4).map(sampled).collect::<std::collections::BTreeSet<_>>().len() > 1, "different seeds should differ on a random model");
 
     // Completions: plain prompt, OpenAI's legacy logprobs shape.
-    let (s, cmpl) = post(&c, &format!("{base}/completions"), &json!({"model": name, "prompt": "hello there", "temperature": 0, "max_tokens": 5, "logprobs": 2}));
+    let (s, cmpl) =
+        post(&c, &format!("{base}/completions"), &json!({"model": name, "prompt": "hello there", "temperature": 0, "max_tokens": 5, "logprobs": 2}));
     assert_eq!(s, 200, "{cmpl}");
     assert_eq!(cmpl["object"], "text_completion");
     let l = &cmpl["choices"][0]["logprobs"];
     assert_eq!(l["tokens"].as_array().unwrap().len(), l["token_logprobs"].as_array().unwrap().len());
     assert!(l["top_logprobs"][0].as_object().unwrap().len() <= 2);
-    let events = stream(&c, &format!("{base}/completions"), &json!({"model": name, "prompt": "hello there", "temperature": 0, "max_tokens": 5, "stream": true}));
+    let events =
+        stream(&c, &format!("{base}/completions"), &json!({"model": name, "prompt": "hello there", "temperature": 0, "max_tokens": 5, "stream": true}));
     let text: String = events.iter().filter_map(|e| e.pointer("/choices/0/text").and_then(Value::as_str)).collect();
     assert_eq!(text, cmpl["choices"][0]["text"].as_str().unwrap());
     server.stop().unwrap();

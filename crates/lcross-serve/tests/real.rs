@@ -67,7 +67,11 @@ const PROMPTS: [&str; 4] = ["Tell me about cats.", "Give me one tip for a job in
 enum Outcome {
     /// A greedy steered (or unsteered) answer to check against the runtime: prompt,
     /// (vector, beta) or none, text.
-    Greedy { prompt: &'static str, steering: Option<(&'static str, f64)>, text: String },
+    Greedy {
+        prompt: &'static str,
+        steering: Option<(&'static str, f64)>,
+        text: String,
+    },
     Sampled,
     Cancelled,
     Refused,
@@ -191,7 +195,9 @@ fn thirty_two_mixed_clients_are_all_answered_and_greedy_answers_match_the_runtim
         if let Outcome::Greedy { prompt, steering, text } = o {
             let hooks = match steering {
                 None => Hooks::none(),
-                Some((v, beta)) => steering_hooks(&model, Some(&Steering { vector: if *v == "a" { &va } else { &vb }, beta: *beta, positions: Positions::All })).unwrap(),
+                Some((v, beta)) => {
+                    steering_hooks(&model, Some(&Steering { vector: if *v == "a" { &va } else { &vb }, beta: *beta, positions: Positions::All })).unwrap()
+                }
             };
             let expected = alone(&model, prompt, max_tokens, &hooks);
             assert_eq!(text, &expected, "{prompt} with {steering:?}");
@@ -204,7 +210,12 @@ fn thirty_two_mixed_clients_are_all_answered_and_greedy_answers_match_the_runtim
     assert_eq!(checked, 16);
     assert!(changed >= 6, "steering changed only {changed} of 12 steered answers");
     let counts = outcomes.iter().fold([0; 4], |mut n, o| {
-        n[match o { Outcome::Greedy { .. } => 0, Outcome::Sampled => 1, Outcome::Cancelled => 2, Outcome::Refused => 3 }] += 1;
+        n[match o {
+            Outcome::Greedy { .. } => 0,
+            Outcome::Sampled => 1,
+            Outcome::Cancelled => 2,
+            Outcome::Refused => 3,
+        }] += 1;
         n
     });
     assert_eq!(counts, [16, 8, 4, 4]);
@@ -221,7 +232,8 @@ fn a_client_that_hangs_up_frees_its_row_at_the_next_step() {
     let url = format!("{}/chat/completions", server.base_url());
     // A request that runs for its 2000 tokens unless cancelled (counting does not stop
     // early), far more than the model makes before the client gives up.
-    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "Count from 1 to 3000, separated by commas."}], "temperature": 0, "max_tokens": 2000});
+    let body =
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "Count from 1 to 3000, separated by commas."}], "temperature": 0, "max_tokens": 2000});
     for streamed in [true, false] {
         let before = health(&c, &server)["tokens_generated"].as_u64().unwrap();
         if streamed {
@@ -249,8 +261,11 @@ fn the_http_judge_through_the_server_agrees_with_the_local_judge() {
     let Some(judge_model) = real_model(MODEL) else { return };
     let server = RunningServer::start(Arc::new(model), VectorRegistry::new(), &options(4)).unwrap();
     let local = LocalJudge::new(judge_model).unwrap();
-    let http = HttpJudge::new(HttpJudgeConfig { base_url: server.base_url(), model: MODEL.into(), api_key: None, timeout: Duration::from_secs(120), attempts: 2 }).unwrap();
-    let labelled = lcross_eval::inputs::read_question_answers(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lcross-eval/data/judge_labels.jsonl")).unwrap();
+    let http =
+        HttpJudge::new(HttpJudgeConfig { base_url: server.base_url(), model: MODEL.into(), api_key: None, timeout: Duration::from_secs(120), attempts: 2 })
+            .unwrap();
+    let labelled =
+        lcross_eval::inputs::read_question_answers(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lcross-eval/data/judge_labels.jsonl")).unwrap();
     let rubric = lcross_eval::rubric::rubric_for("refusal");
     let mut requests = Vec::new();
     for qa in labelled.iter().filter(|q| q.concept.as_deref() == Some("refusal")).step_by(3).take(8) {

@@ -63,10 +63,7 @@ fn bench_vector(model: &Model) -> Result<SteeringVector> {
     let mut metadata = VectorMetadata::made_by_hand(model.id(), &model.file_sha256()?, c.hidden_size, vec![layer], "bench", "pseudo-random unit direction");
     metadata.normalized = true;
     let v = pseudo_random_direction(c.hidden_size, 1, 1.0);
-    Ok(SteeringVector {
-        metadata,
-        layers: BTreeMap::from([(layer, v)]),
-    })
+    Ok(SteeringVector { metadata, layers: BTreeMap::from([(layer, v)]) })
 }
 
 /// Run `clients` clients, each sending `per_client` requests one after another; total
@@ -172,7 +169,17 @@ pub fn run(ctx: &Context, a: &ServeBenchArgs<'_>, out: Option<&std::path::Path>,
         "Serving {} ({}), {} new tokens per request (greedy; usage counts), {} requests per client, on {machine}.\n\n| engine | clients | steered | tokens | seconds | tokens/s | vs 1 client | median latency (s) |\n|---|---|---|---|---|---|---|---|\n",
         model.id(), ctx.numerics(), a.new_tokens, a.requests_per_client);
     for r in &rows {
-        md.push_str(&format!("| {} | {} | {} | {} | {:.1} | {:.1} | {:.2}x | {:.1} |\n", r.engine, r.clients, if r.steered { "each its own beta" } else { "no" }, r.completion_tokens, r.seconds, r.tokens_per_second, r.speedup, r.median_latency_s));
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.2}x | {:.1} |\n",
+            r.engine,
+            r.clients,
+            if r.steered { "each its own beta" } else { "no" },
+            r.completion_tokens,
+            r.seconds,
+            r.tokens_per_second,
+            r.speedup,
+            r.median_latency_s
+        ));
     }
     if let Some(p) = out {
         lcross_core::artifact::write_atomic(p, md.as_bytes()).with_context(|| format!("writing {}", p.display()))?;

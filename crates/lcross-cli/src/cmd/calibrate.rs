@@ -17,9 +17,9 @@ use lcross_eval::rubric;
 use lcross_model::Sampling;
 
 use crate::cmd::evaluate::{read_questions, JudgeArgs, RunArgs};
-use lcross_eval::metrics::judged::emotion_scenarios;
 use crate::cmd::vectors::{load_ab, parse_positions};
 use crate::common::Context;
+use lcross_eval::metrics::judged::emotion_scenarios;
 
 #[derive(Args)]
 pub struct CalibrateArgs {
@@ -110,7 +110,8 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
             let mut ab_store = if a.run.no_cache { None } else { Some(Store::open_default()?) };
             Box::new(move |conds: &[Condition], part: Part| {
                 let items = if part == Part::Dev { &dev } else { &test };
-                let steer: Vec<Option<Steering<'_>>> = conds.iter().map(|c| c.vector.as_ref().map(|v| Steering { vector: v, beta: c.beta, positions: c.positions })).collect();
+                let steer: Vec<Option<Steering<'_>>> =
+                    conds.iter().map(|c| c.vector.as_ref().map(|v| Steering { vector: v, beta: c.beta, positions: c.positions })).collect();
                 let res = match ab_store.as_mut() {
                     Some(store) => evaluate_ab_cached(model, items, &steer, store)?,
                     None => evaluate_ab_conditions(model, items, &steer)?,
@@ -174,11 +175,22 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
         calibrated.save(&out_path)?;
     }
     ctx.print(&report, || {
-        println!("calibration of {} on {} ({} should {:?}; drift <= {} nats, perplexity ratio <= {})\n", vector_path.display(), model.id(), report.metric, report.direction, report.drift_budget, report.max_perplexity_ratio);
+        println!(
+            "calibration of {} on {} ({} should {:?}; drift <= {} nats, perplexity ratio <= {})\n",
+            vector_path.display(),
+            model.id(),
+            report.metric,
+            report.direction,
+            report.drift_budget,
+            report.max_perplexity_ratio
+        );
         println!("{}", report.to_markdown());
         match (report.beta, report.test_effect, report.test_effect_stderr) {
             (Some(b), Some(e), Some(se)) => {
-                println!("chosen beta {b}: effect on the test split {e:+.3} ± {se:.3} (unsteered {:.3}, steered {:.3})", report.test[0].mean, report.test[1].mean);
+                println!(
+                    "chosen beta {b}: effect on the test split {e:+.3} ± {se:.3} (unsteered {:.3}, steered {:.3})",
+                    report.test[0].mean, report.test[1].mean
+                );
                 println!("stored in {} (use --beta auto)", out_path.display());
             }
             _ => println!("no admissible beta moves the metric the wanted way: nothing stored"),

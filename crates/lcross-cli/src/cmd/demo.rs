@@ -71,10 +71,13 @@ struct DemoOut {
     steered: String,
 }
 
-
 pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)?;
-    let say = |s: String| if !ctx.json { println!("{s}") };
+    let say = |s: String| {
+        if !ctx.json {
+            println!("{s}")
+        }
+    };
     let src = ctx.load(&a.source)?;
     let tgt = ctx.load(&a.target)?;
     let ls = a.source_layer.unwrap_or_else(|| lcross_model::registry::default_steering_layer(src.id(), src.config().num_layers));
@@ -84,8 +87,17 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     say(format!("1. Concept `optimism` (built in, {n_pairs} training pairs, {} held-out questions).", items.len()));
     let extract = |model: &str, layer: usize, limit: Option<usize>, name: &str| ExtractArgs {
         custom: Default::default(),
-        model: model.into(), dataset: "builtin:optimism".into(), layers: layer.to_string(), method: "mean-diff".into(), limit,
-        normalize: false, balance_letters: false, data_dir: None, no_cache: false, no_prefix_sharing: false, no_early_exit: false,
+        model: model.into(),
+        dataset: "builtin:optimism".into(),
+        layers: layer.to_string(),
+        method: "mean-diff".into(),
+        limit,
+        normalize: false,
+        balance_letters: false,
+        data_dir: None,
+        no_cache: false,
+        no_prefix_sharing: false,
+        no_early_exit: false,
         output: a.out.join(name),
     };
     let ex_s = extract(&a.source, ls, None, "source.safetensors");
@@ -94,10 +106,26 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     let ex_t = extract(&a.target, lt, None, "native.safetensors");
     let (sv_t, _) = extract_vector(&tgt, &ex_t)?;
     sv_t.save(&ex_t.output)?;
-    say(format!("2. Steering vectors: {} layer {ls} (norm {:.3}), {} layer {lt} (its own, norm {:.3}).", src.id(), norm(&sv_s.layers[&ls]), tgt.id(), norm(&sv_t.layers[&lt])));
+    say(format!(
+        "2. Steering vectors: {} layer {ls} (norm {:.3}), {} layer {lt} (its own, norm {:.3}).",
+        src.id(),
+        norm(&sv_s.layers[&ls]),
+        tgt.id(),
+        norm(&sv_t.layers[&lt])
+    ));
     let align = AlignArgs {
-        source: a.source.clone(), source_layer: ls, target: a.target.clone(), target_layer: lt, corpus: "builtin:optimism".into(), limit: None, skip: 0,
-        estimator: "ols".into(), vector: Some(ex_s.output.clone()), native: Some(ex_t.output.clone()), data_dir: None, no_cache: false,
+        source: a.source.clone(),
+        source_layer: ls,
+        target: a.target.clone(),
+        target_layer: lt,
+        corpus: "builtin:optimism".into(),
+        limit: None,
+        skip: 0,
+        estimator: "ols".into(),
+        vector: Some(ex_s.output.clone()),
+        native: Some(ex_t.output.clone()),
+        data_dir: None,
+        no_cache: false,
         output: a.out.join("map.safetensors"),
     };
     let map = align_models(&src, &tgt, &align)?;
@@ -120,8 +148,11 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
     let (sv_t_half, _) = extract_vector(&tgt, &ex_t_half)?;
     sv_t_half.save(&ex_t_half.output)?;
     let align_heldout = AlignArgs {
-        skip: half, vector: Some(ex_s_half.output.clone()), native: Some(ex_t_half.output.clone()),
-        output: a.out.join("map-second-half.safetensors"), ..align
+        skip: half,
+        vector: Some(ex_s_half.output.clone()),
+        native: Some(ex_t_half.output.clone()),
+        output: a.out.join("map-second-half.safetensors"),
+        ..align
     };
     let map_heldout = align_models(&src, &tgt, &align_heldout)?;
     map_heldout.save(&align_heldout.output)?;
@@ -154,9 +185,20 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
         println!("Artifacts in {}/ (vectors, map: safetensors with JSON metadata).", a.out.display());
     }
     let out = DemoOut {
-        source: a.source.clone(), target: a.target.clone(), map: map.metadata.clone(), cosine_transferred_native: cos,
-        heldout_map: map_heldout.metadata.clone(), cosine_heldout: cos_heldout,
-        ab_none: none, ab_self: own, ab_lcross: lc, ab_lcross_heldout: lc_heldout, beta: a.beta, n_questions: items.len(), unsteered: plain.text, steered: steered.text,
+        source: a.source.clone(),
+        target: a.target.clone(),
+        map: map.metadata.clone(),
+        cosine_transferred_native: cos,
+        heldout_map: map_heldout.metadata.clone(),
+        cosine_heldout: cos_heldout,
+        ab_none: none,
+        ab_self: own,
+        ab_lcross: lc,
+        ab_lcross_heldout: lc_heldout,
+        beta: a.beta,
+        n_questions: items.len(),
+        unsteered: plain.text,
+        steered: steered.text,
     };
     if ctx.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -126,7 +126,11 @@ impl JudgeArgs {
 
     pub fn build(&self, ctx: &Context) -> Result<Box<dyn Judge>> {
         Ok(match self.judge.as_str() {
-            "http" => Box::new(HttpJudge::new(HttpJudgeConfig::from_flags_or_env(self.judge_url.as_deref(), self.judge_model.as_deref(), self.judge_key.as_deref())?)?),
+            "http" => Box::new(HttpJudge::new(HttpJudgeConfig::from_flags_or_env(
+                self.judge_url.as_deref(),
+                self.judge_model.as_deref(),
+                self.judge_key.as_deref(),
+            )?)?),
             _ => {
                 if self.judge_url.is_some() {
                     bail!("--judge-url needs --judge http");
@@ -160,7 +164,11 @@ impl RunArgs {
             vectors.push((label, Arc::new(sv)));
         }
         let betas = if self.betas.is_empty() {
-            if vectors.is_empty() { vec![Beta::Value(0.0)] } else { vec![Beta::Value(0.0), Beta::Value(1.0)] }
+            if vectors.is_empty() {
+                vec![Beta::Value(0.0)]
+            } else {
+                vec![Beta::Value(0.0), Beta::Value(1.0)]
+            }
         } else {
             parse_betas(&self.betas)?
         };
@@ -224,7 +232,12 @@ pub fn read_questions(path: &Path) -> Result<Vec<String>> {
 pub fn open_ended(ctx: &Context, a: OpenEndedArgs) -> Result<()> {
     let concept = match &a.concept {
         Some(c) => c.clone(),
-        None => a.dataset.canonicalize().ok().and_then(|p| p.parent()?.file_name().map(|s| s.to_string_lossy().into_owned())).context("give --concept (the rubric's concept)")?,
+        None => a
+            .dataset
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent()?.file_name().map(|s| s.to_string_lossy().into_owned()))
+            .context("give --concept (the rubric's concept)")?,
     };
     let questions = a.run.limit(read_questions(&a.dataset)?);
     let judge = a.judge.build(ctx)?;
@@ -271,7 +284,6 @@ pub struct FairArgs {
     #[arg(long, default_value_t = metrics::fair::FAIR_SAMPLES)]
     samples: usize,
 }
-
 
 pub fn fair(ctx: &Context, a: FairArgs) -> Result<()> {
     let samples = a.run.limit.map_or(a.samples, |l| l.min(a.samples));
@@ -329,7 +341,8 @@ pub struct JudgeCmdArgs {
 
 /// `lcross judge`: score given (question, answer) pairs, in input order.
 pub fn judge_cmd(ctx: &Context, a: JudgeCmdArgs) -> Result<()> {
-    let qa: Vec<_> = lcross_eval::inputs::read_question_answers(&a.input)?.into_iter().filter(|x| x.concept.as_deref().is_none_or(|c| c == a.concept)).collect();
+    let qa: Vec<_> =
+        lcross_eval::inputs::read_question_answers(&a.input)?.into_iter().filter(|x| x.concept.as_deref().is_none_or(|c| c == a.concept)).collect();
     if qa.is_empty() {
         bail!("{}: no lines for concept `{}`", a.input.display(), a.concept);
     }
@@ -358,7 +371,11 @@ pub fn judge_cmd(ctx: &Context, a: JudgeCmdArgs) -> Result<()> {
         #[serde(skip_serializing_if = "Option::is_none")]
         spearman: Option<f64>,
     }
-    let rows: Vec<Row<'_>> = qa.iter().zip(&js).map(|(x, j)| Row { question: &x.question, answer: &x.answer, score: j.score, label: x.label, failure: j.failure.as_deref() }).collect();
+    let rows: Vec<Row<'_>> = qa
+        .iter()
+        .zip(&js)
+        .map(|(x, j)| Row { question: &x.question, answer: &x.answer, score: j.score, label: x.label, failure: j.failure.as_deref() })
+        .collect();
     let labelled: Vec<(f64, f64)> = qa.iter().zip(&js).filter_map(|(x, j)| Some((x.label?, j.score?))).collect();
     let spearman = (labelled.len() >= 3).then(|| {
         let (l, s): (Vec<f64>, Vec<f64>) = labelled.iter().copied().unzip();
@@ -434,7 +451,13 @@ pub fn ab(ctx: &Context, a: EvalAbArgs) -> Result<()> {
         }
         None => None,
     };
-    let given: Vec<String> = if !a.betas.is_empty() { a.betas.clone() } else if sv.is_some() { vec![a.beta.clone()] } else { vec!["0".into()] };
+    let given: Vec<String> = if !a.betas.is_empty() {
+        a.betas.clone()
+    } else if sv.is_some() {
+        vec![a.beta.clone()]
+    } else {
+        vec!["0".into()]
+    };
     let betas: Vec<f64> = parse_betas(&given)?.iter().map(|b| b.resolve(sv.as_ref())).collect::<lcross_eval::Result<_>>()?;
     if sv.is_none() && betas.iter().any(|b| *b != 0.0) {
         bail!("--beta/--betas other than 0 need --vector");

@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use lcross_eval::experiments::{self, Cell, GridSettings, PlannedCell};
-use lcross_eval::reproduce::config::{ConditionKind, CAA_BEHAVIOURS, ExperimentFile, Sizes, VectorKind};
+use lcross_eval::reproduce::config::{ConditionKind, ExperimentFile, Sizes, VectorKind, CAA_BEHAVIOURS};
 use lcross_eval::reproduce::runner::{self, ExperimentSource, RunRequest};
 
 use crate::cmd::vectors::parse_layers;
 use crate::common::Context;
-
 
 #[derive(Subcommand)]
 pub enum ExperimentCommand {
@@ -209,7 +208,14 @@ fn cross_experiment(ctx: &Context, a: &CrossArgs, source: &str, target: &str) ->
         per_vector: Default::default(),
         seed: 0,
         layers,
-        sizes: Sizes { extract_pairs: a.grid.limit, test_questions: a.grid.test_limit, heldout_pairs: a.heldout_pairs, open_ended_questions: None, answer_tokens: None, eval_prompts: None },
+        sizes: Sizes {
+            extract_pairs: a.grid.limit,
+            test_questions: a.grid.test_limit,
+            heldout_pairs: a.heldout_pairs,
+            open_ended_questions: None,
+            answer_tokens: None,
+            eval_prompts: None,
+        },
         judge: None,
         weak_to_strong: Vec::new(),
         data_dir: a.grid.data_dir.clone(),
@@ -224,7 +230,10 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
         let (source, target) = pair.split_once(':').with_context(|| format!("--pairs {pair}: expected SOURCE:TARGET"))?;
         let file = cross_experiment(ctx, a, source, target)?;
         let out = if a.pairs.len() == 1 { a.grid.out.clone() } else { a.grid.out.join(&file.name) };
-        let how = format!("lcross experiment cross --pairs {pair} (flags: behaviours {:?}, betas {:?}, limit {}, test-limit {}, held-out pairs {}, pooled {})", a.behaviours, a.betas, a.grid.limit, a.grid.test_limit, a.heldout_pairs, !a.no_pooled);
+        let how = format!(
+            "lcross experiment cross --pairs {pair} (flags: behaviours {:?}, betas {:?}, limit {}, test-limit {}, held-out pairs {}, pooled {})",
+            a.behaviours, a.betas, a.grid.limit, a.grid.test_limit, a.heldout_pairs, !a.no_pooled
+        );
         let request = RunRequest { experiment: ExperimentSource::Built(file, how), profile: None, shard: None, out: Some(out), numerics: ctx.numerics() };
         let load = |id: &str| ctx.load(id).map_err(|e| format!("{e:#}"));
         let s = runner::run(request, &load)?;

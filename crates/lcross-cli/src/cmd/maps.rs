@@ -145,7 +145,12 @@ pub fn transfer_cmd(ctx: &Context, a: TransferArgs) -> Result<()> {
     ctx.print(&out.metadata, || {
         println!(
             "{} L{} -> {} L{}: transferred `{}` vector, norm {norm:.4} -> {}",
-            sv.metadata.model_id, map.metadata.source_layer, out.metadata.model_id, map.metadata.target_layer, out.metadata.concept, a.output.display()
+            sv.metadata.model_id,
+            map.metadata.source_layer,
+            out.metadata.model_id,
+            map.metadata.target_layer,
+            out.metadata.concept,
+            a.output.display()
         )
     })
 }

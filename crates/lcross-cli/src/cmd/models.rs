@@ -50,8 +50,15 @@ fn list(ctx: &Context) -> Result<()> {
         .map(|m| {
             let path = known_path(&dir, m.id);
             let mut row = ModelRow {
-                id: m.id.to_string(), present: path.is_file(), path: path.clone(), architecture: None, layers: None,
-                hidden_size: None, parameters: None, quantization: None, error: None,
+                id: m.id.to_string(),
+                present: path.is_file(),
+                path: path.clone(),
+                architecture: None,
+                layers: None,
+                hidden_size: None,
+                parameters: None,
+                quantization: None,
+                error: None,
             };
             if row.present {
                 match GgufFile::open(&path).and_then(|f| Ok((f.config()?, f.dominant_dtype()))) {
@@ -107,11 +114,7 @@ fn fetch_script() -> Result<PathBuf> {
 
 fn fetch(ids: &[String]) -> Result<()> {
     let script = fetch_script()?;
-    let status = Command::new("python3")
-        .arg(&script)
-        .args(ids)
-        .status()
-        .with_context(|| format!("cannot run python3 {}", script.display()))?;
+    let status = Command::new("python3").arg(&script).args(ids).status().with_context(|| format!("cannot run python3 {}", script.display()))?;
     if !status.success() {
         bail!("{} failed ({status})", script.display());
     }

@@ -178,7 +178,13 @@ pub struct RowOut {
 }
 
 /// Generate every (prompt, beta, hooks) row in batches with a progress bar.
-pub fn generate_rows(model: &Model, rows: &[(String, lcross_model::Prompt, Option<f64>, Hooks)], max_tokens: usize, sampling: Sampling, batch_size: Option<usize>) -> Result<Vec<RowOut>> {
+pub fn generate_rows(
+    model: &Model,
+    rows: &[(String, lcross_model::Prompt, Option<f64>, Hooks)],
+    max_tokens: usize,
+    sampling: Sampling,
+    batch_size: Option<usize>,
+) -> Result<Vec<RowOut>> {
     let longest = rows.iter().map(|r| r.1.ids.len()).max().unwrap_or(0);
     let batch = batch_size.unwrap_or_else(|| default_batch_size(model, longest + max_tokens));
     if batch == 0 {
@@ -276,10 +282,7 @@ pub fn generate_with(ctx: &Context, model: &Model, prompt: &lcross_model::Prompt
 pub fn generate(ctx: &Context, a: GenerateArgs) -> Result<()> {
     let model = ctx.load(&a.prompt.model)?;
     if let Some(file) = &a.batch.prompts {
-        let rows = read_prompts(file)?
-            .into_iter()
-            .map(|t| Ok((t.clone(), a.prompt.build(&model, &t)?, None, Hooks::none())))
-            .collect::<Result<Vec<_>>>()?;
+        let rows = read_prompts(file)?.into_iter().map(|t| Ok((t.clone(), a.prompt.build(&model, &t)?, None, Hooks::none()))).collect::<Result<Vec<_>>>()?;
         let out = generate_rows(&model, &rows, a.max_tokens, a.sampling(), a.batch.batch_size)?;
         return print_rows(ctx, &out);
     }

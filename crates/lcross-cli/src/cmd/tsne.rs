@@ -49,7 +49,11 @@ pub fn run(ctx: &Context, a: TsneArgs) -> Result<()> {
     for spec in &a.models {
         let model = ctx.load(spec)?;
         let n = model.config().num_layers;
-        let layer = a.layer.iter().find_map(|o| o.split_once('=').filter(|(m, _)| m == spec).and_then(|(_, l)| l.parse().ok())).unwrap_or_else(|| lcross_model::registry::default_steering_layer(spec, n));
+        let layer = a
+            .layer
+            .iter()
+            .find_map(|o| o.split_once('=').filter(|(m, _)| m == spec).and_then(|(_, l)| l.parse().ok()))
+            .unwrap_or_else(|| lcross_model::registry::default_steering_layer(spec, n));
         let mut diffs = Vec::new();
         let mut labels = Vec::new();
         for c in &a.concepts {

@@ -152,7 +152,15 @@ pub fn extract_cmd(ctx: &Context, a: ExtractArgs) -> Result<()> {
     let out = ExtractOut { output: &a.output, metadata: &sv.metadata, norms, seconds: secs, pairs_per_second: sv.metadata.n_pairs as f64 / secs.max(1e-9) };
     ctx.print(&out, || {
         let m = &sv.metadata;
-        println!("{} vector of `{}` from {} pairs of {} on {} -> {}", serde_json::to_value(m.method).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), m.concept, m.n_pairs, m.dataset, m.model_id, a.output.display());
+        println!(
+            "{} vector of `{}` from {} pairs of {} on {} -> {}",
+            serde_json::to_value(m.method).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            m.concept,
+            m.n_pairs,
+            m.dataset,
+            m.model_id,
+            a.output.display()
+        );
         if let Some((x, y)) = m.letter_balance {
             println!("letters: {x} pairs match with (A), {y} with (B){}", if m.balanced_letters { " (groups averaged separately)" } else { "" });
         }
@@ -215,7 +223,14 @@ pub fn vector_cmd(ctx: &Context, c: VectorCommand) -> Result<()> {
             }
             let bytes = std::fs::read(&path)?;
             let concept = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let mut metadata = VectorMetadata::made_by_hand(m.id(), &m.file_sha256()?, h, layers.keys().copied().collect(), &concept, &format!("llama.cpp control vector {}", path.display()));
+            let mut metadata = VectorMetadata::made_by_hand(
+                m.id(),
+                &m.file_sha256()?,
+                h,
+                layers.keys().copied().collect(),
+                &concept,
+                &format!("llama.cpp control vector {}", path.display()),
+            );
             metadata.dataset_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
             metadata.provenance = Some(serde_json::json!({"imported_from": path.display().to_string()}));
             let sv = SteeringVector { metadata, layers };

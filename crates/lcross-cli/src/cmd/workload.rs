@@ -84,10 +84,7 @@ pub fn run_workload(ctx: &Context, spec: &str, layer: usize, workload: &str, siz
     let gen_prompts = || -> Result<Vec<Vec<u32>>> {
         let text = std::fs::read_to_string(data.join("test_dataset_open_ended.json")).context("reading the open-ended refusal questions")?;
         let qs: Vec<serde_json::Value> = serde_json::from_str(&text)?;
-        qs.iter()
-            .take(size.items)
-            .map(|q| Ok(model.prompt(q["question"].as_str().context("question is not a string")?, true, None)?.ids))
-            .collect()
+        qs.iter().take(size.items).map(|q| Ok(model.prompt(q["question"].as_str().context("question is not a string")?, true, None)?.ids)).collect()
     };
     let (mut flop_before, mut bytes_before) = (lcross_model::flops::executed(), lcross_model::flops::weight_bytes_read());
     let greedy = |n| GenerateOptions { max_tokens: n, sampling: Sampling::Greedy, stop_tokens: vec![] };
@@ -109,7 +106,8 @@ pub fn run_workload(ctx: &Context, spec: &str, layer: usize, workload: &str, siz
         }
         "generate" | "generate-serial" => {
             let prompts = gen_prompts()?;
-            let requests: Vec<GenerationRequest> = prompts.iter().map(|p| GenerationRequest { prompt: p.clone(), hooks: steer.clone(), options: greedy(size.new_tokens) }).collect();
+            let requests: Vec<GenerationRequest> =
+                prompts.iter().map(|p| GenerationRequest { prompt: p.clone(), hooks: steer.clone(), options: greedy(size.new_tokens) }).collect();
             let rows = if workload == "generate" { requests.len() } else { 1 };
             let start = Instant::now();
             let out = model.generate_batch(&requests, rows, |_, _| Ok(()))?;

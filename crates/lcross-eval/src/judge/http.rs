@@ -35,12 +35,14 @@ impl HttpJudgeConfig {
     /// `LCROSS_JUDGE_MODEL`, `LCROSS_JUDGE_API_KEY` / `OPENAI_API_KEY`.
     pub fn from_flags_or_env(url: Option<&str>, model: Option<&str>, key: Option<&str>) -> Result<Self> {
         let env = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()));
-        let base_url = url.map(String::from).or_else(|| env(&["LCROSS_JUDGE_URL", "OPENAI_BASE_URL"])).ok_or_else(|| {
-            EvalError::Invalid("an HTTP judge needs a base URL (--judge-url or LCROSS_JUDGE_URL)".into())
-        })?;
-        let model = model.map(String::from).or_else(|| env(&["LCROSS_JUDGE_MODEL"])).ok_or_else(|| {
-            EvalError::Invalid("an HTTP judge needs a model name (--judge-model or LCROSS_JUDGE_MODEL)".into())
-        })?;
+        let base_url = url
+            .map(String::from)
+            .or_else(|| env(&["LCROSS_JUDGE_URL", "OPENAI_BASE_URL"]))
+            .ok_or_else(|| EvalError::Invalid("an HTTP judge needs a base URL (--judge-url or LCROSS_JUDGE_URL)".into()))?;
+        let model = model
+            .map(String::from)
+            .or_else(|| env(&["LCROSS_JUDGE_MODEL"]))
+            .ok_or_else(|| EvalError::Invalid("an HTTP judge needs a model name (--judge-model or LCROSS_JUDGE_MODEL)".into()))?;
         let api_key = key.map(String::from).or_else(|| env(&["LCROSS_JUDGE_API_KEY", "OPENAI_API_KEY"]));
         Ok(Self { base_url: base_url.trim_end_matches('/').to_string(), model, api_key, timeout: Duration::from_secs(120), attempts: 3 })
     }
@@ -83,7 +85,8 @@ impl HttpJudge {
                     let status = resp.status();
                     let text = resp.text().unwrap_or_default();
                     if status.is_success() {
-                        return serde_json::from_str(&text).map_err(|e| EvalError::Http { url: url.clone(), reason: format!("reply is not JSON ({e}): {}", snippet(&text)) });
+                        return serde_json::from_str(&text)
+                            .map_err(|e| EvalError::Http { url: url.clone(), reason: format!("reply is not JSON ({e}): {}", snippet(&text)) });
                     }
                     last = format!("HTTP {status}: {}", snippet(&text));
                     if !(status.as_u16() == 429 || status.is_server_error()) {
@@ -131,7 +134,8 @@ fn position_probs(pos: &Value) -> BTreeMap<String, f64> {
 pub fn judgement_from_completion(reply: &Value, scale: &Scale) -> std::result::Result<Judgement, String> {
     let choice = reply.get("choices").and_then(|c| c.get(0)).ok_or_else(|| format!("no `choices[0]` in the reply: {}", snippet(&reply.to_string())))?;
     let text = choice.get("message").and_then(|m| m.get("content")).and_then(Value::as_str).map(String::from);
-    let positions: Vec<&Value> = choice.get("logprobs").and_then(|l| l.get("content")).and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    let positions: Vec<&Value> =
+        choice.get("logprobs").and_then(|l| l.get("content")).and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
     if let Some(first) = positions.first() {
         let p1 = position_probs(first);
         let first_token = first.get("token").and_then(Value::as_str).map(|t| t.trim().to_string());
@@ -150,7 +154,12 @@ pub fn judgement_from_completion(reply: &Value, scale: &Scale) -> std::result::R
             } else if let (Some(ft), Some(p2)) = (&first_token, &p2) {
                 // A label that is the head of a longer one keeps only the mass that stops.
                 if ft == label {
-                    let longer: f64 = scale.labels.iter().filter(|(l, _)| l.len() > label.len() && l.starts_with(label.as_str()) && !p1.contains_key(l.as_str())).map(|(l, _)| p2.get(&l[label.len()..]).copied().unwrap_or(0.0)).sum();
+                    let longer: f64 = scale
+                        .labels
+                        .iter()
+                        .filter(|(l, _)| l.len() > label.len() && l.starts_with(label.as_str()) && !p1.contains_key(l.as_str()))
+                        .map(|(l, _)| p2.get(&l[label.len()..]).copied().unwrap_or(0.0))
+                        .sum();
                     p *= (1.0 - longer).max(0.0);
                 }
             }

@@ -49,10 +49,7 @@ impl LabelTree {
     /// just `[1]`; for single-token labels: the empty path).
     pub fn chains(&self) -> Vec<Vec<u32>> {
         let keys: Vec<&Vec<u32>> = self.next.keys().collect();
-        keys.iter()
-            .filter(|k| !keys.iter().any(|o| o.len() > k.len() && o.starts_with(k)))
-            .map(|k| (*k).clone())
-            .collect()
+        keys.iter().filter(|k| !keys.iter().any(|o| o.len() > k.len() && o.starts_with(k))).map(|k| (*k).clone()).collect()
     }
 
     /// Probability of each label (in label order) given the needed probabilities.

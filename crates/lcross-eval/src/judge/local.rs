@@ -96,11 +96,8 @@ impl Judge for LocalJudge {
             }
         }
         let none = Hooks::none();
-        let rows: Vec<ContinuationRow<'_>> = row_keys
-            .iter()
-            .zip(&continuations)
-            .map(|((i, _), c)| ContinuationRow { prefix: &prompts[*i], continuation: c, hooks: &none })
-            .collect();
+        let rows: Vec<ContinuationRow<'_>> =
+            row_keys.iter().zip(&continuations).map(|((i, _), c)| ContinuationRow { prefix: &prompts[*i], continuation: c, hooks: &none }).collect();
         let mut probs: Vec<PrefixProbabilities> = vec![BTreeMap::new(); requests.len()];
         for_each_continuation_logits(&self.model, &rows, self.rows_per_pass, |row, j, logits| {
             let (i, chain) = &row_keys[row];

@@ -12,8 +12,8 @@
 //!   the returned `top_logprobs` when it gives them, else the reply's number.
 
 pub mod http;
-pub mod local;
 pub mod labels;
+pub mod local;
 
 use serde::{Deserialize, Serialize};
 

@@ -19,10 +19,7 @@ pub const FAIR_SAMPLES: usize = 50;
 
 /// Whole-word, case-insensitive counts of `words` in `text`.
 pub fn count_words(text: &str, words: &[&str]) -> usize {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .filter(|w| words.iter().any(|x| w.eq_ignore_ascii_case(x)))
-        .count()
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).filter(|w| words.iter().any(|x| w.eq_ignore_ascii_case(x))).count()
 }
 
 /// Temperature of FAIR's vignettes unless told otherwise.
@@ -57,7 +54,14 @@ pub fn fair(setup: &mut Setup<'_>, samples: usize) -> Result<(EvalReport, Vec<It
         for ((a, f), m) in ans.iter().zip(&female).zip(&male) {
             let mut extra = BTreeMap::new();
             extra.insert("male_words".into(), serde_json::json!(m));
-            items.push(ItemRecord { condition: cond.label.clone(), beta: cond.beta, prompt: FAIR_PROMPT.into(), answer: a.text.clone(), score: Some(*f), extra });
+            items.push(ItemRecord {
+                condition: cond.label.clone(),
+                beta: cond.beta,
+                prompt: FAIR_PROMPT.into(),
+                answer: a.text.clone(),
+                score: Some(*f),
+                extra,
+            });
         }
     }
     setup.add_side_effects(&mut rows, &prompts, &answers)?;

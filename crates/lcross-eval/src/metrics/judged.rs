@@ -10,7 +10,15 @@ use super::{judge_cached, judged_items, scored, Setup};
 
 /// Answer each user message under every condition and score the answers with `rubric`
 /// (the judge sees `questions[i]`, which may differ from the prompt the model got).
-pub fn judged_metric(setup: &mut Setup<'_>, judge: &dyn Judge, format: JudgeFormat, metric: &str, prompts: &[String], questions: &[String], rubric: &Rubric) -> Result<(EvalReport, Vec<ItemRecord>)> {
+pub fn judged_metric(
+    setup: &mut Setup<'_>,
+    judge: &dyn Judge,
+    format: JudgeFormat,
+    metric: &str,
+    prompts: &[String],
+    questions: &[String],
+    rubric: &Rubric,
+) -> Result<(EvalReport, Vec<ItemRecord>)> {
     let answers = setup.answers(prompts, metric)?;
     let mut rows = Vec::new();
     let mut items = Vec::new();
@@ -30,7 +38,13 @@ pub fn judged_metric(setup: &mut Setup<'_>, judge: &dyn Judge, format: JudgeForm
 }
 
 /// Open-ended answers to `questions`, scored 0-10 for the concept of `rubric`.
-pub fn open_ended(setup: &mut Setup<'_>, judge: &dyn Judge, format: JudgeFormat, questions: &[String], rubric: &Rubric) -> Result<(EvalReport, Vec<ItemRecord>)> {
+pub fn open_ended(
+    setup: &mut Setup<'_>,
+    judge: &dyn Judge,
+    format: JudgeFormat,
+    questions: &[String],
+    rubric: &Rubric,
+) -> Result<(EvalReport, Vec<ItemRecord>)> {
     judged_metric(setup, judge, format, "open-ended", questions, questions, rubric)
 }
 

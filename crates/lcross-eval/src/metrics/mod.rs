@@ -63,7 +63,11 @@ impl Setup<'_> {
 
 /// A JSON number, or null for NaN / infinities.
 pub fn finite_or_null(x: f64) -> serde_json::Value {
-    if x.is_finite() { serde_json::json!(x) } else { serde_json::Value::Null }
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::Value::Null
+    }
 }
 
 /// Judgements read from and written to the store (successful ones only: a failure may

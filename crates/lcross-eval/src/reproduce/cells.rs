@@ -213,8 +213,26 @@ mod tests {
     use super::*;
 
     fn record(beta: f64) -> CellRecord {
-        let key = CellKey { target: "t".into(), source: None, concept: "refusal".into(), vector: Default::default(), condition: ConditionKind::SelfModulation, estimator: None, beta: beta.into(), metric: "ab".into() };
-        CellRecord { mean: Some(0.5), stderr: Some(0.1), n: 2, per_item: vec![0.4, 0.6], cosine_to_native: Some(1.0), prepare_s: 1.5, eval_s: 0.25, ..CellRecord::empty(key) }
+        let key = CellKey {
+            target: "t".into(),
+            source: None,
+            concept: "refusal".into(),
+            vector: Default::default(),
+            condition: ConditionKind::SelfModulation,
+            estimator: None,
+            beta: beta.into(),
+            metric: "ab".into(),
+        };
+        CellRecord {
+            mean: Some(0.5),
+            stderr: Some(0.1),
+            n: 2,
+            per_item: vec![0.4, 0.6],
+            cosine_to_native: Some(1.0),
+            prepare_s: 1.5,
+            eval_s: 0.25,
+            ..CellRecord::empty(key)
+        }
     }
 
     #[test]

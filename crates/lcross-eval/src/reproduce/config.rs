@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EvalError, Result};
 
 /// The CAA behaviours the grid knows.
-pub const CAA_BEHAVIOURS: &[&str] = &["coordinate-other-ais", "corrigible-neutral-HHH", "hallucination", "myopic-reward", "survival-instinct", "sycophancy", "refusal"];
+pub const CAA_BEHAVIOURS: &[&str] =
+    &["coordinate-other-ais", "corrigible-neutral-HHH", "hallucination", "myopic-reward", "survival-instinct", "sycophancy", "refusal"];
 
 /// The RepE concepts the grid knows (METHOD.md, "Building the RepE concept datasets"):
 /// their vectors are the first principal component of the pair differences (unit norm),
@@ -61,7 +62,11 @@ pub fn metric_applies(metric: &str, concept: &str) -> bool {
 /// is (FAIR: the fairness vector should lower the frequency of "women" / "female", the
 /// paper's reading of less gender bias).
 pub fn metric_direction(metric: &str) -> f64 {
-    if metric == "fair" { -1.0 } else { 1.0 }
+    if metric == "fair" {
+        -1.0
+    } else {
+        1.0
+    }
 }
 
 /// A steering multiplier of the grid: a number, or `auto` (written `"auto"`): each steered
@@ -497,7 +502,11 @@ impl ExperimentFile {
             None => Profile::default(),
             Some(name) => self.profiles.get(name).cloned().ok_or_else(|| {
                 let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
-                EvalError::Invalid(format!("experiment `{}` has no profile `{name}` (it has: {})", self.name, if known.is_empty() { "none".into() } else { known.join(", ") }))
+                EvalError::Invalid(format!(
+                    "experiment `{}` has no profile `{name}` (it has: {})",
+                    self.name,
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ))
             })?,
         };
         let s = p.sizes.clone().unwrap_or_default();
@@ -613,14 +622,22 @@ impl Experiment {
             if let Some(x) = unknown_estimator(&scope.estimators) {
                 return bad(format!("`per_vector.{}.estimators`: unknown estimator `{x}` (known: {})", v.name(), ESTIMATORS.join(", ")));
             }
-            if scope.conditions.as_ref().is_some_and(|k| !self.conditions.iter().any(|c| k.contains(c))) || scope.estimators.as_ref().is_some_and(|k| !self.estimators.iter().any(|x| k.contains(x))) {
-                return bad(format!("`per_vector.{}` keeps none of the grid's conditions or estimators (drop `{}` from `vectors` instead)", v.name(), v.name()));
+            if scope.conditions.as_ref().is_some_and(|k| !self.conditions.iter().any(|c| k.contains(c)))
+                || scope.estimators.as_ref().is_some_and(|k| !self.estimators.iter().any(|x| k.contains(x)))
+            {
+                return bad(format!(
+                    "`per_vector.{}` keeps none of the grid's conditions or estimators (drop `{}` from `vectors` instead)",
+                    v.name(),
+                    v.name()
+                ));
             }
         }
         if self.betas.is_empty() || self.betas.iter().any(|b| b.value().is_some_and(|x| !x.is_finite())) {
             return bad("`betas` must hold finite numbers or \"auto\"".into());
         }
-        if self.concepts.iter().any(|c| self.betas_for(c).iter().any(|b| b.is_auto())) && (self.auto_betas.is_empty() || self.auto_betas.iter().any(|b| !b.is_finite() || *b == 0.0)) {
+        if self.concepts.iter().any(|c| self.betas_for(c).iter().any(|b| b.is_auto()))
+            && (self.auto_betas.is_empty() || self.auto_betas.iter().any(|b| !b.is_finite() || *b == 0.0))
+        {
             return bad("`auto_betas` must hold finite, non-zero numbers (the candidates of `auto` betas)".into());
         }
         if self.sizes.extract_pairs == 0 || self.sizes.test_questions == 0 {
@@ -727,7 +744,10 @@ sizes = { test_questions = 2 }
         assert_eq!(full.vectors, [VectorKind::Plain]);
         let tiny = f.resolve(Some("tiny")).unwrap();
         assert_eq!(tiny.concepts, ["refusal", "survival-instinct"]);
-        assert_eq!(tiny.sizes, Sizes { extract_pairs: 16, test_questions: 2, heldout_pairs: 8, open_ended_questions: None, answer_tokens: None, eval_prompts: None });
+        assert_eq!(
+            tiny.sizes,
+            Sizes { extract_pairs: 16, test_questions: 2, heldout_pairs: 8, open_ended_questions: None, answer_tokens: None, eval_prompts: None }
+        );
         assert_eq!(tiny.run_name(), "t-tiny");
         assert!(f.resolve(Some("huge")).unwrap_err().to_string().contains("no profile `huge` (it has: tiny)"));
     }
@@ -758,10 +778,17 @@ sizes = { test_questions = 2 }
         assert!(numeric.get("auto_betas").is_none(), "{numeric}");
         let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"big\"]"), "t.toml").unwrap_err().to_string();
         assert!(e.contains("big") && e.contains("auto"), "{e}");
-        let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\"]\nauto_betas = [0.0, 2.0]"), "t.toml").unwrap().resolve(None).unwrap_err().to_string();
+        let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\"]\nauto_betas = [0.0, 2.0]"), "t.toml")
+            .unwrap()
+            .resolve(None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("auto_betas"), "{e}");
         // a RepE concept's `auto` is chosen on its generated metric's dev prompts, so it resolves
-        let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\"]").replace("\"sycophancy\"]", "\"happiness\"]"), "t.toml").unwrap().resolve(None).unwrap();
+        let e = ExperimentFile::parse(&TEXT.replace("betas = [4.0]", "betas = [\"auto\"]").replace("\"sycophancy\"]", "\"happiness\"]"), "t.toml")
+            .unwrap()
+            .resolve(None)
+            .unwrap();
         assert_eq!(e.betas_for("happiness"), [Beta::Auto]);
         assert_eq!(e.auto_betas, DEFAULT_AUTO_BETAS);
     }

@@ -84,7 +84,8 @@ pub struct Shard {
 impl Shard {
     /// Parse `i/n` with 0 <= i < n.
     pub fn parse(s: &str) -> Result<Self> {
-        let err = || EvalError::Invalid(format!("--shard {s}: expected i/n with 0 <= i < n, e.g. 0/4 (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"));
+        let err =
+            || EvalError::Invalid(format!("--shard {s}: expected i/n with 0 <= i < n, e.g. 0/4 (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"));
         let (i, n) = s.split_once('/').ok_or_else(err)?;
         let (index, count) = (i.trim().parse::<usize>().map_err(|_| err())?, n.trim().parse::<usize>().map_err(|_| err())?);
         if count == 0 || index >= count {
@@ -166,7 +167,8 @@ pub fn plan(e: &Experiment) -> Vec<CellKey> {
                     }
                     for source in sources {
                         for &c in conditions.iter().filter(|c| c.needs_source() && c.applies_to(concept)) {
-                            let estimators: Vec<Option<&str>> = if c == ConditionKind::Lcross { estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
+                            let estimators: Vec<Option<&str>> =
+                                if c == ConditionKind::Lcross { estimators.iter().map(|s| Some(s.as_str())).collect() } else { vec![None] };
                             for est in estimators {
                                 cells.extend(betas.iter().map(|&b| cell(Some(source), c, est, b)));
                             }
@@ -310,8 +312,14 @@ sizes = { extract_pairs = 4, test_questions = 2 }"#,
         assert_eq!(of("ab").len(), 1 + 2 * 2);
         // harm: harmfulness only, plain vectors only, at its own two betas
         assert!(of("harm").iter().all(|c| c.concept == "harmfulness" && c.vector == VectorKind::Plain));
-        assert_eq!(of("harm").iter().filter(|c| c.condition != ConditionKind::None).map(|c| c.beta.value().unwrap()).collect::<Vec<_>>(), [-4.0, -8.0, -4.0, -8.0]);
-        assert_eq!(of("emotion").iter().map(|c| c.concept.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>(), ["fear", "happiness"]);
+        assert_eq!(
+            of("harm").iter().filter(|c| c.condition != ConditionKind::None).map(|c| c.beta.value().unwrap()).collect::<Vec<_>>(),
+            [-4.0, -8.0, -4.0, -8.0]
+        );
+        assert_eq!(
+            of("emotion").iter().map(|c| c.concept.as_str()).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>(),
+            ["fear", "happiness"]
+        );
         assert!(of("fair").iter().all(|c| c.concept == "fairness" && c.beta == Beta::Value(4.0) || c.condition == ConditionKind::None));
         // Table 4 compares every concept's map, RepE included
         assert_eq!(of("map-similarity").len(), 5);
@@ -383,7 +391,10 @@ per_evaluation = { open-ended = { concepts = ["refusal"] } }
         // 2 sources x (ols, ridge, random-t, held-out)) + plain ones through Table 1's (self, 2 x (ols, ridge))
         let ab = of(&cells, "ab");
         assert_eq!(ab.len(), 2 * (1 + (2 + 2 * 4) + (1 + 2 * 2)));
-        assert!(ab.iter().filter(|c| c.vector == VectorKind::Plain).all(|c| matches!(c.condition, ConditionKind::None | ConditionKind::SelfModulation | ConditionKind::Lcross)));
+        assert!(ab
+            .iter()
+            .filter(|c| c.vector == VectorKind::Plain)
+            .all(|c| matches!(c.condition, ConditionKind::None | ConditionKind::SelfModulation | ConditionKind::Lcross)));
         // harm: Table 1's conditions, OLS only, plain (RepE) vectors: `per_vector` is about CAA kinds
         let harm = of(&cells, "harm");
         assert_eq!(harm.len(), 1 + 1 + 1 + 2, "none, self, consensus, lcross from b and c: {harm:?}");
@@ -425,7 +436,8 @@ per_evaluation = { open-ended = { concepts = ["refusal"] } }
             let err = ExperimentFile::parse(&text.replace(edit.0, edit.1), "t.toml").and_then(|f| f.resolve(None)).unwrap_err().to_string();
             assert!(err.contains(expect), "{expect}: {err}");
         }
-        let err = ExperimentFile::parse(&text.replace("vectors = [\"balanced\"]", "vectors = [\"balanced\"]\nbetas = [2.0]"), "t.toml").unwrap_err().to_string();
+        let err =
+            ExperimentFile::parse(&text.replace("vectors = [\"balanced\"]", "vectors = [\"balanced\"]\nbetas = [2.0]"), "t.toml").unwrap_err().to_string();
         assert!(err.contains("betas"), "only conditions, estimators and vectors are scoped: {err}");
     }
 }

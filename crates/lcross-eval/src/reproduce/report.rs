@@ -35,7 +35,9 @@ impl Comparison {
 }
 
 fn none_cell<'a>(cells: &'a BTreeMap<String, CellRecord>, c: &CellRecord) -> Option<&'a CellRecord> {
-    cells.values().find(|x| x.key.condition == ConditionKind::None && x.key.target == c.key.target && x.key.concept == c.key.concept && x.key.metric == c.key.metric)
+    cells
+        .values()
+        .find(|x| x.key.condition == ConditionKind::None && x.key.target == c.key.target && x.key.concept == c.key.concept && x.key.metric == c.key.metric)
 }
 
 /// `c` against no modulation (paired over the test items).
@@ -51,13 +53,32 @@ pub fn compare_to_none(cells: &BTreeMap<String, CellRecord>, c: &CellRecord) -> 
 
 /// The A/B cell of these coordinates (the unsteered cell is shared by the vector kinds).
 #[allow(clippy::too_many_arguments)]
-fn find<'a>(cells: &'a BTreeMap<String, CellRecord>, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: Beta) -> Option<&'a CellRecord> {
+fn find<'a>(
+    cells: &'a BTreeMap<String, CellRecord>,
+    target: &str,
+    source: Option<&str>,
+    concept: &str,
+    vector: VectorKind,
+    cond: ConditionKind,
+    estimator: Option<&str>,
+    beta: Beta,
+) -> Option<&'a CellRecord> {
     find_in(cells, "ab", target, source, concept, vector, cond, estimator, beta)
 }
 
 /// The cell of `metric` at these coordinates.
 #[allow(clippy::too_many_arguments)]
-fn find_in<'a>(cells: &'a BTreeMap<String, CellRecord>, metric: &str, target: &str, source: Option<&str>, concept: &str, vector: VectorKind, cond: ConditionKind, estimator: Option<&str>, beta: Beta) -> Option<&'a CellRecord> {
+fn find_in<'a>(
+    cells: &'a BTreeMap<String, CellRecord>,
+    metric: &str,
+    target: &str,
+    source: Option<&str>,
+    concept: &str,
+    vector: VectorKind,
+    cond: ConditionKind,
+    estimator: Option<&str>,
+    beta: Beta,
+) -> Option<&'a CellRecord> {
     cells.values().find(|x| {
         x.key.metric == metric
             && x.key.target == target
@@ -102,10 +123,25 @@ fn value(cmp: &Comparisons, c: Option<&CellRecord>) -> String {
 pub const BETA_CHOSEN: &str = "beta_chosen";
 
 /// A count of a finding: `k/N` cells (those `keep` accepts) significantly above no modulation.
-fn count(cells: &BTreeMap<String, CellRecord>, cmp: &Comparisons, metric: &str, cond: ConditionKind, estimator: Option<&str>, vector: Option<VectorKind>, keep: &dyn Fn(&CellRecord) -> bool) -> (usize, usize) {
+fn count(
+    cells: &BTreeMap<String, CellRecord>,
+    cmp: &Comparisons,
+    metric: &str,
+    cond: ConditionKind,
+    estimator: Option<&str>,
+    vector: Option<VectorKind>,
+    keep: &dyn Fn(&CellRecord) -> bool,
+) -> (usize, usize) {
     let mut wins = 0;
     let mut total = 0;
-    for c in cells.values().filter(|c| c.key.metric == metric && c.key.condition == cond && c.mean.is_some() && (estimator.is_none() || c.key.estimator.as_deref() == estimator) && vector.is_none_or(|v| c.key.vector == v) && keep(c)) {
+    for c in cells.values().filter(|c| {
+        c.key.metric == metric
+            && c.key.condition == cond
+            && c.mean.is_some()
+            && (estimator.is_none() || c.key.estimator.as_deref() == estimator)
+            && vector.is_none_or(|v| c.key.vector == v)
+            && keep(c)
+    }) {
         if let Some(cmp) = cmp.get(&c.id) {
             total += 1;
             wins += cmp.wins() as usize;
@@ -133,7 +169,11 @@ fn metric_tables<'e>(e: &'e Experiment, metric: &str) -> Vec<(Beta, VectorKind, 
 
 /// How a table's vectors were made.
 fn vectors_label(vk: VectorKind, concepts: &[&String]) -> String {
-    if concepts.iter().all(|c| is_repe(c)) { "RepE (first principal component, unit norm)".into() } else { format!("{} CAA", vk.name()) }
+    if concepts.iter().all(|c| is_repe(c)) {
+        "RepE (first principal component, unit norm)".into()
+    } else {
+        format!("{} CAA", vk.name())
+    }
 }
 
 /// The paper's sample sizes (METHOD.md): 50 A/B test questions per behaviour, 50 prompts
@@ -255,7 +295,11 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
             }
             let _ = writeln!(md, "{head}\n{rule}");
             for c in &concepts {
-                let mut row = format!("| {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, NO_BETA)), value(&cmp, find(cells, t, None, c, vk, ConditionKind::SelfModulation, None, beta)));
+                let mut row = format!(
+                    "| {c} | {} | {} |",
+                    value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, NO_BETA)),
+                    value(&cmp, find(cells, t, None, c, vk, ConditionKind::SelfModulation, None, beta))
+                );
                 for s in &srcs {
                     let _ = write!(row, " {} |", value(&cmp, find(cells, t, Some(s), c, vk, ConditionKind::Lcross, first_est, beta)));
                 }
@@ -292,7 +336,11 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
                 for s in sources_for(t) {
                     for c in &concepts {
                         let lc = find(cells, t, Some(&s), c, vk, ConditionKind::Lcross, first_est, beta);
-                        let mut row = format!("| {t} | {s} | {c} | {} | {} |", value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, NO_BETA)), value(&cmp, lc));
+                        let mut row = format!(
+                            "| {t} | {s} | {c} | {} | {} |",
+                            value(&cmp, find(cells, t, None, c, vk, ConditionKind::None, None, NO_BETA)),
+                            value(&cmp, lc)
+                        );
                         for (k, _) in &ablations {
                             let x = find(cells, t, Some(&s), c, vk, *k, None, beta);
                             // a pooled corpus still within d_s texts interpolates the vector's pairs
@@ -321,10 +369,17 @@ pub fn markdown(e: &Experiment, cells: &BTreeMap<String, CellRecord>, header: &s
     map_similarity(&mut md, e, cells);
     tsne_section(&mut md, e, cells);
     if e.estimators.len() > 1 {
-        let _ = writeln!(md, "## Map estimators (L-Cross, concept-specific corpus)\n\n| estimator | cells above no modulation | mean cosine to own vector |\n|---|---|---|");
+        let _ = writeln!(
+            md,
+            "## Map estimators (L-Cross, concept-specific corpus)\n\n| estimator | cells above no modulation | mean cosine to own vector |\n|---|---|---|"
+        );
         for est in &e.estimators {
             let (w, n) = count(cells, &cmp, "ab", ConditionKind::Lcross, Some(est), None, &|_| true);
-            let cos: Vec<f64> = cells.values().filter(|c| c.key.condition == ConditionKind::Lcross && c.key.estimator.as_deref() == Some(est)).filter_map(|c| c.cosine_to_native).collect();
+            let cos: Vec<f64> = cells
+                .values()
+                .filter(|c| c.key.condition == ConditionKind::Lcross && c.key.estimator.as_deref() == Some(est))
+                .filter_map(|c| c.cosine_to_native)
+                .collect();
             let mc = if cos.is_empty() { "·".into() } else { format!("{:.3}", crate::stats::mean(&cos)) };
             let _ = writeln!(md, "| {est} | {w}/{n} | {mc} |");
         }
@@ -510,7 +565,11 @@ fn auto_layers(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRec
         let fixed = find(cells, &k.target, k.source.as_deref(), &k.concept, k.vector, ConditionKind::LcrossHeldout, None, k.beta);
         let v = |name: &str| c.values.get(name).map_or("·".into(), |x| format!("{x:.3}"));
         let layer = |name: &str| c.values.get(name).map_or("·".into(), |x| format!("{x}"));
-        let fixed_layers = format!("{} -> {}", e.layers.get(k.source.as_deref().unwrap_or("")).map_or("·".into(), |l| l.to_string()), e.layers.get(&k.target).map_or("·".into(), |l| l.to_string()));
+        let fixed_layers = format!(
+            "{} -> {}",
+            e.layers.get(k.source.as_deref().unwrap_or("")).map_or("·".into(), |l| l.to_string()),
+            e.layers.get(&k.target).map_or("·".into(), |l| l.to_string())
+        );
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {fixed_layers} | {} | {} | {} | {} -> {} | {} | {} | {} |",
@@ -555,10 +614,15 @@ fn map_similarity(md: &mut String, e: &Experiment, cells: &BTreeMap<String, Cell
         }
     }
     for (s, t) in pairs {
-        let of_pair: Vec<&CellRecord> = cells.values().filter(|c| c.key.metric == MAP_SIMILARITY && c.key.source.as_deref() == Some(s.as_str()) && c.key.target == t).collect();
+        let of_pair: Vec<&CellRecord> =
+            cells.values().filter(|c| c.key.metric == MAP_SIMILARITY && c.key.source.as_deref() == Some(s.as_str()) && c.key.target == t).collect();
         let avg = |name: &str| {
             let v: Vec<f64> = of_pair.iter().filter_map(|c| c.values.get(name).copied()).collect();
-            if v.is_empty() { "·".to_string() } else { format!("{:.3}", crate::stats::mean(&v)) }
+            if v.is_empty() {
+                "·".to_string()
+            } else {
+                format!("{:.3}", crate::stats::mean(&v))
+            }
         };
         let _ = writeln!(
             md,
@@ -662,7 +726,16 @@ fn tsne_section(md: &mut String, e: &Experiment, cells: &BTreeMap<String, CellRe
     let _ = writeln!(md, "| model | layer | points | k-NN purity, hidden space | k-NN purity, t-SNE plane | chance |\n|---|---|---|---|---|---|");
     for c in rows {
         let v = |k: &str| c.values.get(k).map_or("·".into(), |x| format!("{x:.3}"));
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} | {} |", c.key.target, c.values.get("layer").map_or("·".into(), |l| format!("{l}")), c.n, v("knn_purity_hidden"), v("knn_purity_tsne"), v("knn_chance"));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            c.key.target,
+            c.values.get("layer").map_or("·".into(), |l| format!("{l}")),
+            c.n,
+            v("knn_purity_hidden"),
+            v("knn_purity_tsne"),
+            v("knn_chance")
+        );
     }
     md.push('\n');
 }
@@ -716,8 +789,23 @@ mod tests {
     }
 
     fn cell_of(concept: &str, metric: &str, target: &str, source: Option<&str>, condition: ConditionKind, beta: f64, per_item: Vec<f64>) -> CellRecord {
-        let key = CellKey { target: target.into(), source: source.map(String::from), concept: concept.into(), vector: VectorKind::Plain, condition, estimator: (condition == ConditionKind::Lcross).then(|| "ols".into()), beta: beta.into(), metric: metric.into() };
-        CellRecord { mean: Some(crate::stats::mean(&per_item)), stderr: Some(crate::stats::stderr(&per_item)), n: per_item.len(), per_item, ..CellRecord::empty(key) }
+        let key = CellKey {
+            target: target.into(),
+            source: source.map(String::from),
+            concept: concept.into(),
+            vector: VectorKind::Plain,
+            condition,
+            estimator: (condition == ConditionKind::Lcross).then(|| "ols".into()),
+            beta: beta.into(),
+            metric: metric.into(),
+        };
+        CellRecord {
+            mean: Some(crate::stats::mean(&per_item)),
+            stderr: Some(crate::stats::stderr(&per_item)),
+            n: per_item.len(),
+            per_item,
+            ..CellRecord::empty(key)
+        }
     }
 
     #[test]
@@ -779,7 +867,10 @@ sizes = { extract_pairs = 4, test_questions = 20 }"#,
         .unwrap();
         let base: Vec<f64> = (0..20).map(|i| 0.3 + 0.01 * (i % 5) as f64).collect();
         let up: Vec<f64> = base.iter().map(|x| x + 0.2).collect();
-        let pooled = |concept: &str, interpolating: bool| CellRecord { interpolating: Some(interpolating), ..cell_of(concept, "ab", "t", Some("s"), ConditionKind::LcrossPooled, 4.0, up.clone()) };
+        let pooled = |concept: &str, interpolating: bool| CellRecord {
+            interpolating: Some(interpolating),
+            ..cell_of(concept, "ab", "t", Some("s"), ConditionKind::LcrossPooled, 4.0, up.clone())
+        };
         let mut cells = BTreeMap::new();
         for c in [
             cell_of("refusal", "ab", "t", None, ConditionKind::None, 0.0, base.clone()),
@@ -836,7 +927,12 @@ sizes = { extract_pairs = 4, test_questions = 20 }"#,
         assert!(md.contains("## Table 1: no / self / L-Cross modulation (metric `fair`, beta 8, RepE (first principal component, unit norm) vectors)"), "{md}");
         assert!(md.contains("(metric `harm`, beta -4, RepE"), "{md}");
         assert!(!md.contains("(metric `fair`, beta 4"), "{md}");
-        assert!(!md.contains("(metric `ab`, beta 4, balanced CAA vectors)\n\nTarget **t**\n\n| concept | No | Self | L-Cross from s |\n|---|---|---|---|\n| fairness"), "{md}");
+        assert!(
+            !md.contains(
+                "(metric `ab`, beta 4, balanced CAA vectors)\n\nTarget **t**\n\n| concept | No | Self | L-Cross from s |\n|---|---|---|---|\n| fairness"
+            ),
+            "{md}"
+        );
         // FAIR wins downwards: fewer female words is the star, more is not
         assert!(md.contains("| fairness | 1.200 | 0.700* | 1.700 |"), "{md}");
         assert!(md.contains("| harmfulness | 1.200 | 1.700* |"), "{md}");
@@ -847,12 +943,20 @@ sizes = { extract_pairs = 4, test_questions = 20 }"#,
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/paper-local.toml");
         let f = ExperimentFile::load(&path).unwrap();
         let md = markdown(&f.resolve(None).unwrap(), &BTreeMap::new(), "");
-        assert!(md.contains("Subsampled to fit the machine: 20 A/B test questions per behaviour (the paper: 50), 20 prompts per HARM / FAIR / emotion cell (the paper: 50)"), "{md}");
+        assert!(
+            md.contains(
+                "Subsampled to fit the machine: 20 A/B test questions per behaviour (the paper: 50), 20 prompts per HARM / FAIR / emotion cell (the paper: 50)"
+            ),
+            "{md}"
+        );
         assert!(md.contains("Scope of `harm`: only conditions none, self, lcross; estimators ols of the grid."), "{md}");
         assert!(md.contains("Scope of `open-ended`: only concepts refusal;"), "{md}");
         assert!(md.contains("Scope of the plain CAA vectors: only conditions none, self, lcross, lcross-heldout, consensus; estimators ols"), "{md}");
         // a profile without scopes names none, and its A/B sizes only
         let md = markdown(&f.resolve(Some("quick")).unwrap(), &BTreeMap::new(), "");
-        assert!(!md.contains("Scope of") && md.contains("20 A/B test questions per behaviour (the paper: 50); vectors and maps from the first 32 pairs"), "{md}");
+        assert!(
+            !md.contains("Scope of") && md.contains("20 A/B test questions per behaviour (the paper: 50); vectors and maps from the first 32 pairs"),
+            "{md}"
+        );
     }
 }

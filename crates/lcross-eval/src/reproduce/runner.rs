@@ -191,7 +191,10 @@ pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
             )));
         }
         if prev.experiment_sha256 != info.experiment_sha256 {
-            eprintln!("note: the grid of {} changed (models, concepts, conditions, betas or evaluations); its finished cells that are still in the grid are kept", out.display());
+            eprintln!(
+                "note: the grid of {} changed (models, concepts, conditions, betas or evaluations); its finished cells that are still in the grid are kept",
+                out.display()
+            );
         }
         info.models = prev.models;
     }
@@ -205,7 +208,15 @@ pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
     let total: usize = mine.iter().map(|(_, cs)| cs.len()).sum();
     eprintln!("{}: {total} cells in this shard ({} of the grid's {}), {} to run; results in {}", e.run_name(), total, all.len(), pending, out.display());
     let bar = lcross_core::activations::progress(pending as u64, "cells");
-    let mut runner = Runner { e: &e, load, models: HashMap::new(), judge: None, pair_counts: HashMap::new(), store: Store::open_default()?, data_dir: e.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir) };
+    let mut runner = Runner {
+        e: &e,
+        load,
+        models: HashMap::new(),
+        judge: None,
+        pair_counts: HashMap::new(),
+        store: Store::open_default()?,
+        data_dir: e.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir),
+    };
     for (group, cells) in &mine {
         let todo: Vec<&CellKey> = cells.iter().filter(|c| !log.contains(&c.id())).collect();
         if todo.is_empty() {
@@ -311,8 +322,10 @@ fn experiment_from_json(v: &serde_json::Value) -> Result<Experiment> {
     // instead of being dropped: a hand-kept list once lost `per_vector` and `per_evaluation`,
     // and merged shards were read against a grid without their scopes).
     let object = v.as_object().ok_or_else(|| EvalError::Invalid("run.json's `experiment` is not an object".into()))?;
-    let fields: serde_json::Map<String, serde_json::Value> = object.iter().filter(|(k, x)| k.as_str() != "profile" && !x.is_null()).map(|(k, x)| (k.clone(), x.clone())).collect();
-    let file: ExperimentFile = serde_json::from_value(serde_json::Value::Object(fields)).map_err(|x| EvalError::Invalid(format!("run.json holds an unreadable experiment: {x}")))?;
+    let fields: serde_json::Map<String, serde_json::Value> =
+        object.iter().filter(|(k, x)| k.as_str() != "profile" && !x.is_null()).map(|(k, x)| (k.clone(), x.clone())).collect();
+    let file: ExperimentFile =
+        serde_json::from_value(serde_json::Value::Object(fields)).map_err(|x| EvalError::Invalid(format!("run.json holds an unreadable experiment: {x}")))?;
     let mut e = file.resolve(None)?;
     e.profile = v.get("profile").and_then(|p| p.as_str()).map(String::from);
     Ok(e)
@@ -490,7 +503,15 @@ impl Runner<'_> {
     /// How far the target's own vector, extracted and added at each of `layers` alone,
     /// moves the A/B metric on `dev` at `beta`, in beta's direction (steered minus
     /// unsteered mean probability of the matching answer, times the sign of beta).
-    fn steerability(&mut self, target: &str, concept: &str, layers: &[usize], kind: VectorKind, beta: f64, dev: &[lcross_core::dataset::AbItem]) -> Result<Vec<(usize, f64)>> {
+    fn steerability(
+        &mut self,
+        target: &str,
+        concept: &str,
+        layers: &[usize],
+        kind: VectorKind,
+        beta: f64,
+        dev: &[lcross_core::dataset::AbItem],
+    ) -> Result<Vec<(usize, f64)>> {
         let own = self.extract_at(target, concept, layers.to_vec(), kind)?;
         let single: Vec<SteeringVector> = layers
             .iter()
@@ -562,7 +583,9 @@ impl Runner<'_> {
             other => return Err(EvalError::Invalid(format!("`auto` betas of `{other}` cells are chosen on A/B dev questions"))),
         };
         if metric != FAIR && prompts.is_empty() {
-            return Ok(AutoChoice::nothing(format!("`{metric}` has no held-out prompts after the {n} test ones to choose an `auto` beta on (lower `sizes.eval_prompts`)")));
+            return Ok(AutoChoice::nothing(format!(
+                "`{metric}` has no held-out prompts after the {n} test ones to choose an `auto` beta on (lower `sizes.eval_prompts`)"
+            )));
         }
         if metric != FAIR {
             self.judge()?;
@@ -570,9 +593,14 @@ impl Runner<'_> {
         self.model(&group.target)?;
         let e = self.e;
         let direction = if metric_direction(metric) < 0.0 { Direction::Decrease } else { Direction::Increase };
-        let opts = CalibrateOptions { betas: e.auto_betas.clone(), drift_budget: DEFAULT_DRIFT_BUDGET, max_perplexity_ratio: DEFAULT_MAX_PERPLEXITY_RATIO, direction };
+        let opts =
+            CalibrateOptions { betas: e.auto_betas.clone(), drift_budget: DEFAULT_DRIFT_BUDGET, max_perplexity_ratio: DEFAULT_MAX_PERPLEXITY_RATIO, direction };
         // dev FAIR vignettes: samples n .. 2n of the seed's sequence (the test cells use 0 .. n)
-        let sampling = if metric == FAIR { Sampling::Sample { temperature: fair::FAIR_TEMPERATURE, top_p: 1.0, seed: e.seed.wrapping_add(n as u64) } } else { Sampling::Greedy };
+        let sampling = if metric == FAIR {
+            Sampling::Sample { temperature: fair::FAIR_TEMPERATURE, top_p: 1.0, seed: e.seed.wrapping_add(n as u64) }
+        } else {
+            Sampling::Greedy
+        };
         let settings = GenerationSettings { max_tokens: e.sizes.answer_tokens.unwrap_or(64), sampling, rows_in_flight: 32 };
         let model = &self.models[&group.target];
         let judge = self.judge.as_ref().map(|(_, j)| j);
@@ -624,7 +652,12 @@ impl Runner<'_> {
             Ok(Prepared { vector: Some(v), skipped: None, map: Some(map), saw_vector_pairs: saw, as_native: false, values: BTreeMap::new() })
         };
         let heldout = self.heldout_left(&concept)?;
-        if heldout == 0 && matches!(key.condition, ConditionKind::LcrossHeldout | ConditionKind::Consensus | ConditionKind::LcrossAutoLayer | ConditionKind::LcrossAutoSteer) {
+        if heldout == 0
+            && matches!(
+                key.condition,
+                ConditionKind::LcrossHeldout | ConditionKind::Consensus | ConditionKind::LcrossAutoLayer | ConditionKind::LcrossAutoSteer
+            )
+        {
             return Ok(Prepared { skipped: Some(format!("{concept} has no pairs left for a held-out map after the vector's first {n}")), ..none });
         }
         Ok(match key.condition {
@@ -685,11 +718,17 @@ impl Runner<'_> {
             ConditionKind::LcrossAutoSteer => {
                 need_source()?;
                 if !key.condition.applies_to(&concept) {
-                    return Ok(Prepared { skipped: Some(format!("{concept}: steerability is measured on A/B questions, which a RepE concept does not have")), ..none });
+                    return Ok(Prepared {
+                        skipped: Some(format!("{concept}: steerability is measured on A/B questions, which a RepE concept does not have")),
+                        ..none
+                    });
                 }
                 let dev = self.dev_questions(&concept, heldout)?;
                 if dev.is_empty() {
-                    return Ok(Prepared { skipped: Some(format!("{concept} has no generate-dataset items left for dev questions after {} + {heldout} pairs", n)), ..none });
+                    return Ok(Prepared {
+                        skipped: Some(format!("{concept} has no generate-dataset items left for dev questions after {} + {heldout} pairs", n)),
+                        ..none
+                    });
                 }
                 let (ns, nt) = (self.model(&src)?.config().num_layers, self.model(&tgt)?.config().num_layers);
                 let (cs, ct) = (pipeline::candidate_layers(ns, layers.0), pipeline::candidate_layers(nt, layers.1));
@@ -702,12 +741,20 @@ impl Runner<'_> {
                     },
                 };
                 let effects = self.steerability(&tgt, &concept, &ct, key.vector, scan_beta, &dev)?;
-                let (target_layer, effect) = effects.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).ok_or_else(|| EvalError::Invalid(format!("cell {}: no target layer to scan", key.id())))?;
+                let (target_layer, effect) = effects
+                    .iter()
+                    .copied()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .ok_or_else(|| EvalError::Invalid(format!("cell {}: no target layer to scan", key.id())))?;
                 let corpus = Corpus::load(&self.pairs_spec(&concept), &self.data_dir, n, Some(heldout))?;
                 let mut scanned = vec![target_layer, layers.1];
                 scanned.dedup();
                 let fits = pipeline::scan_layer_pairs(&self.models[&src], &self.models[&tgt], &cs, &scanned, &corpus)?;
-                let best = fits.iter().find(|f| f.target_layer == target_layer).cloned().ok_or_else(|| EvalError::Invalid(format!("cell {}: no source layer to scan", key.id())))?;
+                let best = fits
+                    .iter()
+                    .find(|f| f.target_layer == target_layer)
+                    .cloned()
+                    .ok_or_else(|| EvalError::Invalid(format!("cell {}: no source layer to scan", key.id())))?;
                 let fixed_r2 = fits.iter().find(|f| f.source_layer == layers.0 && f.target_layer == layers.1).map(|f| f.heldout_r2);
                 let sv = self.extract(&src, &concept, best.source_layer, key.vector)?;
                 let map = self.align(&src, &tgt, (best.source_layer, target_layer), &concept, "ols", n, heldout)?;
@@ -818,7 +865,14 @@ impl Runner<'_> {
     /// harmful probability (plus the harmful and refusal rates), `fair` by the female words
     /// per seeded vignette. A cell with judge failures keeps its mean over the judged
     /// answers but no per-item values (the paired test needs every item).
-    fn evaluate_generated(&mut self, group: &Group, metric: &str, cells: &[(CellKey, Option<Arc<SteeringVector>>, CellRecord)], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
+    fn evaluate_generated(
+        &mut self,
+        group: &Group,
+        metric: &str,
+        cells: &[(CellKey, Option<Arc<SteeringVector>>, CellRecord)],
+        log: &mut CellLog,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<()> {
         let started = Instant::now();
         let positions = generated_positions(&group.concept);
         let conditions: Vec<Condition> = cells
@@ -879,7 +933,15 @@ impl Runner<'_> {
                     values.insert(name.clone(), x);
                 }
             }
-            log.append(CellRecord { mean: row.mean.is_finite().then_some(row.mean), stderr: row.stderr.is_finite().then_some(row.stderr), n: row.n, per_item, values, eval_s: each, ..record.clone() })?;
+            log.append(CellRecord {
+                mean: row.mean.is_finite().then_some(row.mean),
+                stderr: row.stderr.is_finite().then_some(row.stderr),
+                n: row.n,
+                per_item,
+                values,
+                eval_s: each,
+                ..record.clone()
+            })?;
             bar.inc(1);
         }
         Ok(())
@@ -912,7 +974,14 @@ impl Runner<'_> {
         values.insert("knn_purity_tsne".into(), crate::stats::knn_purity(&plane_points, &labels, TSNE_NEIGHBOURS));
         values.insert("knn_chance".into(), chance);
         values.insert("layer".into(), layer as f64);
-        Ok(CellRecord { mean: Some(hidden), n: diffs.len(), per_item: plane.iter().flat_map(|p| [p[0], p[1]]).collect(), values, eval_s: started.elapsed().as_secs_f64(), ..CellRecord::empty(key.clone()) })
+        Ok(CellRecord {
+            mean: Some(hidden),
+            n: diffs.len(),
+            per_item: plane.iter().flat_map(|p| [p[0], p[1]]).collect(),
+            values,
+            eval_s: started.elapsed().as_secs_f64(),
+            ..CellRecord::empty(key.clone())
+        })
     }
 
     fn run_group(&mut self, group: &Group, cells: &[&CellKey], log: &mut CellLog, bar: &indicatif::ProgressBar) -> Result<()> {
@@ -948,7 +1017,8 @@ impl Runner<'_> {
                     if self.e.rescale_transfers && !matches!(k.condition, ConditionKind::None | ConditionKind::SelfModulation) {
                         rescale_to_native(&mut p, &native, lt);
                     }
-                    p.as_native = k.condition != ConditionKind::SelfModulation && p.vector.as_ref().and_then(|v| v.layers.get(&lt)).is_some_and(|v| same_vector(v, &native.layers[&lt]));
+                    p.as_native = k.condition != ConditionKind::SelfModulation
+                        && p.vector.as_ref().and_then(|v| v.layers.get(&lt)).is_some_and(|v| same_vector(v, &native.layers[&lt]));
                     let p = Rc::new(p);
                     by_condition.insert(id, p.clone());
                     p
@@ -1021,8 +1091,16 @@ impl Runner<'_> {
         }
         self.model(&group.target)?;
         for (metric, indices) in generated {
-            let cells: Vec<(CellKey, Option<Arc<SteeringVector>>, CellRecord)> =
-                indices.iter().map(|&i| (prepared[i].0.clone(), if prepared[i].1.as_native { Some(native.clone()) } else { prepared[i].1.vector.clone() }.map(Arc::new), records[i].clone())).collect();
+            let cells: Vec<(CellKey, Option<Arc<SteeringVector>>, CellRecord)> = indices
+                .iter()
+                .map(|&i| {
+                    (
+                        prepared[i].0.clone(),
+                        if prepared[i].1.as_native { Some(native.clone()) } else { prepared[i].1.vector.clone() }.map(Arc::new),
+                        records[i].clone(),
+                    )
+                })
+                .collect();
             self.evaluate_generated(group, metric, &cells, log, bar)?;
         }
         let items = match evaluate.is_empty() {
@@ -1045,7 +1123,14 @@ impl Runner<'_> {
             let results = evaluate_ab_cached(&self.models[&group.target], &items, &steering, &mut self.store)?;
             let each = t.elapsed().as_secs_f64() / chunk.len() as f64;
             for (&i, r) in chunk.iter().zip(results) {
-                let record = CellRecord { mean: Some(r.mean_prob_matching), stderr: Some(crate::stats::stderr(&r.per_item)), n: r.n, per_item: r.per_item, eval_s: each, ..records[i].clone() };
+                let record = CellRecord {
+                    mean: Some(r.mean_prob_matching),
+                    stderr: Some(crate::stats::stderr(&r.per_item)),
+                    n: r.n,
+                    per_item: r.per_item,
+                    eval_s: each,
+                    ..records[i].clone()
+                };
                 log.append(record)?;
                 bar.inc(1);
             }
