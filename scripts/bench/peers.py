@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 LCROSS = ROOT / "target" / "release" / "lcross"
 PEER = ROOT / "scripts" / "bench" / "peer_workloads.py"
 MODELS = {"qwen2.5-coder-0.5b-instruct": 14, "smollm2-135m-instruct": 12}
+# lcross and the peers read the same CAA refusal files: the project's local mirror unless
+# LCROSS_DATA says otherwise (lcross's own default is ~/.cache/lcross/data).
+os.environ.setdefault("LCROSS_DATA", str(ROOT.parent / "shared" / "data"))
 
 
 def peer_python(arg):

@@ -39,6 +39,9 @@ enum Command {
     /// Fetch and list the known models.
     #[command(subcommand)]
     Models(cmd::models::ModelsCommand),
+    /// Fetch and list the public datasets (CAA, RepE, StereoSet, AdvBench, instructions).
+    #[command(subcommand)]
+    Data(cmd::data::DataCommand),
     /// Token ids of a text (or of a chat prompt with --chat).
     Tokenize(cmd::run::TokenizeArgs),
     /// Last-token residual stream after a layer, and the next-token top 5.
@@ -135,6 +138,7 @@ fn main() {
         common::Context { json: cli.json, weights: lcross_model::WeightMode::parse(&cli.weights).unwrap_or_default(), device: cli.device, dtype: cli.dtype };
     let result = match cli.command {
         Command::Models(c) => cmd::models::run(&ctx, c),
+        Command::Data(c) => cmd::data::run(&ctx, c),
         Command::Tokenize(a) => cmd::run::tokenize(&ctx, a),
         Command::Hidden(a) => cmd::run::hidden(&ctx, a),
         Command::Generate(a) => cmd::run::generate(&ctx, a),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{json, lcross, skip, tmp};
+use common::{json, lcross, lcross_command, skip, tmp};
 
 #[test]
 fn tokenize_hidden_generate_json() {
@@ -245,14 +245,9 @@ fn steer_prompts_and_betas_are_rows_of_one_batch() {
 #[test]
 fn a_closed_stdout_is_not_a_panic() {
     use std::os::unix::process::ExitStatusExt;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/paper-local.toml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lcross"))
-        .args(["reproduce", config.to_str().unwrap(), "--plan"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = lcross_command().args(["reproduce", config.to_str().unwrap(), "--plan"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     drop(child.stdout.take()); // the reader goes before anything is written
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

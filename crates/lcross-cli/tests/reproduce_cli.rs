@@ -7,7 +7,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -153,7 +152,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
 
     // A run killed mid-way (and a write torn by the kill) resumes to the same cells.
     let resumed = d.join("resumed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lcross"))
+    let mut child = lcross_command()
         .args(["reproduce", &cfg, "--profile", "tiny", "--out", resumed.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

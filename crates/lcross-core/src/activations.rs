@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use lcross_model::{BatchRow, Hooks, KvCache, Logits, Model};
+use lcross_model::{BatchRow, HookPoint, Hooks, KvCache, Logits, Model};
 
 use crate::error::{CoreError, Result};
 use crate::store::{bytes_to_f32s, f32s_to_bytes, key_of, numerics_key, Key, Store};
@@ -33,15 +33,17 @@ pub struct ExtractOptions {
     pub early_exit: bool,
     /// Pairs (or texts) per forward pass (default [`DEFAULT_EXTRACT_BATCH`]).
     pub batch_size: usize,
+    /// The hook point read at each layer (default `resid_post`).
+    pub point: HookPoint,
 }
 
 impl Default for ExtractOptions {
     fn default() -> Self {
-        Self { prefix_sharing: true, early_exit: true, batch_size: DEFAULT_EXTRACT_BATCH }
+        Self { prefix_sharing: true, early_exit: true, batch_size: DEFAULT_EXTRACT_BATCH, point: HookPoint::ResidPost }
     }
 }
 
-/// Reads last-token `resid_post` states of texts from a model.
+/// Reads last-token states of texts at one hook point (default `resid_post`) of several layers.
 pub struct Extractor<'m> {
     model: &'m Model,
     layers: Vec<usize>,
@@ -58,7 +60,7 @@ impl<'m> Extractor<'m> {
             return Err(CoreError::Invalid("no layers given".into()));
         }
         if let Some(&bad) = layers.iter().find(|&&l| l >= n) {
-            return Err(CoreError::Invalid(format!("layer {bad} is out of range: {} has layers 0..={}", model.id(), n - 1)));
+            return Err(CoreError::LayerOutOfRange { model: model.id().to_string(), layer: bad, layers: n });
         }
         if opts.batch_size == 0 {
             return Err(CoreError::Invalid("batch size must be at least 1".into()));
@@ -72,7 +74,11 @@ impl<'m> Extractor<'m> {
 
     fn key(&self, layer: usize, ids: &[u32]) -> Key {
         let ids: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
-        key_of(&[self.numerics.as_bytes(), &(layer as u64).to_le_bytes(), &ids])
+        match self.opts.point {
+            // resid_post keeps the keys it had before hook points existed.
+            HookPoint::ResidPost => key_of(&[self.numerics.as_bytes(), &(layer as u64).to_le_bytes(), &ids]),
+            p => key_of(&[self.numerics.as_bytes(), &(layer as u64).to_le_bytes(), &ids, p.as_str().as_bytes()]),
+        }
     }
 
     fn cached(&self, ids: &[u32]) -> Result<Option<LayerStates>> {
@@ -102,7 +108,7 @@ impl<'m> Extractor<'m> {
     }
 
     fn hooks(&self) -> Hooks {
-        Hooks::capture_last(&self.layers)
+        Hooks::capture_last_at(&self.layers, self.opts.point)
     }
 
     fn logits(&self) -> Logits {
@@ -116,7 +122,9 @@ impl<'m> Extractor<'m> {
     fn to_states(out: lcross_model::ForwardOutput) -> Result<LayerStates> {
         out.captures
             .into_iter()
-            .map(|(l, t)| Ok((l, t.flatten_all().map_err(lcross_model::ModelError::from)?.to_vec1::<f32>().map_err(lcross_model::ModelError::from)?)))
+            .map(|(name, t)| {
+                Ok((name.layer, t.flatten_all().map_err(lcross_model::ModelError::from)?.to_vec1::<f32>().map_err(lcross_model::ModelError::from)?))
+            })
             .collect()
     }
 
@@ -131,7 +139,7 @@ impl<'m> Extractor<'m> {
     /// caches forked into the two texts of each pair for one more pass.
     fn run_pairs(&self, pairs: &[(&[u32], &[u32])]) -> Result<Vec<(LayerStates, LayerStates)>> {
         let shared: Vec<usize> = pairs.iter().map(|(p, n)| common_prefix(p, n).min(p.len() - 1).min(n.len() - 1)).collect();
-        if !self.opts.prefix_sharing || shared.iter().any(|&s| s == 0) {
+        if !self.opts.prefix_sharing || shared.contains(&0) {
             let texts: Vec<&[u32]> = pairs.iter().flat_map(|(p, n)| [*p, *n]).collect();
             let mut states = self.run_texts(&texts)?.into_iter();
             return Ok(pairs.iter().map(|_| (states.next().expect("two per pair"), states.next().expect("two per pair"))).collect());

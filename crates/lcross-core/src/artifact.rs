@@ -45,8 +45,11 @@ pub fn save<M: Serialize>(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, V
     write_atomic(path, &out)
 }
 
+/// Named f32 tensors of an artifact: `name -> (shape, values)`.
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Load all f32 tensors and the JSON metadata of an lcross artifact.
-pub fn load<M: DeserializeOwned>(path: &Path) -> Result<(BTreeMap<String, (Vec<usize>, Vec<f32>)>, M)> {
+pub fn load<M: DeserializeOwned>(path: &Path) -> Result<(Tensors, M)> {
     let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| CoreError::parse(path, None, format!("not a valid safetensors file: {e}")))?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| CoreError::parse(path, None, format!("not a valid safetensors file: {e}")))?;

@@ -40,7 +40,7 @@ pub fn export(path: &Path, layers: &BTreeMap<usize, Vec<f32>>, model_hint: &str)
 }
 
 /// Read a control-vector GGUF: `layer -> direction`, and the model hint if present.
-pub fn import(path: &Path) -> Result<(BTreeMap<usize, Vec<f32>>, Option<String>)> {
+pub fn import(path: &Path) -> Result<(crate::steering::LayerVectors, Option<String>)> {
     let file = lcross_model::gguf::GgufFile::open(path)?;
     let md: &HashMap<String, gguf_file::Value> = file.metadata();
     let hint = md.get("controlvector.model_hint").and_then(|v| v.to_string().ok()).cloned();

@@ -97,7 +97,7 @@ impl ConceptDataset {
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))
+    std::fs::read_to_string(path).map_err(|e| crate::data::read_error(path, e))
 }
 
 #[derive(Deserialize)]
@@ -212,7 +212,7 @@ fn json_strings(path: &Path) -> Result<Vec<String>> {
 
 /// Scenarios of an emotion file, deduplicated, at most 200 (as RepE).
 fn emotion_scenarios(data_dir: &Path, emotion: &str) -> Result<Vec<String>> {
-    let path = data_dir.join("repe").join("emotions").join(format!("{emotion}.json"));
+    let path = crate::data::data_file(data_dir, &format!("repe/emotions/{emotion}.json"))?;
     let mut seen = std::collections::HashSet::new();
     let mut out: Vec<String> = json_strings(&path)?.into_iter().filter(|s| seen.insert(s.clone())).collect();
     out.truncate(200);
@@ -256,7 +256,7 @@ struct StereoSentence {
 /// RepE fairness: StereoSet race items; pair (anti-stereotype, stereotype) in the bias
 /// template. Train: the first 150 race items; eval: the next 50.
 pub fn repe_fairness(data_dir: &Path, split: Split) -> Result<ConceptDataset> {
-    let path = data_dir.join("repe").join("stereoset_dev.json");
+    let path = crate::data::data_file(data_dir, "repe/stereoset_dev.json")?;
     let items: Vec<serde_json::Value> = serde_json::from_str(&read(&path)?).map_err(|e| CoreError::parse(&path, None, e.to_string()))?;
     let mut pairs = Vec::new();
     for (i, v) in items.into_iter().enumerate() {
@@ -282,7 +282,7 @@ pub fn repe_fairness(data_dir: &Path, split: Split) -> Result<ConceptDataset> {
 
 /// AdvBench goals (column `goal`).
 pub fn advbench_goals(data_dir: &Path) -> Result<Vec<String>> {
-    let path = data_dir.join("advbench").join("harmful_behaviors.csv");
+    let path = crate::data::data_file(data_dir, "advbench/harmful_behaviors.csv")?;
     let mut rdr = csv::Reader::from_path(&path).map_err(|e| CoreError::parse(&path, None, e.to_string()))?;
     let headers = rdr.headers().map_err(|e| CoreError::parse(&path, None, e.to_string()))?.clone();
     let col = headers.iter().position(|h| h == "goal").ok_or_else(|| CoreError::parse(&path, None, "no `goal` column"))?;
@@ -297,7 +297,7 @@ pub fn advbench_goals(data_dir: &Path) -> Result<Vec<String>> {
 
 /// Harmless instructions (`instructions/seed_tasks.jsonl`, field `instruction`).
 pub fn harmless_instructions(data_dir: &Path) -> Result<Vec<String>> {
-    let path = data_dir.join("instructions").join("seed_tasks.jsonl");
+    let path = crate::data::data_file(data_dir, "instructions/seed_tasks.jsonl")?;
     read(&path)?
         .lines()
         .enumerate()
@@ -465,11 +465,14 @@ fn is_pairs_file(path: &Path) -> Result<bool> {
 
 /// Resolve a `--dataset` argument into training pairs: a CAA file path, a pairs file
 /// (JSON/JSONL `{"positive", "negative"}`, see [`load_pairs`]),
-/// `builtin:NAME`, or a RepE concept (`happiness`, `fear`, `fairness`, `harmfulness`,
+/// `builtin:NAME`, `caa:BEHAVIOUR` (its `generate_dataset.json` under `data_dir`), or a RepE concept (`happiness`, `fear`, `fairness`, `harmfulness`,
 /// optionally `repe:` prefixed) read from `data_dir`.
 pub fn load_concept(spec: &str, data_dir: &Path) -> Result<ConceptDataset> {
     if let Some(name) = spec.strip_prefix("builtin:") {
         return builtin_pairs(name);
+    }
+    if let Some(behaviour) = spec.strip_prefix("caa:") {
+        return load_caa_pairs(&crate::data::data_file(data_dir, &format!("caa/{behaviour}/generate_dataset.json"))?);
     }
     let name = spec.strip_prefix("repe:").unwrap_or(spec);
     match name {
@@ -484,7 +487,7 @@ pub fn load_concept(spec: &str, data_dir: &Path) -> Result<ConceptDataset> {
         return if is_pairs_file(path)? { load_pairs(path, false) } else { load_caa_pairs(path) };
     }
     Err(CoreError::Invalid(format!(
-        "dataset `{spec}`: not a file, a built-in concept (builtin:{}), nor a RepE concept (happiness, fear, fairness, harmfulness)",
+        "dataset `{spec}`: not a file, a built-in concept (builtin:{}), a CAA behaviour (caa:NAME), nor a RepE concept (happiness, fear, fairness, harmfulness)",
         BUILTIN_CONCEPTS.join(", builtin:")
     )))
 }

@@ -14,6 +14,24 @@ pub enum CoreError {
     /// A dataset or artifact file is malformed; `item` is the 0-based entry index.
     #[error("{path}{}: {reason}", item.map(|i| format!(", item {i}")).unwrap_or_default())]
     Parse { path: PathBuf, item: Option<usize>, reason: String },
+    /// A file of the public datasets is not in the data directory.
+    #[error("{} is missing: the public datasets are not in {} (run `lcross data fetch`, or `lcross data fetch --from DIR` for a local mirror; `$LCROSS_DATA` sets the directory)", path.display(), data_dir.display())]
+    MissingData { path: PathBuf, data_dir: PathBuf },
+    /// A value a user gave (flag, file field, request) is not one lcross takes.
+    #[error("{what} `{value}`: expected {expected}")]
+    BadValue { what: String, value: String, expected: String },
+    /// A vector or map of one model used on another (same size, other id or file hash).
+    #[error("{0}")]
+    WrongModel(Box<ModelMismatch>),
+    /// A vector, state or matrix of the wrong length.
+    #[error("{what}: {got} values, expected {expected}")]
+    SizeMismatch { what: String, expected: usize, got: usize },
+    /// A vector or state with NaN or an infinity in it.
+    #[error("{what} has a non-finite value (NaN or infinity)")]
+    NonFinite { what: String },
+    /// A layer past the model's depth.
+    #[error("layer {layer} is out of range: {model} has layers 0..={}", layers.saturating_sub(1))]
+    LayerOutOfRange { model: String, layer: usize, layers: usize },
     /// Inputs that do not fit together (sizes, models, layers...).
     #[error("{0}")]
     Invalid(String),
@@ -25,6 +43,20 @@ pub enum CoreError {
     Store { path: PathBuf, reason: String },
     #[error(transparent)]
     Model(#[from] lcross_model::ModelError),
+}
+
+/// Which model an artifact was made for and which it met (see [`CoreError::WrongModel`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} was made for model `{made_for}` (sha256 {}…), not `{model}` (sha256 {}…); pass --force to use it anyway",
+    made_for_sha256.get(..12).unwrap_or(made_for_sha256), model_sha256.get(..12).unwrap_or(model_sha256)
+)]
+pub struct ModelMismatch {
+    pub what: String,
+    pub made_for: String,
+    pub made_for_sha256: String,
+    pub model: String,
+    pub model_sha256: String,
 }
 
 /// Result alias.

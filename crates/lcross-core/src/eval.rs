@@ -6,45 +6,16 @@
 //! forked into one row per condition for the remaining layers. The two letters share
 //! their prompt (the logits after `(` give both).
 
-use lcross_model::{Hooks, Model, Positions, Tensor};
+use lcross_model::{Hooks, Model, Tensor};
 
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::AbItem;
 use crate::error::{CoreError, Result};
-use crate::steering::SteeringVector;
 use crate::store::{key_of, numerics_key, Store};
 use crate::texts::ab_choice_tokens;
 
-/// Steering applied during evaluation or generation.
-#[derive(Debug, Clone)]
-pub struct Steering<'a> {
-    pub vector: &'a SteeringVector,
-    pub beta: f64,
-    pub positions: Positions,
-}
-
-/// Hooks that add `beta * sv[layer]` at every layer of the vector (also for beta 0:
-/// the intervention then adds exact zeros).
-pub fn steering_hooks(model: &Model, steering: Option<&Steering<'_>>) -> Result<Hooks> {
-    let mut hooks = Hooks::none();
-    if let Some(s) = steering {
-        if !s.beta.is_finite() {
-            return Err(CoreError::Invalid(format!("beta is {} (not finite)", s.beta)));
-        }
-        for (&layer, v) in &s.vector.layers {
-            if layer >= model.config().num_layers {
-                return Err(CoreError::Invalid(format!(
-                    "the vector steers layer {layer}, but {} has layers 0..={}",
-                    model.id(),
-                    model.config().num_layers - 1
-                )));
-            }
-            hooks = hooks.with_intervention(layer, model.vector_tensor(v)?, s.beta, s.positions);
-        }
-    }
-    Ok(hooks)
-}
+pub use crate::steer::{steering_hooks, Steering};
 
 /// Result of an A/B evaluation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,19 +96,14 @@ pub fn evaluate_ab_conditions(model: &Model, items: &[AbItem], conditions: &[Opt
 const KIND: &str = "ab-eval";
 
 /// The key of one evaluation: the model's numerics (file, weights, dtype, device,
-/// runtime revision), the questions, and the exact steering (vector values, beta,
-/// positions). Any difference gives another key.
+/// runtime revision), the questions, and the exact steering (the vector's fingerprint,
+/// beta, positions, hook point, intervention). Any difference gives another key.
 fn eval_key(numerics: &str, items: &[AbItem], steering: Option<&Steering<'_>>) -> [u8; 32] {
     let mut steer = Vec::new();
     if let Some(s) = steering {
         steer.extend_from_slice(&s.beta.to_le_bytes());
-        steer.extend_from_slice(format!("{:?}", s.positions).as_bytes());
-        for (layer, v) in &s.vector.layers {
-            steer.extend_from_slice(&(*layer as u64).to_le_bytes());
-            for x in v {
-                steer.extend_from_slice(&x.to_le_bytes());
-            }
-        }
+        steer.extend_from_slice(s.site_key().as_bytes());
+        steer.extend_from_slice(s.vector.fingerprint().as_bytes());
     }
     key_of(&[crate::VERSION.as_bytes(), numerics.as_bytes(), &serde_json::to_vec(items).unwrap_or_default(), &steer])
 }
@@ -174,6 +140,8 @@ pub fn evaluate_ab_cached(model: &Model, items: &[AbItem], conditions: &[Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::steering::SteeringVector;
+    use lcross_model::Positions;
 
     #[test]
     fn eval_key_depends_on_everything_that_changes_the_result() {
@@ -193,6 +161,7 @@ mod tests {
             letter_balance: None,
             balanced_letters: false,
             half_split_cosine: Default::default(),
+            hook: Default::default(),
             calibration: None,
             provenance: None,
         };
@@ -201,12 +170,12 @@ mod tests {
         assert_ne!(base, eval_key("m;weights=quantized", &items, None), "weight mode is part of the key");
         assert_eq!(base, eval_key("m", &items, None));
         assert_ne!(base, eval_key("other", &items, None));
-        let s1 = eval_key("m", &items, Some(&Steering { vector: &v, beta: 1.0, positions: Positions::All }));
+        let s1 = eval_key("m", &items, Some(&Steering::add(&v, 1.0, Positions::All)));
         assert_ne!(s1, base);
-        assert_ne!(s1, eval_key("m", &items, Some(&Steering { vector: &v, beta: 2.0, positions: Positions::All })));
-        assert_ne!(s1, eval_key("m", &items, Some(&Steering { vector: &v, beta: 1.0, positions: Positions::PromptLast })));
+        assert_ne!(s1, eval_key("m", &items, Some(&Steering::add(&v, 2.0, Positions::All))));
+        assert_ne!(s1, eval_key("m", &items, Some(&Steering::add(&v, 1.0, Positions::PromptLast))));
         v.layers.get_mut(&3).unwrap()[0] += 1e-6;
-        assert_ne!(s1, eval_key("m", &items, Some(&Steering { vector: &v, beta: 1.0, positions: Positions::All })));
+        assert_ne!(s1, eval_key("m", &items, Some(&Steering::add(&v, 1.0, Positions::All))));
         let other_items = vec![AbItem { question: "Q?".into(), matching_letter: 'B', other_letter: 'A' }];
         assert_ne!(base, eval_key("m", &other_items, None));
     }

@@ -8,10 +8,12 @@ pub mod activations;
 pub mod analyses;
 pub mod artifact;
 pub mod controlvec;
+pub mod data;
 pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod maps;
+pub mod steer;
 pub mod steering;
 pub mod store;
 pub mod texts;
@@ -22,11 +24,4 @@ pub use error::{CoreError, Result};
 /// Version recorded in artifacts.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Default data directory: `$LCROSS_DATA`, else `../shared/data` relative to the
-/// workspace (where the project's tests and benchmarks read it).
-pub fn default_data_dir() -> std::path::PathBuf {
-    if let Some(d) = std::env::var_os("LCROSS_DATA").filter(|d| !d.is_empty()) {
-        return d.into();
-    }
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
-}
+pub use data::default_data_dir;

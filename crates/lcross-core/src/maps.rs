@@ -71,10 +71,10 @@ impl Rows {
         let mut data = Vec::with_capacity(n * d);
         for (i, r) in rows.iter().enumerate() {
             if r.len() != d {
-                return Err(CoreError::Invalid(format!("state {i} has {} values, expected {d}", r.len())));
+                return Err(CoreError::SizeMismatch { what: format!("state {i}"), expected: d, got: r.len() });
             }
             if let Some(j) = r.iter().position(|x| !x.is_finite()) {
-                return Err(CoreError::Invalid(format!("state {i} has a non-finite value at {j}")));
+                return Err(CoreError::NonFinite { what: format!("state {i} (value {j})") });
             }
             data.extend(r.iter().map(|x| *x as f64));
         }
@@ -238,7 +238,7 @@ fn choose_lambda(u: &Mat<f64>, s: &[f64], y: &Mat<f64>) -> f64 {
 /// Fit T on paired states, with diagnostics.
 pub fn fit(x: &Rows, y: &Rows, est: &Estimator) -> Result<(Mat<f64>, FitDiagnostics)> {
     if x.n != y.n {
-        return Err(CoreError::Invalid(format!("source has {} states, target {}: they must be paired", x.n, y.n)));
+        return Err(CoreError::SizeMismatch { what: "target states (one per source state: they are paired)".into(), expected: x.n, got: y.n });
     }
     let start = std::time::Instant::now();
     let (xm, ym) = (to_mat(x), to_mat(y));
@@ -279,7 +279,7 @@ pub fn fit(x: &Rows, y: &Rows, est: &Estimator) -> Result<(Mat<f64>, FitDiagnost
 /// `v T` for a row vector `v`.
 pub fn apply(t: &Mat<f64>, v: &[f32]) -> Result<Vec<f32>> {
     if v.len() != t.nrows() {
-        return Err(CoreError::Invalid(format!("vector has {} values, the map expects {}", v.len(), t.nrows())));
+        return Err(CoreError::SizeMismatch { what: "vector (the map's source size)".into(), expected: t.nrows(), got: v.len() });
     }
     Ok((0..t.ncols()).map(|j| (0..t.nrows()).map(|i| v[i] as f64 * t[(i, j)]).sum::<f64>() as f32).collect())
 }
@@ -303,6 +303,12 @@ pub struct MapMetadata {
     pub native_cosine: Option<f64>,
     #[serde(default)]
     pub native_vector: Option<String>,
+    /// Hook points of the source and target states (`resid_post` when absent: maps
+    /// written before hook points existed).
+    #[serde(default, skip_serializing_if = "crate::steering::is_resid_post")]
+    pub source_hook: lcross_model::HookPoint,
+    #[serde(default, skip_serializing_if = "crate::steering::is_resid_post")]
+    pub target_hook: lcross_model::HookPoint,
 }
 
 /// A fitted map with its provenance.
@@ -331,7 +337,7 @@ impl LinearMap {
 
     /// Load and validate a map file.
     pub fn load(path: &Path) -> Result<Self> {
-        let (tensors, metadata): (BTreeMap<String, (Vec<usize>, Vec<f32>)>, MapMetadata) = artifact::load(path)?;
+        let (tensors, metadata): (artifact::Tensors, MapMetadata) = artifact::load(path)?;
         let (shape, data) = tensors.get("T").ok_or_else(|| CoreError::parse(path, None, "no tensor `T`: not a map file"))?;
         let d = &metadata.diagnostics;
         if shape.as_slice() != [d.source_dim, d.target_dim] {

@@ -59,16 +59,61 @@ pub struct VectorMetadata {
     /// For transferred vectors: source vector, map and their provenance.
     #[serde(default)]
     pub provenance: Option<serde_json::Value>,
+    /// The hook point the vector was read at, and is added at unless told (`resid_post`
+    /// when absent: files written before hook points existed).
+    #[serde(default, skip_serializing_if = "is_resid_post")]
+    pub hook: lcross_model::HookPoint,
     /// The beta chosen by `lcross calibrate` (field `beta`) with the metric, budget and
     /// the effects it measured; read by `--beta auto`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calibration: Option<serde_json::Value>,
+    pub calibration: Option<Calibration>,
+}
+
+/// What `lcross calibrate` chose for a vector, kept in its metadata (the key
+/// `calibration`); `--beta auto` reads `beta`. The JSON is one flat object: the typed
+/// fields, then the rest of the calibration report (sweep, test rows, budgets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The chosen beta.
+    pub beta: f64,
+    /// The metric it was chosen on (`ab`, `open-ended`, `harm`, `fair`, `emotion`).
+    #[serde(default)]
+    pub metric: String,
+    /// The model it was measured on.
+    #[serde(default)]
+    pub model: String,
+    /// The positions it was measured with (as `Positions`' debug form, e.g. `All`).
+    #[serde(default)]
+    pub positions: String,
+    /// Hook point and intervention, when not `resid_post` and `add`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<lcross_model::HookPoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervention: Option<lcross_model::InterventionKind>,
+    /// The rest of the report: dev sweep, test rows, effect, budgets.
+    #[serde(flatten)]
+    pub report: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Calibration {
+    /// A calibration that records only its beta (tests, hand-made vectors).
+    pub fn with_beta(beta: f64) -> Self {
+        Self { beta, metric: String::new(), model: String::new(), positions: String::new(), hook: None, intervention: None, report: Default::default() }
+    }
+}
+
+/// One vector per layer: `layer -> values`.
+pub type LayerVectors = BTreeMap<usize, Vec<f32>>;
+
+/// Whether a hook point is the default `resid_post` (not written into files).
+pub fn is_resid_post(p: &lcross_model::HookPoint) -> bool {
+    *p == lcross_model::HookPoint::ResidPost
 }
 
 impl VectorMetadata {
     /// The calibrated beta (`--beta auto`), or an error saying how to get one.
     pub fn calibrated_beta(&self) -> Result<f64> {
-        let beta = self.calibration.as_ref().and_then(|c| c.get("beta")).and_then(|b| b.as_f64());
+        let beta = self.calibration.as_ref().map(|c| c.beta);
         match beta {
             Some(b) if b.is_finite() => Ok(b),
             _ => Err(CoreError::Invalid(format!(
@@ -98,6 +143,7 @@ impl VectorMetadata {
             letter_balance: None,
             balanced_letters: false,
             half_split_cosine: Default::default(),
+            hook: Default::default(),
             provenance: None,
             calibration: None,
         }
@@ -235,7 +281,7 @@ pub fn extract(
     layers: &[usize],
     letters: Option<&[char]>,
     spec: &ExtractSpec,
-) -> Result<(BTreeMap<usize, Vec<f32>>, BTreeMap<usize, f64>)> {
+) -> Result<(LayerVectors, BTreeMap<usize, f64>)> {
     let mut out = BTreeMap::new();
     let mut stability = BTreeMap::new();
     for &l in layers {
@@ -273,6 +319,21 @@ pub fn extract(
 }
 
 impl SteeringVector {
+    /// The vector's identity for cache keys: sha256 (hex) over each layer (u64, little
+    /// endian) and its values (f32, little endian), in layer order. Metadata and file
+    /// names do not enter it: two files with the same numbers steer the same way.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (l, vals) in &self.layers {
+            h.update((*l as u64).to_le_bytes());
+            for x in vals {
+                h.update(x.to_le_bytes());
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
     /// Save as safetensors (`layer.<L>` tensors) + metadata, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.validate()?;
@@ -309,10 +370,14 @@ impl SteeringVector {
         }
         for (l, v) in &self.layers {
             if v.len() != self.metadata.hidden_size {
-                return Err(CoreError::Invalid(format!("layer {l}: {} values, hidden_size is {}", v.len(), self.metadata.hidden_size)));
+                return Err(CoreError::SizeMismatch {
+                    what: format!("vector layer {l} (hidden_size in its metadata)"),
+                    expected: self.metadata.hidden_size,
+                    got: v.len(),
+                });
             }
             if v.iter().any(|x| !x.is_finite()) {
-                return Err(CoreError::Invalid(format!("layer {l} has non-finite values")));
+                return Err(CoreError::NonFinite { what: format!("vector layer {l}") });
             }
         }
         Ok(())
@@ -331,18 +396,18 @@ impl SteeringVector {
             )));
         }
         if let Some(&bad) = self.layers.keys().find(|&&l| l >= model.config().num_layers) {
-            return Err(CoreError::Invalid(format!("vector layer {bad} is out of range for {} ({} layers)", model.id(), model.config().num_layers)));
+            return Err(CoreError::LayerOutOfRange { model: model.id().to_string(), layer: bad, layers: model.config().num_layers });
         }
         if !force {
             let hash = model.file_sha256()?;
             if self.metadata.model_id != model.id() || self.metadata.model_sha256 != hash {
-                return Err(CoreError::Invalid(format!(
-                    "vector was made for model `{}` (sha256 {}…), not `{}` (sha256 {}…); pass --force to use it anyway",
-                    self.metadata.model_id,
-                    &self.metadata.model_sha256.get(..12).unwrap_or(""),
-                    model.id(),
-                    &hash[..12]
-                )));
+                return Err(CoreError::WrongModel(Box::new(crate::error::ModelMismatch {
+                    what: "the vector".into(),
+                    made_for: self.metadata.model_id.clone(),
+                    made_for_sha256: self.metadata.model_sha256.clone(),
+                    model: model.id().to_string(),
+                    model_sha256: hash,
+                })));
             }
         }
         Ok(())

@@ -162,7 +162,7 @@ pub fn f32s_to_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Little-endian bytes as f32 values (None when the length is not a multiple of 4).
 pub fn bytes_to_f32s(b: &[u8]) -> Option<Vec<f32>> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return None;
     }
     Some(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())

@@ -87,7 +87,7 @@ fn lcross_states_are_the_reference_paired_states() {
     }
     let fx = fixture();
     let r = &fx["real"];
-    let data = lcross_core::default_data_dir();
+    let data = test_data_dir();
     let ds = load_caa_pairs(&data.join("caa/refusal/generate_dataset.json")).unwrap().limit(Some(8));
     for (model_key, layer_key, rows_key) in [("source", "source_layer", "X"), ("target", "target_layer", "Y")] {
         let id = r[model_key].as_str().unwrap();
@@ -103,5 +103,13 @@ fn lcross_states_are_the_reference_paired_states() {
                 assert!(c >= 0.999, "{id} text {which}: cosine {c}");
             }
         }
+    }
+}
+
+/// The data the tests read: `$LCROSS_DATA` when set, else the local mirror `../shared/data`.
+fn test_data_dir() -> std::path::PathBuf {
+    match std::env::var_os("LCROSS_DATA").filter(|d| !d.is_empty()) {
+        Some(d) => d.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
     }
 }

@@ -24,7 +24,7 @@ fn model() -> Option<Model> {
 }
 
 fn data() -> PathBuf {
-    let d = lcross_core::default_data_dir();
+    let d = test_data_dir();
     assert!(d.join("caa").is_dir(), "{} is missing: the tests read ../shared/data", d.display());
     d
 }
@@ -73,7 +73,7 @@ fn mean_diff_and_pca_match_the_transformers_reference() {
 fn prefix_sharing_and_early_exit_do_not_change_states() {
     let Some(model) = model() else { return };
     let fast = states(&model, 6, ExtractOptions::default(), None);
-    let slow = states(&model, 6, ExtractOptions { prefix_sharing: false, early_exit: false, batch_size: 1 }, None);
+    let slow = states(&model, 6, ExtractOptions { prefix_sharing: false, early_exit: false, batch_size: 1, ..ExtractOptions::default() }, None);
     for ((a, b), (c, d)) in fast.iter().zip(&slow) {
         for (x, y) in [(a, c), (b, d)] {
             let diff = x[&12].iter().zip(&y[&12]).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
@@ -133,6 +133,7 @@ fn sample_vector(model: &Model) -> SteeringVector {
             letter_balance: None,
             balanced_letters: false,
             half_split_cosine: stab,
+            hook: Default::default(),
             calibration: None,
             provenance: None,
         },
@@ -181,16 +182,15 @@ fn ab_evaluation_moves_with_beta_on_the_builtin_concept() {
     let base = evaluate_ab(&model, &items, None).unwrap();
     assert_eq!(base.n, items.len());
     assert!(base.per_item.iter().all(|p| (0.0..=1.0).contains(p)));
-    let steered = evaluate_ab(&model, &items, Some(&Steering { vector: &sv, beta: 4.0, positions: Positions::All })).unwrap();
+    let steered = evaluate_ab(&model, &items, Some(&Steering::add(&sv, 4.0, Positions::All))).unwrap();
     let moved: f64 = base.per_item.iter().zip(&steered.per_item).map(|(a, b)| (a - b).abs()).sum();
     assert!(moved > 1e-3, "steering with beta 4 changed nothing");
     // beta 0 runs the intervention (adding exact zeros at layer 12): same numbers.
-    let zero = evaluate_ab(&model, &items, Some(&Steering { vector: &sv, beta: 0.0, positions: Positions::All })).unwrap();
+    let zero = evaluate_ab(&model, &items, Some(&Steering::add(&sv, 0.0, Positions::All))).unwrap();
     assert_eq!(zero.per_item, base.per_item, "beta 0 must equal no steering");
     // Conditions evaluated together (layers below 12 shared, forked per condition) equal
     // each condition evaluated alone.
-    let conditions =
-        [None, Some(Steering { vector: &sv, beta: 4.0, positions: Positions::All }), Some(Steering { vector: &sv, beta: -4.0, positions: Positions::All })];
+    let conditions = [None, Some(Steering::add(&sv, 4.0, Positions::All)), Some(Steering::add(&sv, -4.0, Positions::All))];
     let together = evaluate_ab_conditions(&model, &items, &conditions).unwrap();
     for (c, t) in conditions.iter().zip(&together) {
         let alone = evaluate_ab(&model, &items, c.as_ref()).unwrap();
@@ -198,4 +198,12 @@ fn ab_evaluation_moves_with_beta_on_the_builtin_concept() {
         assert!(worst < 1e-5, "beta {}: together vs alone differ by {worst}", alone.beta);
     }
     assert!((together[1].mean_prob_matching - together[2].mean_prob_matching).abs() > 1e-3, "+4 and -4 gave the same metric");
+}
+
+/// The data the tests read: `$LCROSS_DATA` when set, else the local mirror `../shared/data`.
+fn test_data_dir() -> std::path::PathBuf {
+    match std::env::var_os("LCROSS_DATA").filter(|d| !d.is_empty()) {
+        Some(d) => d.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+    }
 }

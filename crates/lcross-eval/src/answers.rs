@@ -3,7 +3,7 @@
 //! second judge never regenerates them.
 
 use lcross_core::store::{key_of, numerics_key, Store};
-use lcross_model::{GenerateOptions, GenerationRequest, Model, Sampling};
+use lcross_model::{GenerateOptions, GenerationRequest, Hooks, Model, Sampling};
 
 use crate::conditions::Condition;
 use crate::error::{EvalError, Result};
@@ -37,11 +37,54 @@ impl Answer {
 
 const KIND: &str = "answer";
 
-fn sampling_of(s: Sampling, prompt_index: usize) -> Sampling {
+fn sampling_of(s: Sampling, seed_offset: usize) -> Sampling {
     match s {
-        Sampling::Sample { temperature, top_p, seed } => Sampling::Sample { temperature, top_p, seed: seed.wrapping_add(prompt_index as u64) },
+        Sampling::Sample { temperature, top_p, seed } => Sampling::Sample { temperature, top_p, seed: seed.wrapping_add(seed_offset as u64) },
         g => g,
     }
+}
+
+/// One row of a batched generation: a prompt, the hooks it runs with, and the offset
+/// added to the sampling seed (sampled rows use `seed + seed_offset`).
+#[derive(Debug, Clone, Copy)]
+pub struct RowSpec<'a> {
+    pub prompt: &'a [u32],
+    pub hooks: &'a Hooks,
+    pub seed_offset: usize,
+}
+
+/// Generate `rows` together, `settings.rows_in_flight` at a time, in row order; every
+/// row stops at the model's stop tokens or after `settings.max_tokens`. `on_token(row,
+/// token)` is called as tokens arrive (progress). The one generation loop of lcross:
+/// [`generate_answers`], `lcross generate --prompts` and `lcross steer --betas` run it.
+pub fn generate_rows(
+    model: &Model,
+    rows: &[RowSpec<'_>],
+    settings: &GenerationSettings,
+    on_token: impl FnMut(usize, u32) -> lcross_model::Result<()>,
+) -> Result<Vec<Answer>> {
+    if settings.rows_in_flight == 0 {
+        return Err(EvalError::Invalid("rows in flight (--batch-size) must be at least 1".into()));
+    }
+    let requests: Vec<GenerationRequest> = rows
+        .iter()
+        .map(|r| GenerationRequest {
+            prompt: r.prompt.to_vec(),
+            hooks: r.hooks.clone(),
+            options: GenerateOptions {
+                max_tokens: settings.max_tokens,
+                sampling: sampling_of(settings.sampling, r.seed_offset),
+                stop_tokens: model.stop_tokens().to_vec(),
+            },
+        })
+        .collect();
+    let outs = model.generate_batch(&requests, settings.rows_in_flight, on_token)?;
+    outs.into_iter()
+        .map(|ids| {
+            let shown: Vec<u32> = ids.iter().copied().filter(|t| !model.stop_tokens().contains(t)).collect();
+            Ok(Answer { text: model.tokenizer().decode(&shown, true)?, ids })
+        })
+        .collect()
 }
 
 /// Answers `[condition][prompt]` to token-id prompts. Rows found in `store` are reused;
@@ -85,29 +128,21 @@ pub fn generate_answers(
         let chunk_rows = settings.rows_in_flight * 2;
         let mut done = 0usize;
         for chunk in missing.chunks(chunk_rows) {
-            let requests: Vec<GenerationRequest> = chunk
+            let rows: Vec<RowSpec<'_>> = chunk
                 .iter()
                 .map(|&i| {
                     let (c, p) = (i / prompts.len(), i % prompts.len());
-                    GenerationRequest {
-                        prompt: prompts[p].clone(),
-                        hooks: hooks[c].clone(),
-                        options: GenerateOptions {
-                            max_tokens: settings.max_tokens,
-                            sampling: sampling_of(settings.sampling, p),
-                            stop_tokens: model.stop_tokens().to_vec(),
-                        },
-                    }
+                    RowSpec { prompt: &prompts[p], hooks: &hooks[c], seed_offset: p }
                 })
                 .collect();
-            let outs = model.generate_batch(&requests, settings.rows_in_flight, |_, _| {
+            let outs = generate_rows(model, &rows, settings, |_, _| {
                 bar.inc(1);
                 Ok(())
             })?;
             let mut entries = Vec::with_capacity(chunk.len());
-            for (&i, ids) in chunk.iter().zip(outs) {
-                entries.push((keys[i], serde_json::to_vec(&ids).map_err(|e| EvalError::Invalid(e.to_string()))?));
-                found[i] = Some(ids);
+            for (&i, answer) in chunk.iter().zip(outs) {
+                entries.push((keys[i], serde_json::to_vec(&answer.ids).map_err(|e| EvalError::Invalid(e.to_string()))?));
+                found[i] = Some(answer.ids);
             }
             if let Some(s) = store.as_deref_mut() {
                 s.put_many(KIND, &entries)?;

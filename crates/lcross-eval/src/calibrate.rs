@@ -93,12 +93,18 @@ pub struct CalibrationReport {
     pub test_effect_stderr: Option<f64>,
 }
 
+/// A metric on one part of the items: one row per condition.
+pub type Evaluate<'a> = dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>> + 'a;
+
 /// What a sweep steers with and measures its side effects on.
 pub struct SweepSetup<'a> {
     pub model: &'a Model,
     /// Label and vector of the steered conditions.
     pub vector: (String, Arc<SteeringVector>),
     pub positions: Positions,
+    /// Hook point and intervention of the steered conditions.
+    pub point: lcross_model::HookPoint,
+    pub intervention: lcross_model::InterventionKind,
     /// Token ids of the neutral prompts of the side effects.
     pub neutral: &'a [Vec<u32>],
     pub opts: &'a CalibrateOptions,
@@ -109,19 +115,21 @@ impl SweepSetup<'_> {
     fn condition(&self, beta: f64) -> Condition {
         match beta == 0.0 {
             true => Condition::none(),
-            false => Condition { label: self.vector.0.clone(), vector: Some(self.vector.1.clone()), beta, positions: self.positions },
+            false => Condition {
+                label: self.vector.0.clone(),
+                vector: Some(self.vector.1.clone()),
+                beta,
+                positions: self.positions,
+                point: self.point,
+                intervention: self.intervention,
+            },
         }
     }
 }
 
 /// Sweep, choose and test. `evaluate(conditions, part)` returns one row per condition
 /// on that part of the items (the caller splits them).
-pub fn calibrate(
-    setup: &SweepSetup,
-    store: Option<&mut Store>,
-    metric: &str,
-    evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>,
-) -> Result<CalibrationReport> {
+pub fn calibrate(setup: &SweepSetup, store: Option<&mut Store>, metric: &str, evaluate: &mut Evaluate<'_>) -> Result<CalibrationReport> {
     let dev = sweep(setup, store, evaluate)?;
     let chosen = choose(&dev);
     let opts = setup.opts;
@@ -149,11 +157,7 @@ pub fn calibrate(
 /// The dev half of [`calibrate`]: beta 0 and every beta of the options on the dev split
 /// (`evaluate(conditions, Part::Dev)`), each with its side effects on the neutral prompts
 /// and whether they keep it admissible.
-pub fn sweep(
-    setup: &SweepSetup,
-    mut store: Option<&mut Store>,
-    evaluate: &mut dyn FnMut(&[Condition], Part) -> Result<Vec<EvalRow>>,
-) -> Result<Vec<SweepPoint>> {
+pub fn sweep(setup: &SweepSetup, mut store: Option<&mut Store>, evaluate: &mut Evaluate<'_>) -> Result<Vec<SweepPoint>> {
     let opts = setup.opts;
     if let Some(b) = opts.betas.iter().find(|b| !b.is_finite()) {
         return Err(EvalError::Invalid(format!("beta {b} is not finite")));

@@ -14,6 +14,12 @@ pub enum EvalError {
     /// An HTTP judge could not be reached or answered with an error status.
     #[error("judge at {url}: {reason}")]
     Http { url: String, reason: String },
+    /// A dataset file could not be downloaded (status, connection, timeout).
+    #[error("download of {url} failed: {reason}")]
+    Download { url: String, reason: String },
+    /// A fetched file's bytes are not the pinned ones: nothing was written for it.
+    #[error("{file} from {from}: sha256 mismatch: expected {expected}, got {got}; the file was not written")]
+    Checksum { file: String, from: String, expected: String, got: String },
     #[error(transparent)]
     Core(#[from] lcross_core::CoreError),
     #[error(transparent)]

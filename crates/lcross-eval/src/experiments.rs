@@ -122,16 +122,13 @@ pub fn run_cells(grid: &GridSettings, plan: &[PlannedCell], load: &ModelLoader) 
             current = Some(load(&p.model).map_err(|e| EvalError::Invalid(format!("cannot load model `{}`: {e}", p.model)))?);
         }
         let model = current.as_ref().expect("loaded above");
-        let dir = grid.data_dir.join("caa").join(&p.behaviour);
-        if !dir.is_dir() {
-            return Err(EvalError::Invalid(format!("no behaviour folder {}", dir.display())));
-        }
-        let ds = lcross_core::dataset::load_concept(&dir.join("generate_dataset.json").display().to_string(), &grid.data_dir)?.limit(Some(grid.limit));
+        let file = |name: &str| lcross_core::data::data_file(&grid.data_dir, &format!("caa/{}/{name}", p.behaviour));
+        let ds = lcross_core::dataset::load_caa_pairs(&file("generate_dataset.json")?)?.limit(Some(grid.limit));
         let recipe = VectorRecipe { balance_letters: grid.balance_letters, ..VectorRecipe::mean_diff(vec![p.layer]) };
         let (sv, _) = pipeline::extract_vector(model, &ds, &recipe)?;
-        let items = pipeline::load_ab(&dir.join("test_dataset_ab.json").display().to_string(), Some(grid.test_limit))?;
+        let items = pipeline::load_ab(&file("test_dataset_ab.json")?.display().to_string(), Some(grid.test_limit))?;
         let norm = sv.layers[&p.layer].iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        let conditions: Vec<Option<Steering>> = todo.iter().map(|&beta| Some(Steering { vector: &sv, beta, positions: Positions::All })).collect();
+        let conditions: Vec<Option<Steering>> = todo.iter().map(|&beta| Some(Steering::add(&sv, beta, Positions::All))).collect();
         let results = evaluate_ab_cached(model, &items, &conditions, &mut Store::open_default()?)?;
         for (beta, r) in todo.into_iter().zip(results) {
             let cell = Cell {

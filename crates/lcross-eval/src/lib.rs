@@ -13,6 +13,7 @@ pub mod answers;
 pub mod calibrate;
 pub mod conditions;
 pub mod continuation;
+pub mod data_fetch;
 pub mod error;
 pub mod experiments;
 pub mod inputs;

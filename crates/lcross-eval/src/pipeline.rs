@@ -13,7 +13,7 @@ use lcross_core::maps::{apply, fit, Estimator, LinearMap, MapMetadata, Rows};
 use lcross_core::steering::{extract, ExtractSpec, Method, SteeringVector, VectorMetadata};
 use lcross_core::store::Store;
 use lcross_core::texts::pair_ids;
-use lcross_model::Model;
+use lcross_model::{HookPoint, Model};
 use sha2::{Digest, Sha256};
 
 use crate::error::{EvalError, Result};
@@ -38,12 +38,23 @@ pub struct VectorRecipe {
     pub prefix_sharing: bool,
     /// Stop the forward after the deepest captured layer (off only to measure).
     pub early_exit: bool,
+    /// The hook point read at each layer (default `resid_post`); recorded in the vector.
+    pub point: HookPoint,
 }
 
 impl VectorRecipe {
     /// Mean-difference (CAA) at `layers`, cached, nothing else.
     pub fn mean_diff(layers: Vec<usize>) -> Self {
-        Self { layers, method: Method::MeanDiff, normalize: false, balance_letters: false, use_cache: true, prefix_sharing: true, early_exit: true }
+        Self {
+            layers,
+            method: Method::MeanDiff,
+            normalize: false,
+            balance_letters: false,
+            use_cache: true,
+            prefix_sharing: true,
+            early_exit: true,
+            point: HookPoint::ResidPost,
+        }
     }
 }
 
@@ -53,7 +64,7 @@ pub fn extract_vector(model: &Model, ds: &ConceptDataset, r: &VectorRecipe) -> R
         return Err(invalid(format!("dataset {} has no pairs", ds.source)));
     }
     let cache = if r.use_cache { Some(Store::open_default()?) } else { None };
-    let opts = ExtractOptions { prefix_sharing: r.prefix_sharing, early_exit: r.early_exit, ..ExtractOptions::default() };
+    let opts = ExtractOptions { prefix_sharing: r.prefix_sharing, early_exit: r.early_exit, point: r.point, ..ExtractOptions::default() };
     let mut ex = Extractor::new(model, &r.layers, cache, opts)?;
     let ids: Vec<(Vec<u32>, Vec<u32>)> = ds.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
     let start = Instant::now();
@@ -80,6 +91,7 @@ pub fn extract_vector(model: &Model, ds: &ConceptDataset, r: &VectorRecipe) -> R
         letter_balance: ds.letter_balance(),
         balanced_letters: r.balance_letters,
         half_split_cosine: stability,
+        hook: r.point,
         calibration: None,
         provenance: None,
     };
@@ -128,8 +140,19 @@ impl Corpus {
     /// Last-token states of every text at each of `layers` (one forward per text), in
     /// corpus order per layer.
     pub fn states_at(&self, model: &Model, layers: &[usize], use_cache: bool) -> Result<std::collections::BTreeMap<usize, Vec<Vec<f32>>>> {
+        self.states_at_point(model, layers, HookPoint::ResidPost, use_cache)
+    }
+
+    /// [`Corpus::states_at`] at another hook point than `resid_post`.
+    pub fn states_at_point(
+        &self,
+        model: &Model,
+        layers: &[usize],
+        point: HookPoint,
+        use_cache: bool,
+    ) -> Result<std::collections::BTreeMap<usize, Vec<Vec<f32>>>> {
         let cache = if use_cache { Some(Store::open_default()?) } else { None };
-        let mut ex = Extractor::new(model, layers, cache, ExtractOptions::default())?;
+        let mut ex = Extractor::new(model, layers, cache, ExtractOptions { point, ..ExtractOptions::default() })?;
         let label = format!("corpus on {} ({} layers)", model.id(), layers.len());
         let per_text: Vec<lcross_core::activations::LayerStates> = match self {
             Self::Pairs(d) => {
@@ -147,8 +170,13 @@ impl Corpus {
     /// Last-token states of every text at `layer` of `model`, in corpus order (for pairs:
     /// positive then negative of each pair).
     pub fn states(&self, model: &Model, layer: usize, use_cache: bool) -> Result<Vec<Vec<f32>>> {
+        self.states_point(model, layer, HookPoint::ResidPost, use_cache)
+    }
+
+    /// [`Corpus::states`] at another hook point than `resid_post`.
+    pub fn states_point(&self, model: &Model, layer: usize, point: HookPoint, use_cache: bool) -> Result<Vec<Vec<f32>>> {
         let cache = if use_cache { Some(Store::open_default()?) } else { None };
-        let mut ex = Extractor::new(model, &[layer], cache, ExtractOptions::default())?;
+        let mut ex = Extractor::new(model, &[layer], cache, ExtractOptions { point, ..ExtractOptions::default() })?;
         let label = format!("corpus on {}", model.id());
         Ok(match self {
             Self::Pairs(d) => {
@@ -165,9 +193,27 @@ impl Corpus {
 
 /// Fit a map `src` layer -> `tgt` layer on the states of `corpus` in both models.
 pub fn align(src: &Model, tgt: &Model, layers: (usize, usize), corpus: &Corpus, est: Estimator, use_cache: bool) -> Result<LinearMap> {
-    let xs = corpus.states(src, layers.0, use_cache)?;
-    let ys = corpus.states(tgt, layers.1, use_cache)?;
-    fit_states(src, tgt, layers, &xs, &ys, est, corpus.describe())
+    align_at(src, tgt, layers, (HookPoint::ResidPost, HookPoint::ResidPost), corpus, est, use_cache)
+}
+
+/// [`align`] on the states of hook points `points` (source, target) instead of
+/// `resid_post`; the map records them, and a vector moves through it only from its
+/// source point (to its target point).
+pub fn align_at(
+    src: &Model,
+    tgt: &Model,
+    layers: (usize, usize),
+    points: (HookPoint, HookPoint),
+    corpus: &Corpus,
+    est: Estimator,
+    use_cache: bool,
+) -> Result<LinearMap> {
+    let xs = corpus.states_point(src, layers.0, points.0, use_cache)?;
+    let ys = corpus.states_point(tgt, layers.1, points.1, use_cache)?;
+    let mut map = fit_states(src, tgt, layers, &xs, &ys, est, corpus.describe())?;
+    map.metadata.source_hook = points.0;
+    map.metadata.target_hook = points.1;
+    Ok(map)
 }
 
 /// Fit a map on paired states already gathered (`xs[i]` from `src`, `ys[i]` from `tgt`, same
@@ -196,6 +242,8 @@ pub fn fit_states(
         diagnostics: diag,
         native_cosine: None,
         native_vector: None,
+        source_hook: HookPoint::ResidPost,
+        target_hook: HookPoint::ResidPost,
     };
     Ok(LinearMap { metadata, t })
 }
@@ -253,10 +301,18 @@ pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_label: &str, ma
         )));
     }
     if !force && (sv.metadata.model_id != m.source_model_id || sv.metadata.model_sha256 != m.source_model_sha256) {
-        return Err(invalid(format!(
-            "vector is from `{}`, the map's source is `{}`; pass --force to transfer anyway",
-            sv.metadata.model_id, m.source_model_id
-        )));
+        // Names both hashes: two files of one model id can differ.
+        return Err(lcross_core::CoreError::WrongModel(Box::new(lcross_core::error::ModelMismatch {
+            what: "the map's source side".into(),
+            made_for: m.source_model_id.clone(),
+            made_for_sha256: m.source_model_sha256.clone(),
+            model: format!("{} (the vector's model)", sv.metadata.model_id),
+            model_sha256: sv.metadata.model_sha256.clone(),
+        }))
+        .into());
+    }
+    if !force && sv.metadata.hook != m.source_hook {
+        return Err(invalid(format!("vector was read at {}, the map's source states at {}; pass --force to transfer anyway", sv.metadata.hook, m.source_hook)));
     }
     let v = sv
         .layers
@@ -278,6 +334,7 @@ pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_label: &str, ma
         letter_balance: sv.metadata.letter_balance,
         balanced_letters: sv.metadata.balanced_letters,
         half_split_cosine: Default::default(),
+        hook: m.target_hook,
         calibration: None,
         provenance: Some(serde_json::json!({
             "source_vector": sv.metadata,

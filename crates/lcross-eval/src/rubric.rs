@@ -8,8 +8,6 @@
 
 use serde::Serialize;
 
-use crate::judge::JudgeFormat;
-
 /// How to score answers for one concept on a 0-10 scale.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rubric {
@@ -18,7 +16,7 @@ pub struct Rubric {
     /// What the scale measures and what its ends mean.
     pub instructions: String,
     /// The same concept as a yes/no question about the reply (for
-    /// [`crate::judge::JudgeFormat::YesNo`]).
+    /// [`JudgeFormat::YesNo`]).
     pub question: String,
     /// The format that ranked the hand-labelled answers of this concept best with the
     /// default local judge (docs/EVALUATION.md); yes-no where not measured (it never
@@ -226,6 +224,41 @@ pub fn yes_no_prompt(question_about_reply: &str, question: &str, answer: &str) -
         answer.trim(),
         question_about_reply
     )
+}
+
+/// How the judge is asked for a 0-10 score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JudgeFormat {
+    /// The rubric's 0-10 scale; score = expected value over the labels `0`..`10`.
+    Scale,
+    /// The rubric's yes/no question; score = 10 x P(Yes) / (P(Yes) + P(No)), the expected
+    /// value of the scale {No = 0, Yes = 10}. Small local judges rank answers far better
+    /// this way (docs/EVALUATION.md has the measurement).
+    YesNo,
+    /// The format measured best for the rubric's concept with the local judge
+    /// ([`Rubric::preferred_format`]).
+    Auto,
+}
+
+impl JudgeFormat {
+    /// Parse `scale`, `yes-no` or `auto`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scale" | "0-10" => Some(Self::Scale),
+            "yes-no" | "yesno" => Some(Self::YesNo),
+            "auto" => Some(Self::Auto),
+            _ => None,
+        }
+    }
+
+    /// The concrete format for `rubric`.
+    pub fn resolve(self, rubric: &Rubric) -> Self {
+        match self {
+            Self::Auto => rubric.preferred_format,
+            f => f,
+        }
+    }
 }
 
 #[cfg(test)]

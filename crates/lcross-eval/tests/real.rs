@@ -135,7 +135,7 @@ fn perplexity_and_drift_equal_direct_forward_passes() {
         layers: BTreeMap::from([(10usize, v)]),
     });
     assert_eq!(drift_kl(&model, &prompts, &Condition::none(), 4, None).unwrap(), 0.0);
-    let cond = Condition { label: "test".into(), vector: Some(sv), beta: 8.0, positions: Positions::All };
+    let cond = Condition { label: "test".into(), vector: Some(sv), beta: 8.0, positions: Positions::All, ..Condition::none() };
     let drift = drift_kl(&model, &prompts, &cond, 4, None).unwrap();
     let hooks = cond.hooks(&model).unwrap();
     let greedy = GenerateOptions { max_tokens: DRIFT_TOKENS, ..opts };

@@ -132,10 +132,10 @@ impl ModelConfig {
         if self.num_layers > 1024 {
             return Err(format!("num_layers = {} is implausibly large", self.num_layers));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(format!("num_heads ({}) is not a multiple of num_kv_heads ({})", self.num_heads, self.num_kv_heads));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim ({}) is odd; rotary embeddings need it even", self.head_dim));
         }
         if self.layer_attention.len() != self.num_layers {

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::cache::KvCache;
 use crate::config::{Activation, LayerAttention, ModelConfig, RopeScaling};
 use crate::error::{ModelError, Result};
-use crate::hooks::{CapturePositions, Hooks};
+use crate::hooks::{CapturePositions, HookName, HookPoint, Hooks, InterventionKind};
 use candle_core::quantized::QMatMul;
 
 use crate::linear::{transposed_input, Linear, SharedInput};
@@ -283,17 +283,22 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, rope: &PassRotary, layer: usize, mask: Option<&PassMask>, cache: Option<&mut KvCache>) -> Result<Tensor> {
+    /// What the attention branch adds to the stream `x`: `attn_out(layer)`.
+    fn attention_branch(&self, x: &Tensor, rope: &PassRotary, layer: usize, mask: Option<&PassMask>, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let mut h = self.attn.forward(&self.attn_norm.forward(x)?, rope, layer, mask, cache)?;
         if let Some(n) = &self.post_attn_norm {
             h = n.forward(&h)?;
         }
-        let x = (x + h)?;
-        let mut h = self.mlp.forward(&self.ffn_norm.forward(&x)?)?;
+        Ok(h)
+    }
+
+    /// What the MLP branch adds to the stream `x`: `mlp_out(layer)`.
+    fn mlp_branch(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = self.mlp.forward(&self.ffn_norm.forward(x)?)?;
         if let Some(n) = &self.post_ffn_norm {
             h = n.forward(&h)?;
         }
-        Ok((x + h)?)
+        Ok(h)
     }
 }
 
@@ -314,9 +319,9 @@ pub struct ForwardOutput {
     /// Logits as requested (f32): `(vocab,)` for [`Logits::Last`], `(t, vocab)` for
     /// [`Logits::All`] over the row's real tokens.
     pub logits: Option<Tensor>,
-    /// Captured `resid_post(layer)`: shape `(1, hidden)` for last-token captures,
-    /// `(t, hidden)` for all-position captures (f32).
-    pub captures: BTreeMap<usize, Tensor>,
+    /// Captured hook points: shape `(1, hidden)` for last-token captures, `(t, hidden)`
+    /// for all-position captures (f32).
+    pub captures: BTreeMap<HookName, Tensor>,
 }
 
 /// One row of a batched forward pass: its new tokens and its own hooks.
@@ -377,6 +382,12 @@ pub struct Decoder {
     rotary_local: Option<RotaryTables>,
     dtype: DType,
     device: Device,
+}
+
+impl AsRef<Decoder> for Decoder {
+    fn as_ref(&self) -> &Decoder {
+        self
+    }
 }
 
 impl Decoder {
@@ -506,7 +517,7 @@ impl Decoder {
         let hooks: Vec<&Hooks> = rows.iter().map(|r| r.hooks).collect();
         let mut captures = vec![BTreeMap::new(); rows.len()];
         self.run(&mut state, &offsets, &hooks, last_layer + 1, cache.as_deref_mut(), &mut captures)?;
-        if let Some(kv) = cache.as_deref_mut() {
+        if let Some(kv) = cache {
             kv.advance(&state.lens, last_layer + 1);
         }
         self.outputs(&state, captures, logits)
@@ -522,7 +533,7 @@ impl Decoder {
 
     /// Run blocks `state.next_layer()..until` with each row's hooks (`hooks[i]` for row
     /// `i`) and return the captures per row.
-    pub fn run_layers(&self, state: &mut BatchState, hooks: &[&Hooks], until: usize) -> Result<Vec<BTreeMap<usize, Tensor>>> {
+    pub fn run_layers(&self, state: &mut BatchState, hooks: &[&Hooks], until: usize) -> Result<Vec<BTreeMap<HookName, Tensor>>> {
         if hooks.len() != state.rows() {
             return Err(ModelError::InvalidInput(format!("{} hooks for {} rows", hooks.len(), state.rows())));
         }
@@ -566,6 +577,12 @@ impl Decoder {
             }
             if !iv.scale.is_finite() {
                 return Err(ModelError::InvalidInput(format!("steering scale for layer {} is {} (not finite)", iv.layer, iv.scale)));
+            }
+            if iv.kind != InterventionKind::Add {
+                let norm = iv.vector.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+                if !(norm.is_finite() && norm > 0.0) {
+                    return Err(ModelError::InvalidInput(format!("{} at {} needs a direction: the vector's norm is {norm}", iv.kind, iv.name())));
+                }
             }
         }
         Ok(())
@@ -622,7 +639,7 @@ impl Decoder {
         hooks: &[&Hooks],
         until: usize,
         mut cache: Option<&mut KvCache>,
-        captures: &mut [BTreeMap<usize, Tensor>],
+        captures: &mut [BTreeMap<HookName, Tensor>],
     ) -> Result<()> {
         if state.next_layer >= until {
             return Ok(());
@@ -643,39 +660,69 @@ impl Decoder {
                 (LayerAttention::Sliding { .. }, Some(local)) => local,
                 _ => &rope_global,
             };
-            state.x = block.forward(&state.x, rope, layer, mask, cache.as_deref_mut())?;
+            let at = |point| HookName::new(layer, point);
+            let x = self.hook(state.x.clone(), &state.lens, offsets, hooks, at(HookPoint::ResidPre), captures)?;
+            let attn = block.attention_branch(&x, rope, layer, mask, cache.as_deref_mut())?;
+            let attn = self.hook(attn, &state.lens, offsets, hooks, at(HookPoint::AttnOut), captures)?;
+            let x = (x + attn)?;
+            let mlp = self.hook(block.mlp_branch(&x)?, &state.lens, offsets, hooks, at(HookPoint::MlpOut), captures)?;
+            state.x = self.hook((x + mlp)?, &state.lens, offsets, hooks, at(HookPoint::ResidPost), captures)?;
             state.next_layer = layer + 1;
-            self.intervene(state, offsets, hooks, layer)?;
-            for (i, h) in hooks.iter().enumerate() {
-                for cap in h.captures.iter().filter(|cap| cap.layer == layer) {
-                    let n = state.lens[i];
-                    let row = state.x.get(i)?;
-                    let s = match cap.positions {
-                        CapturePositions::Last => row.narrow(0, n - 1, 1)?,
-                        CapturePositions::All => row.narrow(0, 0, n)?,
-                    };
-                    captures[i].insert(layer, s.to_dtype(DType::F32)?);
-                }
-            }
         }
         debug_assert_eq!(rows, hooks.len());
         Ok(())
     }
 
-    /// Add each row's interventions at `layer` (a `(rows, t, hidden)` delta; rows
+    /// Apply each row's interventions at hook point `name` to `x` (`(rows, t, hidden)`),
+    /// then record its captures; `x` unchanged when nothing hooks `name`.
+    fn hook(
+        &self,
+        mut x: Tensor,
+        lens: &[usize],
+        offsets: &[usize],
+        hooks: &[&Hooks],
+        name: HookName,
+        captures: &mut [BTreeMap<HookName, Tensor>],
+    ) -> Result<Tensor> {
+        if !hooks.iter().any(|h| h.touches(name)) {
+            return Ok(x);
+        }
+        x = self.add_vectors(x, lens, offsets, hooks, name)?;
+        x = self.project(x, lens, offsets, hooks, name)?;
+        for (i, h) in hooks.iter().enumerate() {
+            for cap in h.captures.iter().filter(|cap| cap.name() == name) {
+                let n = lens[i];
+                let row = x.get(i)?;
+                let s = match cap.positions {
+                    CapturePositions::Last => row.narrow(0, n - 1, 1)?,
+                    CapturePositions::All => row.narrow(0, 0, n)?,
+                };
+                captures[i].insert(name, s.to_dtype(DType::F32)?);
+            }
+        }
+        Ok(x)
+    }
+
+    /// Each row's mask over the `t` positions of the pass for `positions` (1 where the
+    /// intervention applies), or None when it touches no position of the row.
+    fn position_mask(&self, positions: crate::hooks::Positions, offset: usize, n: usize, prompt_len: usize, t: usize) -> Result<Option<Tensor>> {
+        let mask: Vec<f32> = (0..t).map(|j| if j < n && positions.contains(offset + j, prompt_len) { 1.0 } else { 0.0 }).collect();
+        if mask.iter().all(|&m| m == 0.0) {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::from_vec(mask, (t, 1), &self.device)?.to_dtype(self.dtype)?))
+    }
+
+    /// Add each row's `add` interventions at `name` (a `(rows, t, hidden)` delta; rows
     /// without any get zeros).
-    fn intervene(&self, state: &mut BatchState, offsets: &[usize], hooks: &[&Hooks], layer: usize) -> Result<()> {
-        let (rows, t, hidden) = state.x.dims3()?;
+    fn add_vectors(&self, x: Tensor, lens: &[usize], offsets: &[usize], hooks: &[&Hooks], name: HookName) -> Result<Tensor> {
+        let (rows, t, hidden) = x.dims3()?;
         let mut deltas: Vec<Option<Tensor>> = vec![None; rows];
         for (i, h) in hooks.iter().enumerate() {
-            let (offset, n) = (offsets[i], state.lens[i]);
+            let (offset, n) = (offsets[i], lens[i]);
             let prompt_len = h.prompt_len.unwrap_or(offset + n);
-            for iv in h.interventions.iter().filter(|iv| iv.layer == layer) {
-                let mask: Vec<f32> = (0..t).map(|j| if j < n && iv.positions.contains(offset + j, prompt_len) { 1.0 } else { 0.0 }).collect();
-                if mask.iter().all(|&m| m == 0.0) {
-                    continue;
-                }
-                let mask = Tensor::from_vec(mask, (t, 1), &self.device)?.to_dtype(self.dtype)?;
+            for iv in h.interventions.iter().filter(|iv| iv.name() == name && iv.kind == InterventionKind::Add) {
+                let Some(mask) = self.position_mask(iv.positions, offset, n, prompt_len, t)? else { continue };
                 let d = mask.broadcast_mul(&(iv.vector.to_dtype(self.dtype)? * iv.scale)?.reshape((1, hidden))?)?;
                 deltas[i] = Some(match deltas[i].take() {
                     Some(prev) => (prev + d)?,
@@ -684,16 +731,46 @@ impl Decoder {
             }
         }
         if deltas.iter().all(|d| d.is_none()) {
-            return Ok(());
+            return Ok(x);
         }
         if rows == 1 {
-            state.x = state.x.broadcast_add(&deltas[0].take().expect("checked above").unsqueeze(0)?)?;
-            return Ok(());
+            return Ok(x.broadcast_add(&deltas[0].take().expect("checked above").unsqueeze(0)?)?);
         }
         let zeros = Tensor::zeros((t, hidden), self.dtype, &self.device)?;
         let parts: Vec<Tensor> = deltas.into_iter().map(|d| d.unwrap_or_else(|| zeros.clone())).collect();
-        state.x = (&state.x + Tensor::stack(&parts, 0)?)?;
-        Ok(())
+        Ok((&x + Tensor::stack(&parts, 0)?)?)
+    }
+
+    /// Apply each row's `ablate` and `cap` interventions at `name`, in order: with
+    /// `u = v / |v|` and `p = h . u` at each touched position, ablate removes `p u`, cap
+    /// removes `max(0, p - scale) u`.
+    fn project(&self, x: Tensor, lens: &[usize], offsets: &[usize], hooks: &[&Hooks], name: HookName) -> Result<Tensor> {
+        let is_projection = |iv: &&crate::hooks::Intervention| iv.name() == name && iv.kind != InterventionKind::Add;
+        if !hooks.iter().any(|h| h.interventions.iter().any(|iv| is_projection(&iv))) {
+            return Ok(x);
+        }
+        let (rows, t, hidden) = x.dims3()?;
+        let mut out = Vec::with_capacity(rows);
+        for (i, h) in hooks.iter().enumerate() {
+            let (offset, n) = (offsets[i], lens[i]);
+            let prompt_len = h.prompt_len.unwrap_or(offset + n);
+            let mut row = x.get(i)?;
+            for iv in h.interventions.iter().filter(is_projection) {
+                let Some(mask) = self.position_mask(iv.positions, offset, n, prompt_len, t)? else { continue };
+                let v = iv.vector.to_dtype(DType::F32)?;
+                let norm = v.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+                let u = (v / norm as f64)?.to_dtype(self.dtype)?.reshape((hidden, 1))?;
+                let projection = row.matmul(&u)?; // (t, 1)
+                let removed = match iv.kind {
+                    InterventionKind::Ablate => projection,
+                    InterventionKind::Cap => (projection - iv.scale)?.relu()?,
+                    InterventionKind::Add => unreachable!("filtered above"),
+                };
+                row = (row - (removed * mask)?.matmul(&u.t()?)?)?;
+            }
+            out.push(row);
+        }
+        Ok(Tensor::stack(&out, 0)?)
     }
 
     /// `(rows, hidden)`: the state at each row's last real token.
@@ -717,7 +794,7 @@ impl Decoder {
         Ok(out.to_dtype(DType::F32)?)
     }
 
-    fn outputs(&self, state: &BatchState, captures: Vec<BTreeMap<usize, Tensor>>, logits: Logits) -> Result<Vec<ForwardOutput>> {
+    fn outputs(&self, state: &BatchState, captures: Vec<BTreeMap<HookName, Tensor>>, logits: Logits) -> Result<Vec<ForwardOutput>> {
         let per_row: Vec<Option<Tensor>> = match logits {
             Logits::None => vec![None; state.rows()],
             Logits::Last => {

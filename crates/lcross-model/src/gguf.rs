@@ -41,7 +41,7 @@ impl GgufFile {
                     elems.checked_mul(d as u64).filter(|&e| e <= 1 << 40).ok_or_else(|| ModelError::tensor(path, name, format!("absurd shape {dims:?}")))?;
             }
             let block = info.ggml_dtype.block_size() as u64;
-            if elems % block != 0 {
+            if !elems.is_multiple_of(block) {
                 return Err(ModelError::tensor(path, name, format!("{elems} elements is not a multiple of the {:?} block size {block}", info.ggml_dtype)));
             }
             let bytes = elems / block * info.ggml_dtype.type_size() as u64;

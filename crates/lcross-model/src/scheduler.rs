@@ -5,11 +5,10 @@
 use std::collections::VecDeque;
 
 use crate::cache::KvCache;
-use crate::decoder::{BatchRow, Logits};
+use crate::decoder::{BatchRow, Decoder, Logits};
 use crate::error::{ModelError, Result};
 use crate::generate::{GenerateOptions, Sampler};
 use crate::hooks::Hooks;
-use crate::model::Model;
 
 /// One sequence to generate.
 #[derive(Debug, Clone)]
@@ -79,7 +78,7 @@ struct PendingRow {
 /// was already running (one batched pass). Rows leave when they stop; their KV slots
 /// are reused.
 pub struct BatchGenerator<'m> {
-    model: &'m Model,
+    model: &'m Decoder,
     max_rows: usize,
     cache: KvCache,
     active: Vec<ActiveRow>,
@@ -88,8 +87,10 @@ pub struct BatchGenerator<'m> {
 }
 
 impl<'m> BatchGenerator<'m> {
-    /// A generator that keeps at most `max_rows` rows in flight.
-    pub fn new(model: &'m Model, max_rows: usize) -> Self {
+    /// A generator over `model` (a [`crate::Model`] or its [`Decoder`]) that keeps at
+    /// most `max_rows` rows in flight.
+    pub fn new<M: AsRef<Decoder> + ?Sized>(model: &'m M, max_rows: usize) -> Self {
+        let model = model.as_ref();
         let layers = model.config().num_layers;
         Self { model, max_rows: max_rows.max(1), cache: KvCache::with_rows(layers, 0), active: Vec::new(), pending: VecDeque::new(), next_id: 0 }
     }
@@ -112,8 +113,8 @@ impl<'m> BatchGenerator<'m> {
             return Err(ModelError::InvalidInput(format!("token id {bad} is outside the vocabulary (size {vocab})")));
         }
         // A bad row is refused here, before it could fail a whole batched step.
-        self.model.decoder().check_hooks(&request.hooks)?;
-        let max = self.model.decoder().max_sequence();
+        self.model.check_hooks(&request.hooks)?;
+        let max = self.model.max_sequence();
         if request.prompt.len() + request.options.max_tokens > max {
             return Err(ModelError::InvalidInput(format!(
                 "prompt of {} tokens plus {} new tokens is longer than the model's context of {max}",
@@ -184,7 +185,7 @@ impl<'m> BatchGenerator<'m> {
         if !self.active.is_empty() {
             let inputs: Vec<[u32; 1]> = self.active.iter().map(|r| [r.last]).collect();
             let rows: Vec<BatchRow<'_>> = self.active.iter().zip(&inputs).map(|(r, t)| BatchRow { tokens: t, hooks: &r.hooks }).collect();
-            let outs = self.model.decoder().forward_batch(&rows, Some(&mut self.cache), Logits::Last)?;
+            let outs = self.model.forward_batch(&rows, Some(&mut self.cache), Logits::Last)?;
             let logits: Vec<Vec<f32>> = outs.into_iter().map(|o| o.logits.expect("asked for logits").to_vec1()).collect::<candle_core::Result<_>>()?;
             let mut finished = Vec::new();
             for (i, l) in logits.iter().enumerate() {
@@ -234,7 +235,7 @@ impl<'m> BatchGenerator<'m> {
                 .iter()
                 .map(|&i| BatchRow { tokens: &joining[i].request.prompt, hooks: &rows[i].as_ref().expect("each row is in one group").hooks })
                 .collect();
-            let outs = self.model.decoder().forward_batch(&batch, Some(&mut fresh), Logits::Last)?;
+            let outs = self.model.forward_batch(&batch, Some(&mut fresh), Logits::Last)?;
             let logits: Vec<Vec<f32>> = outs.into_iter().map(|o| o.logits.expect("asked for logits").to_vec1()).collect::<candle_core::Result<_>>()?;
             // Row r of the cache is row r of `active`: the group joins both, and rows
             // that finish on their first token leave both only after the whole group
@@ -329,7 +330,7 @@ pub fn token_logprob(logits: &[f32], token: u32, top: usize) -> TokenLogprob {
 /// called for request `i` as its tokens arrive. Returns each request's new tokens (a
 /// stop token included), in request order.
 pub fn generate_batch(
-    model: &Model,
+    model: &Decoder,
     requests: &[GenerationRequest],
     max_rows: usize,
     mut on_token: impl FnMut(usize, u32) -> Result<()>,

@@ -214,6 +214,7 @@ mod avx2 {
         }
         for i in 0..kc {
             let coef: [__m256; R] = std::array::from_fn(|r| unsafe { _mm256_broadcast_ss(&*w.add(r * ldw + i)) });
+            #[allow(clippy::needless_range_loop)] // j indexes the input columns and the accumulators in step
             for j in 0..B {
                 let xv = unsafe { _mm256_loadu_ps(x.add(i * ld + 8 * j)) };
                 for r in 0..R {
@@ -287,6 +288,7 @@ mod avx512 {
         }
         for i in 0..kc {
             let coef: [__m512; R] = std::array::from_fn(|r| unsafe { _mm512_set1_ps(*w.add(r * ldw + i)) });
+            #[allow(clippy::needless_range_loop)] // j indexes the input columns and the accumulators in step
             for j in 0..B {
                 let xv = unsafe { _mm512_loadu_ps(x.add(i * ld + 16 * j)) };
                 for r in 0..R {

@@ -94,7 +94,7 @@ impl Gguf {
         out.extend(self.n_kv.to_le_bytes());
         out.extend(self.kvs);
         out.extend(self.tensors);
-        while out.len() % 32 != 0 {
+        while !out.len().is_multiple_of(32) {
             out.push(0);
         }
         out.extend(self.data);

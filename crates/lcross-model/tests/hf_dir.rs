@@ -23,7 +23,7 @@ fn check(name: &str) {
     let max_diff = logits.iter().zip(&want_logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     let scale = want_logits.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
     assert!(max_diff <= 1e-4 * scale.max(1.0), "{name}: logits differ by {max_diff} (scale {scale})");
-    let hidden: Vec<f32> = out.captures[&layer].flatten_all().unwrap().to_vec1().unwrap();
+    let hidden: Vec<f32> = out.captures[&lcross_model::HookName::resid_post(layer)].flatten_all().unwrap().to_vec1().unwrap();
     let want_hidden: Vec<f32> = reference["hidden_last"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     let cos = cosine(&hidden, &want_hidden);
     assert!(cos > 0.99999, "{name}: hidden cosine {cos}");

@@ -58,7 +58,7 @@ fn check_forward(model: &Model, fx: &Value) {
         assert_eq!(prompt.ids, ids(&case["ids"]), "{}: prompt ids", model.id());
         let layer = case["layer"].as_u64().unwrap() as usize;
         let out = model.forward(&prompt.ids, None, &Hooks::capture_last(&[layer]), Logits::Last).unwrap();
-        let hidden: Vec<f32> = out.captures[&layer].flatten_all().unwrap().to_vec1().unwrap();
+        let hidden: Vec<f32> = out.captures[&lcross_model::HookName::resid_post(layer)].flatten_all().unwrap().to_vec1().unwrap();
         let want: Vec<f32> = case["hidden"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
         let cos = cosine(&hidden, &want);
         let rel = rel_l2(&hidden, &want);
@@ -95,7 +95,7 @@ fn check_forward_batched(model: &Model, fx: &Value) {
     assert!(prompts.iter().any(|p| p.len() != prompts[0].len()), "the batch must mix lengths");
     let outs = model.forward_batch(&rows, None, Logits::Last).unwrap();
     for ((case, out), &layer) in cases.iter().zip(&outs).zip(&layers) {
-        let hidden: Vec<f32> = out.captures[&layer].flatten_all().unwrap().to_vec1().unwrap();
+        let hidden: Vec<f32> = out.captures[&lcross_model::HookName::resid_post(layer)].flatten_all().unwrap().to_vec1().unwrap();
         let want: Vec<f32> = case["hidden"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
         let rel = rel_l2(&hidden, &want);
         assert!(rel <= 1e-4, "{}: batched hidden state relative L2 error {rel:.2e} for {:?}", model.id(), case["prompt"]);
@@ -166,7 +166,7 @@ fn quantized_error(id: &str) -> (f64, usize, usize) {
     for case in cases {
         let layer = case["layer"].as_u64().unwrap() as usize;
         let out = model.forward(&ids(&case["ids"]), None, &Hooks::capture_last(&[layer]), Logits::Last).unwrap();
-        let hidden: Vec<f32> = out.captures[&layer].flatten_all().unwrap().to_vec1().unwrap();
+        let hidden: Vec<f32> = out.captures[&lcross_model::HookName::resid_post(layer)].flatten_all().unwrap().to_vec1().unwrap();
         let want: Vec<f32> = case["hidden"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
         worst = worst.min(cosine(&hidden, &want));
         let logits: Vec<f32> = out.logits.unwrap().to_vec1().unwrap();

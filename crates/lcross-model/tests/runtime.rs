@@ -64,10 +64,10 @@ fn intervention_only_touches_its_positions() {
     let v = steering_vector(&model, 2);
     let k = 5;
     let cap = Hooks::none().with_capture(12, CapturePositions::All);
-    let base: Vec<Vec<f32>> = model.forward(&ids, None, &cap, Logits::None).unwrap().captures[&12].to_vec2().unwrap();
+    let base: Vec<Vec<f32>> = model.forward(&ids, None, &cap, Logits::None).unwrap().captures[&lcross_model::HookName::resid_post(12)].to_vec2().unwrap();
     let mut hooks = cap.clone().with_intervention(12, v.clone(), 1.0, Positions::From(k));
     hooks.prompt_len = None;
-    let steered: Vec<Vec<f32>> = model.forward(&ids, None, &hooks, Logits::None).unwrap().captures[&12].to_vec2().unwrap();
+    let steered: Vec<Vec<f32>> = model.forward(&ids, None, &hooks, Logits::None).unwrap().captures[&lcross_model::HookName::resid_post(12)].to_vec2().unwrap();
     let vv: Vec<f32> = v.to_vec1().unwrap();
     for (p, (b, s)) in base.iter().zip(&steered).enumerate() {
         let expected: Vec<f32> = if p >= k { b.iter().zip(&vv).map(|(x, y)| x + y).collect() } else { b.clone() };
@@ -84,8 +84,8 @@ fn early_exit_gives_the_same_states_as_a_full_pass() {
     let full = model.forward(&ids, None, &hooks, Logits::Last).unwrap();
     assert!(early.logits.is_none());
     for l in [3, 7] {
-        let a: Vec<f32> = early.captures[&l].flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = full.captures[&l].flatten_all().unwrap().to_vec1().unwrap();
+        let a: Vec<f32> = early.captures[&lcross_model::HookName::resid_post(l)].flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = full.captures[&lcross_model::HookName::resid_post(l)].flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(a, b, "layer {l}");
     }
     // A cache filled by an early-exit pass cannot serve a deeper one.

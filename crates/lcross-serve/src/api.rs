@@ -123,6 +123,10 @@ pub struct SteeringSpec {
     pub vector: String,
     pub beta: BetaSpec,
     pub positions: Option<String>,
+    /// Hook point: `resid_pre`, `attn_out`, `mlp_out` or `resid_post` (default).
+    pub hook: Option<String>,
+    /// `add` (default), `ablate` or `cap`.
+    pub intervention: Option<String>,
 }
 
 /// A number or `"auto"`.
@@ -187,6 +191,8 @@ pub struct AppliedSteering {
     pub vector: String,
     pub beta: f64,
     pub positions: String,
+    pub hook: String,
+    pub intervention: String,
 }
 
 /// The `lcross` extension object of a response.

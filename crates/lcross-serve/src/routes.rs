@@ -23,7 +23,7 @@ use crate::api::{
 };
 use crate::engine::{EngineEvent, Ticket};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{now, AppState};
 use crate::transcript::Transcript;
 
 /// Most stop strings per request (OpenAI's limit).
@@ -546,9 +546,4 @@ impl StreamState {
         tracing::warn!(id = self.id, error = %why, "stream failed");
         vec![Event::default().data(ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, why).body().to_string()), Event::default().data("[DONE]")]
     }
-}
-
-/// Seconds since the Unix epoch.
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

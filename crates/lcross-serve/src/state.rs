@@ -46,7 +46,7 @@ impl AppState {
     /// State around a loaded model, its vectors and a started engine.
     pub fn new(model: Arc<Model>, model_name: String, vectors: VectorRegistry, engine: Engine, limits: Limits) -> Self {
         let fingerprint = format!("lcross-{}-{}", lcross_core::VERSION, lcross_model::RUNTIME_REVISION);
-        Self { model, model_name, vectors, engine, limits, fingerprint, started: crate::routes::now(), counter: AtomicU64::new(0) }
+        Self { model, model_name, vectors, engine, limits, fingerprint, started: now(), counter: AtomicU64::new(0) }
     }
 
     /// A new response id.
@@ -65,4 +65,9 @@ impl AppState {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+}
+
+/// Seconds since the Unix epoch (OpenAI's `created`).
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lcross_core::steer::{default_positions, parse_hook, parse_intervention, parse_positions, Steering};
 use lcross_core::steering::SteeringVector;
-use lcross_eval::conditions::default_positions;
 use lcross_model::{Hooks, Model, Positions};
 use serde::Serialize;
 use serde_json::Value;
@@ -177,20 +177,30 @@ impl VectorRegistry {
                 }
                 BetaSpec::Named(n) => return Err(ApiError::field(&format!("{param}.beta"), format!("beta must be a number or \"auto\", got {n:?}"))),
             };
+            let field = |name: &str, e: lcross_core::CoreError| ApiError::field(&format!("{param}.{name}"), e.to_string());
             let positions = match &s.positions {
                 None => default_positions(sv),
-                Some(p) => Positions::parse(p).ok_or_else(|| {
-                    ApiError::field(
-                        &format!("{param}.positions"),
-                        format!("unknown positions `{p}` (all, prompt-last, generated, prompt-last+generated, from:N)"),
-                    )
-                })?,
+                Some(p) => parse_positions(p).map_err(|e| field("positions", e))?,
             };
-            for (&layer, values) in &sv.layers {
-                let t = model.vector_tensor(values).map_err(|e| ApiError::server(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-                hooks = hooks.with_intervention(layer, t, beta, positions);
-            }
-            applied.push(AppliedSteering { vector: s.vector.clone(), beta, positions: positions_name(positions) });
+            let point = s.hook.as_deref().map(parse_hook).transpose().map_err(|e| field("hook", e))?.unwrap_or(sv.metadata.hook);
+            let intervention = s.intervention.as_deref().map(parse_intervention).transpose().map_err(|e| field("intervention", e))?.unwrap_or_default();
+            let steering = Steering::add(sv, beta, positions).at(point).with_intervention(intervention);
+            // Checked here, before the request is queued: a bad beta or a projection
+            // without a direction is the request's fault (400), a tensor failure ours (500).
+            let these = steering.hooks(model).and_then(|h| model.decoder().check_hooks(&h).map(|_| h).map_err(Into::into)).map_err(|e| match e {
+                lcross_core::CoreError::Model(lcross_model::ModelError::Candle(e)) => {
+                    ApiError::server(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                }
+                e => ApiError::field(&param, e.to_string()),
+            })?;
+            hooks.interventions.extend(these.interventions);
+            applied.push(AppliedSteering {
+                vector: s.vector.clone(),
+                beta,
+                positions: positions_name(positions),
+                hook: point.to_string(),
+                intervention: intervention.to_string(),
+            });
         }
         Ok((hooks, applied))
     }
@@ -198,13 +208,7 @@ impl VectorRegistry {
 
 /// The name `Positions::parse` reads back.
 pub fn positions_name(p: Positions) -> String {
-    match p {
-        Positions::All => "all".into(),
-        Positions::PromptLast => "prompt-last".into(),
-        Positions::Generated => "generated".into(),
-        Positions::PromptLastAndGenerated => "prompt-last+generated".into(),
-        Positions::From(i) => format!("from:{i}"),
-    }
+    p.to_string()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use lcross_core::eval::{steering_hooks, Steering};
 use lcross_core::steering::SteeringVector;
-use lcross_model::{GenerateOptions, Hooks, Model, Positions, Sampling};
+use lcross_model::{GenerateOptions, HookPoint, Hooks, InterventionKind, Model, Positions, Sampling};
 use lcross_serve::{Limits, RunningServer, ServeOptions, VectorRegistry};
 use serde_json::{json, Value};
 
@@ -92,14 +92,23 @@ fn endpoints_answer_in_openai_shapes_and_match_the_runtime() {
     let (s, steered) = post(&c, &url, &chat(&name, "hello there", steer));
     assert_eq!(s, 200, "{steered}");
     let hooks = {
-        let a = steering_hooks(&model, Some(&Steering { vector: &push, beta: 3.0, positions: Positions::All })).unwrap();
-        let b = steering_hooks(&model, Some(&Steering { vector: &pull, beta: -2.5, positions: Positions::Generated })).unwrap();
+        let a = steering_hooks(&model, Some(&Steering::add(&push, 3.0, Positions::All))).unwrap();
+        let b = steering_hooks(&model, Some(&Steering::add(&pull, -2.5, Positions::Generated))).unwrap();
         Hooks { interventions: a.interventions.into_iter().chain(b.interventions).collect(), ..Hooks::none() }
     };
     let steered_text = steered["choices"][0]["message"]["content"].as_str().unwrap();
     assert_eq!(steered_text, direct(&model, "hello there", 12, &hooks));
     assert_ne!(steered_text, plain_text, "steering must change the tiny model's answer");
-    assert_eq!(steered["lcross"]["steering"][0], json!({"vector": "push", "beta": 3.0, "positions": "all"}));
+    assert_eq!(steered["lcross"]["steering"][0], json!({"vector": "push", "beta": 3.0, "positions": "all", "hook": "resid_post", "intervention": "add"}));
+
+    // Another hook point and intervention: the same as the runtime with the same hooks.
+    let ablate = json!({"steering": [{"vector": "push", "beta": 0, "hook": "attn_out", "intervention": "ablate"}]});
+    let (s, ablated) = post(&c, &url, &chat(&name, "hello there", ablate));
+    assert_eq!(s, 200, "{ablated}");
+    let hooks = Steering::add(&push, 0.0, Positions::All).at(HookPoint::AttnOut).with_intervention(InterventionKind::Ablate).hooks(&model).unwrap();
+    assert_eq!(ablated["choices"][0]["message"]["content"].as_str().unwrap(), direct(&model, "hello there", 12, &hooks));
+    assert_eq!(ablated["lcross"]["steering"][0]["hook"], "attn_out");
+    assert_eq!(ablated["lcross"]["steering"][0]["intervention"], "ablate");
 
     // Streaming gives the same text: role first, finish reason, usage, [DONE].
     let events = stream(&c, &url, &chat(&name, "hello there", json!({"stream": true, "stream_options": {"include_usage": true}})));
@@ -188,7 +197,10 @@ fn bad_requests_get_openai_errors_and_the_server_stays_up() {
         (chat(&name, "hi", json!({"steering": [{"vector": "nope", "beta": 1}]})).to_string(), 400, "unknown steering vector `nope`; registered: pull, push"),
         (chat(&name, "hi", json!({"steering": [{"vector": "pull", "beta": "auto"}]})).to_string(), 400, "no calibrated beta"),
         (chat(&name, "hi", json!({"steering": [{"vector": "push", "beta": "big"}]})).to_string(), 400, "number or \\\"auto\\\""),
-        (chat(&name, "hi", json!({"steering": [{"vector": "push", "beta": 1, "positions": "middle"}]})).to_string(), 400, "unknown positions"),
+        (chat(&name, "hi", json!({"steering": [{"vector": "push", "beta": 1, "positions": "middle"}]})).to_string(), 400, "positions `middle`"),
+        (chat(&name, "hi", json!({"steering": [{"vector": "push", "beta": 1, "hook": "resid_mid"}]})).to_string(), 400, "steering[0].hook"),
+        (chat(&name, "hi", json!({"steering": [{"vector": "push", "beta": 1, "intervention": "scale"}]})).to_string(), 400, "add, ablate or cap"),
+        (chat(&name, "hi", json!({"steering": [{"vector": "push", "beta": 1e39}]})).to_string(), 400, "beta"),
         (chat(&name, "hi", json!({"steering": [{"vector": "/etc/passwd", "beta": 1}]})).to_string(), 400, "unknown steering vector"),
         (chat(&name, "hi", json!({"steering": [{"vector": "push", "beta": 1, "path": "/x"}]})).to_string(), 400, "unknown field `path`"),
         (chat(&name, "hi", json!({"steering": {"vector": "push", "beta": 1}})).to_string(), 400, "invalid type"),

@@ -195,9 +195,7 @@ fn thirty_two_mixed_clients_are_all_answered_and_greedy_answers_match_the_runtim
         if let Outcome::Greedy { prompt, steering, text } = o {
             let hooks = match steering {
                 None => Hooks::none(),
-                Some((v, beta)) => {
-                    steering_hooks(&model, Some(&Steering { vector: if *v == "a" { &va } else { &vb }, beta: *beta, positions: Positions::All })).unwrap()
-                }
+                Some((v, beta)) => steering_hooks(&model, Some(&Steering::add(if *v == "a" { &va } else { &vb }, *beta, Positions::All))).unwrap(),
             };
             let expected = alone(&model, prompt, max_tokens, &hooks);
             assert_eq!(text, &expected, "{prompt} with {steering:?}");

@@ -158,8 +158,17 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores, {mem} RAM")
 }
 
-fn peer_script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/peer_transformers.py")
+/// The transformers peer (scripts/bench/peer_transformers.py, embedded in the binary so
+/// it runs outside the source tree).
+fn peer_script() -> Result<PathBuf> {
+    embedded_script("peer_transformers.py", include_str!("../../../../scripts/bench/peer_transformers.py"))
+}
+
+/// Write an embedded script to a file of this process in the temporary directory.
+fn embedded_script(name: &str, text: &str) -> Result<PathBuf> {
+    let path = std::env::temp_dir().join(format!("lcross-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// Time fitting T on synthetic data of the size, per estimator.
@@ -226,7 +235,7 @@ struct NumpyFit {
 
 /// Time numpy fitting maps of the same shapes with `python`.
 fn numpy_fit_peer(python: &std::path::Path, (n, ds, dt): (usize, usize, usize), repeat: usize) -> Result<NumpyFit> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/peer_numpy_fit.py");
+    let script = embedded_script("peer_numpy_fit.py", include_str!("../../../../scripts/bench/peer_numpy_fit.py"))?;
     let out = Command::new(python)
         .arg(&script)
         .args([n.to_string(), ds.to_string(), dt.to_string(), repeat.max(1).to_string()])
@@ -300,7 +309,7 @@ pub fn run(ctx: &Context, a: BenchArgs) -> Result<()> {
         if let Some(py) = &a.peer {
             bar.set_message(format!("{m} (transformers)"));
             let out = Command::new(py)
-                .arg(peer_script())
+                .arg(peer_script()?)
                 .args([m.as_str(), &a.prompt_tokens.to_string(), &a.decode_tokens.to_string(), &a.repeat.to_string()])
                 .output()
                 .with_context(|| format!("running {}", py.display()))?;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use lcross_core::eval::{evaluate_ab_cached, evaluate_ab_conditions, Steering};
-use lcross_core::steering::SteeringVector;
+use lcross_core::steering::{Calibration, SteeringVector};
 use lcross_core::store::Store;
-use lcross_eval::calibrate::{calibrate, CalibrateOptions, Direction, Part, SweepSetup};
+use lcross_eval::calibrate::{calibrate, CalibrateOptions, Direction, Evaluate, Part, SweepSetup};
 use lcross_eval::conditions::Condition;
 use lcross_eval::metrics::{self, Setup};
 use lcross_eval::report::EvalRow;
@@ -17,7 +17,7 @@ use lcross_eval::rubric;
 use lcross_model::Sampling;
 
 use crate::cmd::evaluate::{read_questions, JudgeArgs, RunArgs};
-use crate::cmd::vectors::{load_ab, parse_positions};
+use crate::cmd::vectors::load_ab;
 use crate::common::Context;
 use lcross_eval::metrics::judged::emotion_scenarios;
 
@@ -76,7 +76,8 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
     let model = ctx.load(&a.run.model)?;
     let sv = SteeringVector::load(&vector_path)?;
     sv.check_model(&model, a.run.force)?;
-    let positions = parse_positions(a.run.positions.as_deref(), &sv)?;
+    let steering = a.run.site.site()?.steer(&sv, 0.0);
+    let (positions, point, intervention) = (steering.positions, steering.point, steering.intervention);
     let betas: Vec<f64> = if a.run.betas.is_empty() {
         DEFAULT_SWEEP.to_vec()
     } else {
@@ -101,7 +102,7 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
 
     let judge = if a.metric == "ab" || a.metric == "fair" { None } else { Some(a.judge.build(ctx)?) };
     let format = a.judge.format();
-    let mut evaluate: Box<dyn FnMut(&[Condition], Part) -> lcross_eval::Result<Vec<EvalRow>>> = match a.metric.as_str() {
+    let mut evaluate: Box<Evaluate<'_>> = match a.metric.as_str() {
         "ab" => {
             let spec = a.dataset.clone().context("--metric ab needs --dataset (test_dataset_ab.json or builtin:NAME)")?;
             let (dev, test) = halves(&load_ab(&spec, a.run.limit)?)?;
@@ -110,8 +111,7 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
             let mut ab_store = if a.run.no_cache { None } else { Some(Store::open_default()?) };
             Box::new(move |conds: &[Condition], part: Part| {
                 let items = if part == Part::Dev { &dev } else { &test };
-                let steer: Vec<Option<Steering<'_>>> =
-                    conds.iter().map(|c| c.vector.as_ref().map(|v| Steering { vector: v, beta: c.beta, positions: c.positions })).collect();
+                let steer: Vec<Option<Steering<'_>>> = conds.iter().map(|c| c.vector.as_ref().map(|v| c.steering(v))).collect();
                 let res = match ab_store.as_mut() {
                     Some(store) => evaluate_ab_cached(model, items, &steer, store)?,
                     None => evaluate_ab_conditions(model, items, &steer)?,
@@ -161,17 +161,29 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
             })
         }
     };
-    let sweep = SweepSetup { model: &model, vector: (label, Arc::new(sv.clone())), positions, neutral: &neutral, opts: &opts, rows_in_flight };
+    let sweep =
+        SweepSetup { model: &model, vector: (label, Arc::new(sv.clone())), positions, point, intervention, neutral: &neutral, opts: &opts, rows_in_flight };
     let report = calibrate(&sweep, store.as_mut(), &a.metric, evaluate.as_mut())?;
     drop(evaluate);
     let out_path = a.output.clone().unwrap_or(vector_path.clone());
     if let Some(beta) = report.beta {
         let mut calibrated = sv.clone();
-        let mut record = serde_json::to_value(&report)?;
-        record["model"] = model.id().into();
-        record["positions"] = format!("{positions:?}").into();
-        record["beta"] = beta.into();
-        calibrated.metadata.calibration = Some(record);
+        let mut rest = match serde_json::to_value(&report)? {
+            serde_json::Value::Object(m) => m,
+            _ => Default::default(),
+        };
+        rest.remove("beta");
+        rest.remove("metric");
+        let not_default = point != lcross_model::HookPoint::ResidPost || intervention != lcross_model::InterventionKind::Add;
+        calibrated.metadata.calibration = Some(Calibration {
+            beta,
+            metric: report.metric.clone(),
+            model: model.id().into(),
+            positions: format!("{positions:?}"),
+            hook: not_default.then_some(point),
+            intervention: not_default.then_some(intervention),
+            report: rest,
+        });
         calibrated.save(&out_path)?;
     }
     ctx.print(&report, || {

@@ -89,6 +89,7 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
         custom: Default::default(),
         model: model.into(),
         dataset: "builtin:optimism".into(),
+        hook: "resid_post".into(),
         layers: layer.to_string(),
         method: "mean-diff".into(),
         limit,
@@ -114,6 +115,7 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
         norm(&sv_t.layers[&lt])
     ));
     let align = AlignArgs {
+        hook: "resid_post".into(),
         source: a.source.clone(),
         source_layer: ls,
         target: a.target.clone(),
@@ -166,7 +168,7 @@ pub fn run(ctx: &Context, a: DemoArgs) -> Result<()> {
         );
     }
     drop(src);
-    let steer = |v| Steering { vector: v, beta: a.beta, positions: Positions::All };
+    let steer = |v| Steering::add(v, a.beta, Positions::All);
     let none = evaluate_ab(&tgt, &items, None)?.mean_prob_matching;
     let own = evaluate_ab(&tgt, &items, Some(&steer(&sv_t)))?.mean_prob_matching;
     let lc = evaluate_ab(&tgt, &items, Some(&steer(&moved)))?.mean_prob_matching;

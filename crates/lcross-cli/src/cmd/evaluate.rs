@@ -22,8 +22,8 @@ use lcross_eval::rubric;
 use lcross_model::{Model, Sampling, DEFAULT_MODEL};
 use serde::Serialize;
 
-use crate::cmd::vectors::{load_ab, parse_positions};
-use crate::common::Context;
+use crate::cmd::vectors::load_ab;
+use crate::common::{Context, SiteArgs};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -52,9 +52,8 @@ pub struct RunArgs {
     /// beta (`lcross calibrate`). Default: 0,1 with a vector.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
     pub betas: Vec<String>,
-    /// Where vectors are added (default: all for mean-diff, prompt-last+generated for pca).
-    #[arg(long)]
-    pub positions: Option<String>,
+    #[command(flatten)]
+    pub site: SiteArgs,
     /// Use a vector made for another model of the same size.
     #[arg(long)]
     pub force: bool,
@@ -82,7 +81,7 @@ pub struct RunArgs {
     /// Do not read or write the result store (answers, judgements).
     #[arg(long)]
     pub no_cache: bool,
-    /// Data directory (default ../shared/data or $LCROSS_DATA).
+    /// Data directory (default $LCROSS_DATA, else ~/.cache/lcross/data; `lcross data fetch` fills it).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Write summary.json, summary.md and items.jsonl (every answer and score) here.
@@ -172,11 +171,7 @@ impl RunArgs {
         } else {
             parse_betas(&self.betas)?
         };
-        let positions = match (&self.positions, vectors.first()) {
-            (Some(_), Some((_, v))) => Some(parse_positions(self.positions.as_deref(), v)?),
-            _ => None,
-        };
-        let conditions = build_conditions_auto(&vectors, &betas, positions)?;
+        let conditions = build_conditions_auto(&vectors, &betas, self.site.site()?)?;
         let sampling = match self.temperature.or(default_temperature) {
             None => Sampling::Greedy,
             Some(t) => Sampling::Sample { temperature: t, top_p: self.top_p, seed: self.seed },
@@ -184,7 +179,7 @@ impl RunArgs {
         let rows_in_flight = match self.batch_size {
             Some(0) => bail!("--batch-size must be at least 1"),
             Some(n) => n,
-            None => crate::cmd::run::default_batch_size(model, rows_hint + self.max_tokens),
+            None => model.rows_that_fit(rows_hint + self.max_tokens),
         };
         let store = if self.no_cache { None } else { Some(Store::open_default()?) };
         let neutral_prompts = if self.no_side_effects { None } else { Some(lcross_eval::side_effects::neutral_prompts(&self.data_dir())?) };
@@ -410,9 +405,8 @@ pub struct EvalAbArgs {
     /// Several multipliers: a sweep table (and plot with --out), e.g. -2,-1,0,1,2.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
     betas: Vec<String>,
-    /// Where the vector is added (default: all for mean-diff, prompt-last+generated for pca).
-    #[arg(long)]
-    positions: Option<String>,
+    #[command(flatten)]
+    site: SiteArgs,
     /// Use the first N questions.
     #[arg(long)]
     limit: Option<usize>,
@@ -458,14 +452,14 @@ pub fn ab(ctx: &Context, a: EvalAbArgs) -> Result<()> {
     } else {
         vec!["0".into()]
     };
-    let betas: Vec<f64> = parse_betas(&given)?.iter().map(|b| b.resolve(sv.as_ref())).collect::<lcross_eval::Result<_>>()?;
+    let betas: Vec<f64> = parse_betas(&given)?.iter().map(|b| b.resolve(sv.as_ref())).collect::<lcross_core::Result<_>>()?;
     if sv.is_none() && betas.iter().any(|b| *b != 0.0) {
         bail!("--beta/--betas other than 0 need --vector");
     }
     let conditions: Vec<Option<Steering>> = match &sv {
         Some(v) => {
-            let positions = parse_positions(a.positions.as_deref(), v)?;
-            betas.iter().map(|&beta| Some(Steering { vector: v, beta, positions })).collect()
+            let site = a.site.site()?;
+            betas.iter().map(|&beta| Some(site.steer(v, beta))).collect()
         }
         None => vec![None],
     };

@@ -69,7 +69,7 @@ pub struct GridArgs {
     /// Average A- and B-matching pairs separately.
     #[arg(long)]
     balance_letters: bool,
-    /// Data directory (default ../shared/data).
+    /// Data directory (default $LCROSS_DATA, else ~/.cache/lcross/data; `lcross data fetch` fills it).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Output directory.
@@ -234,7 +234,8 @@ fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
             "lcross experiment cross --pairs {pair} (flags: behaviours {:?}, betas {:?}, limit {}, test-limit {}, held-out pairs {}, pooled {})",
             a.behaviours, a.betas, a.grid.limit, a.grid.test_limit, a.heldout_pairs, !a.no_pooled
         );
-        let request = RunRequest { experiment: ExperimentSource::Built(file, how), profile: None, shard: None, out: Some(out), numerics: ctx.numerics() };
+        let request =
+            RunRequest { experiment: ExperimentSource::Built(Box::new(file), how), profile: None, shard: None, out: Some(out), numerics: ctx.numerics() };
         let load = |id: &str| ctx.load(id).map_err(|e| format!("{e:#}"));
         let s = runner::run(request, &load)?;
         reports.push_str(&s.report);

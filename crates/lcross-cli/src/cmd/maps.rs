@@ -19,9 +19,12 @@ pub struct AlignArgs {
     /// Source model.
     #[arg(long)]
     pub source: String,
-    /// Source layer (resid_post, 0-based).
+    /// Source layer (0-based).
     #[arg(long)]
     pub source_layer: usize,
+    /// Hook point of the states on both sides: resid_post (default), resid_pre, attn_out, mlp_out.
+    #[arg(long, default_value = "resid_post")]
+    pub hook: String,
     /// Target model.
     #[arg(long)]
     pub target: String,
@@ -64,7 +67,8 @@ pub fn align_models(src: &Model, tgt: &Model, a: &AlignArgs) -> Result<LinearMap
     let est = Estimator::parse(&a.estimator).with_context(|| format!("unknown estimator `{}`", a.estimator))?;
     let data_dir = a.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
     let corpus = Corpus::load(&a.corpus, &data_dir, a.skip, a.limit)?;
-    let mut map = pipeline::align(src, tgt, (a.source_layer, a.target_layer), &corpus, est, !a.no_cache)?;
+    let point = lcross_core::steer::parse_hook(&a.hook)?;
+    let mut map = pipeline::align_at(src, tgt, (a.source_layer, a.target_layer), (point, point), &corpus, est, !a.no_cache)?;
     let metadata = &mut map.metadata;
     if let (Some(v), Some(n)) = (&a.vector, &a.native) {
         let sv = SteeringVector::load(v)?;

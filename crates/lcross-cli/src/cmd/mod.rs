@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod bench_serve;
 pub mod calibrate;
+pub mod data;
 pub mod demo;
 pub mod evaluate;
 pub mod experiment;

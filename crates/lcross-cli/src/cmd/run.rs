@@ -2,12 +2,13 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use lcross_model::{GenerateOptions, Hooks, Logits, Model, Sampling, TextStream, DEFAULT_MODEL};
+use lcross_model::{GenerateOptions, HookName, HookPoint, Hooks, Logits, Model, ModelText, Sampling, TextStream, DEFAULT_MODEL};
 use serde::Serialize;
 
 use crate::common::{parse_ids, Context};
+use lcross_eval::answers::{GenerationSettings, RowSpec};
 
 /// Where the prompt comes from.
 #[derive(Args, Clone)]
@@ -49,9 +50,13 @@ struct TokenizeOut {
 }
 
 pub fn tokenize(ctx: &Context, a: TokenizeArgs) -> Result<()> {
-    let model = ctx.load(&a.prompt.model)?;
-    let p = a.prompt.build(&model, &a.text)?;
-    let tokens = p.ids.iter().map(|&i| model.tokenizer().id_to_token(i).unwrap_or_default()).collect();
+    // The tokenizer and chat template only: no weight is read.
+    let text = ModelText::load(&a.prompt.model).with_context(|| format!("cannot load the tokenizer of `{}`", a.prompt.model))?;
+    if a.text.is_empty() {
+        bail!("empty prompt: give some text");
+    }
+    let p = text.prompt(&a.text, a.prompt.chat, a.prompt.system.as_deref())?;
+    let tokens = p.ids.iter().map(|&i| text.tokenizer().id_to_token(i).unwrap_or_default()).collect();
     let out = TokenizeOut { ids: p.ids, text: p.text, tokens };
     ctx.print(&out, || {
         println!("{} tokens", out.ids.len());
@@ -65,9 +70,20 @@ pub fn tokenize(ctx: &Context, a: TokenizeArgs) -> Result<()> {
 pub struct HiddenArgs {
     #[command(flatten)]
     prompt: PromptArgs,
-    /// Decoder block whose output (resid_post, 0-based) is read.
+    /// Decoder block (0-based) whose hook point (--hook, default resid_post) is read.
     #[arg(long, short)]
     layer: usize,
+    /// Steer while reading: a steering vector file (its layers are steered at --hook).
+    #[arg(long)]
+    vector: Option<std::path::PathBuf>,
+    /// Multiplier of --vector, or `auto` (its calibrated beta).
+    #[arg(long, allow_hyphen_values = true, default_value = "1", requires = "vector")]
+    beta: String,
+    /// Use a vector made for another model of the same size.
+    #[arg(long, requires = "vector")]
+    force: bool,
+    #[command(flatten)]
+    site: crate::common::SiteArgs,
     /// Token ids to run exactly as given (instead of TEXT), e.g. 1,2,3.
     #[arg(long, conflicts_with = "text")]
     ids: Option<String>,
@@ -79,9 +95,16 @@ pub struct HiddenArgs {
 #[derive(Serialize)]
 struct HiddenOut {
     layer: usize,
+    /// The hook point read (omitted for resid_post, the default).
+    #[serde(skip_serializing_if = "is_resid_post")]
+    hook: HookPoint,
     hidden: Vec<f32>,
     top5: Vec<u32>,
     n_tokens: usize,
+}
+
+fn is_resid_post(p: &HookPoint) -> bool {
+    *p == HookPoint::ResidPost
 }
 
 pub fn hidden(ctx: &Context, a: HiddenArgs) -> Result<()> {
@@ -94,16 +117,29 @@ pub fn hidden(ctx: &Context, a: HiddenArgs) -> Result<()> {
     if ids.is_empty() {
         bail!("empty prompt: --ids has no token ids");
     }
-    let out = model.forward(&ids, None, &Hooks::capture_last(&[a.layer]), Logits::Last)?;
-    let hidden: Vec<f32> = out.captures[&a.layer].flatten_all()?.to_vec1()?;
+    let site = a.site.site()?;
+    let name = HookName::new(a.layer, site.point.unwrap_or_default());
+    let mut hooks = match &a.vector {
+        Some(path) => {
+            let sv = lcross_core::steering::SteeringVector::load(path)?;
+            sv.check_model(&model, a.force)?;
+            let beta = lcross_core::steer::Beta::parse(&a.beta)?.resolve(Some(&sv))?;
+            site.steer(&sv, beta).hooks(&model)?
+        }
+        None if a.site.positions.is_some() || a.site.intervention.is_some() => bail!("--positions and --intervention steer: give --vector"),
+        None => Hooks::none(),
+    };
+    hooks = hooks.with_capture_at(name, lcross_model::CapturePositions::Last);
+    let out = model.forward(&ids, None, &hooks, Logits::Last)?;
+    let hidden: Vec<f32> = out.captures[&name].flatten_all()?.to_vec1()?;
     let logits: Vec<f32> = out.logits.expect("logits were requested").to_vec1()?;
     let mut order: Vec<usize> = (0..logits.len()).collect();
     order.sort_by(|&i, &j| logits[j].total_cmp(&logits[i]).then(i.cmp(&j)));
     let top5: Vec<u32> = order.iter().take(5).map(|&i| i as u32).collect();
-    let res = HiddenOut { layer: a.layer, hidden, top5, n_tokens: ids.len() };
+    let res = HiddenOut { layer: a.layer, hook: name.point, hidden, top5, n_tokens: ids.len() };
     ctx.print(&res, || {
         let norm = res.hidden.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        println!("resid_post({}) of the last of {} tokens: {} values, norm {norm:.4}", res.layer, res.n_tokens, res.hidden.len());
+        println!("{}({}) of the last of {} tokens: {} values, norm {norm:.4}", res.hook, res.layer, res.n_tokens, res.hidden.len());
         let head: Vec<String> = res.hidden.iter().take(8).map(|x| format!("{x:.4}")).collect();
         println!("first values: [{}, ...]", head.join(", "));
         println!("next-token top 5:");
@@ -154,18 +190,6 @@ pub fn read_prompts(path: &std::path::Path) -> Result<Vec<String>> {
     Ok(lcross_eval::inputs::read_prompts(path, "prompt")?)
 }
 
-/// Rows in flight that fit this machine: the KV cache of all rows within a quarter of
-/// the available memory, at most 32 (past that a CPU gains little).
-pub fn default_batch_size(model: &Model, tokens_per_row: usize) -> usize {
-    let c = model.config();
-    let per_row = 2 * c.num_layers * c.num_kv_heads * c.head_dim * 4 * tokens_per_row.max(1);
-    let available = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok()))
-        .map_or(4usize << 30, |kib| kib * 1024);
-    (available / 4 / per_row).clamp(1, 32)
-}
-
 /// One generated row of a batch.
 #[derive(Serialize)]
 pub struct RowOut {
@@ -186,39 +210,24 @@ pub fn generate_rows(
     batch_size: Option<usize>,
 ) -> Result<Vec<RowOut>> {
     let longest = rows.iter().map(|r| r.1.ids.len()).max().unwrap_or(0);
-    let batch = batch_size.unwrap_or_else(|| default_batch_size(model, longest + max_tokens));
+    let batch = batch_size.unwrap_or_else(|| model.rows_that_fit(longest + max_tokens));
     if batch == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let requests: Vec<lcross_model::GenerationRequest> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, (_, p, _, h))| lcross_model::GenerationRequest {
-            prompt: p.ids.clone(),
-            hooks: h.clone(),
-            options: GenerateOptions {
-                max_tokens,
-                sampling: match sampling {
-                    Sampling::Sample { temperature, top_p, seed } => Sampling::Sample { temperature, top_p, seed: seed.wrapping_add(i as u64) },
-                    g => g,
-                },
-                stop_tokens: model.stop_tokens().to_vec(),
-            },
-        })
-        .collect();
+    // Row i samples with seed + i.
+    let specs: Vec<RowSpec<'_>> = rows.iter().enumerate().map(|(i, (_, p, _, h))| RowSpec { prompt: &p.ids, hooks: h, seed_offset: i }).collect();
+    let settings = GenerationSettings { max_tokens, sampling, rows_in_flight: batch };
     let bar = lcross_core::activations::progress((rows.len() * max_tokens) as u64, &format!("generating {} rows, {batch} at a time", rows.len()));
-    let outs = model.generate_batch(&requests, batch, |_, _| {
+    let answers = lcross_eval::answers::generate_rows(model, &specs, &settings, |_, _| {
         bar.inc(1);
         Ok(())
     })?;
     bar.finish_and_clear();
-    rows.iter()
-        .zip(outs)
-        .map(|((text, _, beta, _), ids)| {
-            let shown: Vec<u32> = ids.iter().copied().filter(|t| !model.stop_tokens().contains(t)).collect();
-            Ok(RowOut { prompt: text.clone(), beta: *beta, text: model.tokenizer().decode(&shown, true)?, tokens: ids.len(), ids })
-        })
-        .collect()
+    Ok(rows
+        .iter()
+        .zip(answers)
+        .map(|((text, _, beta, _), a)| RowOut { prompt: text.clone(), beta: *beta, text: a.text, tokens: a.ids.len(), ids: a.ids })
+        .collect())
 }
 
 /// Print batch rows: `{"rows": [...]}` with --json, else each answer under its prompt.

@@ -62,7 +62,7 @@ pub fn run(ctx: &Context, a: ServeArgs) -> Result<()> {
     let batch_rows = match a.batch_size {
         Some(0) => bail!("--batch-size must be at least 1"),
         Some(n) => n,
-        None => crate::cmd::run::default_batch_size(&model, a.max_tokens_limit.min(context)),
+        None => model.rows_that_fit(a.max_tokens_limit.min(context)),
     };
     let opts = ServeOptions {
         addr: SocketAddr::new(a.host, a.port),

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use lcross_core::dataset::{self, AbItem};
-use lcross_core::eval::{steering_hooks, Steering};
+use lcross_core::steer::{parse_betas, Beta};
 use lcross_core::steering::{Method, SteeringVector, VectorMetadata};
 use lcross_eval::pipeline::{self, VectorRecipe};
-use lcross_model::{Model, Positions, Sampling, DEFAULT_MODEL};
+use lcross_model::{Model, Sampling, DEFAULT_MODEL};
 use serde::Serialize;
 
 use crate::cmd::run::{generate_with, PromptArgs};
-use crate::common::Context;
+use crate::common::{Context, SiteArgs};
 
 /// Parse `12,13,14` or `12-14`.
 pub fn parse_layers(s: &str) -> Result<Vec<usize>> {
@@ -47,9 +47,13 @@ pub struct ExtractArgs {
     pub dataset: String,
     #[command(flatten)]
     pub custom: CustomConceptArgs,
-    /// Layers (0-based resid_post), e.g. 12 or 12,13 or 10-14.
+    /// Layers (0-based), e.g. 12 or 12,13 or 10-14.
     #[arg(long, short)]
     pub layers: String,
+    /// Hook point read at each layer: resid_post (default), resid_pre, attn_out, mlp_out.
+    /// Recorded in the vector: it is added there unless told otherwise.
+    #[arg(long, default_value = "resid_post")]
+    pub hook: String,
     /// mean-diff (CAA) or pca (RepE).
     #[arg(long, default_value = "mean-diff")]
     pub method: String,
@@ -62,7 +66,7 @@ pub struct ExtractArgs {
     /// Average the A- and B-matching pairs separately (cancels the letter component).
     #[arg(long)]
     pub balance_letters: bool,
-    /// Data directory for RepE concepts (default ../shared/data or $LCROSS_DATA).
+    /// Data directory for RepE and caa: concepts (default $LCROSS_DATA, else ~/.cache/lcross/data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Do not read or write the activation cache.
@@ -129,6 +133,12 @@ struct ExtractOut<'a> {
 
 /// Extract a vector as `lcross extract` does; shared with `demo` and `experiment`.
 pub fn extract_vector(model: &Model, a: &ExtractArgs) -> Result<(SteeringVector, f64)> {
+    let (ds, recipe) = extract_inputs(a)?;
+    Ok(pipeline::extract_vector(model, &ds, &recipe)?)
+}
+
+/// The dataset and recipe of `lcross extract`, read and checked before any model loads.
+fn extract_inputs(a: &ExtractArgs) -> Result<(lcross_core::dataset::ConceptDataset, VectorRecipe)> {
     let method = Method::parse(&a.method).with_context(|| format!("unknown method `{}` (mean-diff or pca)", a.method))?;
     let data_dir = a.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
     let ds = a.custom.load(&a.dataset, &data_dir)?.limit(a.limit);
@@ -140,13 +150,15 @@ pub fn extract_vector(model: &Model, a: &ExtractArgs) -> Result<(SteeringVector,
         use_cache: !a.no_cache,
         prefix_sharing: !a.no_prefix_sharing,
         early_exit: !a.no_early_exit,
+        point: lcross_core::steer::parse_hook(&a.hook)?,
     };
-    Ok(pipeline::extract_vector(model, &ds, &recipe)?)
+    Ok((ds, recipe))
 }
 
 pub fn extract_cmd(ctx: &Context, a: ExtractArgs) -> Result<()> {
+    let (ds, recipe) = extract_inputs(&a)?;
     let model = ctx.load(&a.model)?;
-    let (sv, secs) = extract_vector(&model, &a)?;
+    let (sv, secs) = pipeline::extract_vector(&model, &ds, &recipe)?;
     sv.save(&a.output)?;
     let norms = sv.layers.iter().map(|(l, v)| (*l, v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt())).collect();
     let out = ExtractOut { output: &a.output, metadata: &sv.metadata, norms, seconds: secs, pairs_per_second: sv.metadata.n_pairs as f64 / secs.max(1e-9) };
@@ -258,18 +270,6 @@ pub fn vector_cmd(ctx: &Context, c: VectorCommand) -> Result<()> {
     }
 }
 
-/// Default positions for a vector (see [`lcross_eval::conditions::default_positions`]).
-pub fn default_positions(sv: &SteeringVector) -> Positions {
-    lcross_eval::conditions::default_positions(sv)
-}
-
-pub fn parse_positions(s: Option<&str>, sv: &SteeringVector) -> Result<Positions> {
-    match s {
-        None => Ok(default_positions(sv)),
-        Some(p) => Positions::parse(p).with_context(|| format!("unknown positions `{p}` (all, prompt-last, generated, prompt-last+generated, from:N)")),
-    }
-}
-
 #[derive(Args)]
 pub struct SteerArgs {
     #[command(flatten)]
@@ -283,9 +283,8 @@ pub struct SteerArgs {
     /// Several multipliers: every (prompt, beta) is a row of one batch, e.g. -4,0,4.
     #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
     betas: Vec<String>,
-    /// Where to add it (default: all for mean-diff, prompt-last+generated for pca).
-    #[arg(long)]
-    positions: Option<String>,
+    #[command(flatten)]
+    site: SiteArgs,
     /// Use a vector made for another model of the same size.
     #[arg(long)]
     force: bool,
@@ -303,27 +302,27 @@ pub fn steer_cmd(ctx: &Context, a: SteerArgs) -> Result<()> {
     let model = ctx.load(&a.prompt.model)?;
     let sv = SteeringVector::load(&a.vector)?;
     sv.check_model(&model, a.force)?;
-    let positions = parse_positions(a.positions.as_deref(), &sv)?;
+    let site = a.site.site()?;
     if a.batch.prompts.is_some() || !a.betas.is_empty() {
         let texts = match &a.batch.prompts {
             Some(file) => crate::cmd::run::read_prompts(file)?,
             None => vec![a.text.clone().unwrap_or_default()],
         };
         let given = if a.betas.is_empty() { vec![a.beta.clone().unwrap_or_else(|| "0".into())] } else { a.betas.clone() };
-        let betas: Vec<f64> = lcross_eval::conditions::parse_betas(&given)?.iter().map(|b| b.resolve(Some(&sv))).collect::<lcross_eval::Result<_>>()?;
+        let betas: Vec<f64> = parse_betas(&given)?.iter().map(|b| b.resolve(Some(&sv))).collect::<lcross_core::Result<_>>()?;
         let mut rows = Vec::with_capacity(texts.len() * betas.len());
         for t in &texts {
             let prompt = a.prompt.build(&model, t)?;
             for &beta in &betas {
-                let hooks = steering_hooks(&model, Some(&Steering { vector: &sv, beta, positions }))?;
+                let hooks = site.steer(&sv, beta).hooks(&model)?;
                 rows.push((t.clone(), prompt.clone(), Some(beta), hooks));
             }
         }
         let out = crate::cmd::run::generate_rows(&model, &rows, a.max_tokens, Sampling::Greedy, a.batch.batch_size)?;
         return crate::cmd::run::print_rows(ctx, &out);
     }
-    let beta = lcross_eval::conditions::Beta::parse(a.beta.as_deref().unwrap_or("0"))?.resolve(Some(&sv))?;
-    let hooks = steering_hooks(&model, Some(&Steering { vector: &sv, beta, positions }))?;
+    let beta = Beta::parse(a.beta.as_deref().unwrap_or("0"))?.resolve(Some(&sv))?;
+    let hooks = site.steer(&sv, beta).hooks(&model)?;
     let prompt = a.prompt.build(&model, a.text.as_deref().unwrap_or_default())?;
     let out = generate_with(ctx, &model, &prompt, a.max_tokens, Sampling::Greedy, &hooks)?;
     if ctx.json {

@@ -2,7 +2,7 @@
 //! one model, with nothing cached, so `scripts/bench/peers.py` can run it alternately
 //! with the Python stack (`scripts/bench/peer_workloads.py` does the same work).
 //!
-//! Workloads (CAA refusal data from ../shared/data; the steering vector is the same
+//! Workloads (CAA refusal data from the data directory; the steering vector is the same
 //! deterministic vector on both sides, scaled to norm 4):
 //! - `extract`: last-token states of N pairs at the layer;
 //! - `ab`: A/B metric of N test questions at 5 betas;
@@ -78,11 +78,12 @@ pub fn run_workload(ctx: &Context, spec: &str, layer: usize, workload: &str, siz
     if layer >= model.config().num_layers {
         bail!("--layer {layer} is out of range for {spec}");
     }
-    let data = lcross_core::default_data_dir().join("caa").join("refusal");
+    let data_dir = lcross_core::default_data_dir();
+    let data = |name: &str| lcross_core::data::data_file(&data_dir, &format!("caa/refusal/{name}"));
     let sv = sv_for(&model, layer);
     let steer = Hooks::none().with_intervention(layer, model.vector_tensor(&sv.layers[&layer])?, 1.0, Positions::All);
     let gen_prompts = || -> Result<Vec<Vec<u32>>> {
-        let text = std::fs::read_to_string(data.join("test_dataset_open_ended.json")).context("reading the open-ended refusal questions")?;
+        let text = std::fs::read_to_string(data("test_dataset_open_ended.json")?).context("reading the open-ended refusal questions")?;
         let qs: Vec<serde_json::Value> = serde_json::from_str(&text)?;
         qs.iter().take(size.items).map(|q| Ok(model.prompt(q["question"].as_str().context("question is not a string")?, true, None)?.ids)).collect()
     };
@@ -90,16 +91,16 @@ pub fn run_workload(ctx: &Context, spec: &str, layer: usize, workload: &str, siz
     let greedy = |n| GenerateOptions { max_tokens: n, sampling: Sampling::Greedy, stop_tokens: vec![] };
     let (seconds, units, unit) = match workload {
         "extract" => {
-            let ds = dataset::load_caa_pairs(&data.join("generate_dataset.json"))?.limit(Some(size.items));
+            let ds = dataset::load_caa_pairs(&data("generate_dataset.json")?)?.limit(Some(size.items));
             let ids: Vec<_> = ds.pairs.iter().map(|p| pair_ids(&model, p)).collect::<lcross_core::Result<_>>()?;
             let start = Instant::now();
             Extractor::new(&model, &[layer], None, ExtractOptions::default())?.pairs(&ids, "extract")?;
             (start.elapsed().as_secs_f64(), ids.len(), "pairs")
         }
         "ab" => {
-            let mut items = dataset::load_ab_items(&data.join("test_dataset_ab.json"))?;
+            let mut items = dataset::load_ab_items(&data("test_dataset_ab.json")?)?;
             items.truncate(size.items);
-            let conditions: Vec<Option<Steering>> = AB_BETAS.iter().map(|&beta| Some(Steering { vector: &sv, beta, positions: Positions::All })).collect();
+            let conditions: Vec<Option<Steering>> = AB_BETAS.iter().map(|&beta| Some(Steering::add(&sv, beta, Positions::All))).collect();
             let start = Instant::now();
             evaluate_ab_conditions(&model, &items, &conditions)?;
             (start.elapsed().as_secs_f64(), items.len() * AB_BETAS.len(), "question-betas")

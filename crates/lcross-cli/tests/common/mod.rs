@@ -14,6 +14,22 @@ pub fn skip() -> bool {
     skip
 }
 
+/// The data directory the tests read: `$LCROSS_DATA` when set, else the project's local
+/// mirror `../shared/data` beside the checkout (what CI has).
+pub fn test_data_dir() -> std::path::PathBuf {
+    match std::env::var_os("LCROSS_DATA").filter(|d| !d.is_empty()) {
+        Some(d) => d.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
+    }
+}
+
+/// The `lcross` binary as a command, reading the tests' data directory.
+pub fn lcross_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcross"));
+    cmd.env("LCROSS_DATA", test_data_dir());
+    cmd
+}
+
 /// Run `lcross args`: (success, stdout, stderr).
 pub fn lcross(args: &[&str]) -> (bool, String, String) {
     lcross_in(args, None)
@@ -21,7 +37,7 @@ pub fn lcross(args: &[&str]) -> (bool, String, String) {
 
 /// Run `lcross args`, with its own store when `cache` is given (`LCROSS_CACHE`).
 fn lcross_in(args: &[&str], cache: Option<&std::path::Path>) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lcross"));
+    let mut cmd = lcross_command();
     cmd.args(args);
     if let Some(c) = cache {
         cmd.env("LCROSS_CACHE", c);

@@ -18,6 +18,7 @@ pub mod local;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+pub use crate::rubric::JudgeFormat;
 use crate::rubric::{yes_no_prompt, Rubric, SCORE_SYSTEM};
 
 /// The replies a judge may give, each with its value.
@@ -56,41 +57,6 @@ impl Scale {
     /// Identity of the scale for cache keys.
     pub fn key(&self) -> String {
         self.labels.iter().map(|(l, v)| format!("{l}={v}")).collect::<Vec<_>>().join(",")
-    }
-}
-
-/// How the judge is asked for a 0-10 score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JudgeFormat {
-    /// The rubric's 0-10 scale; score = expected value over the labels `0`..`10`.
-    Scale,
-    /// The rubric's yes/no question; score = 10 x P(Yes) / (P(Yes) + P(No)), the expected
-    /// value of the scale {No = 0, Yes = 10}. Small local judges rank answers far better
-    /// this way (docs/EVALUATION.md has the measurement).
-    YesNo,
-    /// The format measured best for the rubric's concept with the local judge
-    /// ([`Rubric::preferred_format`]).
-    Auto,
-}
-
-impl JudgeFormat {
-    /// Parse `scale`, `yes-no` or `auto`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "scale" | "0-10" => Some(Self::Scale),
-            "yes-no" | "yesno" => Some(Self::YesNo),
-            "auto" => Some(Self::Auto),
-            _ => None,
-        }
-    }
-
-    /// The concrete format for `rubric`.
-    pub fn resolve(self, rubric: &Rubric) -> Self {
-        match self {
-            Self::Auto => rubric.preferred_format,
-            f => f,
-        }
     }
 }
 

@@ -407,7 +407,7 @@ pub struct ExperimentFile {
     /// model into the strong one against the weak model's own self modulation.
     #[serde(default)]
     pub weak_to_strong: Vec<[String; 2]>,
-    /// Data directory (default: `../shared/data` or `$LCROSS_DATA`).
+    /// Data directory (default: `$LCROSS_DATA`, else `~/.cache/lcross/data`).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
     #[serde(default)]

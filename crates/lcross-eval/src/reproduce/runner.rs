@@ -67,7 +67,7 @@ pub enum ExperimentSource<'a> {
     File(&'a Path),
     /// Built in code (e.g. by `lcross experiment cross` from its flags), with a line
     /// saying how, kept in run.json as the config file.
-    Built(ExperimentFile, String),
+    Built(Box<ExperimentFile>, String),
 }
 
 /// A run to make: the experiment, its profile and shard, where to write.
@@ -154,7 +154,7 @@ pub fn plan_summary(file: &ExperimentFile, profile: Option<&str>, shards: Option
 pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
     let (file, config_file, config_text) = match req.experiment {
         ExperimentSource::File(path) => (ExperimentFile::load(path)?, path.display().to_string(), std::fs::read_to_string(path).ok()),
-        ExperimentSource::Built(file, how) => (file, how, None),
+        ExperimentSource::Built(file, how) => (*file, how, None),
     };
     let e = file.resolve(req.profile)?;
     let out = match (&req.out, req.shard) {
@@ -484,6 +484,7 @@ impl Runner<'_> {
     }
 
     /// A map `src` -> `tgt` on `limit` pairs of `concept` after the first `skip`.
+    #[allow(clippy::too_many_arguments)] // each is one setting of the cell's map; a struct would only rename them
     fn align(&mut self, src: &str, tgt: &str, layers: (usize, usize), concept: &str, estimator: &str, skip: usize, limit: usize) -> Result<LinearMap> {
         let est = Estimator::parse(estimator).ok_or_else(|| EvalError::Invalid(format!("unknown estimator `{estimator}`")))?;
         let corpus = Corpus::load(&self.pairs_spec(concept), &self.data_dir, skip, Some(limit))?;
@@ -523,7 +524,7 @@ impl Runner<'_> {
             })
             .collect();
         let mut conditions = vec![None];
-        conditions.extend(single.iter().map(|v| Some(Steering { vector: v, beta, positions: Positions::All })));
+        conditions.extend(single.iter().map(|v| Some(Steering::add(v, beta, Positions::All))));
         let results = evaluate_ab_cached(&self.models[target], dev, &conditions, &mut self.store)?;
         let base = results[0].mean_prob_matching;
         let sign = if beta < 0.0 { -1.0 } else { 1.0 };
@@ -546,7 +547,7 @@ impl Runner<'_> {
         }
         let e = self.e;
         let mut conditions = vec![None];
-        conditions.extend(e.auto_betas.iter().map(|&beta| Some(Steering { vector, beta, positions: Positions::All })));
+        conditions.extend(e.auto_betas.iter().map(|&beta| Some(Steering::add(vector, beta, Positions::All))));
         self.model(target)?;
         let results = evaluate_ab_cached(&self.models[target], &dev, &conditions, &mut self.store)?;
         let base = results[0].mean_prob_matching;
@@ -619,7 +620,16 @@ impl Runner<'_> {
             })
         };
         let positions = generated_positions(&group.concept);
-        let sweep = SweepSetup { model, vector: ("auto".into(), Arc::new(vector.clone())), positions, neutral: &neutral, opts: &opts, rows_in_flight };
+        let sweep = SweepSetup {
+            model,
+            vector: ("auto".into(), Arc::new(vector.clone())),
+            positions,
+            point: Default::default(),
+            intervention: Default::default(),
+            neutral: &neutral,
+            opts: &opts,
+            rows_in_flight,
+        };
         let dev = calibrate::sweep(&sweep, Some(&mut self.store), &mut evaluate)?;
         let mut values = BTreeMap::new();
         for p in dev.iter().filter(|p| p.beta != 0.0) {
@@ -882,7 +892,7 @@ impl Runner<'_> {
                     // an `auto` cell's label says so: its chosen beta may equal a numeric cell's
                     let auto = if k.beta.is_auto() { "|auto" } else { "" };
                     let label = format!("{}|{}|{}{auto}", k.condition.name(), k.source.as_deref().unwrap_or("-"), k.estimator.as_deref().unwrap_or("-"));
-                    Ok(Condition { label, vector: Some(v.clone()), beta: steering_beta(k, &r.values)?, positions })
+                    Ok(Condition { label, vector: Some(v.clone()), beta: steering_beta(k, &r.values)?, positions, ..Condition::none() })
                 }
                 _ => Ok(Condition::none()),
             })
@@ -1115,8 +1125,8 @@ impl Runner<'_> {
                 let beta = steering_beta(k, &records[i].values)?;
                 steering.push(match (k.condition, &p.vector) {
                     (ConditionKind::None, _) => None,
-                    (_, Some(_)) if p.as_native => Some(Steering { vector: &native, beta, positions: Positions::All }),
-                    (_, Some(v)) => Some(Steering { vector: v, beta, positions: Positions::All }),
+                    (_, Some(_)) if p.as_native => Some(Steering::add(&native, beta, Positions::All)),
+                    (_, Some(v)) => Some(Steering::add(v, beta, Positions::All)),
                     (_, None) => return Err(EvalError::Invalid(format!("cell {} has no vector", k.id()))),
                 });
             }

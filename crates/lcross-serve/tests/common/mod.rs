@@ -38,7 +38,7 @@ pub fn tmp(name: &str) -> PathBuf {
 /// Metadata of a hand-made vector of `model`.
 pub fn metadata(model: &Model, layers: &[usize], concept: &str, calibrated: Option<f64>) -> VectorMetadata {
     let mut m = VectorMetadata::made_by_hand(model.id(), &model.file_sha256().unwrap(), model.config().hidden_size, layers.to_vec(), concept, "test");
-    m.calibration = calibrated.map(|b| serde_json::json!({"beta": b}));
+    m.calibration = calibrated.map(lcross_core::steering::Calibration::with_beta);
     m
 }
 
