@@ -77,31 +77,6 @@ impl Context {
     }
 }
 
-/// Where and how steering vectors act: `--hook`, `--positions`, `--intervention` (the
-/// same flags on `steer`, `hidden`, `eval` and `calibrate`).
-#[derive(clap::Args, Clone, Default)]
-pub struct SiteArgs {
-    /// Hook point of the vector's layers: resid_post (default, the block's output),
-    /// resid_pre (its input), attn_out or mlp_out (what the attention / MLP branch adds).
-    #[arg(long)]
-    pub hook: Option<String>,
-    /// Positions (all, prompt-last, generated, prompt-last+generated, from:N; default: all
-    /// for mean-diff vectors, prompt-last+generated for pca).
-    #[arg(long)]
-    pub positions: Option<String>,
-    /// add (default: h + beta v), ablate (project the direction out: h - (h.u) u) or cap
-    /// (clamp the projection on u to at most beta).
-    #[arg(long)]
-    pub intervention: Option<String>,
-}
-
-impl SiteArgs {
-    /// The parsed site.
-    pub fn site(&self) -> Result<lcross_core::steer::Site> {
-        Ok(lcross_core::steer::Site::parse(self.hook.as_deref(), self.positions.as_deref(), self.intervention.as_deref())?)
-    }
-}
-
 /// Parse `1,2,3` into token ids.
 pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
     s.split(',').filter(|p| !p.trim().is_empty()).map(|p| p.trim().parse::<u32>().with_context(|| format!("`{p}` in --ids is not a token id"))).collect()

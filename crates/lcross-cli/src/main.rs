@@ -3,8 +3,11 @@
 //! The binary is thin: it parses arguments, calls the libraries and prints human text
 //! (or JSON with `--json`).
 
+mod args;
+mod bench;
 mod cmd;
 mod common;
+mod output;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -53,7 +56,7 @@ enum Command {
     /// The built-in demo: a short chat with the default model.
     Demo(cmd::demo::DemoArgs),
     /// Extract a steering vector (CAA mean difference or RepE PCA) from a concept dataset.
-    Extract(cmd::vectors::ExtractArgs),
+    Extract(args::ExtractArgs),
     /// Inspect steering vectors.
     #[command(subcommand)]
     Vector(cmd::vectors::VectorCommand),
@@ -67,7 +70,7 @@ enum Command {
     /// Choose beta automatically: the largest effect on a dev split within a drift and fluency budget, checked on a test split; stored for --beta auto.
     Calibrate(cmd::calibrate::CalibrateArgs),
     /// Fit a linear map T between two models' hidden spaces on a shared corpus.
-    Align(cmd::maps::AlignArgs),
+    Align(args::AlignArgs),
     /// Move a steering vector to another model through a map: sv @ T.
     Transfer(cmd::maps::TransferArgs),
     /// Compare two maps (SSIM, spectra, Frobenius), each also against a random map.

@@ -57,13 +57,13 @@ impl<'m> Extractor<'m> {
     pub fn new(model: &'m Model, layers: &[usize], store: Option<Store>, opts: ExtractOptions) -> Result<Self> {
         let n = model.config().num_layers;
         if layers.is_empty() {
-            return Err(CoreError::Invalid("no layers given".into()));
+            return Err(CoreError::Empty { what: "layers to capture".into() });
         }
         if let Some(&bad) = layers.iter().find(|&&l| l >= n) {
             return Err(CoreError::LayerOutOfRange { model: model.id().to_string(), layer: bad, layers: n });
         }
         if opts.batch_size == 0 {
-            return Err(CoreError::Invalid("batch size must be at least 1".into()));
+            return Err(CoreError::BadValue { what: "batch size".into(), value: "0".into(), expected: "at least 1".into() });
         }
         let mut layers = layers.to_vec();
         layers.sort_unstable();
@@ -173,7 +173,7 @@ impl<'m> Extractor<'m> {
     pub fn pairs(&mut self, pairs: &[(Vec<u32>, Vec<u32>)], label: &str) -> Result<Vec<(LayerStates, LayerStates)>> {
         for (i, (p, n)) in pairs.iter().enumerate() {
             if p.is_empty() || n.is_empty() {
-                return Err(CoreError::Invalid(format!("pair {i} has an empty text")));
+                return Err(CoreError::Empty { what: format!("a text of pair {i}") });
             }
         }
         let bar = progress(pairs.len() as u64, label);
@@ -217,7 +217,7 @@ impl<'m> Extractor<'m> {
     /// States of many texts, in batches of similar length, with a progress bar on stderr.
     pub fn texts(&mut self, texts: &[Vec<u32>], label: &str) -> Result<Vec<LayerStates>> {
         if let Some(i) = texts.iter().position(|t| t.is_empty()) {
-            return Err(CoreError::Invalid(format!("text {i} is empty")));
+            return Err(CoreError::Empty { what: format!("text {i}") });
         }
         // Sorting by length keeps padding small; the order only depends on the input.
         let order = length_order(texts.iter().map(Vec::len));

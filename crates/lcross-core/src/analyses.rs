@@ -13,11 +13,15 @@ use crate::error::{CoreError, Result};
 pub fn ssim(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64> {
     let (r, c) = (a.nrows(), a.ncols());
     if (r, c) != (b.nrows(), b.ncols()) {
-        return Err(CoreError::Invalid(format!("SSIM needs equal shapes, got {r}x{c} and {}x{}", b.nrows(), b.ncols())));
+        return Err(CoreError::SizeMismatch {
+            what: format!("SSIM of a {r}x{c} matrix with a {}x{} one (values)", b.nrows(), b.ncols()),
+            expected: r * c,
+            got: b.nrows() * b.ncols(),
+        });
     }
     const W: usize = 7;
     if r < W || c < W {
-        return Err(CoreError::Invalid(format!("SSIM needs matrices of at least {W}x{W}")));
+        return Err(CoreError::TooFew { what: format!("rows and columns of SSIM's matrices ({W}x{W} windows)"), needed: W, got: r.min(c) });
     }
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for i in 0..r {
@@ -90,7 +94,11 @@ pub fn spectral_difference(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64> {
 /// Frobenius norm of `a - b`.
 pub fn frobenius_distance(a: &Mat<f64>, b: &Mat<f64>) -> Result<f64> {
     if (a.nrows(), a.ncols()) != (b.nrows(), b.ncols()) {
-        return Err(CoreError::Invalid("Frobenius distance needs equal shapes".into()));
+        return Err(CoreError::SizeMismatch {
+            what: "the Frobenius distance's second matrix (values)".into(),
+            expected: a.nrows() * a.ncols(),
+            got: b.nrows() * b.ncols(),
+        });
     }
     Ok((a - b).norm_l2())
 }

@@ -38,10 +38,10 @@ pub fn save<M: Serialize>(path: &Path, tensors: &BTreeMap<String, (Vec<usize>, V
         .iter()
         .map(|(k, (shape, _))| TensorView::new(Dtype::F32, shape.clone(), &bytes[k]).map(|v| (k, v)))
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| CoreError::Invalid(format!("{}: {e}", path.display())))?;
-    let meta = serde_json::to_string(metadata).map_err(|e| CoreError::Invalid(e.to_string()))?;
+        .map_err(|e| CoreError::Encode { what: path.display().to_string(), reason: e.to_string() })?;
+    let meta = serde_json::to_string(metadata).map_err(|e| CoreError::Encode { what: format!("the metadata of {}", path.display()), reason: e.to_string() })?;
     let info: HashMap<String, String> = [("lcross".to_string(), meta)].into_iter().collect();
-    let out = safetensors::serialize(views, Some(info)).map_err(|e| CoreError::Invalid(format!("{}: {e}", path.display())))?;
+    let out = safetensors::serialize(views, Some(info)).map_err(|e| CoreError::Encode { what: path.display().to_string(), reason: e.to_string() })?;
     write_atomic(path, &out)
 }
 

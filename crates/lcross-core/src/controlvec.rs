@@ -16,9 +16,13 @@ use crate::error::{CoreError, Result};
 /// Write `layers` as a control-vector GGUF (`model_hint` = the architecture name).
 pub fn export(path: &Path, layers: &BTreeMap<usize, Vec<f32>>, model_hint: &str) -> Result<()> {
     if layers.contains_key(&0) {
-        return Err(CoreError::Invalid("llama.cpp control vectors cannot steer layer 0; drop it before exporting".into()));
+        return Err(CoreError::BadValue {
+            what: "layer of a llama.cpp control vector".into(),
+            value: "0".into(),
+            expected: "layers from 1 (llama.cpp cannot steer layer 0; drop it before exporting)".into(),
+        });
     }
-    let max_layer = layers.keys().max().copied().ok_or_else(|| CoreError::Invalid("no layers".into()))?;
+    let max_layer = layers.keys().max().copied().ok_or_else(|| CoreError::Empty { what: "the control vector's layers".into() })?;
     let mut tensors = Vec::new();
     for (l, v) in layers {
         let t = Tensor::from_slice(v, v.len(), &Device::Cpu).map_err(lcross_model::ModelError::from)?;
@@ -35,7 +39,7 @@ pub fn export(path: &Path, layers: &BTreeMap<usize, Vec<f32>>, model_hint: &str)
     let md: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut buf = std::io::Cursor::new(Vec::new());
-    gguf_file::write(&mut buf, &md, &ts).map_err(|e| CoreError::Invalid(format!("{}: {e}", path.display())))?;
+    gguf_file::write(&mut buf, &md, &ts).map_err(|e| CoreError::Encode { what: path.display().to_string(), reason: e.to_string() })?;
     crate::artifact::write_atomic(path, buf.get_ref())
 }
 
@@ -67,6 +71,44 @@ pub fn import(path: &Path) -> Result<(crate::steering::LayerVectors, Option<Stri
         return Err(CoreError::parse(path, None, "no direction.<layer> tensors"));
     }
     Ok((out, hint))
+}
+
+/// Write `sv` as a llama.cpp control vector, with the architecture of its model as the
+/// file's hint where the model resolves (else `llama`).
+pub fn export_vector(path: &Path, sv: &crate::steering::SteeringVector) -> Result<()> {
+    let hint = lcross_model::resolve(&sv.metadata.model_id)
+        .ok()
+        .and_then(|loc| lcross_model::gguf::GgufFile::open(loc.path()).ok())
+        .and_then(|f| f.config().ok())
+        .map_or("llama".to_string(), |c| c.architecture.as_str().to_string());
+    export(path, &sv.layers, &hint)
+}
+
+/// Read a llama.cpp control vector as an lcross vector of `model` (every direction must
+/// have the model's hidden size); the concept is the file's stem and the dataset hash
+/// the file's sha256.
+pub fn import_vector(path: &Path, model: &lcross_model::Model) -> Result<crate::steering::SteeringVector> {
+    use sha2::Digest;
+    let (layers, _hint) = import(path)?;
+    let h = model.config().hidden_size;
+    if let Some((l, v)) = layers.iter().find(|(_, v)| v.len() != h) {
+        return Err(CoreError::SizeMismatch { what: format!("{}: direction.{l} (model {})", path.display(), model.id()), expected: h, got: v.len() });
+    }
+    let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
+    let concept = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut metadata = crate::steering::VectorMetadata::made_by_hand(
+        model.id(),
+        &model.file_sha256()?,
+        h,
+        layers.keys().copied().collect(),
+        &concept,
+        &format!("llama.cpp control vector {}", path.display()),
+    );
+    metadata.dataset_sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    metadata.provenance = Some(serde_json::json!({"imported_from": path.display().to_string()}));
+    let sv = crate::steering::SteeringVector { metadata, layers };
+    sv.check_model(model, false)?;
+    Ok(sv)
 }
 
 #[cfg(test)]

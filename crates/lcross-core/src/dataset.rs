@@ -317,8 +317,15 @@ pub const HARM_TRAIN_ROWS: usize = 128;
 pub fn repe_harmfulness(data_dir: &Path, split: Split) -> Result<(ConceptDataset, Vec<String>)> {
     let harmful = advbench_goals(data_dir)?;
     let harmless = harmless_instructions(data_dir)?;
-    if harmful.len() < HARM_TRAIN_ROWS + REPE_EVAL_COUNT || harmless.is_empty() {
-        return Err(CoreError::Invalid(format!("harmfulness needs {} AdvBench rows and some harmless instructions", HARM_TRAIN_ROWS + REPE_EVAL_COUNT)));
+    if harmful.len() < HARM_TRAIN_ROWS + REPE_EVAL_COUNT {
+        return Err(CoreError::TooFew {
+            what: "AdvBench rows of the harmfulness concept".into(),
+            needed: HARM_TRAIN_ROWS + REPE_EVAL_COUNT,
+            got: harmful.len(),
+        });
+    }
+    if harmless.is_empty() {
+        return Err(CoreError::Empty { what: "harmless instructions of the harmfulness concept".into() });
     }
     let pairs = (0..HARM_TRAIN_ROWS).map(|i| ContrastPair::Prompts { positive: harmful[i].clone(), negative: harmless[i % harmless.len()].clone() }).collect();
     let eval = match split {
@@ -388,7 +395,7 @@ pub fn load_string_list(path: &Path) -> Result<Vec<String>> {
 /// negative. Duplicates are dropped. With `raw` the texts are not chat-wrapped.
 pub fn scenario_pairs(concept: &str, scenarios: &Path, contrast: &Path, template: &str, raw: bool) -> Result<ConceptDataset> {
     if !template.contains("{scenario}") {
-        return Err(CoreError::Invalid(format!("--template must contain {{scenario}}: {template:?}")));
+        return Err(CoreError::BadValue { what: "scenario template".into(), value: template.to_string(), expected: "a text with {scenario} in it".into() });
     }
     let dedup = |v: Vec<String>| {
         let mut seen = std::collections::HashSet::new();
@@ -429,7 +436,7 @@ struct BuiltinFile {
 fn builtin_items(name: &str) -> Result<(Vec<AbItem>, Vec<AbItem>)> {
     let src = match name {
         "optimism" => BUILTIN_OPTIMISM,
-        other => return Err(CoreError::Invalid(format!("no built-in concept `{other}` (have: {})", BUILTIN_CONCEPTS.join(", ")))),
+        other => return Err(CoreError::BadValue { what: "built-in concept".into(), value: other.into(), expected: BUILTIN_CONCEPTS.join(", ") }),
     };
     let path = PathBuf::from(format!("builtin:{name}"));
     let f: BuiltinFile = serde_json::from_str(src).map_err(|e| CoreError::parse(&path, None, e.to_string()))?;
@@ -486,10 +493,14 @@ pub fn load_concept(spec: &str, data_dir: &Path) -> Result<ConceptDataset> {
     if path.is_file() {
         return if is_pairs_file(path)? { load_pairs(path, false) } else { load_caa_pairs(path) };
     }
-    Err(CoreError::Invalid(format!(
-        "dataset `{spec}`: not a file, a built-in concept (builtin:{}), a CAA behaviour (caa:NAME), nor a RepE concept (happiness, fear, fairness, harmfulness)",
-        BUILTIN_CONCEPTS.join(", builtin:")
-    )))
+    Err(CoreError::BadValue {
+        what: "dataset".into(),
+        value: spec.into(),
+        expected: format!(
+            "a file, a built-in concept (builtin:{}), a CAA behaviour (caa:NAME) or a RepE concept (happiness, fear, fairness, harmfulness)",
+            BUILTIN_CONCEPTS.join(", builtin:")
+        ),
+    })
 }
 
 #[cfg(test)]

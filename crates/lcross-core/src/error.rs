@@ -32,9 +32,24 @@ pub enum CoreError {
     /// A layer past the model's depth.
     #[error("layer {layer} is out of range: {model} has layers 0..={}", layers.saturating_sub(1))]
     LayerOutOfRange { model: String, layer: usize, layers: usize },
-    /// Inputs that do not fit together (sizes, models, layers...).
-    #[error("{0}")]
-    Invalid(String),
+    /// Nothing to work on: no layers, no states, no items, an empty text.
+    #[error("{what}: nothing given (empty)")]
+    Empty { what: String },
+    /// Fewer items than a method needs (PCA's 2 pairs, t-SNE's 5 points, ...).
+    #[error("{what}: at least {needed} needed, got {got}")]
+    TooFew { what: String, needed: usize, got: usize },
+    /// A vector or set of states has no entry for a layer that is asked for.
+    #[error("{what} has no layer {layer}; it has {layers:?}")]
+    MissingLayer { what: String, layer: usize, layers: Vec<usize> },
+    /// A record could not be encoded (JSON, safetensors, GGUF) for writing.
+    #[error("encoding {what}: {reason}")]
+    Encode { what: String, reason: String },
+    /// `--beta auto` on a vector that was never calibrated.
+    #[error("the {concept} vector of {model} has no calibrated beta: run `lcross calibrate` on it first (or give a number)")]
+    NotCalibrated { concept: String, model: String },
+    /// A vector or map of a model of another hidden size.
+    #[error("{what} has hidden size {got} (model {made_for}), but {model} has {expected}: it belongs to another model (transfer it with a map)")]
+    HiddenSizeMismatch { what: String, made_for: String, model: String, expected: usize, got: usize },
     /// A numerical routine failed (e.g. SVD did not converge).
     #[error("numerical: {0}")]
     Numerical(String),

@@ -39,7 +39,7 @@ pub fn evaluate_ab(model: &Model, items: &[AbItem], steering: Option<&Steering<'
 /// Evaluate `items` under each condition (None: unsteered); one result per condition.
 pub fn evaluate_ab_conditions(model: &Model, items: &[AbItem], conditions: &[Option<Steering<'_>>]) -> Result<Vec<AbResult>> {
     if items.is_empty() {
-        return Err(CoreError::Invalid("no A/B items to evaluate".into()));
+        return Err(CoreError::Empty { what: "A/B items to evaluate".into() });
     }
     if conditions.is_empty() {
         return Ok(Vec::new());
@@ -129,7 +129,7 @@ pub fn evaluate_ab_cached(model: &Model, items: &[AbItem], conditions: &[Option<
         let fresh = evaluate_ab_conditions(model, items, &todo)?;
         let mut entries = Vec::with_capacity(fresh.len());
         for (&i, r) in missing.iter().zip(fresh) {
-            entries.push((keys[i], serde_json::to_vec(&r).map_err(|e| CoreError::Invalid(e.to_string()))?));
+            entries.push((keys[i], serde_json::to_vec(&r).map_err(|e| CoreError::Encode { what: "an A/B result".into(), reason: e.to_string() })?));
             results[i] = Some(r);
         }
         store.put_many(KIND, &entries)?;

@@ -66,7 +66,7 @@ impl Rows {
         let n = rows.len();
         let d = rows.first().map_or(0, |r| r.len());
         if n == 0 || d == 0 {
-            return Err(CoreError::Invalid("no states to fit on".into()));
+            return Err(CoreError::Empty { what: "states to fit a map on".into() });
         }
         let mut data = Vec::with_capacity(n * d);
         for (i, r) in rows.iter().enumerate() {
@@ -190,7 +190,7 @@ fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<(Mat<f64>, usi
         }
         Estimator::Identity => {
             if ds != dt {
-                return Err(CoreError::Invalid(format!("the identity map needs equal hidden sizes, got {ds} and {dt}")));
+                return Err(CoreError::SizeMismatch { what: "the identity map's target hidden size".into(), expected: ds, got: dt });
             }
             Ok((Mat::from_fn(ds, dt, |i, j| if i == j { 1.0 } else { 0.0 }), 0, None))
         }

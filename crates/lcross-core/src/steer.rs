@@ -63,6 +63,34 @@ pub fn parse_betas(items: &[String]) -> Result<Vec<Beta>> {
     items.iter().map(|s| Beta::parse(s)).collect()
 }
 
+/// Parse layers: `12`, `12,13,14` or `12-14` (0-based; ranges inclusive).
+pub fn parse_layers(s: &str) -> Result<Vec<usize>> {
+    let bad =
+        |value: &str| CoreError::BadValue { what: "layers".into(), value: value.to_string(), expected: "layer numbers such as 12, 12,13 or 10-14".into() };
+    let number = |x: &str| x.trim().parse::<usize>().map_err(|_| bad(s));
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(CoreError::BadValue {
+                        what: "layer range".into(),
+                        value: part.into(),
+                        expected: "a range from low to high, e.g. 10-14".into(),
+                    });
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(number(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err(bad(s));
+    }
+    Ok(out)
+}
+
 /// Parse positions: `all`, `prompt-last`, `generated`, `prompt-last+generated`, `from:N`.
 pub fn parse_positions(s: &str) -> Result<Positions> {
     Positions::parse(s.trim()).ok_or_else(|| CoreError::BadValue {

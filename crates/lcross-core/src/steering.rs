@@ -116,10 +116,7 @@ impl VectorMetadata {
         let beta = self.calibration.as_ref().map(|c| c.beta);
         match beta {
             Some(b) if b.is_finite() => Ok(b),
-            _ => Err(CoreError::Invalid(format!(
-                "the {} vector of {} has no calibrated beta: run `lcross calibrate` on it first (or give a number)",
-                self.concept, self.model_id
-            ))),
+            _ => Err(CoreError::NotCalibrated { concept: self.concept.clone(), model: self.model_id.clone() }),
         }
     }
 }
@@ -222,14 +219,17 @@ pub fn mean_difference(pos: &[Vec<f32>], neg: &[Vec<f32>], letter_groups: Option
 }
 
 fn differences(pos: &[Vec<f32>], neg: &[Vec<f32>]) -> Result<Vec<Vec<f64>>> {
-    if pos.len() != neg.len() || pos.is_empty() {
-        return Err(CoreError::Invalid(format!("need equal, non-zero numbers of positive and negative states ({} vs {})", pos.len(), neg.len())));
+    if pos.is_empty() {
+        return Err(CoreError::Empty { what: "positive states of the pairs".into() });
+    }
+    if pos.len() != neg.len() {
+        return Err(CoreError::SizeMismatch { what: "negative states (one per positive state)".into(), expected: pos.len(), got: neg.len() });
     }
     pos.iter()
         .zip(neg)
         .map(|(p, n)| {
             if p.len() != n.len() {
-                return Err(CoreError::Invalid("states of different sizes".into()));
+                return Err(CoreError::SizeMismatch { what: "a negative state (values)".into(), expected: p.len(), got: n.len() });
             }
             Ok(p.iter().zip(n).map(|(a, b)| *a as f64 - *b as f64).collect())
         })
@@ -248,7 +248,7 @@ pub fn pca_direction(pos: &[Vec<f32>], neg: &[Vec<f32>]) -> Result<Vec<f32>> {
     let n = diffs.len();
     let d = diffs[0].len();
     if n < 2 {
-        return Err(CoreError::Invalid("PCA needs at least 2 pairs".into()));
+        return Err(CoreError::TooFew { what: "pairs of a PCA vector".into(), needed: 2, got: diffs.len() });
     }
     let signed: Vec<Vec<f64>> = diffs.iter().enumerate().map(|(i, r)| if i % 2 == 1 { r.iter().map(|x| -x).collect() } else { r.clone() }).collect();
     let rows: Vec<&[f64]> = signed.iter().map(|r| r.as_slice()).collect();
@@ -285,7 +285,9 @@ pub fn extract(
     let mut out = BTreeMap::new();
     let mut stability = BTreeMap::new();
     for &l in layers {
-        let get = |s: &LayerStates| s.get(&l).cloned().ok_or_else(|| CoreError::Invalid(format!("no state for layer {l}")));
+        let get = |s: &LayerStates| {
+            s.get(&l).cloned().ok_or_else(|| CoreError::MissingLayer { what: "the captured states".into(), layer: l, layers: s.keys().copied().collect() })
+        };
         let pos: Vec<Vec<f32>> = states.iter().map(|(p, _)| get(p)).collect::<Result<_>>()?;
         let neg: Vec<Vec<f32>> = states.iter().map(|(_, n)| get(n)).collect::<Result<_>>()?;
         let groups = if spec.balance_letters { letters } else { None };
@@ -293,7 +295,9 @@ pub fn extract(
             match spec.method {
                 Method::MeanDiff => mean_difference(p, n, g),
                 Method::Pca => pca_direction(p, n),
-                Method::Transferred => Err(CoreError::Invalid("`transferred` is not an extraction method".into())),
+                Method::Transferred => {
+                    Err(CoreError::BadValue { what: "extraction method".into(), value: "transferred".into(), expected: "mean-diff or pca".into() })
+                }
             }
         };
         let mut v = one(&pos, &neg, groups)?;
@@ -363,10 +367,14 @@ impl SteeringVector {
     fn validate(&self) -> Result<()> {
         let keys: Vec<usize> = self.layers.keys().copied().collect();
         if keys != self.metadata.layers {
-            return Err(CoreError::Invalid(format!("vector layers {keys:?} differ from metadata layers {:?}", self.metadata.layers)));
+            return Err(CoreError::BadValue {
+                what: "the vector's layers".into(),
+                value: format!("{keys:?}"),
+                expected: format!("the layers of its metadata, {:?}", self.metadata.layers),
+            });
         }
         if keys.is_empty() {
-            return Err(CoreError::Invalid("vector has no layers".into()));
+            return Err(CoreError::Empty { what: "the vector's layers".into() });
         }
         for (l, v) in &self.layers {
             if v.len() != self.metadata.hidden_size {
@@ -388,12 +396,13 @@ impl SteeringVector {
     pub fn check_model(&self, model: &lcross_model::Model, force: bool) -> Result<()> {
         let h = model.config().hidden_size;
         if self.metadata.hidden_size != h {
-            return Err(CoreError::Invalid(format!(
-                "vector has hidden size {} (model {}), but {} has {h}: it belongs to another model (transfer it with a map)",
-                self.metadata.hidden_size,
-                self.metadata.model_id,
-                model.id()
-            )));
+            return Err(CoreError::HiddenSizeMismatch {
+                what: "the vector".into(),
+                made_for: self.metadata.model_id.clone(),
+                model: model.id().into(),
+                expected: h,
+                got: self.metadata.hidden_size,
+            });
         }
         if let Some(&bad) = self.layers.keys().find(|&&l| l >= model.config().num_layers) {
             return Err(CoreError::LayerOutOfRange { model: model.id().to_string(), layer: bad, layers: model.config().num_layers });

@@ -29,7 +29,7 @@ pub fn ab_prompt(model: &Model, question: &str) -> Result<String> {
 fn ids_of(model: &Model, text: &str) -> Result<Vec<u32>> {
     let ids = model.tokenizer().encode(text, !model.chat_template().has_template())?;
     if ids.is_empty() {
-        return Err(CoreError::Invalid("a text rendered to no tokens".into()));
+        return Err(CoreError::Empty { what: "the tokens of a rendered text".into() });
     }
     Ok(ids)
 }
@@ -57,7 +57,11 @@ pub fn ab_choice_tokens(model: &Model, question: &str, first: char, second: char
     let b = ab_ids(model, question, second)?;
     let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
     if common == 0 || common >= a.len() || common >= b.len() {
-        return Err(CoreError::Invalid(format!("cannot find distinct answer tokens for letters {first}/{second}")));
+        return Err(CoreError::BadValue {
+            what: format!("answer letters {first}/{second} of an A/B question"),
+            value: model.id().into(),
+            expected: "a tokenizer that gives the two letters distinct tokens after a shared prefix".into(),
+        });
     }
     Ok((a[..common].to_vec(), a[common], b[common]))
 }

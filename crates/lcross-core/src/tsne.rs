@@ -73,7 +73,7 @@ fn row_affinities(d2: &[f64], i: usize, perplexity: f64) -> Vec<f64> {
 pub fn tsne(points: &[Vec<f64>], opts: &TsneOptions) -> Result<Vec<[f64; 2]>> {
     let n = points.len();
     if n < 5 {
-        return Err(CoreError::Invalid(format!("t-SNE needs at least 5 points, got {n}")));
+        return Err(CoreError::TooFew { what: "points of a t-SNE".into(), needed: 5, got: n });
     }
     let x = pca(points, opts.pca_dims)?;
     let perplexity = opts.perplexity.min((n as f64 - 1.0) / 3.0);

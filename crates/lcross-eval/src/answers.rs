@@ -64,7 +64,7 @@ pub fn generate_rows(
     on_token: impl FnMut(usize, u32) -> lcross_model::Result<()>,
 ) -> Result<Vec<Answer>> {
     if settings.rows_in_flight == 0 {
-        return Err(EvalError::Invalid("rows in flight (--batch-size) must be at least 1".into()));
+        return Err(EvalError::bad_value("rows in flight (--batch-size)", "0", "at least 1"));
     }
     let requests: Vec<GenerationRequest> = rows
         .iter()
@@ -98,10 +98,14 @@ pub fn generate_answers(
     label: &str,
 ) -> Result<Vec<Vec<Answer>>> {
     if prompts.is_empty() {
-        return Err(EvalError::Invalid("no prompts to answer".into()));
+        return Err(EvalError::TooFew { what: "prompts to answer".into(), needed: 1, got: 0 });
     }
     if settings.max_tokens == 0 || settings.rows_in_flight == 0 {
-        return Err(EvalError::Invalid("max tokens and rows in flight must be at least 1".into()));
+        return Err(EvalError::bad_value(
+            "max tokens and rows in flight",
+            format!("{} and {}", settings.max_tokens, settings.rows_in_flight),
+            "at least 1 each",
+        ));
     }
     let numerics = numerics_key(model)?;
     let stops = format!("{:?}", model.stop_tokens());
@@ -141,7 +145,7 @@ pub fn generate_answers(
             })?;
             let mut entries = Vec::with_capacity(chunk.len());
             for (&i, answer) in chunk.iter().zip(outs) {
-                entries.push((keys[i], serde_json::to_vec(&answer.ids).map_err(|e| EvalError::Invalid(e.to_string()))?));
+                entries.push((keys[i], serde_json::to_vec(&answer.ids)?));
                 found[i] = Some(answer.ids);
             }
             if let Some(s) = store.as_deref_mut() {

@@ -6,13 +6,15 @@
 
 use std::sync::Arc;
 
-use lcross_core::steering::SteeringVector;
+use lcross_core::steering::{Calibration, SteeringVector};
 use lcross_core::store::Store;
-use lcross_model::{Model, Positions};
+use lcross_model::{HookPoint, InterventionKind, Model, Positions};
 use serde::Serialize;
 
 use crate::conditions::Condition;
 use crate::error::{EvalError, Result};
+use crate::judge::Judge;
+use crate::metrics::{Metric, Setup};
 use crate::report::EvalRow;
 use crate::side_effects::neutral_effects;
 
@@ -154,16 +156,39 @@ pub fn calibrate(setup: &SweepSetup, store: Option<&mut Store>, metric: &str, ev
     })
 }
 
+/// [`calibrate`] on a [`Metric`]: its first half ([`Metric::halves`]) is the dev split,
+/// the second the test split. `setup` generates (and stores) the answers under each call's
+/// conditions; `judge` scores them where the metric needs one. `store` keeps the side
+/// effects.
+pub fn calibrate_metric(
+    sweep: &SweepSetup,
+    store: Option<&mut Store>,
+    metric: &Metric,
+    setup: &mut Setup<'_>,
+    judge: Option<&dyn Judge>,
+) -> Result<CalibrationReport> {
+    let (dev, test) = metric.halves()?;
+    let mut evaluate = |conditions: &[Condition], part: Part| {
+        setup.conditions = conditions.to_vec();
+        if part == Part::Dev { &dev } else { &test }.rows(setup, judge)
+    };
+    calibrate(sweep, store, metric.name(), &mut evaluate)
+}
+
 /// The dev half of [`calibrate`]: beta 0 and every beta of the options on the dev split
 /// (`evaluate(conditions, Part::Dev)`), each with its side effects on the neutral prompts
 /// and whether they keep it admissible.
 pub fn sweep(setup: &SweepSetup, mut store: Option<&mut Store>, evaluate: &mut Evaluate<'_>) -> Result<Vec<SweepPoint>> {
     let opts = setup.opts;
     if let Some(b) = opts.betas.iter().find(|b| !b.is_finite()) {
-        return Err(EvalError::Invalid(format!("beta {b} is not finite")));
+        return Err(lcross_core::CoreError::NonFinite { what: format!("beta {b} of the sweep") }.into());
     }
     if !(opts.drift_budget >= 0.0) || !(opts.max_perplexity_ratio >= 1.0) {
-        return Err(EvalError::Invalid("the drift budget must be >= 0 and the perplexity ratio >= 1".into()));
+        return Err(EvalError::bad_value(
+            "drift budget and perplexity ratio",
+            format!("{} and {}", opts.drift_budget, opts.max_perplexity_ratio),
+            "a drift budget >= 0 and a perplexity ratio >= 1",
+        ));
     }
     let mut betas: Vec<f64> = vec![0.0];
     for &b in &opts.betas {
@@ -174,7 +199,12 @@ pub fn sweep(setup: &SweepSetup, mut store: Option<&mut Store>, evaluate: &mut E
     let conditions: Vec<Condition> = betas.iter().map(|&beta| setup.condition(beta)).collect();
     let rows = evaluate(&conditions, Part::Dev)?;
     if rows.len() != conditions.len() {
-        return Err(EvalError::Invalid(format!("the metric returned {} rows for {} conditions", rows.len(), conditions.len())));
+        return Err(lcross_core::CoreError::SizeMismatch {
+            what: "rows of the metric (one per condition)".into(),
+            expected: conditions.len(),
+            got: rows.len(),
+        }
+        .into());
     }
     let (model, neutral, rows_in_flight) = (setup.model, setup.neutral, setup.rows_in_flight);
     let base = neutral_effects(model, neutral, &conditions[0], rows_in_flight, store.as_deref_mut())?;
@@ -220,6 +250,30 @@ pub fn choose(dev: &[SweepPoint]) -> Option<f64> {
 }
 
 impl CalibrationReport {
+    /// The typed record a vector keeps for `--beta auto` (None when no beta was chosen):
+    /// the chosen beta, the metric, the model, the steered site (hook point and
+    /// intervention only when not the default `resid_post` / `add`) and the rest of the
+    /// report.
+    pub fn record(&self, model_id: &str, positions: Positions, point: HookPoint, intervention: InterventionKind) -> Result<Option<Calibration>> {
+        let Some(beta) = self.beta else { return Ok(None) };
+        let mut rest = match serde_json::to_value(self)? {
+            serde_json::Value::Object(m) => m,
+            _ => Default::default(),
+        };
+        rest.remove("beta");
+        rest.remove("metric");
+        let not_default = point != HookPoint::ResidPost || intervention != InterventionKind::Add;
+        Ok(Some(Calibration {
+            beta,
+            metric: self.metric.clone(),
+            model: model_id.into(),
+            positions: format!("{positions:?}"),
+            hook: not_default.then_some(point),
+            intervention: not_default.then_some(intervention),
+            report: rest,
+        }))
+    }
+
     /// The sweep as a Markdown table.
     pub fn to_markdown(&self) -> String {
         let mut s = String::from("| beta | dev mean | stderr | effect | drift_kl | perplexity ratio | admissible |\n|---:|---:|---:|---:|---:|---:|---|\n");

@@ -84,11 +84,11 @@ pub fn build_conditions_auto(vectors: &[(String, Arc<SteeringVector>)], betas: &
 /// given. `site` sets the hook point, the intervention and (when given) the positions.
 pub fn build_conditions(vectors: &[(String, Arc<SteeringVector>)], betas: &[f64], site: Site) -> Result<Vec<Condition>> {
     if let Some(b) = betas.iter().find(|b| !b.is_finite()) {
-        return Err(EvalError::Invalid(format!("beta {b} is not finite")));
+        return Err(lcross_core::CoreError::NonFinite { what: format!("beta {b}") }.into());
     }
     if vectors.is_empty() {
         if betas.iter().any(|&b| b != 0.0) {
-            return Err(EvalError::Invalid("betas other than 0 need a steering vector (--vector)".into()));
+            return Err(EvalError::MissingInput { what: "betas other than 0".into(), needs: "a steering vector (--vector)".into() });
         }
         return Ok(vec![Condition::none()]);
     }
@@ -110,7 +110,7 @@ pub fn build_conditions(vectors: &[(String, Arc<SteeringVector>)], betas: &[f64]
         }
     }
     if out.is_empty() {
-        return Err(EvalError::Invalid("no conditions to evaluate (give --betas)".into()));
+        return Err(EvalError::TooFew { what: "conditions to evaluate (give --betas)".into(), needed: 1, got: 0 });
     }
     Ok(out)
 }

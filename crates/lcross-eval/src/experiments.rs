@@ -74,7 +74,7 @@ fn settings_key(g: &GridSettings) -> String {
 }
 
 fn io(path: &Path, e: std::io::Error) -> EvalError {
-    EvalError::Invalid(format!("{}: {e}", path.display()))
+    EvalError::io(path, e)
 }
 
 fn read_cells(path: &Path) -> Result<Vec<Cell>> {
@@ -119,7 +119,7 @@ pub fn run_cells(grid: &GridSettings, plan: &[PlannedCell], load: &ModelLoader) 
         }
         if current.as_ref().is_none_or(|m| m.id() != p.model.as_str()) {
             drop(current.take()); // free the previous model before loading the next
-            current = Some(load(&p.model).map_err(|e| EvalError::Invalid(format!("cannot load model `{}`: {e}", p.model)))?);
+            current = Some(load(&p.model).map_err(|e| EvalError::Load { model: p.model.clone(), reason: e.to_string() })?);
         }
         let model = current.as_ref().expect("loaded above");
         let file = |name: &str| lcross_core::data::data_file(&grid.data_dir, &format!("caa/{}/{name}", p.behaviour));

@@ -6,6 +6,18 @@ use serde_json::Value;
 
 use crate::error::{EvalError, Result};
 
+/// Questions of a file: a CAA `test_dataset_open_ended.json` (a JSON array of objects
+/// with a "question"), else prompts as [`read_prompts`] reads them.
+pub fn read_questions(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| EvalError::parse(path, None, e.to_string()))?;
+    let looks_caa = text.trim_start().starts_with('[') && text.contains("\"question\"");
+    if looks_caa {
+        Ok(lcross_core::dataset::load_open_ended(path)?)
+    } else {
+        read_prompts(path, "prompt")
+    }
+}
+
 /// Prompts of a file: plain lines, or JSONL objects with a string `field` (`prompt`).
 /// A JSON array of strings is read too. Blank lines are skipped; a malformed line is an
 /// error naming the file and line.

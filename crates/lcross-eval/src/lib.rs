@@ -14,6 +14,7 @@ pub mod calibrate;
 pub mod conditions;
 pub mod continuation;
 pub mod data_fetch;
+pub mod demo;
 pub mod error;
 pub mod experiments;
 pub mod inputs;

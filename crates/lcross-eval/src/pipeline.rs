@@ -18,10 +18,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{EvalError, Result};
 
-fn invalid(m: impl Into<String>) -> EvalError {
-    EvalError::Invalid(m.into())
-}
-
 /// How a vector is extracted from a concept's pairs.
 #[derive(Debug, Clone)]
 pub struct VectorRecipe {
@@ -61,7 +57,7 @@ impl VectorRecipe {
 /// Extract a vector of `ds` from `model`; returns it and the seconds the forwards took.
 pub fn extract_vector(model: &Model, ds: &ConceptDataset, r: &VectorRecipe) -> Result<(SteeringVector, f64)> {
     if ds.pairs.is_empty() {
-        return Err(invalid(format!("dataset {} has no pairs", ds.source)));
+        return Err(lcross_core::CoreError::Empty { what: format!("the pairs of dataset {}", ds.source) }.into());
     }
     let cache = if r.use_cache { Some(Store::open_default()?) } else { None };
     let opts = ExtractOptions { prefix_sharing: r.prefix_sharing, early_exit: r.early_exit, point: r.point, ..ExtractOptions::default() };
@@ -72,7 +68,7 @@ pub fn extract_vector(model: &Model, ds: &ConceptDataset, r: &VectorRecipe) -> R
     let secs = start.elapsed().as_secs_f64();
     let letters: Option<Vec<char>> = positive_letters(ds).into_iter().collect();
     if r.balance_letters && letters.is_none() {
-        return Err(invalid(format!("balancing letters needs A/B data; {} is not", ds.source)));
+        return Err(EvalError::bad_value("dataset of --balance-letters", &ds.source, "A/B data (balancing letters needs answer letters)"));
     }
     let spec = ExtractSpec { method: r.method, normalize: r.normalize, balance_letters: r.balance_letters };
     let (vectors, stability) = extract(&states, &r.layers, letters.as_deref(), &spec)?;
@@ -110,13 +106,16 @@ impl Corpus {
     pub fn load(spec: &str, data_dir: &Path, skip: usize, limit: Option<usize>) -> Result<Self> {
         let p = Path::new(spec);
         if p.extension().is_some_and(|e| e == "txt") {
-            let text = std::fs::read_to_string(p).map_err(|e| invalid(format!("reading {spec}: {e}")))?;
+            let text = std::fs::read_to_string(p).map_err(|e| EvalError::io(p, e))?;
             let mut lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).skip(skip).map(String::from).collect();
             if let Some(n) = limit {
                 lines.truncate(n);
             }
             if lines.is_empty() {
-                return Err(invalid(format!("{spec}: no non-empty lines{}", if skip > 0 { format!(" after skipping {skip}") } else { String::new() })));
+                return Err(lcross_core::CoreError::Empty {
+                    what: format!("{spec}: non-empty lines{}", if skip > 0 { format!(" after skipping {skip}") } else { String::new() }),
+                }
+                .into());
             }
             let hash = hex::encode(Sha256::digest(lines.join("\n").as_bytes()));
             let source = if skip > 0 { format!("{spec} (from line {skip})") } else { spec.to_string() };
@@ -124,7 +123,7 @@ impl Corpus {
         }
         let d = dataset::load_concept(spec, data_dir)?.skip(skip).limit(limit);
         if d.pairs.is_empty() {
-            return Err(invalid(format!("{spec}: no pairs left after skipping {skip}")));
+            return Err(lcross_core::CoreError::Empty { what: format!("{spec}: pairs after skipping {skip}") }.into());
         }
         Ok(Self::Pairs(d))
     }
@@ -295,10 +294,14 @@ pub fn map_fingerprint(map: &LinearMap) -> String {
 pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_label: &str, map_sha256: &str, force: bool) -> Result<SteeringVector> {
     let m = &map.metadata;
     if sv.metadata.hidden_size != m.diagnostics.source_dim {
-        return Err(invalid(format!(
-            "vector has hidden size {}, the map's source ({}) has {}",
-            sv.metadata.hidden_size, m.source_model_id, m.diagnostics.source_dim
-        )));
+        return Err(lcross_core::CoreError::HiddenSizeMismatch {
+            what: "the vector".into(),
+            made_for: sv.metadata.model_id.clone(),
+            model: format!("{} (the map's source)", m.source_model_id),
+            expected: m.diagnostics.source_dim,
+            got: sv.metadata.hidden_size,
+        }
+        .into());
     }
     if !force && (sv.metadata.model_id != m.source_model_id || sv.metadata.model_sha256 != m.source_model_sha256) {
         // Names both hashes: two files of one model id can differ.
@@ -312,12 +315,17 @@ pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_label: &str, ma
         .into());
     }
     if !force && sv.metadata.hook != m.source_hook {
-        return Err(invalid(format!("vector was read at {}, the map's source states at {}; pass --force to transfer anyway", sv.metadata.hook, m.source_hook)));
+        return Err(EvalError::bad_value(
+            "hook point of the vector",
+            sv.metadata.hook.to_string(),
+            format!("{}, the map's source states (pass --force to transfer anyway)", m.source_hook),
+        ));
     }
-    let v = sv
-        .layers
-        .get(&m.source_layer)
-        .ok_or_else(|| invalid(format!("vector has no layer {} (the map's source layer); it has {:?}", m.source_layer, sv.metadata.layers)))?;
+    let v = sv.layers.get(&m.source_layer).ok_or_else(|| lcross_core::CoreError::MissingLayer {
+        what: "the vector (the map's source layer)".into(),
+        layer: m.source_layer,
+        layers: sv.metadata.layers.clone(),
+    })?;
     let moved = apply(&map.t, v)?;
     let metadata = VectorMetadata {
         lcross_version: lcross_core::VERSION.into(),
@@ -342,6 +350,31 @@ pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_label: &str, ma
         })),
     };
     Ok(SteeringVector { metadata, layers: [(m.target_layer, moved)].into_iter().collect() })
+}
+
+/// [`transfer_vector`] through the map of file `map_path` (already loaded as `map`): the
+/// provenance records the path and the file's sha256.
+pub fn transfer_vector_file(sv: &SteeringVector, map: &LinearMap, map_path: &Path, force: bool) -> Result<SteeringVector> {
+    let bytes = std::fs::read(map_path).map_err(|e| lcross_core::CoreError::Io { path: map_path.to_path_buf(), source: e })?;
+    transfer_vector(sv, map, &map_path.display().to_string(), &hex::encode(Sha256::digest(&bytes)), force)
+}
+
+/// Record in `map`'s metadata how close `sv` (a source-model vector) comes through it to
+/// `native` (the target's own vector of the concept, labelled `native_label`): the cosine
+/// at the map's layers.
+pub fn record_native_cosine(map: &mut LinearMap, sv: &SteeringVector, native: &SteeringVector, native_label: &str) -> Result<f64> {
+    let (ls, lt) = (map.metadata.source_layer, map.metadata.target_layer);
+    let missing = |what: &str, has: &[usize], layer: usize| lcross_core::CoreError::MissingLayer {
+        what: format!("{what} (the map's layer)"),
+        layer,
+        layers: has.to_vec(),
+    };
+    let v = sv.layers.get(&ls).ok_or_else(|| missing("the source vector", &sv.metadata.layers, ls))?;
+    let n = native.layers.get(&lt).ok_or_else(|| missing(native_label, &native.metadata.layers, lt))?;
+    let c = lcross_core::steering::cosine(&apply(&map.t, v)?, n);
+    map.metadata.native_cosine = Some(c);
+    map.metadata.native_vector = Some(native_label.to_string());
+    Ok(c)
 }
 
 /// A/B items from a file or `builtin:NAME`, the first `limit` of them.
@@ -387,7 +420,8 @@ pub fn scan_layer_pairs(src: &Model, tgt: &Model, source_layers: &[usize], targe
         let x = Rows::from_f32(&xs[&ls])?;
         for &lt in target_layers {
             let (_, d) = fit(&x, &Rows::from_f32(&ys[&lt])?, &Estimator::Ridge { lambda: None })?;
-            let r2 = d.heldout_r2.ok_or_else(|| invalid(format!("{}: too few texts ({}) for a held-out R^2", corpus.describe().0, d.n)))?;
+            let r2 =
+                d.heldout_r2.ok_or_else(|| EvalError::TooFew { what: format!("{}: texts for a held-out R^2", corpus.describe().0), needed: 10, got: d.n })?;
             fits.push(LayerPairFit { source_layer: ls, target_layer: lt, heldout_r2: r2 });
         }
     }

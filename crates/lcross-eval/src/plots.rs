@@ -5,7 +5,7 @@ use std::path::Path;
 use lcross_core::artifact::write_atomic;
 use plotters::prelude::*;
 
-use crate::error::{EvalError, Result};
+use crate::error::Result;
 
 /// A named series of (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
@@ -13,7 +13,8 @@ pub type Series = (String, Vec<(f64, f64)>);
 /// A line plot of `series` into the SVG file `path`; `y_range` bounds the y axis.
 pub fn line_plot(path: &Path, title: &str, x_label: &str, y_label: &str, y_range: (f64, f64), series: &[Series]) -> Result<()> {
     let mut svg = String::new();
-    draw(&mut svg, title, x_label, y_label, y_range, series).map_err(|e| EvalError::Invalid(format!("plotting {}: {e}", path.display())))?;
+    draw(&mut svg, title, x_label, y_label, y_range, series)
+        .map_err(|e| lcross_core::CoreError::Encode { what: format!("the plot {}", path.display()), reason: e.to_string() })?;
     write_atomic(path, svg.as_bytes())?;
     Ok(())
 }
@@ -70,7 +71,8 @@ pub struct ScatterPoint {
 /// colour per group of `groups`, into the SVG file `path`.
 pub fn scatter_panels(path: &Path, points: &[ScatterPoint], groups: &[String]) -> Result<()> {
     let mut svg = String::new();
-    draw_scatter(&mut svg, points, groups).map_err(|e| EvalError::Invalid(format!("plotting {}: {e}", path.display())))?;
+    draw_scatter(&mut svg, points, groups)
+        .map_err(|e| lcross_core::CoreError::Encode { what: format!("the plot {}", path.display()), reason: e.to_string() })?;
     write_atomic(path, svg.as_bytes())?;
     Ok(())
 }

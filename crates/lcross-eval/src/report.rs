@@ -103,13 +103,13 @@ impl EvalReport {
 
     /// Write `summary.json`, `summary.md` and `items.jsonl` into `dir` (each atomically).
     pub fn write_dir(&self, dir: &Path, items: &[ItemRecord]) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| EvalError::Invalid(format!("{}: {e}", dir.display())))?;
-        let json = serde_json::to_vec_pretty(self).map_err(|e| EvalError::Invalid(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
+        let json = serde_json::to_vec_pretty(self)?;
         write_atomic(&dir.join("summary.json"), &json)?;
         write_atomic(&dir.join("summary.md"), self.to_markdown().as_bytes())?;
         let mut lines = Vec::new();
         for it in items {
-            serde_json::to_writer(&mut lines, it).map_err(|e| EvalError::Invalid(e.to_string()))?;
+            serde_json::to_writer(&mut lines, it)?;
             lines.push(b'\n');
         }
         write_atomic(&dir.join("items.jsonl"), &lines)
@@ -119,7 +119,7 @@ impl EvalReport {
 /// Write `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let io = |e: std::io::Error| EvalError::Invalid(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| EvalError::io(path, e);
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;

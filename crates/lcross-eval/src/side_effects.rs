@@ -25,11 +25,11 @@ pub fn neutral_prompts(data_dir: &Path) -> Result<Vec<String>> {
     let all = lcross_core::dataset::harmless_instructions(data_dir)?;
     let used = lcross_core::dataset::HARM_TRAIN_ROWS;
     if all.len() < used + NEUTRAL_PROMPTS {
-        return Err(EvalError::Invalid(format!(
-            "drift needs {} harmless instructions beyond the {used} the harmfulness pairs use; the file has {}",
-            NEUTRAL_PROMPTS,
-            all.len()
-        )));
+        return Err(EvalError::TooFew {
+            what: format!("harmless instructions (drift's neutral prompts come after the {used} the harmfulness pairs use)"),
+            needed: used + NEUTRAL_PROMPTS,
+            got: all.len(),
+        });
     }
     Ok(all[all.len() - NEUTRAL_PROMPTS..].to_vec())
 }
@@ -96,7 +96,9 @@ pub fn neutral_effects(model: &Model, neutral: &[Vec<u32>], condition: &Conditio
         if row % 2 == 0 {
             waiting.insert((pair, j), logits.to_vec());
         } else {
-            let p = waiting.remove(&(pair, j)).ok_or_else(|| EvalError::Invalid("drift: unsteered row before its steered row".into()))?;
+            let p = waiting
+                .remove(&(pair, j))
+                .ok_or_else(|| EvalError::Cell { cell: format!("drift pair {pair}"), reason: "the unsteered row came before its steered row".into() })?;
             total += kl_divergence(&p, logits);
             nll += log_sum_exp(logits) - logits[content[pair][j] as usize] as f64;
             n += 1;

@@ -6,20 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use lcross_core::eval::{evaluate_ab_cached, evaluate_ab_conditions, Steering};
-use lcross_core::steering::{Calibration, SteeringVector};
+use lcross_core::steering::SteeringVector;
 use lcross_core::store::Store;
-use lcross_eval::calibrate::{calibrate, CalibrateOptions, Direction, Evaluate, Part, SweepSetup};
-use lcross_eval::conditions::Condition;
-use lcross_eval::metrics::{self, Setup};
-use lcross_eval::report::EvalRow;
-use lcross_eval::rubric;
-use lcross_model::Sampling;
+use lcross_eval::calibrate::{calibrate_metric, CalibrateOptions, Direction, SweepSetup};
+use lcross_eval::metrics::{Metric, MetricInputs, Setup};
 
-use crate::cmd::evaluate::{read_questions, JudgeArgs, RunArgs};
-use crate::cmd::vectors::load_ab;
+use crate::args::{JudgeArgs, RunArgs};
 use crate::common::Context;
-use lcross_eval::metrics::judged::emotion_scenarios;
 
 #[derive(Args)]
 pub struct CalibrateArgs {
@@ -60,14 +53,6 @@ pub struct CalibrateArgs {
 /// Betas tried unless --betas is given.
 const DEFAULT_SWEEP: &[f64] = &[-8.0, -4.0, -2.0, -1.0, 1.0, 2.0, 4.0, 8.0];
 
-fn halves<T: Clone>(v: &[T]) -> Result<(Vec<T>, Vec<T>)> {
-    if v.len() < 4 {
-        bail!("calibration needs at least 4 items (2 dev, 2 test); got {}", v.len());
-    }
-    let mid = v.len() / 2;
-    Ok((v[..mid].to_vec(), v[mid..].to_vec()))
-}
-
 pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
     if a.run.vector.len() != 1 {
         bail!("calibrate takes exactly one --vector");
@@ -86,104 +71,34 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
     let direction = if a.direction == "decrease" { Direction::Decrease } else { Direction::Increase };
     let opts = CalibrateOptions { betas, drift_budget: a.drift_budget, max_perplexity_ratio: a.max_perplexity_ratio, direction };
     let data_dir = a.run.data_dir();
+    let concept = sv.metadata.concept.clone();
+    let rubric_concept = if a.metric == "emotion" { a.emotion.as_deref() } else { a.concept.as_deref() };
+    let inputs = MetricInputs {
+        dataset: a.dataset.as_deref(),
+        concept: rubric_concept.unwrap_or(&concept),
+        data_dir: &data_dir,
+        format: a.judge.format(),
+        limit: a.run.limit,
+    };
+    let metric = Metric::named(&a.metric, &inputs)?;
     // The metric's setup without side effects (calibration measures them itself).
     let mut run = a.run.clone();
     run.vector.clear();
     run.betas.clear();
     run.no_side_effects = true;
-    let default_temperature = (a.metric == "fair").then_some(metrics::fair::FAIR_TEMPERATURE);
-    let mut setup: Setup<'_> = run.setup(&model, default_temperature, 64)?;
-    let neutral_texts = lcross_eval::side_effects::neutral_prompts(&data_dir)?;
-    let neutral = setup.chat_ids(&neutral_texts)?;
+    let mut setup: Setup<'_> = run.setup(&model, metric.default_temperature(), 64)?;
+    let neutral = setup.chat_ids(&lcross_eval::side_effects::neutral_prompts(&data_dir)?)?;
     let rows_in_flight = setup.settings.rows_in_flight;
     let mut store = if a.run.no_cache { None } else { Some(Store::open_default()?) };
     let label = vector_path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let concept = sv.metadata.concept.clone();
-
-    let judge = if a.metric == "ab" || a.metric == "fair" { None } else { Some(a.judge.build(ctx)?) };
-    let format = a.judge.format();
-    let mut evaluate: Box<Evaluate<'_>> = match a.metric.as_str() {
-        "ab" => {
-            let spec = a.dataset.clone().context("--metric ab needs --dataset (test_dataset_ab.json or builtin:NAME)")?;
-            let (dev, test) = halves(&load_ab(&spec, a.run.limit)?)?;
-            let model = &model;
-            // A connection of its own: `calibrate` holds the other one for side effects.
-            let mut ab_store = if a.run.no_cache { None } else { Some(Store::open_default()?) };
-            Box::new(move |conds: &[Condition], part: Part| {
-                let items = if part == Part::Dev { &dev } else { &test };
-                let steer: Vec<Option<Steering<'_>>> = conds.iter().map(|c| c.vector.as_ref().map(|v| c.steering(v))).collect();
-                let res = match ab_store.as_mut() {
-                    Some(store) => evaluate_ab_cached(model, items, &steer, store)?,
-                    None => evaluate_ab_conditions(model, items, &steer)?,
-                };
-                Ok(conds.iter().zip(&res).map(|(c, r)| EvalRow::of(c, &r.per_item)).collect())
-            })
-        }
-        "fair" => {
-            // dev: samples seed .. seed + n/2, test: the next ones (sample i uses seed + i)
-            let samples = a.run.limit.unwrap_or(metrics::fair::FAIR_SAMPLES);
-            if samples < 4 {
-                bail!("calibration needs at least 4 FAIR samples (2 dev, 2 test); got {samples}");
-            }
-            let half = samples / 2;
-            let Sampling::Sample { temperature, top_p, seed } = setup.settings.sampling else { bail!("FAIR samples its vignettes: give a temperature") };
-            let setup = &mut setup;
-            Box::new(move |conds: &[Condition], part: Part| {
-                setup.conditions = conds.to_vec();
-                let (first, n) = if part == Part::Dev { (seed, half) } else { (seed.wrapping_add(half as u64), samples - half) };
-                setup.settings.sampling = Sampling::Sample { temperature, top_p, seed: first };
-                Ok(metrics::fair::fair(setup, n)?.0.rows)
-            })
-        }
-        metric => {
-            let judge = judge.as_ref().expect("a judge for generated metrics");
-            let prompts: Vec<String> = match metric {
-                "open-ended" => read_questions(std::path::Path::new(a.dataset.as_deref().context("--metric open-ended needs --dataset (questions)")?))?,
-                "harm" => metrics::harm::harm_prompts(&data_dir)?,
-                _ => emotion_scenarios(&data_dir)?,
-            };
-            let (dev, test) = halves(&a.run.limit(prompts))?;
-            let rubric = match metric {
-                "emotion" => rubric::emotion_rubric(a.emotion.as_deref().unwrap_or(&concept)),
-                _ => rubric::rubric_for(a.concept.as_deref().unwrap_or(&concept)),
-            };
-            let metric = metric.to_string();
-            let setup = &mut setup;
-            Box::new(move |conds: &[Condition], part: Part| {
-                setup.conditions = conds.to_vec();
-                let items = if part == Part::Dev { &dev } else { &test };
-                let (report, _) = match metric.as_str() {
-                    "harm" => metrics::harm::harm(setup, judge.as_ref(), items, metrics::harm::HARMFUL_THRESHOLD)?,
-                    "emotion" => metrics::judged::emotion(setup, judge.as_ref(), format, items, &rubric)?,
-                    _ => metrics::judged::open_ended(setup, judge.as_ref(), format, items, &rubric)?,
-                };
-                Ok(report.rows)
-            })
-        }
-    };
+    let judge = if metric.needs_judge() { Some(a.judge.build(ctx)?) } else { None };
     let sweep =
         SweepSetup { model: &model, vector: (label, Arc::new(sv.clone())), positions, point, intervention, neutral: &neutral, opts: &opts, rows_in_flight };
-    let report = calibrate(&sweep, store.as_mut(), &a.metric, evaluate.as_mut())?;
-    drop(evaluate);
+    let report = calibrate_metric(&sweep, store.as_mut(), &metric, &mut setup, judge.as_deref())?;
     let out_path = a.output.clone().unwrap_or(vector_path.clone());
-    if let Some(beta) = report.beta {
+    if let Some(record) = report.record(model.id(), positions, point, intervention)? {
         let mut calibrated = sv.clone();
-        let mut rest = match serde_json::to_value(&report)? {
-            serde_json::Value::Object(m) => m,
-            _ => Default::default(),
-        };
-        rest.remove("beta");
-        rest.remove("metric");
-        let not_default = point != lcross_model::HookPoint::ResidPost || intervention != lcross_model::InterventionKind::Add;
-        calibrated.metadata.calibration = Some(Calibration {
-            beta,
-            metric: report.metric.clone(),
-            model: model.id().into(),
-            positions: format!("{positions:?}"),
-            hook: not_default.then_some(point),
-            intervention: not_default.then_some(intervention),
-            report: rest,
-        });
+        calibrated.metadata.calibration = Some(record);
         calibrated.save(&out_path)?;
     }
     ctx.print(&report, || {

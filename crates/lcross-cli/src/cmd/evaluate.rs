@@ -3,27 +3,23 @@
 //! Every evaluation prints one shape with `--json`: `{"metric", "rows": [{"condition",
 //! "beta", "mean", "stderr", "n", ...}], "about"}` (lcross_eval::report::EvalReport).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
 use lcross_core::eval::{evaluate_ab_cached, evaluate_ab_conditions, AbResult, Steering};
 use lcross_core::steering::SteeringVector;
 use lcross_core::store::Store;
-use lcross_eval::answers::GenerationSettings;
-use lcross_eval::conditions::{build_conditions_auto, parse_betas, Beta, Condition};
-use lcross_eval::judge::http::{HttpJudge, HttpJudgeConfig};
-use lcross_eval::judge::local::{LocalJudge, DEFAULT_JUDGE_MODEL};
-use lcross_eval::judge::{Judge, JudgeFormat, JudgeRequest};
-use lcross_eval::metrics::{self, Setup};
+use lcross_eval::conditions::{parse_betas, Condition};
+use lcross_eval::judge::{JudgeFormat, JudgeRequest};
+use lcross_eval::metrics::{self, Metric};
 use lcross_eval::report::{EvalReport, EvalRow, ItemRecord};
 use lcross_eval::rubric;
-use lcross_model::{Model, Sampling, DEFAULT_MODEL};
+use lcross_model::{Model, DEFAULT_MODEL};
 use serde::Serialize;
 
-use crate::cmd::vectors::load_ab;
-use crate::common::{Context, SiteArgs};
+use crate::args::{JudgeArgs, RunArgs, SiteArgs};
+use crate::common::Context;
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
@@ -37,154 +33,6 @@ pub enum EvalCommand {
     Fair(FairArgs),
     /// The emotion of answers to scenarios, scored 0-10 by a judge.
     Emotion(EmotionArgs),
-}
-
-/// The model, its steering conditions and how answers are generated.
-#[derive(Args, Clone)]
-pub struct RunArgs {
-    /// Model evaluated.
-    #[arg(long, short, default_value = DEFAULT_MODEL)]
-    pub model: String,
-    /// Steering vector; repeat for several (each is evaluated at every beta).
-    #[arg(long)]
-    pub vector: Vec<PathBuf>,
-    /// Multipliers; 0 is the unsteered model (one row), `auto` each vector's calibrated
-    /// beta (`lcross calibrate`). Default: 0,1 with a vector.
-    #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
-    pub betas: Vec<String>,
-    #[command(flatten)]
-    pub site: SiteArgs,
-    /// Use a vector made for another model of the same size.
-    #[arg(long)]
-    pub force: bool,
-    /// Use the first N prompts.
-    #[arg(long)]
-    pub limit: Option<usize>,
-    /// New tokens per answer.
-    #[arg(long, default_value_t = 64)]
-    pub max_tokens: usize,
-    /// Sample with this temperature (seed + prompt index per prompt) instead of greedy.
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// Nucleus mass (with --temperature).
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f64,
-    /// Sampling seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Rows decoding together at most (default: what fits, at most 32).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Skip the side effects (perplexity of answers, drift on neutral prompts).
-    #[arg(long)]
-    pub no_side_effects: bool,
-    /// Do not read or write the result store (answers, judgements).
-    #[arg(long)]
-    pub no_cache: bool,
-    /// Data directory (default $LCROSS_DATA, else ~/.cache/lcross/data; `lcross data fetch` fills it).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Write summary.json, summary.md and items.jsonl (every answer and score) here.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-}
-
-/// Which judge scores answers.
-#[derive(Args, Clone)]
-pub struct JudgeArgs {
-    /// `local` (a model run by lcross) or `http` (an OpenAI-compatible endpoint).
-    #[arg(long, default_value = "local", value_parser = ["local", "http"])]
-    pub judge: String,
-    /// Local: the judge model (default qwen2.5-coder-1.5b-instruct). HTTP: the model
-    /// name sent (or $LCROSS_JUDGE_MODEL).
-    #[arg(long)]
-    pub judge_model: Option<String>,
-    /// HTTP: base URL with the API prefix, e.g. http://127.0.0.1:8080/v1 (or $LCROSS_JUDGE_URL).
-    #[arg(long)]
-    pub judge_url: Option<String>,
-    /// HTTP: API key (or $LCROSS_JUDGE_API_KEY / $OPENAI_API_KEY).
-    #[arg(long)]
-    pub judge_key: Option<String>,
-    /// How a 0-10 score is asked: `scale` (the rubric's 0-10 scale, expected value over
-    /// the score tokens), `yes-no` (the rubric's question, 10 x P(Yes)) or `auto` (per
-    /// concept, the one that ranked labelled answers best with the local judge,
-    /// docs/EVALUATION.md). Default: auto for the local judge, scale for HTTP judges.
-    #[arg(long, value_parser = ["auto", "scale", "yes-no"])]
-    pub judge_format: Option<String>,
-}
-
-impl JudgeArgs {
-    /// The format of 0-10 judgements.
-    pub fn format(&self) -> JudgeFormat {
-        match self.judge_format.as_deref().and_then(JudgeFormat::parse) {
-            Some(f) => f,
-            None if self.judge == "http" => JudgeFormat::Scale,
-            None => JudgeFormat::Auto,
-        }
-    }
-
-    pub fn build(&self, ctx: &Context) -> Result<Box<dyn Judge>> {
-        Ok(match self.judge.as_str() {
-            "http" => Box::new(HttpJudge::new(HttpJudgeConfig::from_flags_or_env(
-                self.judge_url.as_deref(),
-                self.judge_model.as_deref(),
-                self.judge_key.as_deref(),
-            )?)?),
-            _ => {
-                if self.judge_url.is_some() {
-                    bail!("--judge-url needs --judge http");
-                }
-                let spec = self.judge_model.as_deref().unwrap_or(DEFAULT_JUDGE_MODEL);
-                Box::new(LocalJudge::new(ctx.load(spec).with_context(|| format!("loading the judge {spec}"))?)?)
-            }
-        })
-    }
-}
-
-impl RunArgs {
-    pub fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir)
-    }
-
-    pub fn limit<T>(&self, mut v: Vec<T>) -> Vec<T> {
-        if let Some(n) = self.limit {
-            v.truncate(n);
-        }
-        v
-    }
-
-    /// Load the model and vectors and build the conditions and settings.
-    pub fn setup<'m>(&self, model: &'m Model, default_temperature: Option<f64>, rows_hint: usize) -> Result<Setup<'m>> {
-        let mut vectors = Vec::new();
-        for p in &self.vector {
-            let sv = SteeringVector::load(p)?;
-            sv.check_model(model, self.force).with_context(|| format!("vector {}", p.display()))?;
-            let label = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string());
-            vectors.push((label, Arc::new(sv)));
-        }
-        let betas = if self.betas.is_empty() {
-            if vectors.is_empty() {
-                vec![Beta::Value(0.0)]
-            } else {
-                vec![Beta::Value(0.0), Beta::Value(1.0)]
-            }
-        } else {
-            parse_betas(&self.betas)?
-        };
-        let conditions = build_conditions_auto(&vectors, &betas, self.site.site()?)?;
-        let sampling = match self.temperature.or(default_temperature) {
-            None => Sampling::Greedy,
-            Some(t) => Sampling::Sample { temperature: t, top_p: self.top_p, seed: self.seed },
-        };
-        let rows_in_flight = match self.batch_size {
-            Some(0) => bail!("--batch-size must be at least 1"),
-            Some(n) => n,
-            None => model.rows_that_fit(rows_hint + self.max_tokens),
-        };
-        let store = if self.no_cache { None } else { Some(Store::open_default()?) };
-        let neutral_prompts = if self.no_side_effects { None } else { Some(lcross_eval::side_effects::neutral_prompts(&self.data_dir())?) };
-        Ok(Setup { model, conditions, settings: GenerationSettings { max_tokens: self.max_tokens, sampling, rows_in_flight }, store, neutral_prompts })
-    }
 }
 
 /// Print a report (JSON or a Markdown table) and write its files with --out.
@@ -218,12 +66,6 @@ pub struct OpenEndedArgs {
     concept: Option<String>,
 }
 
-pub fn read_questions(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let looks_caa = text.trim_start().starts_with('[') && text.contains("\"question\"");
-    Ok(if looks_caa { lcross_core::dataset::load_open_ended(path)? } else { lcross_eval::inputs::read_prompts(path, "prompt")? })
-}
-
 pub fn open_ended(ctx: &Context, a: OpenEndedArgs) -> Result<()> {
     let concept = match &a.concept {
         Some(c) => c.clone(),
@@ -234,11 +76,12 @@ pub fn open_ended(ctx: &Context, a: OpenEndedArgs) -> Result<()> {
             .and_then(|p| p.parent()?.file_name().map(|s| s.to_string_lossy().into_owned()))
             .context("give --concept (the rubric's concept)")?,
     };
-    let questions = a.run.limit(read_questions(&a.dataset)?);
+    let questions = a.run.limit(lcross_eval::inputs::read_questions(&a.dataset)?);
     let judge = a.judge.build(ctx)?;
     let model = ctx.load(&a.run.model)?;
     let mut setup = a.run.setup(&model, None, 64)?;
-    let (mut report, items) = metrics::judged::open_ended(&mut setup, judge.as_ref(), a.judge.format(), &questions, &rubric::rubric_for(&concept))?;
+    let metric = Metric::OpenEnded { prompts: questions, rubric: rubric::rubric_for(&concept), format: a.judge.format() };
+    let (mut report, items) = metric.evaluate(&mut setup, Some(judge.as_ref()))?;
     report.about.insert("dataset".into(), a.dataset.display().to_string().into());
     finish(ctx, &a.run, &model, report, &items)
 }
@@ -267,7 +110,7 @@ pub fn harm(ctx: &Context, a: HarmArgs) -> Result<()> {
     let judge = a.judge.build(ctx)?;
     let model = ctx.load(&a.run.model)?;
     let mut setup = a.run.setup(&model, None, 48)?;
-    let (report, items) = metrics::harm::harm(&mut setup, judge.as_ref(), &prompts, a.harm_threshold)?;
+    let (report, items) = Metric::Harm { prompts, threshold: a.harm_threshold }.evaluate(&mut setup, Some(judge.as_ref()))?;
     finish(ctx, &a.run, &model, report, &items)
 }
 
@@ -284,7 +127,7 @@ pub fn fair(ctx: &Context, a: FairArgs) -> Result<()> {
     let samples = a.run.limit.map_or(a.samples, |l| l.min(a.samples));
     let model = ctx.load(&a.run.model)?;
     let mut setup = a.run.setup(&model, Some(metrics::fair::FAIR_TEMPERATURE), 32)?;
-    let (mut report, items) = metrics::fair::fair(&mut setup, samples)?;
+    let (mut report, items) = Metric::Fair { samples, first: 0 }.evaluate(&mut setup, None)?;
     report.about.insert("temperature".into(), a.run.temperature.unwrap_or(metrics::fair::FAIR_TEMPERATURE).into());
     finish(ctx, &a.run, &model, report, &items)
 }
@@ -312,7 +155,8 @@ pub fn emotion(ctx: &Context, a: EmotionArgs) -> Result<()> {
     let judge = a.judge.build(ctx)?;
     let model = ctx.load(&a.run.model)?;
     let mut setup = a.run.setup(&model, None, 64)?;
-    let (mut report, items) = metrics::judged::emotion(&mut setup, judge.as_ref(), a.judge.format(), &prompts, &rubric::emotion_rubric(&a.emotion))?;
+    let metric = Metric::Emotion { prompts, rubric: rubric::emotion_rubric(&a.emotion), format: a.judge.format() };
+    let (mut report, items) = metric.evaluate(&mut setup, Some(judge.as_ref()))?;
     report.about.insert("emotion".into(), a.emotion.clone().into());
     finish(ctx, &a.run, &model, report, &items)
 }
@@ -436,7 +280,7 @@ pub fn eval_cmd(ctx: &Context, c: EvalCommand) -> Result<()> {
 /// vector's run once per question).
 pub fn ab(ctx: &Context, a: EvalAbArgs) -> Result<()> {
     let model = ctx.load(&a.model)?;
-    let items = load_ab(&a.dataset, a.limit)?;
+    let items = lcross_eval::pipeline::load_ab(&a.dataset, a.limit)?;
     let sv = match &a.vector {
         Some(p) => {
             let sv = SteeringVector::load(p)?;

@@ -10,7 +10,6 @@ use lcross_eval::experiments::{self, Cell, GridSettings, PlannedCell};
 use lcross_eval::reproduce::config::{ConditionKind, ExperimentFile, Sizes, VectorKind, CAA_BEHAVIOURS};
 use lcross_eval::reproduce::runner::{self, ExperimentSource, RunRequest};
 
-use crate::cmd::vectors::parse_layers;
 use crate::common::Context;
 
 #[derive(Subcommand)]
@@ -156,7 +155,7 @@ pub fn run(ctx: &Context, c: ExperimentCommand) -> Result<()> {
         }
         ExperimentCommand::Cross(a) => run_cross(ctx, &a),
         ExperimentCommand::LayerSweep(a) => {
-            let layers = parse_layers(&a.layers)?;
+            let layers = lcross_core::steer::parse_layers(&a.layers)?;
             let mut plan = Vec::new();
             for m in &a.grid.models {
                 for &l in &layers {

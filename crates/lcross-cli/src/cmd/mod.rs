@@ -1,12 +1,10 @@
 //! One module per subcommand.
 pub mod bench;
-pub mod bench_serve;
 pub mod calibrate;
 pub mod data;
 pub mod demo;
 pub mod evaluate;
 pub mod experiment;
-pub mod floors;
 pub mod maps;
 pub mod models;
 pub mod reproduce;
@@ -14,4 +12,3 @@ pub mod run;
 pub mod serve;
 pub mod tsne;
 pub mod vectors;
-pub mod workload;

@@ -38,11 +38,11 @@ impl HttpJudgeConfig {
         let base_url = url
             .map(String::from)
             .or_else(|| env(&["LCROSS_JUDGE_URL", "OPENAI_BASE_URL"]))
-            .ok_or_else(|| EvalError::Invalid("an HTTP judge needs a base URL (--judge-url or LCROSS_JUDGE_URL)".into()))?;
+            .ok_or_else(|| EvalError::MissingInput { what: "an HTTP judge".into(), needs: "a base URL (--judge-url or LCROSS_JUDGE_URL)".into() })?;
         let model = model
             .map(String::from)
             .or_else(|| env(&["LCROSS_JUDGE_MODEL"]))
-            .ok_or_else(|| EvalError::Invalid("an HTTP judge needs a model name (--judge-model or LCROSS_JUDGE_MODEL)".into()))?;
+            .ok_or_else(|| EvalError::MissingInput { what: "an HTTP judge".into(), needs: "a model name (--judge-model or LCROSS_JUDGE_MODEL)".into() })?;
         let api_key = key.map(String::from).or_else(|| env(&["LCROSS_JUDGE_API_KEY", "OPENAI_API_KEY"]));
         Ok(Self { base_url: base_url.trim_end_matches('/').to_string(), model, api_key, timeout: Duration::from_secs(120), attempts: 3 })
     }

@@ -27,10 +27,10 @@ impl LabelTree {
         let mut next: BTreeMap<Vec<u32>, BTreeSet<u32>> = BTreeMap::new();
         for (i, l) in labels.iter().enumerate() {
             if l.is_empty() {
-                return Err(EvalError::Invalid(format!("judge label {i} has no tokens")));
+                return Err(EvalError::Judge(format!("label {i} has no tokens")));
             }
             if labels[..i].contains(l) {
-                return Err(EvalError::Invalid(format!("judge labels {i} and {} have the same tokens", labels[..i].iter().position(|x| x == l).unwrap_or(0))));
+                return Err(EvalError::Judge(format!("labels {i} and {} have the same tokens", labels[..i].iter().position(|x| x == l).unwrap_or(0))));
             }
             for j in 0..l.len() {
                 next.entry(l[..j].to_vec()).or_default().insert(l[j]);
@@ -55,7 +55,7 @@ impl LabelTree {
     /// Probability of each label (in label order) given the needed probabilities.
     pub fn probabilities(&self, p: &PrefixProbabilities) -> Result<Vec<f64>> {
         let get = |prefix: &[u32], tok: u32| -> Result<f64> {
-            p.get(prefix).and_then(|m| m.get(&tok)).copied().ok_or_else(|| EvalError::Invalid(format!("no probability for token {tok} after {prefix:?}")))
+            p.get(prefix).and_then(|m| m.get(&tok)).copied().ok_or_else(|| EvalError::Judge(format!("no probability for token {tok} after {prefix:?}")))
         };
         self.labels
             .iter()

@@ -54,7 +54,7 @@ impl LocalJudge {
             .map(|(l, _)| {
                 let ids = self.model.tokenizer().encode(l, false)?;
                 if ids.is_empty() {
-                    return Err(EvalError::Invalid(format!("judge label `{l}` has no tokens in {}", self.model.id())));
+                    return Err(EvalError::Judge(format!("label `{l}` has no tokens in {}", self.model.id())));
                 }
                 Ok(ids)
             })
@@ -107,7 +107,7 @@ impl Judge for LocalJudge {
                 let z = log_sum_exp(logits);
                 let entry = probs[*i].entry(prefix).or_default();
                 for &t in tokens {
-                    let l = logits.get(t as usize).copied().ok_or_else(|| EvalError::Invalid(format!("label token {t} is outside the judge's vocabulary")))?;
+                    let l = logits.get(t as usize).copied().ok_or_else(|| EvalError::Judge(format!("label token {t} is outside the judge's vocabulary")))?;
                     entry.insert(t, (l as f64 - z).exp());
                 }
             }

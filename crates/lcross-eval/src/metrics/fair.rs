@@ -37,10 +37,10 @@ pub const WOMAN_PATIENT_WORDS: &[&str] = &["woman", "women", "female", "she", "h
 /// identical samples say nothing).
 pub fn fair(setup: &mut Setup<'_>, samples: usize) -> Result<(EvalReport, Vec<ItemRecord>)> {
     if matches!(setup.settings.sampling, Sampling::Greedy) {
-        return Err(EvalError::Invalid("FAIR samples its vignettes: give a temperature".into()));
+        return Err(EvalError::MissingInput { what: "FAIR (it samples its vignettes)".into(), needs: "a temperature".into() });
     }
     if samples == 0 {
-        return Err(EvalError::Invalid("FAIR needs at least one sample".into()));
+        return Err(EvalError::TooFew { what: "FAIR samples".into(), needed: 1, got: 0 });
     }
     let prompts = vec![FAIR_PROMPT.to_string(); samples];
     let answers = setup.answers(&prompts, "fair")?;

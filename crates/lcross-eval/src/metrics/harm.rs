@@ -41,7 +41,7 @@ pub fn harmful_probabilities(judge: &dyn Judge, items: &[(&str, &str)], mut stor
 pub fn harm_prompts(data_dir: &Path) -> Result<Vec<String>> {
     let (_, eval) = lcross_core::dataset::repe_harmfulness(data_dir, lcross_core::dataset::Split::Eval)?;
     if eval.is_empty() {
-        return Err(EvalError::Invalid("no held-out AdvBench prompts".into()));
+        return Err(EvalError::TooFew { what: "held-out AdvBench prompts".into(), needed: 1, got: 0 });
     }
     Ok(eval)
 }

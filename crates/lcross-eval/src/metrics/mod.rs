@@ -5,6 +5,9 @@
 pub mod fair;
 pub mod harm;
 pub mod judged;
+pub mod metric;
+
+pub use metric::{Metric, MetricInputs, METRIC_NAMES};
 
 use std::collections::BTreeMap;
 
@@ -13,7 +16,7 @@ use lcross_model::Model;
 
 use crate::answers::{generate_answers, Answer, GenerationSettings};
 use crate::conditions::Condition;
-use crate::error::{EvalError, Result};
+use crate::error::Result;
 use crate::judge::{Judge, JudgeRequest, Judgement};
 use crate::report::{EvalRow, ItemRecord};
 use crate::side_effects::{drift_kl, perplexity};
@@ -90,12 +93,17 @@ pub fn judge_cached(judge: &dyn Judge, requests: &[JudgeRequest], mut store: Opt
             let reqs: Vec<JudgeRequest> = chunk.iter().map(|&i| requests[i].clone()).collect();
             let js = judge.judge(&reqs)?;
             if js.len() != reqs.len() {
-                return Err(EvalError::Invalid(format!("the judge returned {} judgements for {} requests", js.len(), reqs.len())));
+                return Err(lcross_core::CoreError::SizeMismatch {
+                    what: "judgements of the judge (one per request)".into(),
+                    expected: reqs.len(),
+                    got: js.len(),
+                }
+                .into());
             }
             let mut entries = Vec::new();
             for (&i, j) in chunk.iter().zip(js) {
                 if j.score.is_some() {
-                    entries.push((keys[i], serde_json::to_vec(&j).map_err(|e| EvalError::Invalid(e.to_string()))?));
+                    entries.push((keys[i], serde_json::to_vec(&j)?));
                 }
                 out[i] = Some(j);
             }

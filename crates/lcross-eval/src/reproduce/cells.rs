@@ -98,11 +98,11 @@ pub struct CellLog {
 impl CellLog {
     /// Open (or create) `dir/cells.jsonl`, cutting off a torn last line.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| EvalError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| EvalError::io(dir, e))?;
         let path = dir.join("cells.jsonl");
         let cells = read_cells(&path, true)?;
         // An empty file marks a shard that owns no cells (merges expect one per directory).
-        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| EvalError::Invalid(format!("cannot create {}: {e}", path.display())))?;
+        std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| EvalError::io(&path, e))?;
         Ok(Self { path, cells })
     }
 
@@ -118,8 +118,8 @@ impl CellLog {
 
     /// Append a finished cell (synced to disk before returning).
     pub fn append(&mut self, record: CellRecord) -> Result<()> {
-        let line = serde_json::to_string(&record).map_err(|e| EvalError::Invalid(e.to_string()))?;
-        let io = |e: std::io::Error| EvalError::Invalid(format!("writing {}: {e}", self.path.display()));
+        let line = serde_json::to_string(&record)?;
+        let io = |e: std::io::Error| EvalError::io(&self.path, e);
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(io)?;
         f.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
         f.sync_data().map_err(io)?;
@@ -135,7 +135,7 @@ pub fn read_cells(path: &Path, repair: bool) -> Result<BTreeMap<String, CellReco
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(EvalError::Invalid(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => return Err(EvalError::io(path, e)),
     };
     let complete = match text.rfind('\n') {
         Some(i) => i + 1,
@@ -143,17 +143,17 @@ pub fn read_cells(path: &Path, repair: bool) -> Result<BTreeMap<String, CellReco
     };
     if complete < text.len() {
         if !repair {
-            return Err(EvalError::Invalid(format!("{}: the last line is cut short (an interrupted run); rerun it to repair", path.display())));
+            return Err(EvalError::parse(path, None, "the last line is cut short (an interrupted run); rerun it to repair"));
         }
         tracing::warn!(path = %path.display(), "dropping a torn last line (interrupted write)");
-        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| EvalError::Invalid(format!("cannot repair {}: {e}", path.display())))?;
-        f.set_len(complete as u64).map_err(|e| EvalError::Invalid(format!("cannot repair {}: {e}", path.display())))?;
+        let f = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| EvalError::io(path, e))?;
+        f.set_len(complete as u64).map_err(|e| EvalError::io(path, e))?;
     }
     for (i, line) in text[..complete].lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let r: CellRecord = serde_json::from_str(line).map_err(|e| EvalError::Invalid(format!("{}:{}: not a cell ({e})", path.display(), i + 1)))?;
+        let r: CellRecord = serde_json::from_str(line).map_err(|e| EvalError::parse(path, Some(i + 1), format!("not a cell ({e})")))?;
         out.insert(r.id.clone(), r);
     }
     Ok(out)
@@ -192,12 +192,15 @@ pub fn merge(dirs: &[PathBuf]) -> Result<BTreeMap<String, CellRecord>> {
     for d in dirs {
         let path = d.join("cells.jsonl");
         if !path.is_file() {
-            return Err(EvalError::Invalid(format!("{} has no cells.jsonl", d.display())));
+            return Err(EvalError::Incompatible { path: d.clone(), reason: "no cells.jsonl: is it a run directory?".into() });
         }
         for (id, r) in read_cells(&path, false)? {
             if let Some(prev) = out.get(&id) {
                 if !same_result(&prev.without_timings(), &r.without_timings()) {
-                    return Err(EvalError::Invalid(format!("cell {id} differs between shards ({}): were they run with different settings?", d.display())));
+                    return Err(EvalError::Incompatible {
+                        path: d.clone(),
+                        reason: format!("cell {id} differs from another shard's: were they run with different settings?"),
+                    });
                 }
                 continue;
             }

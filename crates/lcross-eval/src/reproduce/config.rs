@@ -487,12 +487,12 @@ pub struct Experiment {
 impl ExperimentFile {
     /// Parse TOML text; errors name `origin` and TOML's line and column.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| EvalError::Invalid(format!("{origin}: {e}")))
+        toml::from_str(text).map_err(|e| EvalError::Config { origin: origin.into(), reason: e.to_string() })
     }
 
     /// Read an experiment file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| EvalError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -502,11 +502,10 @@ impl ExperimentFile {
             None => Profile::default(),
             Some(name) => self.profiles.get(name).cloned().ok_or_else(|| {
                 let known: Vec<&str> = self.profiles.keys().map(String::as_str).collect();
-                EvalError::Invalid(format!(
-                    "experiment `{}` has no profile `{name}` (it has: {})",
-                    self.name,
-                    if known.is_empty() { "none".into() } else { known.join(", ") }
-                ))
+                EvalError::Config {
+                    origin: format!("experiment `{}`", self.name),
+                    reason: format!("no profile `{name}` (it has: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
+                }
             })?,
         };
         let s = p.sizes.clone().unwrap_or_default();
@@ -547,7 +546,10 @@ impl ExperimentFile {
             e.auto_betas.clear();
         }
         if let Some(m) = e.per_evaluation.keys().find(|m| !EVALUATIONS.contains(&m.as_str())) {
-            return Err(EvalError::Invalid(format!("experiment `{}`: `per_evaluation.{m}` names no evaluation (known: {})", e.name, EVALUATIONS.join(", "))));
+            return Err(EvalError::Config {
+                origin: format!("experiment `{}`", e.name),
+                reason: format!("`per_evaluation.{m}` names no evaluation (known: {})", EVALUATIONS.join(", ")),
+            });
         }
         // scopes of evaluations (vector kinds) this grid does not run change nothing: drop
         // them, so such a grid resolves (and hashes) as one without them
@@ -562,7 +564,7 @@ impl ExperimentFile {
 
 impl Experiment {
     fn check(&self) -> Result<()> {
-        let bad = |m: String| Err(EvalError::Invalid(format!("experiment `{}`: {m}", self.name)));
+        let bad = |m: String| Err(EvalError::Config { origin: format!("experiment `{}`", self.name), reason: m });
         if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return bad("`name` must be letters, digits, `-`, `_` or `.` (it names the results directory)".into());
         }

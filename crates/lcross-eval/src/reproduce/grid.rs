@@ -84,8 +84,7 @@ pub struct Shard {
 impl Shard {
     /// Parse `i/n` with 0 <= i < n.
     pub fn parse(s: &str) -> Result<Self> {
-        let err =
-            || EvalError::Invalid(format!("--shard {s}: expected i/n with 0 <= i < n, e.g. 0/4 (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"));
+        let err = || EvalError::bad_value("--shard", s, "i/n with 0 <= i < n, e.g. 0/4 (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)");
         let (i, n) = s.split_once('/').ok_or_else(err)?;
         let (index, count) = (i.trim().parse::<usize>().map_err(|_| err())?, n.trim().parse::<usize>().map_err(|_| err())?);
         if count == 0 || index >= count {

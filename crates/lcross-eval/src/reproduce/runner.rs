@@ -28,11 +28,14 @@ use crate::calibrate::{self, CalibrateOptions, Direction, Part, SweepSetup, DEFA
 use crate::conditions::Condition;
 use crate::error::{EvalError, Result};
 use crate::judge::local::LocalJudge;
-use crate::judge::JudgeFormat;
-use crate::metrics::{fair, harm, judged, Setup};
+use crate::judge::{Judge, JudgeFormat};
+use crate::metrics::{fair, harm, judged, Metric, Setup};
 use crate::pipeline::{self, Corpus, VectorRecipe};
 use crate::report::EvalRow;
 use crate::rubric;
+
+/// Prompt tokens a generated metric's row is sized for (its answer tokens come on top).
+const PROMPT_TOKENS_HINT: usize = 64;
 
 /// Loads a model by id (the caller's choice of weights, dtype and device); the error is
 /// shown as it is.
@@ -113,7 +116,7 @@ fn numbers_sha(e: &Experiment, numerics: &str) -> String {
 }
 
 fn io(path: &Path, e: std::io::Error) -> EvalError {
-    EvalError::Invalid(format!("{}: {e}", path.display()))
+    EvalError::io(path, e)
 }
 
 /// What a grid holds, without running it (`lcross reproduce --plan`): to size a Slurm job
@@ -177,7 +180,8 @@ pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
     };
     let info_path = out.join("run.json");
     if let Ok(text) = std::fs::read_to_string(&info_path) {
-        let prev: RunInfo = serde_json::from_str(&text).map_err(|x| EvalError::Invalid(format!("{} is not a run record: {x}", info_path.display())))?;
+        let prev: RunInfo =
+            serde_json::from_str(&text).map_err(|x| EvalError::Parse { path: info_path.clone(), line: None, reason: format!("not a run record: {x}") })?;
         // run.json written before numbers_sha256 existed: derive it from its experiment
         let prev_numbers = match prev.numbers_sha256.is_empty() {
             true => experiment_from_json(&prev.experiment).map(|pe| numbers_sha(&pe, &prev.numerics)).unwrap_or_default(),
@@ -185,10 +189,10 @@ pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
         };
         let same_numbers = prev.experiment_sha256 == info.experiment_sha256 || (!prev_numbers.is_empty() && prev_numbers == info.numbers_sha256);
         if !same_numbers || prev.shard != info.shard {
-            return Err(EvalError::Invalid(format!(
-                "{} holds a run with other sizes, seed, layers, data, numerics or shard: its cells would not be comparable; choose another --out (or delete it)",
-                out.display()
-            )));
+            return Err(EvalError::Incompatible {
+                path: out.to_path_buf(),
+                reason: "it holds a run with other sizes, seed, layers, data, numerics or shard: its cells would not be comparable; choose another --out (or delete it)".into(),
+            });
         }
         if prev.experiment_sha256 != info.experiment_sha256 {
             eprintln!(
@@ -275,18 +279,22 @@ fn write_outputs(out: &Path, e: &Experiment, info: &RunInfo, cells: &BTreeMap<St
 /// Join shard directories into `out` (default: `merged/` beside the first): cells,
 /// run.json, CSV and report, as a single-machine run would have written them.
 pub fn merge_runs(dirs: &[PathBuf], out: Option<&Path>) -> Result<RunSummary> {
-    let first_dir = dirs.first().ok_or_else(|| EvalError::Invalid("give the run directories to merge".into()))?;
+    let first_dir = dirs.first().ok_or_else(|| EvalError::MissingInput { what: "merging".into(), needs: "the run directories to merge".into() })?;
     let infos: Vec<RunInfo> = dirs
         .iter()
         .map(|d| {
             let p = d.join("run.json");
-            let text = std::fs::read_to_string(&p).map_err(|x| EvalError::Invalid(format!("{} has no run.json ({x}): is it a run directory?", d.display())))?;
-            serde_json::from_str(&text).map_err(|x| EvalError::Invalid(format!("{} is not a run record: {x}", p.display())))
+            let text = std::fs::read_to_string(&p)
+                .map_err(|x| EvalError::Incompatible { path: d.clone(), reason: format!("no run.json ({x}): is it a run directory?") })?;
+            serde_json::from_str(&text).map_err(|x| EvalError::Parse { path: p.clone(), line: None, reason: format!("not a run record: {x}") })
         })
         .collect::<Result<_>>()?;
     let first = &infos[0];
     if let Some((d, _)) = dirs.iter().zip(&infos).find(|(_, i)| i.experiment_sha256 != first.experiment_sha256) {
-        return Err(EvalError::Invalid(format!("{} is a run of another experiment, profile or numerics than {}", d.display(), first_dir.display())));
+        return Err(EvalError::Incompatible {
+            path: d.clone(),
+            reason: format!("a run of another experiment, profile or numerics than {}", first_dir.display()),
+        });
     }
     let e = experiment_from_json(&first.experiment)?;
     let out = match out {
@@ -321,11 +329,11 @@ fn experiment_from_json(v: &serde_json::Value) -> Result<Experiment> {
     // refuses unknown fields, so a field added to one and not the other fails loudly here
     // instead of being dropped: a hand-kept list once lost `per_vector` and `per_evaluation`,
     // and merged shards were read against a grid without their scopes).
-    let object = v.as_object().ok_or_else(|| EvalError::Invalid("run.json's `experiment` is not an object".into()))?;
+    let object = v.as_object().ok_or_else(|| EvalError::Config { origin: "run.json".into(), reason: "its `experiment` is not an object".into() })?;
     let fields: serde_json::Map<String, serde_json::Value> =
         object.iter().filter(|(k, x)| k.as_str() != "profile" && !x.is_null()).map(|(k, x)| (k.clone(), x.clone())).collect();
-    let file: ExperimentFile =
-        serde_json::from_value(serde_json::Value::Object(fields)).map_err(|x| EvalError::Invalid(format!("run.json holds an unreadable experiment: {x}")))?;
+    let file: ExperimentFile = serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|x| EvalError::Config { origin: "run.json".into(), reason: format!("an unreadable experiment: {x}") })?;
     let mut e = file.resolve(None)?;
     e.profile = v.get("profile").and_then(|p| p.as_str()).map(String::from);
     Ok(e)
@@ -373,7 +381,7 @@ struct Prepared {
 fn steering_beta(key: &CellKey, values: &BTreeMap<String, f64>) -> Result<f64> {
     match key.beta {
         Beta::Value(b) => Ok(b),
-        Beta::Auto => values.get(BETA_CHOSEN).copied().ok_or_else(|| EvalError::Invalid(format!("cell {} has no chosen beta", key.id()))),
+        Beta::Auto => values.get(BETA_CHOSEN).copied().ok_or_else(|| EvalError::Cell { cell: key.id(), reason: "no chosen beta".into() }),
     }
 }
 
@@ -426,7 +434,7 @@ fn rescale_to_native(p: &mut Prepared, native: &SteeringVector, layer: usize) {
 impl Runner<'_> {
     fn model(&mut self, id: &str) -> Result<&Model> {
         if !self.models.contains_key(id) {
-            let m = (self.load)(id).map_err(|x| EvalError::Invalid(format!("cannot load model `{id}`: {x}")))?;
+            let m = (self.load)(id).map_err(|x| EvalError::Load { model: id.to_string(), reason: x.to_string() })?;
             self.models.insert(id.to_string(), m);
         }
         Ok(&self.models[id])
@@ -486,7 +494,8 @@ impl Runner<'_> {
     /// A map `src` -> `tgt` on `limit` pairs of `concept` after the first `skip`.
     #[allow(clippy::too_many_arguments)] // each is one setting of the cell's map; a struct would only rename them
     fn align(&mut self, src: &str, tgt: &str, layers: (usize, usize), concept: &str, estimator: &str, skip: usize, limit: usize) -> Result<LinearMap> {
-        let est = Estimator::parse(estimator).ok_or_else(|| EvalError::Invalid(format!("unknown estimator `{estimator}`")))?;
+        let est = Estimator::parse(estimator)
+            .ok_or_else(|| EvalError::bad_value("estimator", estimator, "ols, ridge[:LAMBDA], procrustes, random[:SEED] or identity"))?;
         let corpus = Corpus::load(&self.pairs_spec(concept), &self.data_dir, skip, Some(limit))?;
         self.model(src)?;
         self.model(tgt)?;
@@ -560,7 +569,7 @@ impl Runner<'_> {
                 best = Some((b, gain));
             }
         }
-        let (b, gain) = best.ok_or_else(|| EvalError::Invalid("`auto_betas` is empty".into()))?;
+        let (b, gain) = best.ok_or_else(|| EvalError::Config { origin: format!("experiment `{}`", self.e.name), reason: "`auto_betas` is empty".into() })?;
         values.insert(BETA_CHOSEN.into(), b);
         values.insert("dev_gain_chosen".into(), gain);
         values.insert("dev_questions".into(), dev.len() as f64);
@@ -581,7 +590,12 @@ impl Runner<'_> {
             HARM => harm::harm_prompts(&self.data_dir)?.into_iter().skip(n).take(n).collect(),
             EMOTION => judged::emotion_scenarios(&self.data_dir)?.into_iter().skip(n).take(n).collect(),
             FAIR => Vec::new(),
-            other => return Err(EvalError::Invalid(format!("`auto` betas of `{other}` cells are chosen on A/B dev questions"))),
+            other => {
+                return Err(EvalError::Cell {
+                    cell: format!("{}|{other}", group.concept),
+                    reason: format!("`auto` betas of `{other}` cells are chosen on A/B dev questions"),
+                })
+            }
         };
         if metric != FAIR && prompts.is_empty() {
             return Ok(AutoChoice::nothing(format!(
@@ -602,22 +616,22 @@ impl Runner<'_> {
         } else {
             Sampling::Greedy
         };
-        let settings = GenerationSettings { max_tokens: e.sizes.answer_tokens.unwrap_or(64), sampling, rows_in_flight: 32 };
         let model = &self.models[&group.target];
+        let max_tokens = e.sizes.answer_tokens.unwrap_or(64);
+        let settings = GenerationSettings { max_tokens, sampling, rows_in_flight: model.rows_that_fit(PROMPT_TOKENS_HINT + max_tokens) };
         let judge = self.judge.as_ref().map(|(_, j)| j);
         let mut setup = Setup { model, conditions: Vec::new(), settings, store: Some(Store::open_default()?), neutral_prompts: None };
         let neutral = setup.chat_ids(&crate::side_effects::neutral_prompts(&self.data_dir)?)?;
         let rows_in_flight = setup.settings.rows_in_flight;
-        let rubric = rubric::emotion_rubric(&group.concept);
         let dev_items = if metric == FAIR { n } else { prompts.len() };
+        let dev = match metric {
+            HARM => Metric::Harm { prompts, threshold: harm::HARMFUL_THRESHOLD },
+            EMOTION => Metric::Emotion { prompts, rubric: rubric::emotion_rubric(&group.concept), format: JudgeFormat::Auto },
+            _ => Metric::Fair { samples: dev_items, first: 0 },
+        };
         let mut evaluate = |conditions: &[Condition], _: Part| -> Result<Vec<EvalRow>> {
             setup.conditions = conditions.to_vec();
-            let judge = || judge.ok_or_else(|| EvalError::Invalid("no judge loaded".into()));
-            Ok(match metric {
-                HARM => harm::harm(&mut setup, judge()?, &prompts, harm::HARMFUL_THRESHOLD)?.0.rows,
-                EMOTION => judged::emotion(&mut setup, judge()?, JudgeFormat::Auto, &prompts, &rubric)?.0.rows,
-                _ => fair::fair(&mut setup, dev_items)?.0.rows,
-            })
+            dev.rows(&mut setup, judge.map(|j| j as &dyn Judge))
         };
         let positions = generated_positions(&group.concept);
         let sweep = SweepSetup {
@@ -655,7 +669,7 @@ impl Runner<'_> {
         let (src, tgt, concept) = (key.source.clone().unwrap_or_default(), key.target.clone(), key.concept.clone());
         let none = Prepared { vector: None, skipped: None, map: None, saw_vector_pairs: None, as_native: false, values: BTreeMap::new() };
         let n = self.e.sizes.extract_pairs;
-        let need_source = || source_vector.ok_or_else(|| EvalError::Invalid(format!("cell {}: a transfer needs the source vector", key.id())));
+        let need_source = || source_vector.ok_or_else(|| EvalError::Cell { cell: key.id(), reason: "a transfer needs the source vector".into() });
         let transfer = |sv: &SteeringVector, map: LinearMap, saw: Option<bool>| -> Result<Prepared> {
             let label = format!("{} map of lcross reproduce ({})", key.condition.name(), key.group().id());
             let v = pipeline::transfer_vector(sv, &map, &label, &pipeline::map_fingerprint(&map), false)?;
@@ -711,7 +725,7 @@ impl Runner<'_> {
                 let (cs, ct) = (pipeline::candidate_layers(ns, layers.0), pipeline::candidate_layers(nt, layers.1));
                 let corpus = Corpus::load(&self.pairs_spec(&concept), &self.data_dir, n, Some(heldout))?;
                 let fits = pipeline::scan_layer_pairs(&self.models[&src], &self.models[&tgt], &cs, &ct, &corpus)?;
-                let best = fits.first().cloned().ok_or_else(|| EvalError::Invalid(format!("cell {}: no layer pair to scan", key.id())))?;
+                let best = fits.first().cloned().ok_or_else(|| EvalError::Cell { cell: key.id(), reason: "no layer pair to scan".into() })?;
                 let fixed = fits.iter().find(|f| f.source_layer == layers.0 && f.target_layer == layers.1).map(|f| f.heldout_r2);
                 let sv = self.extract(&src, &concept, best.source_layer, key.vector)?;
                 let map = self.align(&src, &tgt, (best.source_layer, best.target_layer), &concept, "ols", n, heldout)?;
@@ -755,7 +769,7 @@ impl Runner<'_> {
                     .iter()
                     .copied()
                     .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .ok_or_else(|| EvalError::Invalid(format!("cell {}: no target layer to scan", key.id())))?;
+                    .ok_or_else(|| EvalError::Cell { cell: key.id(), reason: "no target layer to scan".into() })?;
                 let corpus = Corpus::load(&self.pairs_spec(&concept), &self.data_dir, n, Some(heldout))?;
                 let mut scanned = vec![target_layer, layers.1];
                 scanned.dedup();
@@ -764,7 +778,7 @@ impl Runner<'_> {
                     .iter()
                     .find(|f| f.target_layer == target_layer)
                     .cloned()
-                    .ok_or_else(|| EvalError::Invalid(format!("cell {}: no source layer to scan", key.id())))?;
+                    .ok_or_else(|| EvalError::Cell { cell: key.id(), reason: "no source layer to scan".into() })?;
                 let fixed_r2 = fits.iter().find(|f| f.source_layer == layers.0 && f.target_layer == layers.1).map(|f| f.heldout_r2);
                 let sv = self.extract(&src, &concept, best.source_layer, key.vector)?;
                 let map = self.align(&src, &tgt, (best.source_layer, target_layer), &concept, "ols", n, heldout)?;
@@ -804,7 +818,11 @@ impl Runner<'_> {
                 v.metadata.model_id = tgt.clone();
                 v.metadata.model_sha256 = self.models[&tgt].file_sha256()?;
                 v.metadata.layers = vec![layers.1];
-                let values = sv.layers.get(&layers.0).ok_or_else(|| EvalError::Invalid(format!("the {src} vector has no layer {}", layers.0)))?;
+                let values = sv.layers.get(&layers.0).ok_or_else(|| lcross_core::CoreError::MissingLayer {
+                    what: format!("the {src} vector"),
+                    layer: layers.0,
+                    layers: sv.metadata.layers.clone(),
+                })?;
                 v.layers = [(layers.1, values.clone())].into_iter().collect();
                 Prepared { vector: Some(v), ..none }
             }
@@ -816,7 +834,7 @@ impl Runner<'_> {
     /// random map of the same shape and entry statistics (Table 4).
     fn map_similarity(&mut self, key: &CellKey) -> Result<CellRecord> {
         let started = Instant::now();
-        let src = key.source.clone().ok_or_else(|| EvalError::Invalid(format!("cell {} has no source", key.id())))?;
+        let src = key.source.clone().ok_or_else(|| EvalError::Cell { cell: key.id(), reason: "no source model".into() })?;
         let layers = (self.layer(&src)?, self.layer(&key.target)?);
         let n = self.e.sizes.extract_pairs;
         let own = self.align(&src, &key.target, layers, &key.concept, "ols", 0, n)?;
@@ -862,7 +880,7 @@ impl Runner<'_> {
     fn judge(&mut self) -> Result<&LocalJudge> {
         let judge_id = self.e.judge.clone().unwrap_or_else(|| DEFAULT_JUDGE.to_string());
         if self.judge.as_ref().is_none_or(|(id, _)| *id != judge_id) {
-            let model = (self.load)(&judge_id).map_err(|x| EvalError::Invalid(format!("cannot load the judge `{judge_id}`: {x}")))?;
+            let model = (self.load)(&judge_id).map_err(|x| EvalError::Load { model: judge_id.clone(), reason: format!("the judge: {x}") })?;
             self.judge = Some((judge_id.clone(), LocalJudge::new(model)?));
         }
         Ok(&self.judge.as_ref().expect("loaded above").1)
@@ -900,34 +918,36 @@ impl Runner<'_> {
         let n = self.e.eval_prompts();
         // FAIR samples its vignettes (seed + sample index, the same under every condition)
         let sampling = if metric == FAIR { Sampling::Sample { temperature: fair::FAIR_TEMPERATURE, top_p: 1.0, seed: self.e.seed } } else { Sampling::Greedy };
-        let settings = GenerationSettings { max_tokens: self.e.sizes.answer_tokens.unwrap_or(64), sampling, rows_in_flight: 32 };
-        let (report, items) = {
-            let format = JudgeFormat::Auto;
-            let prompts: Vec<String> = match metric {
-                OPEN_ENDED => {
-                    let mut q = lcross_core::dataset::load_open_ended(Path::new(&self.file(&group.concept, "test_dataset_open_ended.json")))?;
-                    q.truncate(self.e.sizes.open_ended_questions.unwrap_or(0));
-                    q
-                }
-                HARM => harm::harm_prompts(&self.data_dir)?.into_iter().take(n).collect(),
-                EMOTION => judged::emotion_scenarios(&self.data_dir)?.into_iter().take(n).collect(),
-                _ => Vec::new(),
-            };
-            if metric != FAIR {
-                self.judge()?;
+        let prompts: Vec<String> = match metric {
+            OPEN_ENDED => {
+                let mut q = lcross_core::dataset::load_open_ended(Path::new(&self.file(&group.concept, "test_dataset_open_ended.json")))?;
+                q.truncate(self.e.sizes.open_ended_questions.unwrap_or(0));
+                q
             }
-            self.model(&group.target)?;
-            let judge = self.judge.as_ref().map(|(_, j)| j);
-            let mut setup = Setup { model: &self.models[&group.target], conditions, settings, store: Some(Store::open_default()?), neutral_prompts: None };
-            let need_judge = || judge.ok_or_else(|| EvalError::Invalid("no judge loaded".into()));
-            match metric {
-                OPEN_ENDED => judged::open_ended(&mut setup, need_judge()?, format, &prompts, &rubric::rubric_for(&group.concept))?,
-                HARM => harm::harm(&mut setup, need_judge()?, &prompts, harm::HARMFUL_THRESHOLD)?,
-                EMOTION => judged::emotion(&mut setup, need_judge()?, format, &prompts, &rubric::emotion_rubric(&group.concept))?,
-                FAIR => fair::fair(&mut setup, n)?,
-                other => return Err(EvalError::Invalid(format!("evaluation `{other}` does not generate answers"))),
+            HARM => harm::harm_prompts(&self.data_dir)?.into_iter().take(n).collect(),
+            EMOTION => judged::emotion_scenarios(&self.data_dir)?.into_iter().take(n).collect(),
+            _ => Vec::new(),
+        };
+        let format = JudgeFormat::Auto;
+        let measured = match metric {
+            OPEN_ENDED => Metric::OpenEnded { prompts, rubric: rubric::rubric_for(&group.concept), format },
+            HARM => Metric::Harm { prompts, threshold: harm::HARMFUL_THRESHOLD },
+            EMOTION => Metric::Emotion { prompts, rubric: rubric::emotion_rubric(&group.concept), format },
+            FAIR => Metric::Fair { samples: n, first: 0 },
+            other => {
+                return Err(EvalError::Cell { cell: format!("{}|{other}", group.concept), reason: format!("evaluation `{other}` does not generate answers") })
             }
         };
+        if measured.needs_judge() {
+            self.judge()?;
+        }
+        self.model(&group.target)?;
+        let model = &self.models[&group.target];
+        let max_tokens = self.e.sizes.answer_tokens.unwrap_or(64);
+        let settings = GenerationSettings { max_tokens, sampling, rows_in_flight: model.rows_that_fit(PROMPT_TOKENS_HINT + max_tokens) };
+        let judge = self.judge.as_ref().map(|(_, j)| j as &dyn Judge);
+        let mut setup = Setup { model, conditions, settings, store: Some(Store::open_default()?), neutral_prompts: None };
+        let (report, items) = measured.evaluate(&mut setup, judge)?;
         let each = started.elapsed().as_secs_f64() / cells.len().max(1) as f64;
         for ((_, _, record), row) in cells.iter().zip(&report.rows) {
             let scores: Vec<Option<f64>> = items.iter().filter(|it| it.condition == row.condition && it.beta == row.beta).map(|it| it.score).collect();
@@ -1127,7 +1147,7 @@ impl Runner<'_> {
                     (ConditionKind::None, _) => None,
                     (_, Some(_)) if p.as_native => Some(Steering::add(&native, beta, Positions::All)),
                     (_, Some(v)) => Some(Steering::add(v, beta, Positions::All)),
-                    (_, None) => return Err(EvalError::Invalid(format!("cell {} has no vector", k.id()))),
+                    (_, None) => return Err(EvalError::Cell { cell: k.id(), reason: "no vector".into() }),
                 });
             }
             let results = evaluate_ab_cached(&self.models[&group.target], &items, &steering, &mut self.store)?;

@@ -21,7 +21,7 @@ use lcross_core::texts::pair_ids;
 use lcross_model::{GenerateOptions, GenerationRequest, Hooks, Model, Positions, Sampling};
 use serde::Serialize;
 
-use crate::cmd::floors::{self, Floor};
+use crate::bench::floors::{self, Floor};
 use crate::common::Context;
 
 /// Sizes of a workload run.
