@@ -8,15 +8,13 @@ use clap::Args;
 use lcross_core::dataset::{self, ConceptDataset};
 use lcross_core::maps::{Estimator, LinearMap};
 use lcross_core::steering::{Method, SteeringVector};
-use lcross_core::store::Store;
-use lcross_eval::answers::GenerationSettings;
 use lcross_eval::conditions::{build_conditions_auto, parse_betas, Beta};
 use lcross_eval::judge::http::{HttpJudge, HttpJudgeConfig};
 use lcross_eval::judge::local::{LocalJudge, DEFAULT_JUDGE_MODEL};
 use lcross_eval::judge::{Judge, JudgeFormat};
-use lcross_eval::metrics::Setup;
+use lcross_eval::metrics::{RunOptions, Setup};
 use lcross_eval::pipeline::{self, Corpus, VectorRecipe};
-use lcross_model::{Hooks, Model, Sampling, DEFAULT_MODEL};
+use lcross_model::{Hooks, Model, DEFAULT_MODEL};
 
 use crate::common::Context;
 
@@ -248,18 +246,21 @@ impl RunArgs {
             parse_betas(&self.betas)?
         };
         let conditions = build_conditions_auto(&vectors, &betas, self.site.site()?)?;
-        let sampling = match self.temperature.or(default_temperature) {
-            None => Sampling::Greedy,
-            Some(t) => Sampling::Sample { temperature: t, top_p: self.top_p, seed: self.seed },
-        };
-        let rows_in_flight = match self.batch_size {
-            Some(0) => bail!("--batch-size must be at least 1"),
-            Some(n) => n,
-            None => model.rows_that_fit(rows_hint + self.max_tokens),
-        };
-        let store = if self.no_cache { None } else { Some(Store::open_default()?) };
-        let neutral_prompts = if self.no_side_effects { None } else { Some(lcross_eval::side_effects::neutral_prompts(&self.data_dir())?) };
-        Ok(Setup { model, conditions, settings: GenerationSettings { max_tokens: self.max_tokens, sampling, rows_in_flight }, store, neutral_prompts })
+        Ok(Setup::build(model, conditions, &self.options(), default_temperature, rows_hint)?)
+    }
+
+    /// The generation and cache settings of the flags.
+    pub fn options(&self) -> RunOptions {
+        RunOptions {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            batch_size: self.batch_size,
+            side_effects: !self.no_side_effects,
+            use_cache: !self.no_cache,
+            data_dir: self.data_dir(),
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! What every command shares: global options, model loading, output.
 
 use anyhow::{Context as _, Result};
-use lcross_model::candle_core::{DType, Device};
 use lcross_model::{LoadOptions, Model, WeightMode};
 use serde::Serialize;
 
@@ -13,31 +12,6 @@ pub struct Context {
     pub device: String,
     /// `--dtype`: f32 (default), f16 or bf16.
     pub dtype: String,
-}
-
-/// Parse `--device`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    let (kind, ordinal) = match s.split_once(':') {
-        Some((k, n)) => (k, n.parse::<usize>().with_context(|| format!("--device {s}: `{n}` is not a device number"))?),
-        None => (s, 0),
-    };
-    match kind {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(ordinal)
-            .with_context(|| format!("--device {s}: CUDA is not available (build with `--features cuda` on a machine with the CUDA toolkit)")),
-        "metal" => Device::new_metal(ordinal).with_context(|| format!("--device {s}: Metal is not available (build with `--features metal` on macOS)")),
-        _ => anyhow::bail!("--device {s}: expected cpu, cuda[:N] or metal[:N]"),
-    }
-}
-
-/// Parse `--dtype`.
-pub fn parse_dtype(s: &str) -> Result<DType> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        _ => anyhow::bail!("--dtype {s}: expected f32, f16 or bf16"),
-    }
 }
 
 impl Context {
@@ -57,7 +31,7 @@ impl Context {
 
     /// The load options of `--weights`, `--device` and `--dtype`.
     pub fn load_options(&self) -> Result<LoadOptions> {
-        Ok(LoadOptions { weight_mode: self.weights, device: parse_device(&self.device)?, dtype: parse_dtype(&self.dtype)? })
+        Ok(LoadOptions { weight_mode: self.weights, device: lcross_model::parse_device(&self.device)?, dtype: lcross_model::parse_dtype(&self.dtype)? })
     }
 
     /// What the global options do to numbers, for result keys: weight mode, dtype,

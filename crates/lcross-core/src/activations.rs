@@ -173,7 +173,7 @@ impl<'m> Extractor<'m> {
     pub fn pairs(&mut self, pairs: &[(Vec<u32>, Vec<u32>)], label: &str) -> Result<Vec<(LayerStates, LayerStates)>> {
         for (i, (p, n)) in pairs.iter().enumerate() {
             if p.is_empty() || n.is_empty() {
-                return Err(CoreError::Empty { what: format!("a text of pair {i}") });
+                return Err(CoreError::Empty { what: format!("tokens in one text of pair {i} (it is empty)") });
             }
         }
         let bar = progress(pairs.len() as u64, label);
@@ -217,7 +217,7 @@ impl<'m> Extractor<'m> {
     /// States of many texts, in batches of similar length, with a progress bar on stderr.
     pub fn texts(&mut self, texts: &[Vec<u32>], label: &str) -> Result<Vec<LayerStates>> {
         if let Some(i) = texts.iter().position(|t| t.is_empty()) {
-            return Err(CoreError::Empty { what: format!("text {i}") });
+            return Err(CoreError::Empty { what: format!("tokens in text {i} (it is empty)") });
         }
         // Sorting by length keeps padding small; the order only depends on the input.
         let order = length_order(texts.iter().map(Vec::len));

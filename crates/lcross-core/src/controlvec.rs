@@ -22,7 +22,7 @@ pub fn export(path: &Path, layers: &BTreeMap<usize, Vec<f32>>, model_hint: &str)
             expected: "layers from 1 (llama.cpp cannot steer layer 0; drop it before exporting)".into(),
         });
     }
-    let max_layer = layers.keys().max().copied().ok_or_else(|| CoreError::Empty { what: "the control vector's layers".into() })?;
+    let max_layer = layers.keys().max().copied().ok_or_else(|| CoreError::Empty { what: "layers in the control vector".into() })?;
     let mut tensors = Vec::new();
     for (l, v) in layers {
         let t = Tensor::from_slice(v, v.len(), &Device::Cpu).map_err(lcross_model::ModelError::from)?;

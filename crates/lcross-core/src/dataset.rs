@@ -56,6 +56,11 @@ pub struct ConceptDataset {
 }
 
 impl ConceptDataset {
+    /// A dataset of `pairs` (given in code, e.g. from Python), described by `source`.
+    pub fn from_pairs(concept: &str, source: String, pairs: Vec<ContrastPair>) -> Self {
+        Self::new(concept, source, pairs)
+    }
+
     fn new(concept: &str, source: String, pairs: Vec<ContrastPair>) -> Self {
         let hash = hex::encode(Sha256::digest(serde_json::to_vec(&pairs).unwrap_or_default()));
         Self { concept: concept.to_string(), source, hash, pairs }
@@ -325,7 +330,7 @@ pub fn repe_harmfulness(data_dir: &Path, split: Split) -> Result<(ConceptDataset
         });
     }
     if harmless.is_empty() {
-        return Err(CoreError::Empty { what: "harmless instructions of the harmfulness concept".into() });
+        return Err(CoreError::Empty { what: "harmless instructions for the harmfulness concept".into() });
     }
     let pairs = (0..HARM_TRAIN_ROWS).map(|i| ContrastPair::Prompts { positive: harmful[i].clone(), negative: harmless[i % harmless.len()].clone() }).collect();
     let eval = match split {

@@ -33,7 +33,7 @@ pub enum CoreError {
     #[error("layer {layer} is out of range: {model} has layers 0..={}", layers.saturating_sub(1))]
     LayerOutOfRange { model: String, layer: usize, layers: usize },
     /// Nothing to work on: no layers, no states, no items, an empty text.
-    #[error("{what}: nothing given (empty)")]
+    #[error("no {what}")]
     Empty { what: String },
     /// Fewer items than a method needs (PCA's 2 pairs, t-SNE's 5 points, ...).
     #[error("{what}: at least {needed} needed, got {got}")]

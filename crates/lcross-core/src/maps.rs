@@ -80,6 +80,20 @@ impl Rows {
         }
         Ok(Self { n, d, data })
     }
+    /// From `n` rows of `d` f64 values, row-major (`data.len() == n * d`).
+    pub fn from_f64(n: usize, d: usize, data: Vec<f64>) -> Result<Self> {
+        if n == 0 || d == 0 {
+            return Err(CoreError::Empty { what: "states to fit a map on".into() });
+        }
+        if data.len() != n * d {
+            return Err(CoreError::SizeMismatch { what: format!("values of {n} rows of {d}"), expected: n * d, got: data.len() });
+        }
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(CoreError::NonFinite { what: format!("state {} (value {})", i / d, i % d) });
+        }
+        Ok(Self { n, d, data })
+    }
+
     fn mat(&self) -> Mat<f64> {
         Mat::from_fn(self.n, self.d, |i, j| self.data[i * self.d + j])
     }

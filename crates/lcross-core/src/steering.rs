@@ -220,7 +220,7 @@ pub fn mean_difference(pos: &[Vec<f32>], neg: &[Vec<f32>], letter_groups: Option
 
 fn differences(pos: &[Vec<f32>], neg: &[Vec<f32>]) -> Result<Vec<Vec<f64>>> {
     if pos.is_empty() {
-        return Err(CoreError::Empty { what: "positive states of the pairs".into() });
+        return Err(CoreError::Empty { what: "positive states in the pairs".into() });
     }
     if pos.len() != neg.len() {
         return Err(CoreError::SizeMismatch { what: "negative states (one per positive state)".into(), expected: pos.len(), got: neg.len() });
@@ -364,6 +364,22 @@ impl SteeringVector {
         Ok(sv)
     }
 
+    /// A vector from its metadata and values, checked as a file's are (layers as in the
+    /// metadata, each of `hidden_size` finite values).
+    pub fn from_parts(metadata: VectorMetadata, layers: LayerVectors) -> Result<Self> {
+        let sv = Self { metadata, layers };
+        sv.validate()?;
+        Ok(sv)
+    }
+
+    /// The same vector at `layer` only.
+    pub fn only_layer(&self, layer: usize) -> Result<Self> {
+        let v = self.layers.get(&layer).ok_or_else(|| CoreError::MissingLayer { what: "the vector".into(), layer, layers: self.metadata.layers.clone() })?;
+        let mut metadata = self.metadata.clone();
+        metadata.layers = vec![layer];
+        Ok(Self { metadata, layers: [(layer, v.clone())].into_iter().collect() })
+    }
+
     fn validate(&self) -> Result<()> {
         let keys: Vec<usize> = self.layers.keys().copied().collect();
         if keys != self.metadata.layers {
@@ -374,7 +390,7 @@ impl SteeringVector {
             });
         }
         if keys.is_empty() {
-            return Err(CoreError::Empty { what: "the vector's layers".into() });
+            return Err(CoreError::Empty { what: "layers in the vector".into() });
         }
         for (l, v) in &self.layers {
             if v.len() != self.metadata.hidden_size {

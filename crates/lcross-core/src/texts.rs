@@ -29,7 +29,7 @@ pub fn ab_prompt(model: &Model, question: &str) -> Result<String> {
 fn ids_of(model: &Model, text: &str) -> Result<Vec<u32>> {
     let ids = model.tokenizer().encode(text, !model.chat_template().has_template())?;
     if ids.is_empty() {
-        return Err(CoreError::Empty { what: "the tokens of a rendered text".into() });
+        return Err(CoreError::Empty { what: "tokens in a rendered text".into() });
     }
     Ok(ids)
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::conditions::Condition;
 use crate::error::{EvalError, Result};
 use crate::judge::Judge;
-use crate::metrics::{Metric, Setup};
+use crate::metrics::{Metric, RunOptions, Setup};
 use crate::report::EvalRow;
 use crate::side_effects::neutral_effects;
 
@@ -154,6 +154,58 @@ pub fn calibrate(setup: &SweepSetup, store: Option<&mut Store>, metric: &str, ev
         test_effect,
         test_effect_stderr,
     })
+}
+
+/// Betas a calibration tries unless told.
+pub const DEFAULT_SWEEP: &[f64] = &[-8.0, -4.0, -2.0, -1.0, 1.0, 2.0, 4.0, 8.0];
+
+/// What `lcross calibrate` (and Python's `lcross.calibrate`) is asked.
+pub struct CalibrationRequest<'a> {
+    pub model: &'a Model,
+    /// Label and vector.
+    pub vector: (String, Arc<SteeringVector>),
+    /// Where and how the vector acts.
+    pub site: lcross_core::steer::Site,
+    pub metric: &'a Metric,
+    pub opts: &'a CalibrateOptions,
+    /// Generation and cache settings (side effects are measured by the calibration itself).
+    pub run: &'a RunOptions,
+    /// The judge of judged metrics.
+    pub judge: Option<&'a dyn Judge>,
+}
+
+/// Calibrate a vector end to end: the metric's setup, the neutral prompts of the side
+/// effects, the sweep on the dev half, the test on the other half. Returns the report and,
+/// when a beta was chosen, the vector with its calibration recorded.
+pub fn calibrate_vector(req: &CalibrationRequest<'_>) -> Result<(CalibrationReport, Option<SteeringVector>)> {
+    let (model, sv) = (req.model, &req.vector.1);
+    sv.check_model(model, true)?;
+    let steering = req.site.steer(sv, 0.0);
+    let (positions, point, intervention) = (steering.positions, steering.point, steering.intervention);
+    let run = RunOptions { side_effects: false, ..req.run.clone() };
+    let mut setup = Setup::build(model, Vec::new(), &run, req.metric.default_temperature(), 64)?;
+    let neutral = setup.chat_ids(&crate::side_effects::neutral_prompts(&run.data_dir)?)?;
+    let mut store = if run.use_cache { Some(Store::open_default()?) } else { None };
+    let sweep = SweepSetup {
+        model,
+        vector: req.vector.clone(),
+        positions,
+        point,
+        intervention,
+        neutral: &neutral,
+        opts: req.opts,
+        rows_in_flight: setup.settings.rows_in_flight,
+    };
+    let report = calibrate_metric(&sweep, store.as_mut(), req.metric, &mut setup, req.judge)?;
+    let calibrated = match report.record(model.id(), positions, point, intervention)? {
+        Some(record) => {
+            let mut v = sv.as_ref().clone();
+            v.metadata.calibration = Some(record);
+            Some(v)
+        }
+        None => None,
+    };
+    Ok((report, calibrated))
 }
 
 /// [`calibrate`] on a [`Metric`]: its first half ([`Metric::halves`]) is the dev split,

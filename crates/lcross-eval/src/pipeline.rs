@@ -57,7 +57,7 @@ impl VectorRecipe {
 /// Extract a vector of `ds` from `model`; returns it and the seconds the forwards took.
 pub fn extract_vector(model: &Model, ds: &ConceptDataset, r: &VectorRecipe) -> Result<(SteeringVector, f64)> {
     if ds.pairs.is_empty() {
-        return Err(lcross_core::CoreError::Empty { what: format!("the pairs of dataset {}", ds.source) }.into());
+        return Err(lcross_core::CoreError::Empty { what: format!("pairs in dataset {}", ds.source) }.into());
     }
     let cache = if r.use_cache { Some(Store::open_default()?) } else { None };
     let opts = ExtractOptions { prefix_sharing: r.prefix_sharing, early_exit: r.early_exit, point: r.point, ..ExtractOptions::default() };
@@ -113,7 +113,7 @@ impl Corpus {
             }
             if lines.is_empty() {
                 return Err(lcross_core::CoreError::Empty {
-                    what: format!("{spec}: non-empty lines{}", if skip > 0 { format!(" after skipping {skip}") } else { String::new() }),
+                    what: format!("non-empty lines{} in {spec}", if skip > 0 { format!(" after skipping {skip}") } else { String::new() }),
                 }
                 .into());
             }
@@ -123,7 +123,7 @@ impl Corpus {
         }
         let d = dataset::load_concept(spec, data_dir)?.skip(skip).limit(limit);
         if d.pairs.is_empty() {
-            return Err(lcross_core::CoreError::Empty { what: format!("{spec}: pairs after skipping {skip}") }.into());
+            return Err(lcross_core::CoreError::Empty { what: format!("pairs left after skipping {skip} in {spec}") }.into());
         }
         Ok(Self::Pairs(d))
     }
@@ -226,25 +226,71 @@ pub fn fit_states(
     est: Estimator,
     corpus: (String, String),
 ) -> Result<LinearMap> {
-    let (t, diag) = fit(&Rows::from_f32(xs)?, &Rows::from_f32(ys)?, &est)?;
+    let side = |model, layer| MapSide { model: Some(model), layer, point: HookPoint::ResidPost };
+    fit_rows(&Rows::from_f32(xs)?, &Rows::from_f32(ys)?, est, side(src, layers.0), side(tgt, layers.1), corpus)
+}
+
+/// Where one side of a map's states come from: a model (None: unknown, e.g. arrays a
+/// user captured elsewhere), its layer and hook point.
+#[derive(Clone, Copy)]
+pub struct MapSide<'a> {
+    pub model: Option<&'a Model>,
+    pub layer: usize,
+    pub point: HookPoint,
+}
+
+impl MapSide<'_> {
+    fn id_and_sha(&self) -> Result<(String, String)> {
+        match self.model {
+            Some(m) => Ok((m.id().into(), m.file_sha256()?)),
+            None => Ok(("unknown".into(), String::new())),
+        }
+    }
+}
+
+/// Fit a map on paired rows (`x` row i and `y` row i of the same text), recording where
+/// both sides come from and the corpus `(description, sha256)`.
+pub fn fit_rows(x: &Rows, y: &Rows, est: Estimator, source: MapSide<'_>, target: MapSide<'_>, corpus: (String, String)) -> Result<LinearMap> {
+    let (t, diag) = fit(x, y, &est)?;
+    let ((source_model_id, source_model_sha256), (target_model_id, target_model_sha256)) = (source.id_and_sha()?, target.id_and_sha()?);
     let metadata = MapMetadata {
         lcross_version: lcross_core::VERSION.into(),
-        source_model_id: src.id().into(),
-        source_model_sha256: src.file_sha256()?,
-        target_model_id: tgt.id().into(),
-        target_model_sha256: tgt.file_sha256()?,
-        source_layer: layers.0,
-        target_layer: layers.1,
+        source_model_id,
+        source_model_sha256,
+        target_model_id,
+        target_model_sha256,
+        source_layer: source.layer,
+        target_layer: target.layer,
         estimator: est,
         corpus: corpus.0,
         corpus_sha256: corpus.1,
         diagnostics: diag,
         native_cosine: None,
         native_vector: None,
-        source_hook: HookPoint::ResidPost,
-        target_hook: HookPoint::ResidPost,
+        source_hook: source.point,
+        target_hook: target.point,
     };
     Ok(LinearMap { metadata, t })
+}
+
+/// The state at the last token of each text at hook point `point` of block `layer`, in
+/// order (texts as they are, or as one user message of the chat template with `chat`);
+/// batched, and cached in the result store with `use_cache`.
+pub fn last_token_states(model: &Model, texts: &[String], layer: usize, point: HookPoint, chat: bool, use_cache: bool) -> Result<Vec<Vec<f32>>> {
+    if texts.is_empty() {
+        return Err(lcross_core::CoreError::Empty { what: "texts to read states of".into() }.into());
+    }
+    let cache = if use_cache { Some(Store::open_default()?) } else { None };
+    let mut ex = Extractor::new(model, &[layer], cache, ExtractOptions { point, ..ExtractOptions::default() })?;
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| model.prompt(t, chat, None).map(|p| p.ids)).collect::<lcross_model::Result<_>>()?;
+    let states = ex.texts(&ids, &format!("states of {} texts on {}", texts.len(), model.id()))?;
+    states
+        .into_iter()
+        .map(|mut s| {
+            s.remove(&layer)
+                .ok_or_else(|| lcross_core::CoreError::MissingLayer { what: "the captured states".into(), layer, layers: s.keys().copied().collect() }.into())
+        })
+        .collect()
 }
 
 /// The CAA generation file of a behaviour under `data_dir`.

@@ -36,6 +36,9 @@ pub enum ModelError {
     /// A model spec (`--model`) names nothing lcross can load.
     #[error("model `{spec}`: {reason}")]
     ModelNotFound { spec: String, reason: String },
+    /// The caller stopped the work (e.g. Ctrl-C in Python), between tokens.
+    #[error("interrupted")]
+    Interrupted,
     /// A caller asked for something out of range or inconsistent with the model.
     #[error("{0}")]
     InvalidInput(String),

@@ -46,7 +46,7 @@ pub use decoder::{BatchRow, BatchState, ForwardOutput, Logits};
 pub use error::{ModelError, Result};
 pub use generate::{argmax, GenerateOptions, Sampling, TextStream};
 pub use hooks::{Capture, CapturePositions, HookName, HookPoint, Hooks, Intervention, InterventionKind, Positions};
-pub use model::{LoadOptions, Model, ModelText, Prompt};
+pub use model::{parse_device, parse_dtype, LoadOptions, Model, ModelText, Prompt};
 pub use registry::{models_dir, resolve, ModelLocation, DEFAULT_MODEL, KNOWN_MODELS};
 pub use scheduler::{BatchGenerator, FinishReason, GenerationRequest, StepEvent, TokenLogprob};
 pub use tokenizer::TextTokenizer;

@@ -27,6 +27,44 @@ pub struct LoadOptions {
     pub dtype: DType,
 }
 
+impl LoadOptions {
+    /// Options from their names: `weights` "f32" or "quantized", and a device and dtype as
+    /// [`parse_device`] and [`parse_dtype`] read them.
+    pub fn parse(weights: &str, device: &str, dtype: &str) -> Result<Self> {
+        let weight_mode = WeightMode::parse(weights).ok_or_else(|| ModelError::InvalidInput(format!("weights `{weights}`: expected f32 or quantized")))?;
+        Ok(Self { weight_mode, device: parse_device(device)?, dtype: parse_dtype(dtype)? })
+    }
+}
+
+/// A device by name: "cpu", "cuda[:N]" (built with the `cuda` feature) or "metal[:N]"
+/// (`metal`).
+pub fn parse_device(s: &str) -> Result<Device> {
+    let bad = || ModelError::InvalidInput(format!("device `{s}`: expected cpu, cuda[:N] or metal[:N]"));
+    let (kind, ordinal) = match s.split_once(':') {
+        Some((k, n)) => (k, n.parse::<usize>().map_err(|_| bad())?),
+        None => (s, 0),
+    };
+    match kind {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(ordinal).map_err(|e| {
+            ModelError::InvalidInput(format!("device {s}: CUDA is not available (build with `--features cuda` on a machine with the CUDA toolkit): {e}"))
+        }),
+        "metal" => Device::new_metal(ordinal)
+            .map_err(|e| ModelError::InvalidInput(format!("device {s}: Metal is not available (build with `--features metal` on macOS): {e}"))),
+        _ => Err(bad()),
+    }
+}
+
+/// A compute dtype by name: "f32", "f16" or "bf16".
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        _ => Err(ModelError::InvalidInput(format!("dtype `{s}`: expected f32, f16 or bf16"))),
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         Self { weight_mode: WeightMode::F32, device: Device::Cpu, dtype: DType::F32 }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use lcross_core::steering::SteeringVector;
-use lcross_core::store::Store;
-use lcross_eval::calibrate::{calibrate_metric, CalibrateOptions, Direction, SweepSetup};
-use lcross_eval::metrics::{Metric, MetricInputs, Setup};
+use lcross_eval::calibrate::{calibrate_vector, CalibrateOptions, CalibrationRequest, Direction, DEFAULT_SWEEP};
+use lcross_eval::metrics::{Metric, MetricInputs};
 
 use crate::args::{JudgeArgs, RunArgs};
 use crate::common::Context;
@@ -50,9 +49,6 @@ pub struct CalibrateArgs {
     output: Option<PathBuf>,
 }
 
-/// Betas tried unless --betas is given.
-const DEFAULT_SWEEP: &[f64] = &[-8.0, -4.0, -2.0, -1.0, 1.0, 2.0, 4.0, 8.0];
-
 pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
     if a.run.vector.len() != 1 {
         bail!("calibrate takes exactly one --vector");
@@ -61,8 +57,6 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
     let model = ctx.load(&a.run.model)?;
     let sv = SteeringVector::load(&vector_path)?;
     sv.check_model(&model, a.run.force)?;
-    let steering = a.run.site.site()?.steer(&sv, 0.0);
-    let (positions, point, intervention) = (steering.positions, steering.point, steering.intervention);
     let betas: Vec<f64> = if a.run.betas.is_empty() {
         DEFAULT_SWEEP.to_vec()
     } else {
@@ -70,36 +64,32 @@ pub fn run(ctx: &Context, a: CalibrateArgs) -> Result<()> {
     };
     let direction = if a.direction == "decrease" { Direction::Decrease } else { Direction::Increase };
     let opts = CalibrateOptions { betas, drift_budget: a.drift_budget, max_perplexity_ratio: a.max_perplexity_ratio, direction };
-    let data_dir = a.run.data_dir();
+    let run = a.run.options();
     let concept = sv.metadata.concept.clone();
     let rubric_concept = if a.metric == "emotion" { a.emotion.as_deref() } else { a.concept.as_deref() };
     let inputs = MetricInputs {
         dataset: a.dataset.as_deref(),
         concept: rubric_concept.unwrap_or(&concept),
-        data_dir: &data_dir,
+        data_dir: &run.data_dir,
         format: a.judge.format(),
         limit: a.run.limit,
     };
     let metric = Metric::named(&a.metric, &inputs)?;
-    // The metric's setup without side effects (calibration measures them itself).
-    let mut run = a.run.clone();
-    run.vector.clear();
-    run.betas.clear();
-    run.no_side_effects = true;
-    let mut setup: Setup<'_> = run.setup(&model, metric.default_temperature(), 64)?;
-    let neutral = setup.chat_ids(&lcross_eval::side_effects::neutral_prompts(&data_dir)?)?;
-    let rows_in_flight = setup.settings.rows_in_flight;
-    let mut store = if a.run.no_cache { None } else { Some(Store::open_default()?) };
-    let label = vector_path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let judge = if metric.needs_judge() { Some(a.judge.build(ctx)?) } else { None };
-    let sweep =
-        SweepSetup { model: &model, vector: (label, Arc::new(sv.clone())), positions, point, intervention, neutral: &neutral, opts: &opts, rows_in_flight };
-    let report = calibrate_metric(&sweep, store.as_mut(), &metric, &mut setup, judge.as_deref())?;
+    let label = vector_path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let request = CalibrationRequest {
+        model: &model,
+        vector: (label, Arc::new(sv)),
+        site: a.run.site.site()?,
+        metric: &metric,
+        opts: &opts,
+        run: &run,
+        judge: judge.as_deref(),
+    };
+    let (report, calibrated) = calibrate_vector(&request)?;
     let out_path = a.output.clone().unwrap_or(vector_path.clone());
-    if let Some(record) = report.record(model.id(), positions, point, intervention)? {
-        let mut calibrated = sv.clone();
-        calibrated.metadata.calibration = Some(record);
-        calibrated.save(&out_path)?;
+    if let Some(v) = &calibrated {
+        v.save(&out_path)?;
     }
     ctx.print(&report, || {
         println!(

@@ -15,14 +15,15 @@ pub const DEFAULT_JUDGE_MODEL: &str = "qwen2.5-coder-1.5b-instruct";
 
 /// A local model as judge.
 pub struct LocalJudge {
-    model: Model,
+    model: std::sync::Arc<Model>,
     id: String,
     rows_per_pass: usize,
 }
 
 impl LocalJudge {
-    /// Wrap a loaded model.
-    pub fn new(model: Model) -> Result<Self> {
+    /// Wrap a loaded model (owned, or shared with other callers).
+    pub fn new(model: impl Into<std::sync::Arc<Model>>) -> Result<Self> {
+        let model = model.into();
         let id = format!("local:{};{}", model.id(), numerics_key(&model)?);
         Ok(Self { model, id, rows_per_pass: 4 })
     }

@@ -128,7 +128,7 @@ impl Judgement {
 pub const MIN_COVERAGE: f64 = 0.05;
 
 /// Scores requests.
-pub trait Judge {
+pub trait Judge: Send + Sync {
     /// Identity for cache keys and reports (model and numerics, or URL and model).
     fn id(&self) -> String;
 

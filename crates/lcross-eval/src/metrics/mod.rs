@@ -10,13 +10,14 @@ pub mod metric;
 pub use metric::{Metric, MetricInputs, METRIC_NAMES};
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use lcross_core::store::{key_of, Store};
 use lcross_model::Model;
 
 use crate::answers::{generate_answers, Answer, GenerationSettings};
 use crate::conditions::Condition;
-use crate::error::Result;
+use crate::error::{EvalError, Result};
 use crate::judge::{Judge, JudgeRequest, Judgement};
 use crate::report::{EvalRow, ItemRecord};
 use crate::side_effects::{drift_kl, perplexity};
@@ -31,6 +32,59 @@ pub struct Setup<'a> {
     /// Neutral prompts (as user messages) for the drift measurement; None skips the
     /// side effects (perplexity and drift).
     pub neutral_prompts: Option<Vec<String>>,
+}
+
+/// How an evaluation generates and what it keeps: the CLI's `--max-tokens`,
+/// `--temperature`, `--top-p`, `--seed`, `--batch-size`, `--no-side-effects`,
+/// `--no-cache`, `--data-dir`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub max_tokens: usize,
+    /// None: the metric's default (greedy, or FAIR's temperature).
+    pub temperature: Option<f64>,
+    pub top_p: f64,
+    pub seed: u64,
+    /// Rows decoding together (None: what fits this machine, at most 32).
+    pub batch_size: Option<usize>,
+    /// Measure perplexity and drift on neutral prompts beside the metric.
+    pub side_effects: bool,
+    /// Read and write the result store.
+    pub use_cache: bool,
+    pub data_dir: PathBuf,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 64,
+            temperature: None,
+            top_p: 1.0,
+            seed: 0,
+            batch_size: None,
+            side_effects: true,
+            use_cache: true,
+            data_dir: lcross_core::default_data_dir(),
+        }
+    }
+}
+
+impl<'a> Setup<'a> {
+    /// The setup of `conditions` on `model` as `run` asks; `default_temperature` is the
+    /// metric's ([`Metric::default_temperature`]) and `prompt_tokens` sizes the default batch.
+    pub fn build(model: &'a Model, conditions: Vec<Condition>, run: &RunOptions, default_temperature: Option<f64>, prompt_tokens: usize) -> Result<Self> {
+        let sampling = match run.temperature.or(default_temperature) {
+            None => lcross_model::Sampling::Greedy,
+            Some(t) => lcross_model::Sampling::Sample { temperature: t, top_p: run.top_p, seed: run.seed },
+        };
+        let rows_in_flight = match run.batch_size {
+            Some(0) => return Err(EvalError::bad_value("batch size", "0", "at least 1")),
+            Some(n) => n,
+            None => model.rows_that_fit(prompt_tokens + run.max_tokens),
+        };
+        let store = if run.use_cache { Some(Store::open_default()?) } else { None };
+        let neutral_prompts = if run.side_effects { Some(crate::side_effects::neutral_prompts(&run.data_dir)?) } else { None };
+        Ok(Self { model, conditions, settings: GenerationSettings { max_tokens: run.max_tokens, sampling, rows_in_flight }, store, neutral_prompts })
+    }
 }
 
 impl Setup<'_> {
