@@ -220,7 +220,7 @@ fn tiny_profile_runs_shards_merge_and_resumes_after_kill() {
     let err = fails(&["reproduce", &cfg, "--profile", "quick", "--out", single.to_str().unwrap()]);
     assert!(err.contains("other sizes"), "{err}");
     let err = fails(&["reproduce", &cfg, "--profile", "tiny", "--shard", "2/2", "--out", d.join("x").to_str().unwrap()]);
-    assert!(err.contains("--shard 2/2"), "{err}");
+    assert!(err.contains("--shard `2/2`") && err.contains("0 <= i < n"), "{err}");
     let err = fails(&["reproduce", &cfg, "--profile", "nope"]);
     assert!(err.contains("no profile `nope`"), "{err}");
 }

@@ -92,7 +92,11 @@ pub fn import_vector(path: &Path, model: &lcross_model::Model) -> Result<crate::
     let (layers, _hint) = import(path)?;
     let h = model.config().hidden_size;
     if let Some((l, v)) = layers.iter().find(|(_, v)| v.len() != h) {
-        return Err(CoreError::SizeMismatch { what: format!("{}: direction.{l} (model {})", path.display(), model.id()), expected: h, got: v.len() });
+        return Err(CoreError::SizeMismatch {
+            what: format!("{}: direction.{l} ({} has hidden size {h})", path.display(), model.id()),
+            expected: h,
+            got: v.len(),
+        });
     }
     let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
     let concept = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

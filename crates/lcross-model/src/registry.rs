@@ -66,6 +66,18 @@ pub fn default_steering_layer(id: &str, num_layers: usize) -> usize {
     known(id).and_then(|k| k.steering_layer).unwrap_or(((num_layers as f64) * 0.4).round() as usize).min(num_layers.saturating_sub(1))
 }
 
+/// The default steering layer ([`default_steering_layer`]) of a `--model` argument: its
+/// depth read from the GGUF header or the directory's config.json, without reading
+/// weights.
+pub fn steering_layer_of(spec: &str) -> crate::Result<usize> {
+    let loc = resolve(spec).map_err(|reason| crate::ModelError::ModelNotFound { spec: spec.into(), reason })?;
+    let layers = match &loc {
+        ModelLocation::Gguf { path, .. } => crate::gguf::GgufFile::open(path)?.config()?.num_layers,
+        ModelLocation::HfDir { path, .. } => crate::hf::HfFiles::open(path)?.model_config()?.num_layers,
+    };
+    Ok(default_steering_layer(spec, layers))
+}
+
 /// The known model with this id.
 pub fn known(id: &str) -> Option<&'static KnownModel> {
     KNOWN_MODELS.iter().find(|m| m.id == id)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use lcross_eval::experiments::{self, Cell, GridSettings, PlannedCell};
-use lcross_eval::reproduce::config::{ConditionKind, ExperimentFile, Sizes, VectorKind, CAA_BEHAVIOURS};
+use lcross_eval::reproduce::config::{CrossPlan, ExperimentFile, CAA_BEHAVIOURS};
 use lcross_eval::reproduce::runner::{self, ExperimentSource, RunRequest};
 
 use crate::common::Context;
@@ -124,7 +124,8 @@ fn run_cells(ctx: &Context, grid: &GridArgs, plan: &[PlannedCell]) -> Result<Vec
     Ok(experiments::run_cells(&grid.settings(ctx), plan, &load)?)
 }
 
-pub(crate) fn default_layer(ctx: &Context, spec: &str, overrides: &[String]) -> Result<usize> {
+/// The layer of `spec`: a `--layer MODEL=LAYER` override, else its default steering layer.
+fn default_layer(spec: &str, overrides: &[String]) -> Result<usize> {
     for o in overrides {
         if let Some((m, l)) = o.split_once('=') {
             if m == spec {
@@ -132,11 +133,7 @@ pub(crate) fn default_layer(ctx: &Context, spec: &str, overrides: &[String]) -> 
             }
         }
     }
-    let n = lcross_model::gguf::GgufFile::open(lcross_model::resolve(spec).map_err(anyhow::Error::msg)?.path())
-        .and_then(|f| f.config())
-        .map(|c| c.num_layers)
-        .or_else(|_| ctx.load(spec).map(|m| m.config().num_layers))?;
-    Ok(lcross_model::registry::default_steering_layer(spec, n))
+    Ok(lcross_model::registry::steering_layer_of(spec)?)
 }
 
 pub fn run(ctx: &Context, c: ExperimentCommand) -> Result<()> {
@@ -145,7 +142,7 @@ pub fn run(ctx: &Context, c: ExperimentCommand) -> Result<()> {
             let behaviours: Vec<String> = if a.behaviours.is_empty() { CAA_BEHAVIOURS.iter().map(|s| s.to_string()).collect() } else { a.behaviours.clone() };
             let mut plan = Vec::new();
             for m in &a.grid.models {
-                let layer = default_layer(ctx, m, &a.layer)?;
+                let layer = default_layer(m, &a.layer)?;
                 for b in &behaviours {
                     plan.push(PlannedCell { model: m.clone(), behaviour: b.clone(), layer, betas: a.betas.clone() });
                 }
@@ -173,61 +170,26 @@ fn summarize(ctx: &Context, out: &Path, cells: &[Cell]) -> Result<()> {
     ctx.print(&cells, || print!("{md}"))
 }
 
-/// The experiment of one SOURCE:TARGET pair of `experiment cross`.
-fn cross_experiment(ctx: &Context, a: &CrossArgs, source: &str, target: &str) -> Result<ExperimentFile> {
-    let mut conditions = vec![ConditionKind::None, ConditionKind::SelfModulation, ConditionKind::Lcross, ConditionKind::LcrossUnrelated];
-    if a.heldout_pairs > 0 {
-        conditions.push(ConditionKind::LcrossHeldout);
-    }
-    if !a.no_pooled {
-        conditions.push(ConditionKind::LcrossPooled);
-    }
-    conditions.extend([ConditionKind::RandomT, ConditionKind::Identity]);
-    let layers = [source, target].iter().map(|m| Ok((m.to_string(), default_layer(ctx, m, &a.layer)?))).collect::<Result<_>>()?;
-    let mut evaluations = vec!["ab".to_string()];
-    if a.behaviours.len() > 1 {
-        evaluations.push("map-similarity".into());
-    }
-    let safe = |x: &str| x.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect::<String>();
-    Ok(ExperimentFile {
-        name: format!("cross-{}-to-{}", safe(source), safe(target)),
-        description: "lcross experiment cross".into(),
-        targets: vec![target.into()],
-        sources: vec![source.into()],
-        concepts: a.behaviours.clone(),
-        conditions,
-        estimators: vec!["ols".into()],
-        betas: a.betas.iter().map(|&b| b.into()).collect(),
-        concept_betas: Default::default(),
-        auto_betas: None,
-        rescale_transfers: false,
-        vectors: vec![if a.grid.balance_letters { VectorKind::Balanced } else { VectorKind::Plain }],
-        evaluations,
-        per_evaluation: Default::default(),
-        per_vector: Default::default(),
-        seed: 0,
-        layers,
-        sizes: Sizes {
-            extract_pairs: a.grid.limit,
-            test_questions: a.grid.test_limit,
-            heldout_pairs: a.heldout_pairs,
-            open_ended_questions: None,
-            answer_tokens: None,
-            eval_prompts: None,
-        },
-        judge: None,
-        weak_to_strong: Vec::new(),
-        data_dir: a.grid.data_dir.clone(),
-        profiles: Default::default(),
-    })
-}
-
 fn run_cross(ctx: &Context, a: &CrossArgs) -> Result<()> {
     let mut reports = String::new();
     let mut summaries = Vec::new();
     for pair in &a.pairs {
         let (source, target) = pair.split_once(':').with_context(|| format!("--pairs {pair}: expected SOURCE:TARGET"))?;
-        let file = cross_experiment(ctx, a, source, target)?;
+        let layers = [source, target].iter().map(|m| Ok((m.to_string(), default_layer(m, &a.layer)?))).collect::<Result<_>>()?;
+        let plan = CrossPlan {
+            source,
+            target,
+            behaviours: &a.behaviours,
+            betas: &a.betas,
+            layers,
+            heldout_pairs: a.heldout_pairs,
+            pooled: !a.no_pooled,
+            balance_letters: a.grid.balance_letters,
+            extract_pairs: a.grid.limit,
+            test_questions: a.grid.test_limit,
+            data_dir: a.grid.data_dir.clone(),
+        };
+        let file = ExperimentFile::cross(&plan);
         let out = if a.pairs.len() == 1 { a.grid.out.clone() } else { a.grid.out.join(&file.name) };
         let how = format!(
             "lcross experiment cross --pairs {pair} (flags: behaviours {:?}, betas {:?}, limit {}, test-limit {}, held-out pairs {}, pooled {})",

@@ -199,7 +199,7 @@ pub fn merge(dirs: &[PathBuf]) -> Result<BTreeMap<String, CellRecord>> {
                 if !same_result(&prev.without_timings(), &r.without_timings()) {
                     return Err(EvalError::Incompatible {
                         path: d.clone(),
-                        reason: format!("cell {id} differs from another shard's: were they run with different settings?"),
+                        reason: format!("cell {id} differs between shards: were they run with different settings?"),
                     });
                 }
                 continue;

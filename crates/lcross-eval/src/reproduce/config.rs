@@ -484,7 +484,77 @@ pub struct Experiment {
     pub data_dir: Option<PathBuf>,
 }
 
+/// What `lcross experiment cross` runs for one SOURCE:TARGET pair.
+#[derive(Debug, Clone)]
+pub struct CrossPlan<'a> {
+    pub source: &'a str,
+    pub target: &'a str,
+    /// CAA behaviours; the concept-unrelated map of one is fitted on the next.
+    pub behaviours: &'a [String],
+    pub betas: &'a [f64],
+    /// Layer per model id.
+    pub layers: BTreeMap<String, usize>,
+    /// Held-out pairs for the held-out condition (0: off).
+    pub heldout_pairs: usize,
+    /// The pooled condition (one map on all behaviours' corpora).
+    pub pooled: bool,
+    pub balance_letters: bool,
+    pub extract_pairs: usize,
+    pub test_questions: usize,
+    pub data_dir: Option<PathBuf>,
+}
+
 impl ExperimentFile {
+    /// The experiment of one pair of `lcross experiment cross`: none, self, L-Cross,
+    /// concept-unrelated L-Cross, held-out and pooled L-Cross (when asked), random T and
+    /// the identity, on the A/B metric (and map similarity with several behaviours).
+    pub fn cross(p: &CrossPlan<'_>) -> Self {
+        let mut conditions = vec![ConditionKind::None, ConditionKind::SelfModulation, ConditionKind::Lcross, ConditionKind::LcrossUnrelated];
+        if p.heldout_pairs > 0 {
+            conditions.push(ConditionKind::LcrossHeldout);
+        }
+        if p.pooled {
+            conditions.push(ConditionKind::LcrossPooled);
+        }
+        conditions.extend([ConditionKind::RandomT, ConditionKind::Identity]);
+        let mut evaluations = vec!["ab".to_string()];
+        if p.behaviours.len() > 1 {
+            evaluations.push("map-similarity".into());
+        }
+        let safe = |x: &str| x.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect::<String>();
+        Self {
+            name: format!("cross-{}-to-{}", safe(p.source), safe(p.target)),
+            description: "lcross experiment cross".into(),
+            targets: vec![p.target.into()],
+            sources: vec![p.source.into()],
+            concepts: p.behaviours.to_vec(),
+            conditions,
+            estimators: vec!["ols".into()],
+            betas: p.betas.iter().map(|&b| b.into()).collect(),
+            concept_betas: Default::default(),
+            auto_betas: None,
+            rescale_transfers: false,
+            vectors: vec![if p.balance_letters { VectorKind::Balanced } else { VectorKind::Plain }],
+            evaluations,
+            per_evaluation: Default::default(),
+            per_vector: Default::default(),
+            seed: 0,
+            layers: p.layers.clone(),
+            sizes: Sizes {
+                extract_pairs: p.extract_pairs,
+                test_questions: p.test_questions,
+                heldout_pairs: p.heldout_pairs,
+                open_ended_questions: None,
+                answer_tokens: None,
+                eval_prompts: None,
+            },
+            judge: None,
+            weak_to_strong: Vec::new(),
+            data_dir: p.data_dir.clone(),
+            profiles: Default::default(),
+        }
+    }
+
     /// Parse TOML text; errors name `origin` and TOML's line and column.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
         toml::from_str(text).map_err(|e| EvalError::Config { origin: origin.into(), reason: e.to_string() })
