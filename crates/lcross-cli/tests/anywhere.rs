@@ -121,3 +121,33 @@ fn hook_points_and_interventions_from_the_command_line() {
     assert!(!ok && err.contains("add, ablate or cap"), "{err}");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// `--model ORG/NAME` finds a model in the Hugging Face hub cache given by `$HF_HOME`
+/// (copied from a tiny checkpoint in the `models--ORG--NAME/snapshots/<commit>` layout),
+/// and names where it looked when the model is not there.
+#[test]
+fn models_are_found_in_the_hugging_face_cache() {
+    let d = tmp("hf-home");
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    let repo = d.join("hub").join("models--lcross-tests--tiny-qwen3");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), commit).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lcross-model/tests/fixtures/hf/tiny-qwen3");
+    for e in std::fs::read_dir(&fixture).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, snapshot.join(p.file_name().unwrap())).unwrap();
+    }
+    let run = |model: &str| {
+        common::lcross_command().env("HF_HOME", &d).env_remove("HF_HUB_CACHE").args(["tokenize", "-m", model, "Steering vectors", "--json"]).output().unwrap()
+    };
+    let from_cache = run("lcross-tests/tiny-qwen3");
+    assert!(from_cache.status.success(), "{}", String::from_utf8_lossy(&from_cache.stderr));
+    let from_dir = run(fixture.to_str().unwrap());
+    let (a, b): (Value, Value) = (serde_json::from_slice(&from_cache.stdout).unwrap(), serde_json::from_slice(&from_dir.stdout).unwrap());
+    assert_eq!(a["ids"], b["ids"]);
+    let missing = run("lcross-tests/absent");
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success() && err.contains("models--lcross-tests--absent") && err.contains("never downloads"), "{err}");
+}

@@ -14,6 +14,8 @@ pub enum Architecture {
     Llama,
     /// Qwen2, Qwen2.5.
     Qwen2,
+    /// Qwen3 (dense): Qwen2 without Q/K/V biases, with RMS norms on Q and K per head.
+    Qwen3,
     /// Gemma 3 (text).
     Gemma3,
 }
@@ -24,6 +26,7 @@ impl Architecture {
         match name {
             "llama" | "mistral" => Some(Self::Llama),
             "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
             "gemma3" | "gemma3_text" => Some(Self::Gemma3),
             _ => None,
         }
@@ -33,6 +36,7 @@ impl Architecture {
         match self {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3",
         }
     }
@@ -56,6 +60,9 @@ pub enum RopeScaling {
     Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
     /// All frequencies divided by `factor`.
     Linear { factor: f64 },
+    /// Each frequency divided by its own factor, read from the GGUF tensor
+    /// `rope_freqs.weight` (how llama.cpp stores Llama-3.1's scaling).
+    FreqFactors,
 }
 
 /// Which attention a layer uses.
@@ -64,7 +71,8 @@ pub enum RopeScaling {
 pub enum LayerAttention {
     /// Causal attention over the whole context.
     Global,
-    /// Causal attention over the last `window` positions (gemma3's local layers).
+    /// Causal attention over the last `window` positions (gemma3's local layers, every
+    /// layer of a mistral with `sliding_window` set).
     Sliding { window: usize },
 }
 

@@ -85,6 +85,8 @@ fn inverse_frequencies(head_dim: usize, base: f64, scaling: Option<&RopeScaling>
             match scaling {
                 None => inv,
                 Some(RopeScaling::Linear { factor }) => inv / factor,
+                // divided by the file's factors when the decoder loads them
+                Some(RopeScaling::FreqFactors) => inv,
                 Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
                     let low_wavelen = original_max_position_embeddings / low_freq_factor;
                     let high_wavelen = original_max_position_embeddings / high_freq_factor;
@@ -440,7 +442,14 @@ impl Decoder {
             (true, WeightMode::Quantized) => Linear::new(requantize(&embed)?, None),
         };
         let table_len = c.max_position_embeddings.min(ROTARY_TABLE_MAX);
-        let inv_freq_global = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling.as_ref());
+        let mut inv_freq_global = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling.as_ref());
+        if c.rope_scaling == Some(RopeScaling::FreqFactors) {
+            let factors: Vec<f32> = src.dense("rope_freqs.weight", &[c.head_dim / 2], DType::F32, &Device::Cpu)?.to_vec1()?;
+            if let Some(i) = factors.iter().position(|f| !(*f > 0.0)) {
+                return Err(crate::ModelError::InvalidInput(format!("rope_freqs.weight[{i}] is {}: frequency factors must be positive", factors[i])));
+            }
+            inv_freq_global.iter_mut().zip(&factors).for_each(|(x, f)| *x /= *f as f64);
+        }
         let rotary_global = RotaryTables::new(&inv_freq_global, table_len, dtype, device)?;
         let rotary_local = match c.rope_local_theta {
             Some(theta) => Some(RotaryTables::new(&inverse_frequencies(c.head_dim, theta, None), table_len, dtype, device)?),

@@ -195,10 +195,26 @@ fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: i
         Some("none") | None => None,
         Some(other) => return Err(ModelError::field(path, key("rope.scaling.type"), format!("unsupported rope scaling `{other}`"))),
     };
+    // llama.cpp stores Llama-3.1's rope scaling as per-frequency factors in a tensor.
+    let rope_scaling = match (rope_scaling, has_tensor("rope_freqs.weight")) {
+        (None, true) => Some(RopeScaling::FreqFactors),
+        (Some(_), true) => {
+            return Err(ModelError::field(path, key("rope.scaling.type"), "set together with a rope_freqs tensor: which applies is not defined"))
+        }
+        (s, false) => s,
+    };
+    if md.contains_key(&key("attention.sliding_window")) && architecture != Architecture::Gemma3 {
+        return Err(ModelError::field(
+            path,
+            key("attention.sliding_window"),
+            "a sliding window is only supported for gemma3 GGUF files (use the Hugging Face folder)",
+        ));
+    }
     let tied_embeddings = !has_tensor("output.weight");
     let (activation, qkv_bias, qk_norm, sandwich_norms, scale_embeddings, rope_local_theta, layer_attention, rope_interleaved) = match architecture {
         Architecture::Llama => (Activation::Silu, false, false, false, false, None, vec![LayerAttention::Global; num_layers], true),
         Architecture::Qwen2 => (Activation::Silu, true, false, false, false, None, vec![LayerAttention::Global; num_layers], false),
+        Architecture::Qwen3 => (Activation::Silu, false, true, false, false, None, vec![LayerAttention::Global; num_layers], false),
         Architecture::Gemma3 => {
             let window = if md.contains_key(&key("attention.sliding_window")) { meta_usize(path, md, &key("attention.sliding_window"))? } else { 512 };
             // Gemma 3: five sliding-window layers, then one global layer.

@@ -105,7 +105,39 @@ impl HfFiles {
             Some(other) => return Err(ModelError::field(p, "rope_scaling", format!("unsupported rope type `{other}`"))),
         };
         let gemma = architecture == Architecture::Gemma3;
+        // Fields that change the numbers and that lcross does not implement: refused, never ignored.
+        let refuse = |k: &str, why: &str| Err(ModelError::field(p, k, why.to_string()));
+        if c.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
+            return refuse("mlp_bias", "MLP biases are not supported");
+        }
+        if c.get("attn_logit_softcapping").is_some_and(|v| !v.is_null()) {
+            return refuse("attn_logit_softcapping", "soft-capping of attention scores is not supported");
+        }
+        let expected_act = if gemma { "gelu_pytorch_tanh" } else { "silu" };
+        for k in ["hidden_act", "hidden_activation"] {
+            if let Some(a) = c.get(k).and_then(Value::as_str) {
+                if a != expected_act {
+                    return refuse(k, &format!("`{a}` is not supported for {} (expected {expected_act})", architecture.as_str()));
+                }
+            }
+        }
+        let mistral = model_type == "mistral";
+        let window_of = |k: &str| c.get(k).filter(|v| !v.is_null()).map(|v| v.as_u64().map(|x| x as usize).filter(|&x| x > 0).ok_or_else(|| f(k))).transpose();
+        if matches!(architecture, Architecture::Qwen2 | Architecture::Qwen3) && c.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
+            return refuse("use_sliding_window", "Qwen's per-layer sliding window is not supported");
+        }
+        if !gemma && !mistral {
+            if let Some(types) = c.get("layer_types").and_then(Value::as_array) {
+                if types.iter().any(|t| t.as_str() != Some("full_attention")) {
+                    return refuse("layer_types", "sliding-window layers are only supported for gemma3 and mistral");
+                }
+            }
+        }
         let layer_attention = match (gemma, c.get("layer_types").and_then(Value::as_array)) {
+            (false, _) if mistral => match window_of("sliding_window")? {
+                Some(window) => vec![LayerAttention::Sliding { window }; num_layers],
+                None => vec![LayerAttention::Global; num_layers],
+            },
             (true, Some(types)) => {
                 let window = usize_of("sliding_window")?;
                 types
@@ -149,7 +181,7 @@ impl HfFiles {
             layer_attention,
             activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
             qkv_bias: architecture == Architecture::Qwen2 || c.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
-            qk_norm: gemma,
+            qk_norm: gemma || architecture == Architecture::Qwen3,
             sandwich_norms: gemma,
             scale_embeddings: gemma,
             attention_scale: match f64_of("query_pre_attn_scalar") {

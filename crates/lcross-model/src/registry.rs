@@ -136,6 +136,57 @@ pub fn resolve(spec: &str) -> Result<ModelLocation, String> {
     if path.is_file() {
         return Ok(ModelLocation::Gguf { id: stem(&path), path });
     }
+    if looks_like_repo_id(spec) {
+        return resolve_in_hub(spec, &hub_cache_dir());
+    }
     let ids: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.id).collect();
-    Err(format!("not a known model id ({}), nor an existing .gguf file or model directory", ids.join(", ")))
+    Err(format!("not a known model id ({}), nor an existing .gguf file or model directory, nor a Hugging Face id ORG/NAME", ids.join(", ")))
+}
+
+/// The local Hugging Face hub cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub`.
+pub fn hub_cache_dir() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|d| !d.is_empty()).map(PathBuf::from);
+    if let Some(d) = var("HF_HUB_CACHE") {
+        return d;
+    }
+    if let Some(d) = var("HF_HOME") {
+        return d.join("hub");
+    }
+    var("HOME").unwrap_or_else(|| PathBuf::from(".")).join(".cache").join("huggingface").join("hub")
+}
+
+/// `ORG/NAME` or `ORG/NAME@REVISION`: one slash, names of letters, digits, `-`, `_`, `.`.
+fn looks_like_repo_id(spec: &str) -> bool {
+    let repo = spec.split_once('@').map_or(spec, |(r, _)| r);
+    let ok = |s: &str| !s.is_empty() && !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    matches!(repo.split_once('/'), Some((org, name)) if ok(org) && ok(name))
+}
+
+/// A model `ORG/NAME` (or `ORG/NAME@REVISION`, a ref name or a commit) in the hub cache
+/// `hub` (the `models--ORG--NAME/{refs,snapshots}` layout that huggingface_hub writes):
+/// the snapshot `refs/main` (or the revision) points to. lcross never downloads.
+pub fn resolve_in_hub(spec: &str, hub: &Path) -> Result<ModelLocation, String> {
+    let (repo, revision) = spec.split_once('@').map_or((spec, "main"), |(r, v)| (r, v));
+    let (_, name) = repo.split_once('/').ok_or_else(|| format!("`{spec}` is not a Hugging Face id ORG/NAME"))?;
+    let root = hub.join(format!("models--{}", repo.replace('/', "--")));
+    let not_there = |what: String| {
+        format!(
+            "{what}: lcross looks in the local Hugging Face cache ({}; $HF_HUB_CACHE or $HF_HOME set it) and never downloads; fetch it with `hf download {repo}` (or `huggingface-cli download {repo}`), or give its directory",
+            hub.display()
+        )
+    };
+    if !root.is_dir() {
+        return Err(not_there(format!("`{repo}` is not in the Hugging Face cache (no {})", root.display())));
+    }
+    let commit = match std::fs::read_to_string(root.join("refs").join(revision)) {
+        Ok(c) => c.trim().to_string(),
+        Err(_) if revision != "main" => revision.to_string(),
+        Err(_) => return Err(not_there(format!("`{repo}` has no {} in the cache", root.join("refs").join("main").display()))),
+    };
+    let path = root.join("snapshots").join(&commit);
+    if !path.join("config.json").is_file() {
+        return Err(not_there(format!("`{repo}` at revision {revision} ({commit}) has no config.json in {}", path.display())));
+    }
+    Ok(ModelLocation::HfDir { id: name.to_string(), path })
 }

@@ -1,0 +1,212 @@
+//! The families added in issue 30 against transformers, on tiny random-weight checkpoints
+//! (scripts/reference/make_family_fixtures.py): qwen3 (q/k norms, head_dim != hidden /
+//! heads) and mistral (a sliding window of 5 on every layer, prompts of 63 tokens).
+//! Last-token hidden states after every layer, the top-5 logits and 16 greedy tokens;
+//! batched = single; both config spellings (transformers 4 and 5) load to the same
+//! numbers; config values lcross does not implement are refused, never ignored.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{fixtures, rel_l2};
+use lcross_model::{BatchRow, CapturePositions, GenerateOptions, GenerationRequest, HookName, Hooks, LoadOptions, Logits, Model, Positions, Sampling};
+use serde_json::Value;
+
+/// Relative L2 bound against transformers' f32 numbers (measured ~1e-6).
+const TOL: f64 = 1e-4;
+const FAMILIES: [&str; 2] = ["tiny-qwen3", "tiny-mistral"];
+
+fn dir(name: &str) -> PathBuf {
+    fixtures().join("hf").join(name)
+}
+
+fn load(dir: &Path) -> Model {
+    Model::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()))
+}
+
+fn reference(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir(name).join("reference.json")).unwrap()).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// Last-token states after every layer and the last position's logits.
+fn states_and_logits(model: &Model, prompt: &[u32]) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let n = model.config().num_layers;
+    let hooks = (0..n).fold(Hooks::none(), |h, l| h.with_capture(l, CapturePositions::Last));
+    let out = model.forward(prompt, None, &hooks, Logits::Last).unwrap();
+    let states = (0..n).map(|l| out.captures[&HookName::resid_post(l)].flatten_all().unwrap().to_vec1().unwrap()).collect();
+    (states, out.logits.unwrap().to_vec1().unwrap())
+}
+
+fn greedy(model: &Model, prompt: &[u32], n: usize) -> Vec<u32> {
+    let opts = GenerateOptions { max_tokens: n, sampling: Sampling::Greedy, stop_tokens: vec![] };
+    model.generate(prompt, &opts, &Hooks::none(), |_| Ok(())).unwrap()
+}
+
+#[test]
+fn new_families_match_transformers() {
+    for name in FAMILIES {
+        let r = reference(name);
+        let model = load(&dir(name));
+        let prompt = model.prompt(r["text"].as_str().unwrap(), false, None).unwrap().ids;
+        assert_eq!(prompt, ids(&r["ids"]), "{name}: token ids differ from transformers'");
+        let (states, logits) = states_and_logits(&model, &prompt);
+        for (layer, want) in r["hidden_last"].as_object().unwrap() {
+            let got = &states[layer.parse::<usize>().unwrap()];
+            let rel = rel_l2(got, &floats(want));
+            assert!(rel <= TOL, "{name} layer {layer}: relative L2 {rel:.2e} > {TOL:e}");
+        }
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        let top5: Vec<u32> = order[..5].iter().map(|&i| i as u32).collect();
+        assert_eq!(top5, ids(&r["top5_ids"]), "{name}: top-5 logits differ");
+        for (i, want) in floats(&r["top5_logits"]).iter().enumerate() {
+            assert!((logits[top5[i] as usize] - want).abs() <= 1e-3 * want.abs().max(1.0), "{name}: logit {i} {} vs {want}", logits[top5[i] as usize]);
+        }
+        assert_eq!(greedy(&model, &prompt, 16), ids(&r["greedy"]), "{name}: greedy tokens differ");
+    }
+}
+
+#[test]
+fn new_families_batch_like_single_rows_with_steering() {
+    for name in FAMILIES {
+        let model = load(&dir(name));
+        let h = model.config().hidden_size;
+        let v = model.vector_tensor(&(0..h).map(|i| ((i % 7) as f32 - 3.0) / 3.0).collect::<Vec<_>>()).unwrap();
+        let long = model.prompt(reference(name)["text"].as_str().unwrap(), false, None).unwrap().ids;
+        let short = long[..9].to_vec();
+        let steered = Hooks::none().with_intervention(1, v, 2.0, Positions::All);
+        let none = Hooks::none();
+        let rows = [BatchRow { tokens: &long, hooks: &steered }, BatchRow { tokens: &short, hooks: &none }];
+        let batched = model.forward_batch(&rows, None, Logits::Last).unwrap();
+        for (i, row) in rows.iter().enumerate() {
+            let single = model.forward(row.tokens, None, row.hooks, Logits::Last).unwrap();
+            let (got, want): (Vec<f32>, Vec<f32>) = (batched[i].logits.as_ref().unwrap().to_vec1().unwrap(), single.logits.unwrap().to_vec1().unwrap());
+            assert!(rel_l2(&got, &want) <= TOL, "{name} row {i}: batched differs from single");
+        }
+        // Generation in a batch, past the window, equals each row alone.
+        let requests: Vec<GenerationRequest> = [long.clone(), short.clone()]
+            .into_iter()
+            .map(|prompt| GenerationRequest {
+                prompt,
+                hooks: Hooks::none(),
+                options: GenerateOptions { max_tokens: 12, sampling: Sampling::Greedy, stop_tokens: vec![] },
+            })
+            .collect();
+        let alone: Vec<Vec<u32>> = requests.iter().map(|r| greedy(&model, &r.prompt, 12)).collect();
+        assert_eq!(model.generate_batch(&requests, 2, |_, _| Ok(())).unwrap(), alone, "{name}: batched generation differs");
+    }
+}
+
+/// A copy of a fixture directory with its config.json rewritten by `change`.
+fn variant(name: &str, tag: &str, change: impl FnOnce(&mut serde_json::Map<String, Value>)) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("lcross-family-{}-{name}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    for e in std::fs::read_dir(dir(name)).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, out.join(p.file_name().unwrap())).unwrap();
+    }
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    change(config.as_object_mut().unwrap());
+    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    out
+}
+
+#[test]
+fn transformers_4_and_5_config_spellings_give_the_same_numbers() {
+    for name in FAMILIES {
+        // transformers 4: `rope_theta` (and `rope_scaling`) at the top level, no `rope_parameters`.
+        let old = variant(name, "v4", |c| {
+            let params = c.remove("rope_parameters").expect("the fixture is written in the transformers 5 spelling");
+            c.insert("rope_theta".into(), params["rope_theta"].clone());
+            c.insert("rope_scaling".into(), Value::Null);
+            c.remove("layer_types");
+        });
+        let prompt = load(&dir(name)).prompt("hidden states move", false, None).unwrap().ids;
+        let (a, la) = states_and_logits(&load(&dir(name)), &prompt);
+        let (b, lb) = states_and_logits(&load(&old), &prompt);
+        assert_eq!(a, b, "{name}: states differ between the config spellings");
+        assert_eq!(la, lb, "{name}: logits differ between the config spellings");
+        let _ = std::fs::remove_dir_all(old);
+    }
+}
+
+#[test]
+fn config_values_lcross_does_not_implement_are_refused() {
+    let refused = |name: &str, tag: &str, field: &str, change: &dyn Fn(&mut serde_json::Map<String, Value>)| {
+        let d = variant(name, tag, change);
+        let err = Model::load(d.to_str().unwrap(), &LoadOptions::default()).err().unwrap_or_else(|| panic!("{name} with {tag} loaded")).to_string();
+        assert!(err.contains(field) && err.contains("config.json"), "{name} {tag}: {err}");
+        let _ = std::fs::remove_dir_all(d);
+    };
+    refused("tiny-qwen3", "qwen-window", "use_sliding_window", &|c| {
+        c.insert("use_sliding_window".into(), Value::Bool(true));
+    });
+    refused("tiny-mistral", "gelu", "hidden_act", &|c| {
+        c.insert("hidden_act".into(), "gelu".into());
+    });
+    refused("tiny-mistral", "mlp-bias", "mlp_bias", &|c| {
+        c.insert("mlp_bias".into(), Value::Bool(true));
+    });
+    refused("tiny-qwen3", "softcap", "attn_logit_softcapping", &|c| {
+        c.insert("attn_logit_softcapping".into(), 50.0.into());
+    });
+    refused("tiny-qwen3", "window-layers", "layer_types", &|c| {
+        c.insert("layer_types".into(), serde_json::json!(["sliding_attention", "full_attention", "full_attention"]));
+    });
+    refused("tiny-mistral", "rope-yarn", "rope", &|c| {
+        c.insert("rope_parameters".into(), serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}));
+    });
+    // A mistral without a window is a plain llama: it loads, and its numbers differ from the windowed one past the window.
+    let open = variant("tiny-mistral", "no-window", |c| {
+        c.insert("sliding_window".into(), Value::Null);
+    });
+    let prompt = ids(&reference("tiny-mistral")["ids"]);
+    let (_, windowed) = states_and_logits(&load(&dir("tiny-mistral")), &prompt);
+    let (_, full) = states_and_logits(&load(&open), &prompt);
+    assert!(rel_l2(&windowed, &full) > 0.01, "the window must change the numbers of a 63-token prompt");
+    let _ = std::fs::remove_dir_all(open);
+}
+
+/// A hub cache layout (`models--ORG--NAME/refs/main`, `snapshots/<commit>/`) built from a
+/// tiny checkpoint resolves by `ORG/NAME` and `ORG/NAME@COMMIT`; what is not there is an
+/// error naming where lcross looked.
+#[test]
+fn models_resolve_from_the_hugging_face_cache() {
+    use lcross_model::registry::{resolve_in_hub, ModelLocation};
+    let hub = std::env::temp_dir().join(format!("lcross-hub-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&hub);
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = hub.join("models--lcross-tests--tiny-qwen3");
+    let snapshot = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), format!("{commit}\n")).unwrap();
+    for e in std::fs::read_dir(dir("tiny-qwen3")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, snapshot.join(p.file_name().unwrap())).unwrap();
+    }
+    for spec in ["lcross-tests/tiny-qwen3", &format!("lcross-tests/tiny-qwen3@{commit}")] {
+        match resolve_in_hub(spec, &hub).unwrap() {
+            ModelLocation::HfDir { id, path } => assert_eq!((id.as_str(), path.as_path()), ("tiny-qwen3", snapshot.as_path()), "{spec}"),
+            other => panic!("{spec}: {other:?}"),
+        }
+    }
+    let loc = resolve_in_hub("lcross-tests/tiny-qwen3", &hub).unwrap();
+    let model = load(loc.path());
+    assert_eq!(greedy(&model, &ids(&reference("tiny-qwen3")["ids"]), 16), ids(&reference("tiny-qwen3")["greedy"]));
+    let err = resolve_in_hub("lcross-tests/absent", &hub).unwrap_err();
+    assert!(err.contains("models--lcross-tests--absent") && err.contains("never downloads"), "{err}");
+    let err = resolve_in_hub("lcross-tests/tiny-qwen3@nobranch", &hub).unwrap_err();
+    assert!(err.contains("no config.json"), "{err}");
+    let _ = std::fs::remove_dir_all(hub);
+}
