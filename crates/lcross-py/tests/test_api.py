@@ -238,8 +238,9 @@ def test_eval_ab_returns_the_cli_rows(tiny_llama):
 
 def test_fair_evaluation_runs_through_the_metric_face(tiny_llama):
     report = lcross.evaluate("fair", tiny_llama, limit=2, max_tokens=8, items=True)
-    assert report["metric"].startswith("fair") or report["rows"]
-    assert len(report["items"]) == 2
+    assert report["metric"] == "fair"
+    assert [r["n"] for r in report["rows"]] == [2], "one unsteered condition of 2 vignettes"
+    assert len(report["items"]) == 2 and all(isinstance(it["answer"], str) for it in report["items"])
 
 
 def test_real_models_extract_transfer_and_steer(smollm, qwen):
