@@ -261,9 +261,28 @@ pub fn length_order(lengths: impl IntoIterator<Item = usize>) -> Vec<usize> {
     order
 }
 
-/// A progress bar on stderr (hidden when stderr is not a terminal).
+thread_local! {
+    static PROGRESS_HIDDEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `work` with the progress bars [`progress`] makes on this thread shown (on a
+/// terminal stderr, the default) or hidden (`shown = false`): how a library caller
+/// (the Python package's `progress=`) chooses for one call.
+pub fn with_progress<R>(shown: bool, work: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PROGRESS_HIDDEN.with(|h| h.set(self.0));
+        }
+    }
+    let _restore = Restore(PROGRESS_HIDDEN.with(|h| h.replace(!shown)));
+    work()
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal, or inside
+/// [`with_progress`]`(false, ..)`).
 pub fn progress(len: u64, label: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
+    let bar = if PROGRESS_HIDDEN.with(|h| h.get()) { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(len) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise} < {eta_precise}]")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -274,7 +293,16 @@ pub fn progress(len: u64, label: &str) -> indicatif::ProgressBar {
 
 #[cfg(test)]
 mod tests {
-    use super::length_order;
+    use super::{length_order, progress, with_progress};
+
+    #[test]
+    fn progress_can_be_hidden_for_one_call() {
+        assert!(with_progress(false, || progress(3, "x").is_hidden()));
+        assert!(with_progress(true, || with_progress(false, || progress(3, "x").is_hidden())));
+        // Outside, the bar follows stderr (hidden under the test harness, which captures
+        // it, unless run on a terminal): only the inner call above was forced.
+        assert_eq!(with_progress(true, || progress(3, "x").is_hidden()), !std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    }
 
     #[test]
     fn length_order_is_shortest_first_and_stable() {

@@ -493,8 +493,10 @@ impl Decoder {
     /// mask) and is dropped from the outputs. Results equal one [`Decoder::forward`]
     /// per row to float rounding.
     ///
-    /// Without logits the pass stops after the deepest layer any row hooks.
+    /// Without logits the pass stops after the deepest layer any row hooks. Before the
+    /// pass, the caller's [`crate::interrupt`] check may stop it ([`ModelError::Interrupted`]).
     pub fn forward_batch(&self, rows: &[BatchRow<'_>], cache: Option<&mut KvCache>, logits: Logits) -> Result<Vec<ForwardOutput>> {
+        crate::interrupt::check()?;
         let offsets: Vec<usize> = match cache.as_deref() {
             Some(kv) => {
                 if kv.rows() != rows.len() {
@@ -543,6 +545,7 @@ impl Decoder {
     /// Run blocks `state.next_layer()..until` with each row's hooks (`hooks[i]` for row
     /// `i`) and return the captures per row.
     pub fn run_layers(&self, state: &mut BatchState, hooks: &[&Hooks], until: usize) -> Result<Vec<BTreeMap<HookName, Tensor>>> {
+        crate::interrupt::check()?;
         if hooks.len() != state.rows() {
             return Err(ModelError::InvalidInput(format!("{} hooks for {} rows", hooks.len(), state.rows())));
         }

@@ -36,7 +36,8 @@ pub enum ModelError {
     /// A model spec (`--model`) names nothing lcross can load.
     #[error("model `{spec}`: {reason}")]
     ModelNotFound { spec: String, reason: String },
-    /// The caller stopped the work (e.g. Ctrl-C in Python), between tokens.
+    /// The caller stopped the work before a forward pass (e.g. Ctrl-C in Python; see
+    /// [`crate::interrupt`]).
     #[error("interrupted")]
     Interrupted,
     /// A caller asked for something out of range or inconsistent with the model.

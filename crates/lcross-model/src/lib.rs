@@ -27,6 +27,7 @@ pub mod gguf;
 pub mod hashing;
 pub mod hf;
 pub mod hooks;
+pub mod interrupt;
 pub mod linear;
 pub mod model;
 mod q8_pad;

@@ -12,6 +12,7 @@ use lcross_eval::judge::{Judge, JudgeFormat};
 use lcross_eval::metrics::{Metric, MetricInputs, RunOptions, Setup};
 use pyo3::prelude::*;
 
+use crate::calls::run_long;
 use crate::errors::{bad_value, OrRaise};
 use crate::json::to_python;
 use crate::model::Model;
@@ -56,7 +57,7 @@ fn format_of(judge_format: Option<&str>) -> PyResult<JudgeFormat> {
 #[pyfunction]
 #[pyo3(signature = (metric, model, *, vectors = None, betas = None, dataset = None, concept = None, limit = None, judge = None, judge_format = None,
     side_effects = false, max_tokens = 64, temperature = None, top_p = 1.0, seed = 0, batch_size = None, hook = None, positions = None,
-    intervention = None, cache = true, items = false))]
+    intervention = None, cache = true, items = false, progress = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate<'py>(
     py: Python<'py>,
@@ -80,6 +81,7 @@ pub fn evaluate<'py>(
     intervention: Option<&str>,
     cache: bool,
     items: bool,
+    progress: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let vectors: Vec<(String, Arc<lcross_core::steering::SteeringVector>)> =
         vectors.unwrap_or_default().into_iter().enumerate().map(|(i, v)| (format!("{}#{i}", v.inner.metadata.concept), v.inner.clone())).collect();
@@ -96,12 +98,11 @@ pub fn evaluate<'py>(
     let judge = if metric.needs_judge() { Some(judge_of(py, judge)?) } else { None };
     let run = RunOptions { max_tokens, temperature, top_p, seed, batch_size, side_effects, use_cache: cache, data_dir };
     let m = model.inner.clone();
-    let (report, records) = py
-        .allow_threads(|| {
-            let mut setup = Setup::build(&m, conditions, &run, metric.default_temperature(), 64)?;
-            metric.evaluate(&mut setup, judge.as_deref())
-        })
-        .or_raise()?;
+    let (report, records) = run_long(py, progress, || {
+        let mut setup = Setup::build(&m, conditions, &run, metric.default_temperature(), 64)?;
+        metric.evaluate(&mut setup, judge.as_deref())
+    })?
+    .or_raise()?;
     let out = to_python(py, &report)?;
     if items {
         out.set_item("items", to_python(py, &records)?)?;
@@ -112,7 +113,7 @@ pub fn evaluate<'py>(
 /// The A/B metric (mean probability of the behaviour-matching answer letter) on held-out
 /// questions: `dataset` is a CAA test_dataset_ab.json or `builtin:NAME`.
 #[pyfunction]
-#[pyo3(signature = (model, dataset, *, vectors = None, betas = None, limit = None, hook = None, positions = None, intervention = None, cache = true))]
+#[pyo3(signature = (model, dataset, *, vectors = None, betas = None, limit = None, hook = None, positions = None, intervention = None, cache = true, progress = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn eval_ab<'py>(
     py: Python<'py>,
@@ -125,6 +126,7 @@ pub fn eval_ab<'py>(
     positions: Option<&str>,
     intervention: Option<&str>,
     cache: bool,
+    progress: Option<bool>,
 ) -> PyResult<Bound<'py, PyAny>> {
     evaluate(
         py,
@@ -148,6 +150,7 @@ pub fn eval_ab<'py>(
         intervention,
         cache,
         false,
+        progress,
     )
 }
 
@@ -159,7 +162,7 @@ pub fn eval_ab<'py>(
 #[pyfunction]
 #[pyo3(signature = (model, vector, metric, *, dataset = None, concept = None, betas = None, direction = "increase", drift_budget = DEFAULT_DRIFT_BUDGET,
     max_perplexity_ratio = DEFAULT_MAX_PERPLEXITY_RATIO, limit = None, judge = None, judge_format = None, max_tokens = 64, temperature = None,
-    seed = 0, hook = None, positions = None, intervention = None, cache = true))]
+    seed = 0, hook = None, positions = None, intervention = None, cache = true, progress = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn calibrate<'py>(
     py: Python<'py>,
@@ -182,6 +185,7 @@ pub fn calibrate<'py>(
     positions: Option<&str>,
     intervention: Option<&str>,
     cache: bool,
+    progress: Option<bool>,
 ) -> PyResult<(Option<SteeringVector>, Bound<'py, PyAny>)> {
     let direction = match direction {
         "increase" => Direction::Increase,
@@ -203,7 +207,7 @@ pub fn calibrate<'py>(
     let label = format!("{} vector", vector.inner.metadata.concept);
     let request =
         CalibrationRequest { model: &m, vector: (label, vector.inner.clone()), site, metric: &metric, opts: &opts, run: &run, judge: judge.as_deref() };
-    let (report, calibrated) = py.allow_threads(|| lcross_eval::calibrate::calibrate_vector(&request)).or_raise()?;
+    let (report, calibrated) = run_long(py, progress, || lcross_eval::calibrate::calibrate_vector(&request))?.or_raise()?;
     let dict = to_python(py, &report)?;
     Ok((calibrated.map(SteeringVector::wrap), dict))
 }

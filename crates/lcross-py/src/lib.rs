@@ -4,6 +4,7 @@
 //! libraries work, and maps their typed errors onto `lcross.LcrossError`'s subclasses.
 
 mod arrays;
+mod calls;
 mod errors;
 mod evals;
 mod json;
@@ -19,9 +20,33 @@ fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
 }
 
+/// Make glibc keep freed memory for reuse as the `lcross` binary's process ends up doing.
+///
+/// A forward pass allocates and frees activations of up to tens of MiB per batch. In the
+/// binary, glibc's dynamic thresholds rise after the first frees and the blocks are
+/// reused; in a Python process they were unmapped and mapped again every batch (twice
+/// the page faults of the binary, extraction ~10% slower: docs/PERFORMANCE.md). These are
+/// the values the dynamic heuristic reaches (mmap threshold at its 32 MiB ceiling) with a
+/// trim threshold large enough to keep one batch's activations. A user's own setting
+/// (`GLIBC_TUNABLES` or `MALLOC_*` in the environment) is left alone.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    let user_set = std::env::vars_os().any(|(k, _)| k.to_str().is_some_and(|k| k == "GLIBC_TUNABLES" || k.starts_with("MALLOC_")));
+    if !user_set {
+        // SAFETY: mallopt only sets two of glibc's allocator parameters; it is safe to
+        // call at any time from any thread.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        }
+    }
+}
+
 /// The compiled part of the `lcross` package.
 #[pymodule]
 fn _lcross(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    keep_freed_memory();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("DEFAULT_MODEL", lcross_model::DEFAULT_MODEL)?;
     m.add_class::<model::Model>()?;

@@ -9,6 +9,7 @@ use numpy::PyArray2;
 use pyo3::prelude::*;
 
 use crate::arrays::{mat_to_numpy, matrix_f64, rows_to_numpy, vec_to_numpy, vector_f32};
+use crate::calls::run_long;
 use crate::errors::{bad_value, OrRaise};
 use crate::json::to_python;
 use crate::model::Model;
@@ -142,7 +143,7 @@ pub fn fit_map(
 /// Fit a map from `source` (layer `source_layer`) to `target` (layer `target_layer`) on
 /// the last-token states of a shared corpus, as `lcross align` does.
 #[pyfunction]
-#[pyo3(signature = (source, target, corpus, *, source_layer, target_layer, limit = None, skip = 0, estimator = "ols", hook = "resid_post", cache = true))]
+#[pyo3(signature = (source, target, corpus, *, source_layer, target_layer, limit = None, skip = 0, estimator = "ols", hook = "resid_post", cache = true, progress = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn align(
     py: Python<'_>,
@@ -156,12 +157,13 @@ pub fn align(
     estimator: &str,
     hook: &str,
     cache: bool,
+    progress: Option<bool>,
 ) -> PyResult<LinearMap> {
     let est = self::estimator(estimator)?;
     let point = lcross_core::steer::parse_hook(hook).or_raise()?;
     let corpus = Corpus::load(corpus, &lcross_core::default_data_dir(), skip, limit).or_raise()?;
     let (src, tgt) = (source.inner.clone(), target.inner.clone());
-    let map = py.allow_threads(|| pipeline::align_at(&src, &tgt, (source_layer, target_layer), (point, point), &corpus, est, cache)).or_raise()?;
+    let map = run_long(py, progress, || pipeline::align_at(&src, &tgt, (source_layer, target_layer), (point, point), &corpus, est, cache))?.or_raise()?;
     Ok(LinearMap::wrap(map, None))
 }
 

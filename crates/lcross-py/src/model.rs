@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use crate::arrays::rows_to_numpy;
+use crate::calls::run_long;
 use crate::errors::{bad_value, OrRaise};
 use crate::vector::SteeringVector;
 
@@ -154,7 +155,7 @@ struct Decode {
     system: Option<String>,
     sampling: Sampling,
     batch_size: Option<usize>,
-    progress: bool,
+    progress: Option<bool>,
 }
 
 impl Decode {
@@ -179,7 +180,7 @@ impl Decode {
             return Err(bad_value("batch_size must be at least 1"));
         }
         let sampling = if temperature == 0.0 { Sampling::Greedy } else { Sampling::Sample { temperature, top_p, seed: seed.unwrap_or(0) } };
-        Ok(Self { max_tokens, chat, system, sampling, batch_size, progress: progress.unwrap_or_else(crate::stderr_is_terminal) })
+        Ok(Self { max_tokens, chat, system, sampling, batch_size, progress })
     }
 }
 
@@ -245,7 +246,8 @@ impl Model {
 
     /// The state at the last token of each text after block `layer` (hook point `hook`):
     /// float32 array (len(texts), hidden_size). Batched and cached like the CLI's.
-    #[pyo3(signature = (texts, layer, *, hook = "resid_post", chat = false, cache = true))]
+    #[pyo3(signature = (texts, layer, *, hook = "resid_post", chat = false, cache = true, progress = None))]
+    #[allow(clippy::too_many_arguments)]
     fn hidden_states<'py>(
         &self,
         py: Python<'py>,
@@ -254,11 +256,12 @@ impl Model {
         hook: &str,
         chat: bool,
         cache: bool,
+        progress: Option<bool>,
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let texts = prompts_of(texts)?;
         let point = lcross_core::steer::parse_hook(hook).or_raise()?;
         let m = self.inner.clone();
-        let states = py.allow_threads(|| lcross_eval::pipeline::last_token_states(&m, &texts, layer, point, chat, cache)).or_raise()?;
+        let states = run_long(py, progress, || lcross_eval::pipeline::last_token_states(&m, &texts, layer, point, chat, cache))?.or_raise()?;
         rows_to_numpy(py, &states, self.inner.config().hidden_size)
     }
 
@@ -328,47 +331,52 @@ impl Model {
 }
 
 impl Model {
-    /// Generate `rows` (prompt, steerings) in batches, releasing the GIL; Ctrl-C stops it
-    /// between tokens (KeyboardInterrupt).
+    /// Generate `rows` (prompt, steerings) in batches (see [`run_long`]: Ctrl-C stops it
+    /// between tokens with KeyboardInterrupt). Rows given the same steerings share one
+    /// set of hooks.
     fn run_rows(&self, py: Python<'_>, rows: &[(String, Vec<Steer>)], d: &Decode) -> PyResult<Vec<String>> {
         let m = &self.inner;
         let ids: Vec<Vec<u32>> = rows.iter().map(|(p, _)| Ok(m.prompt(p, d.chat, d.system.as_deref()).or_raise()?.ids)).collect::<PyResult<_>>()?;
-        let hooks: Vec<Hooks> = rows.iter().map(|(_, s)| hooks_of(m, s)).collect::<PyResult<_>>()?;
+        let mut distinct: Vec<(&[Steer], Hooks)> = Vec::new();
+        let mut hooks_of_row = Vec::with_capacity(rows.len());
+        for (_, steers) in rows {
+            let k = match distinct.iter().position(|(s, _)| same_steering(s, steers)) {
+                Some(k) => k,
+                None => {
+                    distinct.push((steers, hooks_of(m, steers)?));
+                    distinct.len() - 1
+                }
+            };
+            hooks_of_row.push(k);
+        }
         let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
         let settings = GenerationSettings {
             max_tokens: d.max_tokens,
             sampling: d.sampling,
             rows_in_flight: d.batch_size.unwrap_or_else(|| m.rows_that_fit(longest + d.max_tokens)),
         };
-        let specs: Vec<RowSpec<'_>> = ids.iter().zip(&hooks).enumerate().map(|(i, (p, h))| RowSpec { prompt: p, hooks: h, seed_offset: i }).collect();
-        let (answers, interrupted) = py.allow_threads(|| {
-            let bar = d.progress.then(|| lcross_core::activations::progress((rows.len() * d.max_tokens) as u64, &format!("generating {} rows", rows.len())));
-            let mut interrupted = None;
-            let mut since_check = 0usize;
+        let specs: Vec<RowSpec<'_>> =
+            ids.iter().zip(&hooks_of_row).enumerate().map(|(i, (p, &k))| RowSpec { prompt: p, hooks: &distinct[k].1, seed_offset: i }).collect();
+        let answers = run_long(py, d.progress, || {
+            let bar = lcross_core::activations::progress((rows.len() * d.max_tokens) as u64, &format!("generating {} rows", rows.len()));
             let answers = lcross_eval::answers::generate_rows(m, &specs, &settings, |_, _| {
-                if let Some(b) = &bar {
-                    b.inc(1);
-                }
-                since_check += 1;
-                if since_check >= 16 {
-                    since_check = 0;
-                    if let Err(e) = Python::with_gil(|py| py.check_signals()) {
-                        interrupted = Some(e);
-                        return Err(lcross_model::ModelError::Interrupted);
-                    }
-                }
+                bar.inc(1);
                 Ok(())
             });
-            if let Some(b) = bar {
-                b.finish_and_clear();
-            }
-            (answers, interrupted)
-        });
-        if let Some(e) = interrupted {
-            return Err(e);
-        }
+            bar.finish_and_clear();
+            answers
+        })?;
         Ok(answers.or_raise()?.into_iter().map(|a| a.text).collect())
     }
+}
+
+/// Whether two lists of steerings are the same steering (same vectors, by identity, and
+/// the same betas, layers, sites and force).
+fn same_steering(a: &[Steer], b: &[Steer]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| Arc::ptr_eq(&x.vector.inner, &y.vector.inner) && x.beta == y.beta && x.layer == y.layer && x.site == y.site && x.force == y.force)
 }
 
 /// What `Model.steering(...)` returns: steers the model's calls while inside `with`.

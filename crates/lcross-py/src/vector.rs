@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::arrays::{vec_to_numpy, vector_f32};
+use crate::calls::run_long;
 use crate::errors::{bad_value, OrRaise, ShapeError};
 use crate::json::to_python;
 use crate::model::Model;
@@ -169,7 +170,7 @@ fn dataset_of(dataset: &Bound<'_, PyAny>, raw: bool, concept: Option<&str>) -> P
 /// Extract a steering vector of `model` at `layers` from a concept dataset (CAA mean
 /// difference or RepE PCA), as `lcross extract` does (activations cached the same way).
 #[pyfunction]
-#[pyo3(signature = (model, dataset, layers, *, method = "mean-diff", limit = None, balance_letters = false, hook = "resid_post", normalize = false, raw = false, concept = None, cache = true))]
+#[pyo3(signature = (model, dataset, layers, *, method = "mean-diff", limit = None, balance_letters = false, hook = "resid_post", normalize = false, raw = false, concept = None, cache = true, progress = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn extract(
     py: Python<'_>,
@@ -184,6 +185,7 @@ pub fn extract(
     raw: bool,
     concept: Option<&str>,
     cache: bool,
+    progress: Option<bool>,
 ) -> PyResult<SteeringVector> {
     let method = Method::parse(method).ok_or_else(|| bad_value(format!("method `{method}`: expected mean-diff or pca")))?;
     let ds = dataset_of(dataset, raw, concept)?.limit(limit);
@@ -197,6 +199,6 @@ pub fn extract(
         ..VectorRecipe::mean_diff(Vec::new())
     };
     let m = model.inner.clone();
-    let (sv, _) = py.allow_threads(|| pipeline::extract_vector(&m, &ds, &recipe)).or_raise()?;
+    let (sv, _) = run_long(py, progress, || pipeline::extract_vector(&m, &ds, &recipe))?.or_raise()?;
     Ok(SteeringVector::wrap(sv))
 }

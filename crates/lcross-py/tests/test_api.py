@@ -251,3 +251,77 @@ def test_real_models_extract_transfer_and_steer(smollm, qwen):
     assert moved.model_id == qwen.id and moved[9].shape == (qwen.hidden_size,)
     report = lcross.eval_ab(qwen, "builtin:optimism", vectors=[moved], betas=[0, 4], limit=8)
     assert len(report["rows"]) == 2
+
+
+def test_stubs_match_the_runtime_signatures():
+    """Every function and method of the stubs takes the parameters the compiled module takes."""
+    import ast
+    import inspect
+
+    tree = ast.parse((Path(lcross.__file__).parent / "_lcross.pyi").read_text())
+
+    def stub_params(fn):
+        a = fn.args
+        return [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg != "self"]
+
+    checked = 0
+    for node in tree.body:
+        targets = []
+        if isinstance(node, ast.FunctionDef):
+            targets = [(node, getattr(lcross, node.name))]
+        elif isinstance(node, ast.ClassDef):
+            cls = getattr(lcross, node.name)
+            for fn in node.body:
+                if isinstance(fn, ast.FunctionDef) and not any(isinstance(d, ast.Name) and d.id == "property" for d in fn.decorator_list):
+                    targets.append((fn, cls if fn.name == "__init__" else getattr(cls, fn.name)))
+        for fn, obj in targets:
+            try:
+                sig = inspect.signature(obj)
+            except (TypeError, ValueError):
+                continue  # no text signature (e.g. a dunder without one)
+            runtime = [p for p in sig.parameters if p not in ("self", "cls", "args", "kwargs", "_args")]
+            stub = stub_params(fn)
+            if fn.name.startswith("__") and fn.name != "__init__":
+                stub, runtime = len(stub), len(runtime)  # Python passes dunder arguments by position
+            assert stub == runtime, f"{node.name}.{fn.name}: stub {stub} != runtime {runtime}"
+            checked += 1
+    assert checked >= 20, f"only {checked} signatures compared"
+
+
+def _interrupt_after(seconds):
+    """A SIGINT to this process after `seconds`, as Ctrl-C sends it (the default handler raises KeyboardInterrupt)."""
+    import os
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer
+
+
+def test_ctrl_c_stops_extraction_and_the_cache_stays_whole(smollm):
+    import time
+
+    timer = _interrupt_after(0.3)
+    start = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            lcross.extract(smollm, "builtin:optimism", [6, 12], progress=False)
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - start < 5, "Ctrl-C did not stop the extraction within a batch"
+    # What the interrupted run stored is whole: the cached rerun equals a run without cache.
+    again = lcross.extract(smollm, "builtin:optimism", [6, 12], progress=False)
+    fresh = lcross.extract(smollm, "builtin:optimism", [6, 12], cache=False, progress=False)
+    assert np.array_equal(again[12], fresh[12]) and np.array_equal(again[6], fresh[6])
+
+
+def test_ctrl_c_stops_generation_and_the_model_still_runs(smollm):
+    timer = _interrupt_after(0.3)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            smollm.generate(["Write a long story about the sea."] * 4, max_tokens=2000, progress=False)
+    finally:
+        timer.cancel()
+    assert len(smollm.generate(["Hi"], max_tokens=3)[0]) > 0

@@ -81,11 +81,19 @@ class Model:
     def chat(self, text: str, system: Optional[str] = None) -> str:
         """``text`` rendered as one user message of the model's chat template, with the generation prompt."""
     def hidden_states(
-        self, texts: Union[str, Sequence[str]], layer: int, *, hook: str = "resid_post", chat: bool = False, cache: bool = True
+        self,
+        texts: Union[str, Sequence[str]],
+        layer: int,
+        *,
+        hook: str = "resid_post",
+        chat: bool = False,
+        cache: bool = True,
+        progress: Optional[bool] = None,
     ) -> npt.NDArray[np.float32]:
         """The state at the last token of each text after block ``layer`` at hook point ``hook``
         (resid_pre, attn_out, mlp_out, resid_post): float32 array of shape (len(texts), hidden_size).
-        Batched, and cached in the result store like the CLI's."""
+        Batched, and cached in the result store like the CLI's. ``progress``: a progress bar on
+        stderr (default: when stderr is a terminal). Ctrl-C stops it (KeyboardInterrupt)."""
     def generate(
         self,
         prompts: Union[str, Sequence[str]],
@@ -220,11 +228,14 @@ def extract(
     raw: bool = False,
     concept: Optional[str] = None,
     cache: bool = True,
+    progress: Optional[bool] = None,
 ) -> SteeringVector:
     """A steering vector of ``model`` at ``layers`` from a concept dataset: a path (CAA A/B file,
     pairs JSON/JSONL), a name the CLI knows (builtin:optimism, caa:refusal, happiness...), or a list
     of (positive, negative) strings (each a user message of the chat template; ``raw=True``: as they
-    are). ``method``: "mean-diff" (CAA) or "pca" (RepE)."""
+    are). ``method``: "mean-diff" (CAA) or "pca" (RepE). ``progress``: a progress bar on stderr
+    (default: when stderr is a terminal). Ctrl-C stops it (KeyboardInterrupt; the activation cache
+    keeps only whole batches)."""
 
 def fit_map(
     x: ArrayLike,
@@ -254,9 +265,11 @@ def align(
     estimator: str = "ols",
     hook: str = "resid_post",
     cache: bool = True,
+    progress: Optional[bool] = None,
 ) -> LinearMap:
     """Fit a map between two models on the last-token states of a shared corpus (a dataset name or
-    path, or a .txt file with a text per line), as ``lcross align`` does."""
+    path, or a .txt file with a text per line), as ``lcross align`` does. ``progress`` and Ctrl-C
+    as in ``extract``."""
 
 def transfer(sv: SteeringVector, map: LinearMap, *, force: bool = False) -> SteeringVector:
     """sv @ T: the vector moved into the target model's space, provenance kept."""
@@ -283,10 +296,12 @@ def evaluate(
     intervention: Optional[str] = None,
     cache: bool = True,
     items: bool = False,
+    progress: Optional[bool] = None,
 ) -> dict[str, Any]:
     """One of the CLI's evaluations under every (vector, beta) condition: the report of
     ``lcross eval METRIC --json`` ({"metric", "rows": [{"condition", "beta", "mean", "stderr", "n", ...}],
-    "about"}), with "items" (every answer and score) when ``items=True``."""
+    "about"}), with "items" (every answer and score) when ``items=True``. ``progress`` and Ctrl-C
+    as in ``extract``."""
 
 def eval_ab(
     model: Model,
@@ -299,6 +314,7 @@ def eval_ab(
     positions: Optional[str] = None,
     intervention: Optional[str] = None,
     cache: bool = True,
+    progress: Optional[bool] = None,
 ) -> dict[str, Any]:
     """The A/B metric (mean probability of the behaviour-matching letter) on held-out questions."""
 
@@ -323,6 +339,7 @@ def calibrate(
     positions: Optional[str] = None,
     intervention: Optional[str] = None,
     cache: bool = True,
+    progress: Optional[bool] = None,
 ) -> Tuple[Optional[SteeringVector], dict[str, Any]]:
     """Choose beta as ``lcross calibrate`` does; returns the vector with its calibration recorded
     (None when no beta qualifies) and the report."""
