@@ -18,6 +18,14 @@ pub enum Architecture {
     Qwen3,
     /// Gemma 3 (text).
     Gemma3,
+    /// Gemma 2: soft-capped attention scores and logits, alternating sliding and global
+    /// layers, sandwich norms.
+    Gemma2,
+    /// Phi-3: fused q/k/v and gate/up projections, LongRoPE scaling.
+    Phi3,
+    /// OLMo 2: norms after each branch instead of before, q/k norms over the whole
+    /// projection.
+    Olmo2,
 }
 
 impl Architecture {
@@ -28,6 +36,9 @@ impl Architecture {
             "qwen2" => Some(Self::Qwen2),
             "qwen3" => Some(Self::Qwen3),
             "gemma3" | "gemma3_text" => Some(Self::Gemma3),
+            "gemma2" => Some(Self::Gemma2),
+            "phi3" => Some(Self::Phi3),
+            "olmo2" => Some(Self::Olmo2),
             _ => None,
         }
     }
@@ -38,7 +49,14 @@ impl Architecture {
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3",
+            Self::Gemma2 => "gemma2",
+            Self::Phi3 => "phi3",
+            Self::Olmo2 => "olmo2",
         }
+    }
+    /// Gemma 2 or 3: (1 + w) norms, scaled embeddings, GELU, sandwich norms.
+    pub fn is_gemma(&self) -> bool {
+        matches!(self, Self::Gemma2 | Self::Gemma3)
     }
 }
 
@@ -63,6 +81,23 @@ pub enum RopeScaling {
     /// Each frequency divided by its own factor, read from the GGUF tensor
     /// `rope_freqs.weight` (how llama.cpp stores Llama-3.1's scaling).
     FreqFactors,
+    /// Phi-3's LongRoPE within its original context: frequency `i` divided by
+    /// `short_factor[i]`, cosines and sines multiplied by `attention_factor`. Past
+    /// `original_max_position_embeddings` transformers switches every position to the
+    /// long factors; lcross does not implement that switch and refuses longer sequences.
+    LongRope { short_factor: Vec<f64>, attention_factor: f64, original_max_position_embeddings: usize },
+}
+
+/// Where a model normalises Q and K before rotary embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QkNorm {
+    /// No norm.
+    None,
+    /// An RMS norm of width `head_dim` on each head (qwen3, gemma3).
+    PerHead,
+    /// An RMS norm over the whole projection, all heads at once (olmo2).
+    Whole,
 }
 
 /// Which attention a layer uses.
@@ -103,9 +138,12 @@ pub struct ModelConfig {
     pub activation: Activation,
     /// Q, K, V projections have biases (qwen2).
     pub qkv_bias: bool,
-    /// RMS norms on Q and K per head before rotary (gemma3).
-    pub qk_norm: bool,
-    /// Extra norms after attention and after the MLP, before the residual add (gemma3).
+    /// RMS norms on Q and K before rotary (qwen3, gemma3 per head; olmo2 whole).
+    pub qk_norm: QkNorm,
+    /// RMS norms on the input of the attention and MLP branches (every family but olmo2).
+    pub pre_norms: bool,
+    /// Extra norms after attention and after the MLP, before the residual add (gemma,
+    /// olmo2).
     pub sandwich_norms: bool,
     /// Multiply token embeddings by sqrt(hidden_size) (gemma).
     pub scale_embeddings: bool,
@@ -113,8 +151,10 @@ pub struct ModelConfig {
     pub attention_scale: f64,
     /// The output projection is the token embedding matrix.
     pub tied_embeddings: bool,
-    /// Soft-capping of final logits (gemma2 style), if any.
+    /// Soft-capping of final logits (gemma2), if any: `cap * tanh(logits / cap)`.
     pub final_logit_softcapping: Option<f64>,
+    /// Soft-capping of attention scores (gemma2), if any, before the mask.
+    pub attn_logit_softcapping: Option<f64>,
 }
 
 impl ModelConfig {
@@ -155,7 +195,36 @@ impl ModelConfig {
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return Err(format!("rope_theta = {} is not a positive number", self.rope_theta));
         }
+        for (name, cap) in [("final_logit_softcapping", self.final_logit_softcapping), ("attn_logit_softcapping", self.attn_logit_softcapping)] {
+            if let Some(c) = cap {
+                if !(c.is_finite() && c > 0.0) {
+                    return Err(format!("{name} = {c} is not a positive number"));
+                }
+            }
+        }
+        if let Some(RopeScaling::LongRope { short_factor, attention_factor, original_max_position_embeddings }) = &self.rope_scaling {
+            if short_factor.len() != self.head_dim / 2 {
+                return Err(format!("short_factor has {} values, expected head_dim / 2 = {}", short_factor.len(), self.head_dim / 2));
+            }
+            if let Some(i) = short_factor.iter().position(|f| !(f.is_finite() && *f > 0.0)) {
+                return Err(format!("short_factor[{i}] = {} is not a positive number", short_factor[i]));
+            }
+            if !(attention_factor.is_finite() && *attention_factor > 0.0) || *original_max_position_embeddings == 0 {
+                return Err(format!(
+                    "longrope attention_factor {attention_factor} / original_max_position_embeddings {original_max_position_embeddings} out of range"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The longest sequence (prompt and generated tokens) the model runs as its
+    /// reference does: the trained context, or LongRoPE's original context.
+    pub fn max_positions(&self) -> usize {
+        match &self.rope_scaling {
+            Some(RopeScaling::LongRope { original_max_position_embeddings, .. }) => self.max_position_embeddings.min(*original_max_position_embeddings),
+            _ => self.max_position_embeddings,
+        }
     }
 
     /// Number of parameters implied by the shapes (embedding counted once when tied).
@@ -168,8 +237,13 @@ impl ModelConfig {
         if self.qkv_bias {
             per_layer += q + 2 * kv;
         }
-        if self.qk_norm {
-            per_layer += 2 * self.head_dim as u64;
+        per_layer += match self.qk_norm {
+            QkNorm::None => 0,
+            QkNorm::PerHead => 2 * self.head_dim as u64,
+            QkNorm::Whole => q + kv,
+        };
+        if !self.pre_norms {
+            per_layer -= 2 * h;
         }
         if self.sandwich_norms {
             per_layer += 2 * h;

@@ -1,4 +1,5 @@
-//! The decoder-only transformer shared by llama, qwen2 and gemma3.
+//! The decoder-only transformer shared by every family lcross runs (llama, mistral,
+//! qwen2, qwen3, gemma2, gemma3, phi3, olmo2).
 //!
 //! One readable forward pass; the families differ only in the switches of
 //! [`ModelConfig`]. After each block the residual stream passes the hook point
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Device, Tensor};
 
 use crate::cache::KvCache;
-use crate::config::{Activation, LayerAttention, ModelConfig, RopeScaling};
+use crate::config::{Activation, Architecture, LayerAttention, ModelConfig, QkNorm, RopeScaling};
 use crate::error::{ModelError, Result};
 use crate::hooks::{CapturePositions, HookName, HookPoint, Hooks, InterventionKind};
 use candle_core::quantized::QMatMul;
@@ -87,6 +88,7 @@ fn inverse_frequencies(head_dim: usize, base: f64, scaling: Option<&RopeScaling>
                 Some(RopeScaling::Linear { factor }) => inv / factor,
                 // divided by the file's factors when the decoder loads them
                 Some(RopeScaling::FreqFactors) => inv,
+                Some(RopeScaling::LongRope { short_factor, .. }) => inv / short_factor[i],
                 Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
                     let low_wavelen = original_max_position_embeddings / low_freq_factor;
                     let high_wavelen = original_max_position_embeddings / high_freq_factor;
@@ -106,7 +108,9 @@ fn inverse_frequencies(head_dim: usize, base: f64, scaling: Option<&RopeScaling>
 }
 
 impl RotaryTables {
-    fn new(inv_freq: &[f64], len: usize, dtype: DType, device: &Device) -> Result<Self> {
+    /// Tables of `len` positions; cosines and sines are multiplied by `magnitude`
+    /// (LongRoPE's attention factor; 1 elsewhere).
+    fn new(inv_freq: &[f64], len: usize, magnitude: f64, dtype: DType, device: &Device) -> Result<Self> {
         let half = inv_freq.len();
         let mut cos = Vec::with_capacity(len * half);
         let mut sin = Vec::with_capacity(len * half);
@@ -114,8 +118,8 @@ impl RotaryTables {
             for f in inv_freq {
                 // f32 product as in the reference, then cos/sin.
                 let angle = (p as f32 * *f as f32) as f64;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+                cos.push((angle.cos() * magnitude) as f32);
+                sin.push((angle.sin() * magnitude) as f32);
             }
         }
         Ok(Self { cos: Tensor::from_vec(cos, (len, half), device)?.to_dtype(dtype)?, sin: Tensor::from_vec(sin, (len, half), device)?.to_dtype(dtype)? })
@@ -161,6 +165,10 @@ struct Attention {
     o: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
+    /// The q/k norms span the whole projection (olmo2), not each head.
+    qk_norm_whole: bool,
+    /// `cap * tanh(scores / cap)` before the mask (gemma2).
+    softcap: Option<f64>,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -178,10 +186,15 @@ impl Attention {
         let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> { y.reshape((b, t, n, self.head_dim))?.transpose(1, 2) };
         let mut qkv = self.qkv.forward(x)?.into_iter();
         let mut next = || qkv.next().ok_or_else(|| ModelError::InvalidInput("attention projections: q, k and v expected".into()));
-        let mut q = heads(next()?, self.num_heads)?;
-        let mut k = heads(next()?, self.num_kv_heads)?;
+        let (mut q, mut k) = (next()?, next()?);
+        if let (true, Some(qn), Some(kn)) = (self.qk_norm_whole, &self.q_norm, &self.k_norm) {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let mut q = heads(q, self.num_heads)?;
+        let mut k = heads(k, self.num_kv_heads)?;
         let v = heads(next()?, self.num_kv_heads)?.contiguous()?;
-        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+        if let (false, Some(qn), Some(kn)) = (self.qk_norm_whole, &self.q_norm, &self.k_norm) {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
@@ -204,7 +217,7 @@ impl Attention {
         let group = self.num_heads / self.num_kv_heads;
         let q = q.reshape((b, self.num_kv_heads, group * t, self.head_dim))?;
         crate::flops::add(2 * 2 * (b * self.num_heads * t * keys * self.head_dim) as u64);
-        if t == 1 {
+        if t == 1 && self.softcap.is_none() {
             // A decode step: one kernel where the device has one (the CPU, f32).
             let full = vec![(0, keys); b];
             let visible = mask.map_or(&full, |m| &m.decode_visible);
@@ -212,7 +225,10 @@ impl Attention {
                 return Ok(self.o.forward(&y.reshape((b, 1, self.num_heads * self.head_dim))?)?);
             }
         }
-        let scores = (q.matmul(&k.t()?)? * self.scale)?;
+        let mut scores = (q.matmul(&k.t()?)? * self.scale)?;
+        if let Some(cap) = self.softcap {
+            scores = ((scores / cap)?.tanh()? * cap)?;
+        }
         let scores = match mask {
             Some(m) => scores.reshape((b, self.num_kv_heads, group, t, keys))?.broadcast_add(&m.additive)?.reshape((b, self.num_kv_heads, group * t, keys))?,
             None => scores,
@@ -276,10 +292,11 @@ fn pass_mask(offsets: &[usize], t: usize, total: usize, kind: LayerAttention, dt
 
 #[derive(Debug, Clone)]
 struct Block {
-    attn_norm: RmsNorm,
+    /// None where the family normalises after the branch only (olmo2).
+    attn_norm: Option<RmsNorm>,
     attn: Attention,
     post_attn_norm: Option<RmsNorm>,
-    ffn_norm: RmsNorm,
+    ffn_norm: Option<RmsNorm>,
     mlp: Mlp,
     post_ffn_norm: Option<RmsNorm>,
 }
@@ -287,7 +304,11 @@ struct Block {
 impl Block {
     /// What the attention branch adds to the stream `x`: `attn_out(layer)`.
     fn attention_branch(&self, x: &Tensor, rope: &PassRotary, layer: usize, mask: Option<&PassMask>, cache: Option<&mut KvCache>) -> Result<Tensor> {
-        let mut h = self.attn.forward(&self.attn_norm.forward(x)?, rope, layer, mask, cache)?;
+        let input = match &self.attn_norm {
+            Some(n) => n.forward(x)?,
+            None => x.clone(),
+        };
+        let mut h = self.attn.forward(&input, rope, layer, mask, cache)?;
         if let Some(n) = &self.post_attn_norm {
             h = n.forward(&h)?;
         }
@@ -296,7 +317,11 @@ impl Block {
 
     /// What the MLP branch adds to the stream `x`: `mlp_out(layer)`.
     fn mlp_branch(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.mlp.forward(&self.ffn_norm.forward(x)?)?;
+        let input = match &self.ffn_norm {
+            Some(n) => n.forward(x)?,
+            None => x.clone(),
+        };
+        let mut h = self.mlp.forward(&input)?;
         if let Some(n) = &self.post_ffn_norm {
             h = n.forward(&h)?;
         }
@@ -403,15 +428,37 @@ impl Decoder {
         for i in 0..c.num_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
             let norm = |src: &mut WeightSource, s: &str, dim: usize| RmsNorm::load(src, &n(s), dim, c.rms_norm_eps, dtype, device);
-            let attn = Attention {
-                qkv: SharedInput::new(vec![
+            // Phi-3 stores q/k/v and gate/up fused (as its GGUF does): split by rows.
+            let fused = c.architecture == Architecture::Phi3;
+            let qkv = if fused {
+                src.linear_parts(&n("attn_qkv"), &[q_dim, kv_dim, kv_dim], h, dtype, device)?
+            } else {
+                vec![
                     src.linear(&n("attn_q"), q_dim, h, c.qkv_bias, dtype, device)?,
                     src.linear(&n("attn_k"), kv_dim, h, c.qkv_bias, dtype, device)?,
                     src.linear(&n("attn_v"), kv_dim, h, c.qkv_bias, dtype, device)?,
-                ])?,
+                ]
+            };
+            let (q_norm, k_norm) = match c.qk_norm {
+                QkNorm::None => (None, None),
+                QkNorm::PerHead => (Some(norm(src, "attn_q_norm.weight", c.head_dim)?), Some(norm(src, "attn_k_norm.weight", c.head_dim)?)),
+                QkNorm::Whole => (Some(norm(src, "attn_q_norm.weight", q_dim)?), Some(norm(src, "attn_k_norm.weight", kv_dim)?)),
+            };
+            let gate_up = if fused {
+                src.linear_parts(&n("ffn_up"), &[c.intermediate_size, c.intermediate_size], h, dtype, device)?
+            } else {
+                vec![
+                    src.linear(&n("ffn_gate"), c.intermediate_size, h, false, dtype, device)?,
+                    src.linear(&n("ffn_up"), c.intermediate_size, h, false, dtype, device)?,
+                ]
+            };
+            let attn = Attention {
+                qkv: SharedInput::new(qkv)?,
                 o: src.linear(&n("attn_output"), h, q_dim, false, dtype, device)?,
-                q_norm: if c.qk_norm { Some(norm(src, "attn_q_norm.weight", c.head_dim)?) } else { None },
-                k_norm: if c.qk_norm { Some(norm(src, "attn_k_norm.weight", c.head_dim)?) } else { None },
+                q_norm,
+                k_norm,
+                qk_norm_whole: c.qk_norm == QkNorm::Whole,
+                softcap: c.attn_logit_softcapping,
                 num_heads: c.num_heads,
                 num_kv_heads: c.num_kv_heads,
                 head_dim: c.head_dim,
@@ -420,15 +467,12 @@ impl Decoder {
                 interleaved: c.rope_interleaved,
             };
             blocks.push(Block {
-                attn_norm: norm(src, "attn_norm.weight", h)?,
+                attn_norm: if c.pre_norms { Some(norm(src, "attn_norm.weight", h)?) } else { None },
                 attn,
                 post_attn_norm: if c.sandwich_norms { Some(norm(src, "post_attention_norm.weight", h)?) } else { None },
-                ffn_norm: norm(src, "ffn_norm.weight", h)?,
+                ffn_norm: if c.pre_norms { Some(norm(src, "ffn_norm.weight", h)?) } else { None },
                 mlp: Mlp {
-                    gate_up: SharedInput::new(vec![
-                        src.linear(&n("ffn_gate"), c.intermediate_size, h, false, dtype, device)?,
-                        src.linear(&n("ffn_up"), c.intermediate_size, h, false, dtype, device)?,
-                    ])?,
+                    gate_up: SharedInput::new(gate_up)?,
                     down: src.linear(&n("ffn_down"), h, c.intermediate_size, false, dtype, device)?,
                     activation: c.activation,
                 },
@@ -441,7 +485,7 @@ impl Decoder {
             (true, WeightMode::F32) => Linear::new(QMatMul::Tensor(embed.clone()), None),
             (true, WeightMode::Quantized) => Linear::new(requantize(&embed)?, None),
         };
-        let table_len = c.max_position_embeddings.min(ROTARY_TABLE_MAX);
+        let table_len = c.max_positions().min(ROTARY_TABLE_MAX);
         let mut inv_freq_global = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling.as_ref());
         if c.rope_scaling == Some(RopeScaling::FreqFactors) {
             let factors: Vec<f32> = src.dense("rope_freqs.weight", &[c.head_dim / 2], DType::F32, &Device::Cpu)?.to_vec1()?;
@@ -450,9 +494,13 @@ impl Decoder {
             }
             inv_freq_global.iter_mut().zip(&factors).for_each(|(x, f)| *x /= *f as f64);
         }
-        let rotary_global = RotaryTables::new(&inv_freq_global, table_len, dtype, device)?;
+        let magnitude = match &c.rope_scaling {
+            Some(RopeScaling::LongRope { attention_factor, .. }) => *attention_factor,
+            _ => 1.0,
+        };
+        let rotary_global = RotaryTables::new(&inv_freq_global, table_len, magnitude, dtype, device)?;
         let rotary_local = match c.rope_local_theta {
-            Some(theta) => Some(RotaryTables::new(&inverse_frequencies(c.head_dim, theta, None), table_len, dtype, device)?),
+            Some(theta) => Some(RotaryTables::new(&inverse_frequencies(c.head_dim, theta, None), table_len, 1.0, dtype, device)?),
             None => None,
         };
         Ok(Self { config, embed, blocks, final_norm, lm_head, rotary_global, rotary_local, dtype, device: device.clone() })
@@ -475,7 +523,7 @@ impl Decoder {
 
     /// Longest sequence a row may reach.
     pub fn max_sequence(&self) -> usize {
-        self.config.max_position_embeddings.min(ROTARY_TABLE_MAX)
+        self.config.max_positions().min(ROTARY_TABLE_MAX)
     }
 
     /// Run `tokens` (positions `cache.len()..`) through the model: a batch of one row.

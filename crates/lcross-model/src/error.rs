@@ -25,7 +25,7 @@ pub enum ModelError {
     #[error("{path}: tensor `{tensor}`: {reason}")]
     Tensor { path: PathBuf, tensor: String, reason: String },
     /// The architecture named in the file is not one lcross runs.
-    #[error("{path}: unsupported architecture `{arch}` (supported: llama, mistral, qwen2, qwen3, gemma3)")]
+    #[error("{path}: unsupported architecture `{arch}` (supported: llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, olmo2)")]
     UnsupportedArchitecture { path: PathBuf, arch: String },
     /// The tokenizer could not be built or failed on an input.
     #[error("tokenizer: {0}")]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 
-use crate::config::{Activation, Architecture, LayerAttention, ModelConfig, RopeScaling};
+use crate::config::{Activation, Architecture, LayerAttention, ModelConfig, QkNorm, RopeScaling};
 use crate::error::{ModelError, Result};
 
 type Metadata = HashMap<String, gguf_file::Value>;
@@ -212,14 +212,17 @@ fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: i
     }
     let tied_embeddings = !has_tensor("output.weight");
     let (activation, qkv_bias, qk_norm, sandwich_norms, scale_embeddings, rope_local_theta, layer_attention, rope_interleaved) = match architecture {
-        Architecture::Llama => (Activation::Silu, false, false, false, false, None, vec![LayerAttention::Global; num_layers], true),
-        Architecture::Qwen2 => (Activation::Silu, true, false, false, false, None, vec![LayerAttention::Global; num_layers], false),
-        Architecture::Qwen3 => (Activation::Silu, false, true, false, false, None, vec![LayerAttention::Global; num_layers], false),
+        Architecture::Llama => (Activation::Silu, false, QkNorm::None, false, false, None, vec![LayerAttention::Global; num_layers], true),
+        Architecture::Qwen2 => (Activation::Silu, true, QkNorm::None, false, false, None, vec![LayerAttention::Global; num_layers], false),
+        Architecture::Qwen3 => (Activation::Silu, false, QkNorm::PerHead, false, false, None, vec![LayerAttention::Global; num_layers], false),
         Architecture::Gemma3 => {
             let window = if md.contains_key(&key("attention.sliding_window")) { meta_usize(path, md, &key("attention.sliding_window"))? } else { 512 };
             // Gemma 3: five sliding-window layers, then one global layer.
             let layers = (0..num_layers).map(|i| if (i + 1) % 6 == 0 { LayerAttention::Global } else { LayerAttention::Sliding { window } }).collect();
-            (Activation::GeluTanh, false, true, true, true, Some(10_000.0), layers, false)
+            (Activation::GeluTanh, false, QkNorm::PerHead, true, true, Some(10_000.0), layers, false)
+        }
+        Architecture::Gemma2 | Architecture::Phi3 | Architecture::Olmo2 => {
+            return Err(ModelError::UnsupportedArchitecture { path: path.to_path_buf(), arch: format!("{arch_name} in GGUF (its Hugging Face folder loads)") })
         }
     };
     let config = ModelConfig {
@@ -241,11 +244,13 @@ fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: i
         activation,
         qkv_bias,
         qk_norm,
+        pre_norms: true,
         sandwich_norms,
         scale_embeddings,
         attention_scale: 1.0 / (head_dim as f64).sqrt(),
         tied_embeddings,
         final_logit_softcapping: None,
+        attn_logit_softcapping: None,
     };
     config.validate().map_err(|reason| ModelError::field(path, format!("{p}.*"), reason))?;
     Ok(config)

@@ -5,12 +5,56 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::config::{Activation, Architecture, LayerAttention, ModelConfig, RopeScaling};
+use crate::config::{Activation, Architecture, LayerAttention, ModelConfig, QkNorm, RopeScaling};
 use crate::error::{ModelError, Result};
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| ModelError::InvalidFile { path: path.to_path_buf(), format: "JSON", reason: e.to_string() })
+}
+
+/// The safetensors files of a directory: the shards `model.safetensors.index.json` maps
+/// the weights to (each must be there), else `model.safetensors`, else every
+/// `*.safetensors` file. (Mistral's repositories also hold `consolidated.safetensors`
+/// with other names; the index keeps it out.)
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index_path = dir.join("model.safetensors.index.json");
+    if index_path.is_file() {
+        let index = read_json(&index_path)?;
+        let map = index.get("weight_map").and_then(Value::as_object).ok_or_else(|| ModelError::field(&index_path, "weight_map", "missing or not an object"))?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for (tensor, file) in map {
+            let name = file.as_str().ok_or_else(|| ModelError::field(&index_path, format!("weight_map.{tensor}"), "not a file name"))?;
+            if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+                return Err(ModelError::field(&index_path, format!("weight_map.{tensor}"), format!("`{name}` is not a file of this directory")));
+            }
+            let path = dir.join(name);
+            if !files.contains(&path) {
+                if !path.is_file() {
+                    return Err(ModelError::field(&index_path, format!("weight_map.{tensor}"), format!("shard `{name}` is not in the directory")));
+                }
+                files.push(path);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return Err(ModelError::field(&index_path, "weight_map", "is empty"));
+        }
+        return Ok(files);
+    }
+    if dir.join("model.safetensors").is_file() {
+        return Ok(vec![dir.join("model.safetensors")]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(ModelError::ModelNotFound { spec: dir.display().to_string(), reason: "no *.safetensors file".into() });
+    }
+    Ok(files)
 }
 
 /// The parsed JSON files of a HF directory.
@@ -33,15 +77,7 @@ impl HfFiles {
         }
         let tc_path = dir.join("tokenizer_config.json");
         let tokenizer_config = if tc_path.is_file() { read_json(&tc_path)? } else { Value::Object(Default::default()) };
-        let mut safetensors: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| ModelError::io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        safetensors.sort();
-        if safetensors.is_empty() {
-            return Err(ModelError::ModelNotFound { spec: dir.display().to_string(), reason: "no *.safetensors file".into() });
-        }
+        let safetensors = weight_files(dir)?;
         Ok(Self { config_path, config, tokenizer_json, tokenizer_config, safetensors })
     }
 
@@ -101,17 +137,50 @@ impl HfFiles {
                     factor: s.get("factor").and_then(Value::as_f64).ok_or_else(|| ModelError::field(p, "rope_scaling.factor", "missing"))?,
                 })
             }
+            // Phi-3 writes LongRoPE as "longrope" (older files: "su", "yarn").
+            Some("longrope" | "su" | "yarn") if architecture == Architecture::Phi3 => {
+                let s = scaling_obj.unwrap_or(&Value::Null);
+                let short_factor: Vec<f64> = s
+                    .get("short_factor")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.iter().map(Value::as_f64).collect())
+                    .ok_or_else(|| ModelError::field(p, "rope_scaling.short_factor", "missing or not a list of numbers"))?;
+                let original = s
+                    .get("original_max_position_embeddings")
+                    .or(c.get("original_max_position_embeddings"))
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| f("original_max_position_embeddings"))? as usize;
+                let max = usize_of("max_position_embeddings")?;
+                let factor = s.get("factor").and_then(Value::as_f64).unwrap_or(max as f64 / original as f64);
+                let attention_factor = match s.get("attention_factor").and_then(Value::as_f64) {
+                    Some(a) => a,
+                    None if factor <= 1.0 => 1.0,
+                    None => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+                };
+                Some(RopeScaling::LongRope { short_factor, attention_factor, original_max_position_embeddings: original })
+            }
             Some("default") | None => None,
-            Some(other) => return Err(ModelError::field(p, "rope_scaling", format!("unsupported rope type `{other}`"))),
+            Some(other) => return Err(ModelError::field(p, "rope_scaling", format!("unsupported rope type `{other}` for {}", architecture.as_str()))),
         };
-        let gemma = architecture == Architecture::Gemma3;
+        let partial_rotary = rope_global.and_then(|r| r.get("partial_rotary_factor")).or(c.get("partial_rotary_factor")).and_then(Value::as_f64);
+        if partial_rotary.is_some_and(|f| f != 1.0) {
+            return Err(ModelError::field(p, "partial_rotary_factor", "rotary embeddings on part of each head are not supported"));
+        }
+        let gemma = architecture.is_gemma();
         // Fields that change the numbers and that lcross does not implement: refused, never ignored.
         let refuse = |k: &str, why: &str| Err(ModelError::field(p, k, why.to_string()));
         if c.get("mlp_bias").and_then(Value::as_bool) == Some(true) {
             return refuse("mlp_bias", "MLP biases are not supported");
         }
-        if c.get("attn_logit_softcapping").is_some_and(|v| !v.is_null()) {
-            return refuse("attn_logit_softcapping", "soft-capping of attention scores is not supported");
+        if architecture != Architecture::Gemma2 && c.get("attn_logit_softcapping").is_some_and(|v| !v.is_null()) {
+            return refuse("attn_logit_softcapping", "soft-capping of attention scores is only supported for gemma2");
+        }
+        if c.get("use_bidirectional_attention").and_then(Value::as_bool) == Some(true) {
+            return refuse("use_bidirectional_attention", "only causal attention is supported");
+        }
+        // Llama-style `attention_bias` also puts a bias on o_proj, which lcross does not load.
+        if c.get("attention_bias").and_then(Value::as_bool) == Some(true) {
+            return refuse("attention_bias", "attention projection biases are only supported as qwen2 has them (q, k, v)");
         }
         let expected_act = if gemma { "gelu_pytorch_tanh" } else { "silu" };
         for k in ["hidden_act", "hidden_activation"] {
@@ -121,29 +190,43 @@ impl HfFiles {
                 }
             }
         }
-        let mistral = model_type == "mistral";
+        // Mistral and Phi-3 apply `sliding_window` (when set) on every layer.
+        let window_everywhere = model_type == "mistral" || architecture == Architecture::Phi3;
         let window_of = |k: &str| c.get(k).filter(|v| !v.is_null()).map(|v| v.as_u64().map(|x| x as usize).filter(|&x| x > 0).ok_or_else(|| f(k))).transpose();
         if matches!(architecture, Architecture::Qwen2 | Architecture::Qwen3) && c.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
             return refuse("use_sliding_window", "Qwen's per-layer sliding window is not supported");
         }
-        if !gemma && !mistral {
+        if !gemma && !window_everywhere {
             if let Some(types) = c.get("layer_types").and_then(Value::as_array) {
                 if types.iter().any(|t| t.as_str() != Some("full_attention")) {
-                    return refuse("layer_types", "sliding-window layers are only supported for gemma3 and mistral");
+                    return refuse("layer_types", "sliding-window layers are only supported for gemma2, gemma3, mistral and phi3");
                 }
             }
         }
         let layer_attention = match (gemma, c.get("layer_types").and_then(Value::as_array)) {
-            (false, _) if mistral => match window_of("sliding_window")? {
+            (false, _) if window_everywhere => match window_of("sliding_window")? {
                 Some(window) => vec![LayerAttention::Sliding { window }; num_layers],
                 None => vec![LayerAttention::Global; num_layers],
             },
             (true, Some(types)) => {
                 let window = usize_of("sliding_window")?;
-                types
-                    .iter()
-                    .map(|t| if t.as_str() == Some("sliding_attention") { LayerAttention::Sliding { window } } else { LayerAttention::Global })
-                    .collect()
+                if types.len() != num_layers {
+                    return refuse("layer_types", &format!("{} entries for {num_layers} layers", types.len()));
+                }
+                let mut kinds = Vec::with_capacity(num_layers);
+                for t in types {
+                    kinds.push(match t.as_str() {
+                        Some("sliding_attention") => LayerAttention::Sliding { window },
+                        Some("full_attention") => LayerAttention::Global,
+                        _ => return refuse("layer_types", &format!("unknown layer type {t}")),
+                    });
+                }
+                kinds
+            }
+            // Gemma 2 before `layer_types`: even layers slide, odd layers are global.
+            (true, None) if architecture == Architecture::Gemma2 => {
+                let window = usize_of("sliding_window")?;
+                (0..num_layers).map(|i| if i % 2 == 0 { LayerAttention::Sliding { window } } else { LayerAttention::Global }).collect()
             }
             (true, None) => {
                 let window = usize_of("sliding_window")?;
@@ -151,7 +234,7 @@ impl HfFiles {
             }
             (false, _) => vec![LayerAttention::Global; num_layers],
         };
-        let rope_local_theta = if gemma {
+        let rope_local_theta = if architecture == Architecture::Gemma3 {
             Some(
                 rope_params
                     .and_then(|r| r.get("sliding_attention"))
@@ -181,8 +264,13 @@ impl HfFiles {
             layer_attention,
             activation: if gemma { Activation::GeluTanh } else { Activation::Silu },
             qkv_bias: architecture == Architecture::Qwen2 || c.get("attention_bias").and_then(Value::as_bool).unwrap_or(false),
-            qk_norm: gemma || architecture == Architecture::Qwen3,
-            sandwich_norms: gemma,
+            qk_norm: match architecture {
+                Architecture::Gemma3 | Architecture::Qwen3 => QkNorm::PerHead,
+                Architecture::Olmo2 => QkNorm::Whole,
+                _ => QkNorm::None,
+            },
+            pre_norms: architecture != Architecture::Olmo2,
+            sandwich_norms: gemma || architecture == Architecture::Olmo2,
             scale_embeddings: gemma,
             attention_scale: match f64_of("query_pre_attn_scalar") {
                 Some(s) if gemma => 1.0 / s.sqrt(),
@@ -190,6 +278,7 @@ impl HfFiles {
             },
             tied_embeddings: c.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(gemma),
             final_logit_softcapping: f64_of("final_logit_softcapping"),
+            attn_logit_softcapping: if architecture == Architecture::Gemma2 { f64_of("attn_logit_softcapping") } else { None },
         };
         config.validate().map_err(|reason| ModelError::field(p, "(config)", reason))?;
         Ok(config)

@@ -103,7 +103,7 @@ impl WeightSource {
                 }
                 let mut t = t.to_dtype(dtype)?;
                 // HF gemma stores norm weights w and multiplies by (1 + w); GGUF stores 1 + w.
-                if *arch == Architecture::Gemma3 && name.ends_with("norm.weight") {
+                if arch.is_gemma() && name.ends_with("norm.weight") {
                     t = (t + 1.0)?;
                 }
                 check_finite(dir.as_path(), &hf, t)
@@ -124,6 +124,22 @@ impl WeightSource {
         };
         let bias = if bias { Some(self.dense(&format!("{name}.bias"), &[out_dim], dtype, device)?) } else { None };
         Ok(Linear::new(weight, bias))
+    }
+
+    /// Linear layers stored as one fused `(sum(parts), in)` matrix (Phi-3's qkv and
+    /// gate_up), split by rows, without biases. Quantized GGUF weights are dequantized and
+    /// each part re-quantized to Q8_0 in [`WeightMode::Quantized`].
+    pub fn linear_parts(&mut self, name: &str, parts: &[usize], in_dim: usize, dtype: DType, device: &Device) -> Result<Vec<Linear>> {
+        let total: usize = parts.iter().sum();
+        let fused = self.dense(&format!("{name}.weight"), &[total, in_dim], dtype, device)?;
+        let mut start = 0;
+        let mut out = Vec::with_capacity(parts.len());
+        for &rows in parts {
+            let w = fused.narrow(0, start, rows)?.contiguous()?;
+            start += rows;
+            out.push(Linear::new(if self.mode() == WeightMode::Quantized { requantize(&w)? } else { QMatMul::Tensor(w) }, None));
+        }
+        Ok(out)
     }
 }
 
@@ -159,7 +175,9 @@ pub(crate) fn hf_name(gguf: &str, arch: Architecture) -> String {
         "attn_q_norm" => "self_attn.q_norm",
         "attn_k_norm" => "self_attn.k_norm",
         "post_attention_norm" => "post_attention_layernorm",
-        "ffn_norm" if arch == Architecture::Gemma3 => "pre_feedforward_layernorm",
+        "ffn_norm" if arch.is_gemma() => "pre_feedforward_layernorm",
+        "attn_qkv" => "self_attn.qkv_proj",
+        "ffn_up" if arch == Architecture::Phi3 => "mlp.gate_up_proj",
         "ffn_norm" => "post_attention_layernorm",
         "post_ffw_norm" => "post_feedforward_layernorm",
         "ffn_gate" => "mlp.gate_proj",

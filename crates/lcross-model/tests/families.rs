@@ -1,6 +1,9 @@
 //! The families added in issue 30 against transformers, on tiny random-weight checkpoints
-//! (scripts/reference/make_family_fixtures.py): qwen3 (q/k norms, head_dim != hidden /
-//! heads) and mistral (a sliding window of 5 on every layer, prompts of 63 tokens).
+//! (scripts/reference/make_family_fixtures.py), prompts of 63 tokens: qwen3 (q/k norms,
+//! head_dim != hidden / heads), mistral (a sliding window of 5 on every layer), gemma2
+//! (soft-capped scores and logits, alternating windows of 5, sandwich norms), phi3 (fused
+//! projections, LongRoPE, a window of 7) and olmo2 (post-norms, whole-projection q/k
+//! norms, weights in 7 shards with an index).
 //! Last-token hidden states after every layer, the top-5 logits and 16 greedy tokens;
 //! batched = single; both config spellings (transformers 4 and 5) load to the same
 //! numbers; config values lcross does not implement are refused, never ignored.
@@ -15,7 +18,7 @@ use serde_json::Value;
 
 /// Relative L2 bound against transformers' f32 numbers (measured ~1e-6).
 const TOL: f64 = 1e-4;
-const FAMILIES: [&str; 2] = ["tiny-qwen3", "tiny-mistral"];
+const FAMILIES: [&str; 5] = ["tiny-qwen3", "tiny-mistral", "tiny-gemma2", "tiny-phi3", "tiny-olmo2"];
 
 fn dir(name: &str) -> PathBuf {
     fixtures().join("hf").join(name)
@@ -126,9 +129,21 @@ fn transformers_4_and_5_config_spellings_give_the_same_numbers() {
     for name in FAMILIES {
         // transformers 4: `rope_theta` (and `rope_scaling`) at the top level, no `rope_parameters`.
         let old = variant(name, "v4", |c| {
-            let params = c.remove("rope_parameters").expect("the fixture is written in the transformers 5 spelling");
+            let mut params = c.remove("rope_parameters").expect("the fixture is written in the transformers 5 spelling");
             c.insert("rope_theta".into(), params["rope_theta"].clone());
-            c.insert("rope_scaling".into(), Value::Null);
+            let scaling = match params["rope_type"].as_str() {
+                Some("default") => Value::Null,
+                _ => {
+                    let p = params.as_object_mut().unwrap();
+                    p.remove("rope_theta");
+                    p.remove("partial_rotary_factor");
+                    p.remove("original_max_position_embeddings"); // top level in transformers 4
+                    let kind = p.remove("rope_type").unwrap();
+                    p.insert("type".into(), kind);
+                    params
+                }
+            };
+            c.insert("rope_scaling".into(), scaling);
             c.remove("layer_types");
         });
         let prompt = load(&dir(name)).prompt("hidden states move", false, None).unwrap().ids;
@@ -165,6 +180,27 @@ fn config_values_lcross_does_not_implement_are_refused() {
     });
     refused("tiny-mistral", "rope-yarn", "rope", &|c| {
         c.insert("rope_parameters".into(), serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}));
+    });
+    refused("tiny-mistral", "longrope", "rope", &|c| {
+        c.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]}),
+        );
+    });
+    refused("tiny-phi3", "partial-rotary", "partial_rotary_factor", &|c| {
+        c["rope_parameters"]["partial_rotary_factor"] = 0.5.into();
+    });
+    refused("tiny-phi3", "short-factors", "short_factor", &|c| {
+        c["rope_parameters"]["short_factor"] = serde_json::json!([1.0, 2.0]);
+    });
+    refused("tiny-olmo2", "o-bias", "attention_bias", &|c| {
+        c.insert("attention_bias".into(), Value::Bool(true));
+    });
+    refused("tiny-gemma2", "bidirectional", "use_bidirectional_attention", &|c| {
+        c.insert("use_bidirectional_attention".into(), Value::Bool(true));
+    });
+    refused("tiny-gemma2", "layer-count", "layer_types", &|c| {
+        c.insert("layer_types".into(), serde_json::json!(["sliding_attention", "full_attention"]));
     });
     // A mistral without a window is a plain llama: it loads, and its numbers differ from the windowed one past the window.
     let open = variant("tiny-mistral", "no-window", |c| {
@@ -209,4 +245,57 @@ fn models_resolve_from_the_hugging_face_cache() {
     let err = resolve_in_hub("lcross-tests/tiny-qwen3@nobranch", &hub).unwrap_err();
     assert!(err.contains("no config.json"), "{err}");
     let _ = std::fs::remove_dir_all(hub);
+}
+
+/// Phi-3's LongRoPE is implemented within its original context (transformers switches
+/// every position to the long factors past it): longer sequences are refused, never run
+/// with the short factors.
+#[test]
+fn longrope_sequences_past_the_original_context_are_refused() {
+    let model = load(&dir("tiny-phi3"));
+    assert_eq!(model.decoder().max_sequence(), 128, "original_max_position_embeddings of the fixture");
+    let long: Vec<u32> = (0..129).map(|i| 3 + (i % 300)).collect();
+    let err = model.forward(&long, None, &Hooks::none(), Logits::Last).unwrap_err().to_string();
+    assert!(err.contains("129") && err.contains("128"), "{err}");
+    assert!(model.forward(&long[..128], None, &Hooks::none(), Logits::Last).is_ok());
+}
+
+/// Shards come from model.safetensors.index.json: a shard it names that is missing is an
+/// error naming the index, the tensor and the file; a stray safetensors file beside the
+/// shards (Mistral's consolidated.safetensors) is not read.
+#[test]
+fn sharded_checkpoints_follow_their_index() {
+    let stray = variant("tiny-olmo2", "stray", |_| {});
+    std::fs::write(stray.join("consolidated.safetensors"), b"not a safetensors file").unwrap();
+    let prompt = ids(&reference("tiny-olmo2")["ids"]);
+    assert_eq!(greedy(&load(&stray), &prompt, 16), ids(&reference("tiny-olmo2")["greedy"]));
+    std::fs::remove_file(stray.join("model-00003-of-00007.safetensors")).unwrap();
+    let err = Model::load(stray.to_str().unwrap(), &LoadOptions::default()).err().expect("a missing shard must not load").to_string();
+    assert!(err.contains("model.safetensors.index.json") && err.contains("model-00003-of-00007.safetensors") && err.contains("weight_map."), "{err}");
+    let _ = std::fs::remove_dir_all(stray);
+}
+
+/// The hook points of every family add up: resid_post(l) = resid_pre(l) + attn_out(l) +
+/// mlp_out(l) (the branch outputs after any post-norm: gemma's sandwich, olmo2's), and
+/// resid_pre(l + 1) = resid_post(l).
+#[test]
+fn hook_points_add_up_on_every_family() {
+    use lcross_model::HookPoint;
+    for name in FAMILIES {
+        let model = load(&dir(name));
+        let prompt = ids(&reference(name)["ids"]);
+        let n = model.config().num_layers;
+        let points = [HookPoint::ResidPre, HookPoint::AttnOut, HookPoint::MlpOut, HookPoint::ResidPost];
+        let hooks = (0..n).flat_map(|l| points.map(|p| (l, p))).fold(Hooks::none(), |h, (l, p)| h.with_capture_at(HookName::new(l, p), CapturePositions::Last));
+        let out = model.forward(&prompt, None, &hooks, Logits::None).unwrap();
+        let get = |l: usize, p: HookPoint| -> Vec<f32> { out.captures[&HookName::new(l, p)].flatten_all().unwrap().to_vec1().unwrap() };
+        for l in 0..n {
+            let sum: Vec<f32> =
+                get(l, HookPoint::ResidPre).iter().zip(get(l, HookPoint::AttnOut)).zip(get(l, HookPoint::MlpOut)).map(|((a, b), c)| a + b + c).collect();
+            assert!(rel_l2(&sum, &get(l, HookPoint::ResidPost)) <= 1e-5, "{name} layer {l}: the branches do not add up to resid_post");
+            if l + 1 < n {
+                assert_eq!(get(l + 1, HookPoint::ResidPre), get(l, HookPoint::ResidPost), "{name} layer {l}");
+            }
+        }
+    }
 }

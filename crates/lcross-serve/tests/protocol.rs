@@ -294,3 +294,46 @@ fn vectors_that_do_not_fit_the_model_are_refused_at_start_up() {
     assert!(reg.register("ok", &ok, &model).unwrap_err().to_string().contains("twice"));
     assert_eq!(reg.names(), ["ok"]);
 }
+
+/// Every family of lcross-model's tiny checkpoints behind the server: two requests sent
+/// at once (the server may batch them), one steered at layer 1's resid_post and one at its
+/// mlp_out, answer what the runtime answers for each alone.
+#[test]
+fn every_family_serves_steered_requests_like_the_runtime() {
+    for family in ["tiny-qwen3", "tiny-mistral", "tiny-gemma2", "tiny-phi3", "tiny-olmo2"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lcross-model/tests/fixtures/hf").join(family);
+        let model = Arc::new(Model::load(path.to_str().unwrap(), &lcross_model::LoadOptions::default()).unwrap_or_else(|e| panic!("{family}: {e}")));
+        let dir = tmp(&format!("family-{family}"));
+        let h = model.config().hidden_size;
+        let push = write_vector(&model, &dir, "push", 1, direction(h, 1, 6.0), None);
+        let mut reg = VectorRegistry::new();
+        reg.register("push", &push, &model).unwrap();
+        let server = RunningServer::start(model.clone(), reg, &options(4, 4)).unwrap();
+        let url = format!("{}/chat/completions", server.base_url());
+        let name = model.id().to_string();
+        let sv = SteeringVector::load(&push).unwrap();
+        let requests = [
+            (json!({"steering": [{"vector": "push", "beta": 4.0}]}), Steering::add(&sv, 4.0, Positions::All).hooks(&model).unwrap()),
+            (
+                json!({"steering": [{"vector": "push", "beta": 4.0, "hook": "mlp_out"}]}),
+                Steering::add(&sv.only_layer(1).unwrap(), 4.0, Positions::All).at(HookPoint::MlpOut).hooks(&model).unwrap(),
+            ),
+        ];
+        let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let handles: Vec<_> =
+                requests.iter().map(|(extra, _)| s.spawn(|| post(&client(), &url, &chat(&name, "tell me about rain", extra.clone())))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for ((status, body), (_, hooks)) in answers.iter().zip(&requests) {
+            assert_eq!(*status, 200, "{family}: {body}");
+            assert_eq!(body["choices"][0]["message"]["content"].as_str().unwrap(), direct(&model, "tell me about rain", 12, hooks), "{family}");
+        }
+        assert_ne!(
+            answers[0].1["choices"][0]["message"]["content"],
+            json!(direct(&model, "tell me about rain", 12, &Hooks::none())),
+            "{family}: steering changes nothing"
+        );
+        drop(server);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
