@@ -30,14 +30,14 @@ pub fn generate_rows(
     batch_size: Option<usize>,
 ) -> Result<Vec<RowOut>> {
     let longest = rows.iter().map(|r| r.1.ids.len()).max().unwrap_or(0);
-    let batch = batch_size.unwrap_or_else(|| model.rows_that_fit(longest + max_tokens));
+    let batch = batch_size.unwrap_or_else(|| model.rows_that_fit(longest.saturating_add(max_tokens)));
     if batch == 0 {
         bail!("--batch-size must be at least 1");
     }
     // Row i samples with seed + i.
     let specs: Vec<RowSpec<'_>> = rows.iter().enumerate().map(|(i, (_, p, _, h))| RowSpec { prompt: &p.ids, hooks: h, seed_offset: i }).collect();
     let settings = GenerationSettings { max_tokens, sampling, rows_in_flight: batch };
-    let bar = lcross_core::activations::progress((rows.len() * max_tokens) as u64, &format!("generating {} rows, {batch} at a time", rows.len()));
+    let bar = lcross_core::activations::progress(rows.len().saturating_mul(max_tokens) as u64, &format!("generating {} rows, {batch} at a time", rows.len()));
     let answers = lcross_eval::answers::generate_rows(model, &specs, &settings, |_, _| {
         bar.inc(1);
         Ok(())

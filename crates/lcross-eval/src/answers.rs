@@ -128,7 +128,7 @@ pub fn generate_answers(
     let missing: Vec<usize> = (0..found.len()).filter(|&i| found[i].is_none()).collect();
     if !missing.is_empty() {
         let hooks: Vec<lcross_model::Hooks> = conditions.iter().map(|c| c.hooks(model)).collect::<Result<_>>()?;
-        let bar = lcross_core::activations::progress((missing.len() * settings.max_tokens) as u64, &format!("{label}: {} answers", missing.len()));
+        let bar = lcross_core::activations::progress(missing.len().saturating_mul(settings.max_tokens) as u64, &format!("{label}: {} answers", missing.len()));
         let chunk_rows = settings.rows_in_flight * 2;
         let mut done = 0usize;
         for chunk in missing.chunks(chunk_rows) {

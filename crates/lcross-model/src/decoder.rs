@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::cache::KvCache;
 use crate::config::{Activation, Architecture, LayerAttention, ModelConfig, QkNorm, RopeScaling};
+use crate::embedding::TokenEmbedding;
 use crate::error::{ModelError, Result};
 use crate::hooks::{CapturePositions, HookName, HookPoint, Hooks, InterventionKind};
 use candle_core::quantized::QMatMul;
@@ -401,7 +402,7 @@ impl BatchState {
 #[derive(Debug, Clone)]
 pub struct Decoder {
     config: ModelConfig,
-    embed: Tensor,
+    embed: TokenEmbedding,
     blocks: Vec<Block>,
     final_norm: RmsNorm,
     lm_head: Linear,
@@ -423,7 +424,10 @@ impl Decoder {
         let c = &config;
         let h = c.hidden_size;
         let (q_dim, kv_dim) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
-        let embed = src.dense("token_embd.weight", &[c.vocab_size, h], dtype, device)?;
+        let embed = match src.quantized_table("token_embd.weight", &[c.vocab_size, h])? {
+            Some(table) => TokenEmbedding::quantized(table)?,
+            None => TokenEmbedding::Dense(src.dense("token_embd.weight", &[c.vocab_size, h], dtype, device)?),
+        };
         let mut blocks = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
@@ -480,10 +484,12 @@ impl Decoder {
             });
         }
         let final_norm = RmsNorm::load(src, "output_norm.weight", h, c.rms_norm_eps, dtype, device)?;
-        let lm_head = match (c.tied_embeddings, src.mode()) {
+        let lm_head = match (c.tied_embeddings, &embed) {
             (false, _) => src.linear("output", c.vocab_size, h, false, dtype, device)?,
-            (true, WeightMode::F32) => Linear::new(QMatMul::Tensor(embed.clone()), None),
-            (true, WeightMode::Quantized) => Linear::new(requantize(&embed)?, None),
+            (true, TokenEmbedding::Dense(e)) if src.mode() == WeightMode::F32 => Linear::new(QMatMul::Tensor(e.clone()), None),
+            (true, TokenEmbedding::Dense(e)) => Linear::new(requantize(e)?, None),
+            // The same Q8_0 copy as from the dense table (dequantized for the copy only).
+            (true, TokenEmbedding::Quantized { table, .. }) => Linear::new(requantize(&table.dequantize(device)?.to_dtype(dtype)?)?, None),
         };
         let table_len = c.max_positions().min(ROTARY_TABLE_MAX);
         let mut inv_freq_global = inverse_frequencies(c.head_dim, c.rope_theta, c.rope_scaling.as_ref());
@@ -682,8 +688,7 @@ impl Decoder {
             ids.extend_from_slice(r.tokens);
             ids.extend(std::iter::repeat_n(0u32, t - r.tokens.len()));
         }
-        let ids = Tensor::from_vec(ids, rows.len() * t, &self.device)?;
-        let mut x = self.embed.embedding(&ids)?.reshape((rows.len(), t, c.hidden_size))?;
+        let mut x = self.embed.rows(&ids, self.dtype, &self.device)?.reshape((rows.len(), t, c.hidden_size))?;
         if c.scale_embeddings {
             // The reference multiplies by sqrt(hidden) rounded to the compute dtype.
             x = (x * ((c.hidden_size as f32).sqrt() as f64))?;

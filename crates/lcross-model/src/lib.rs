@@ -20,6 +20,7 @@ pub mod chat;
 pub mod config;
 mod decode_attention;
 pub mod decoder;
+mod embedding;
 pub mod error;
 pub mod flops;
 pub mod generate;

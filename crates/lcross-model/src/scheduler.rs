@@ -115,7 +115,7 @@ impl<'m> BatchGenerator<'m> {
         // A bad row is refused here, before it could fail a whole batched step.
         self.model.check_hooks(&request.hooks)?;
         let max = self.model.max_sequence();
-        if request.prompt.len() + request.options.max_tokens > max {
+        if request.prompt.len().saturating_add(request.options.max_tokens) > max {
             return Err(ModelError::InvalidInput(format!(
                 "prompt of {} tokens plus {} new tokens is longer than the model's context of {max}",
                 request.prompt.len(),

@@ -126,6 +126,19 @@ impl WeightSource {
         Ok(Linear::new(weight, bias))
     }
 
+    /// The GGUF tensor `name` kept quantized on the CPU, in [`WeightMode::Quantized`] when
+    /// it is stored in a block-quantized type; None otherwise (the caller loads it dense).
+    pub fn quantized_table(&mut self, name: &str, shape: &[usize]) -> Result<Option<QTensor>> {
+        match self {
+            Self::Gguf { file, mode: WeightMode::Quantized }
+                if file.tensor_dtype(name).is_some_and(|t| !matches!(t, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)) =>
+            {
+                Ok(Some(file.qtensor(name, shape, &Device::Cpu)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Linear layers stored as one fused `(sum(parts), in)` matrix (Phi-3's qkv and
     /// gate_up), split by rows, without biases. Quantized GGUF weights are dequantized and
     /// each part re-quantized to Q8_0 in [`WeightMode::Quantized`].

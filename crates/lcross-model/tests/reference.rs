@@ -184,3 +184,27 @@ fn quantized_mode_error_is_bounded() {
         assert!(agree + 1 >= n, "{id}: quantized argmax agrees on only {agree}/{n}");
     }
 }
+
+/// `--weights quantized` keeps the token embedding quantized (a 7B table is 2.2 GB in f32)
+/// and dequantizes the rows a pass looks up: the embeddings it gives are the f32 mode's, bit
+/// for bit (Q8_0, Q5_0 and Q4_K tables), and a token past the table is an error, not a panic.
+#[test]
+fn quantized_embedding_rows_equal_the_dequantized_table() {
+    use lcross_model::{CapturePositions, HookName, HookPoint, LoadOptions, WeightMode};
+    for id in ["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"] {
+        if common::known_model_path(id).is_none() {
+            continue;
+        }
+        let dense = Model::load(id, &LoadOptions::default()).unwrap();
+        let quantized = Model::load(id, &LoadOptions { weight_mode: WeightMode::Quantized, ..Default::default() }).unwrap();
+        let prompt = dense.prompt("Embeddings of a few tokens, some repeated: a a b.", false, None).unwrap().ids;
+        let hooks = Hooks::none().with_capture_at(HookName::new(0, HookPoint::ResidPre), CapturePositions::All);
+        let rows = |m: &Model| -> Vec<f32> {
+            m.forward(&prompt, None, &hooks, Logits::None).unwrap().captures[&HookName::new(0, HookPoint::ResidPre)].flatten_all().unwrap().to_vec1().unwrap()
+        };
+        assert_eq!(rows(&quantized), rows(&dense), "{id}: quantized-mode embeddings differ from the dequantized table's");
+        let vocab = quantized.config().vocab_size as u32;
+        let err = quantized.forward(&[vocab + 5], None, &Hooks::none(), Logits::Last).unwrap_err().to_string();
+        assert!(err.contains("outside the vocabulary"), "{id}: {err}");
+    }
+}

@@ -353,12 +353,12 @@ impl Model {
         let settings = GenerationSettings {
             max_tokens: d.max_tokens,
             sampling: d.sampling,
-            rows_in_flight: d.batch_size.unwrap_or_else(|| m.rows_that_fit(longest + d.max_tokens)),
+            rows_in_flight: d.batch_size.unwrap_or_else(|| m.rows_that_fit(longest.saturating_add(d.max_tokens))),
         };
         let specs: Vec<RowSpec<'_>> =
             ids.iter().zip(&hooks_of_row).enumerate().map(|(i, (p, &k))| RowSpec { prompt: p, hooks: &distinct[k].1, seed_offset: i }).collect();
         let answers = run_long(py, d.progress, || {
-            let bar = lcross_core::activations::progress((rows.len() * d.max_tokens) as u64, &format!("generating {} rows", rows.len()));
+            let bar = lcross_core::activations::progress(rows.len().saturating_mul(d.max_tokens) as u64, &format!("generating {} rows", rows.len()));
             let answers = lcross_eval::answers::generate_rows(m, &specs, &settings, |_, _| {
                 bar.inc(1);
                 Ok(())

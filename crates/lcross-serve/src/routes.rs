@@ -156,7 +156,7 @@ fn prepare(st: &AppState, c: Common<'_>, prompt: Vec<u32>) -> Result<Prepared, A
             .with_code("context_length_exceeded"));
     }
     let context = st.model.decoder().max_sequence();
-    if prompt.len() + max_tokens > context {
+    if prompt.len().saturating_add(max_tokens) > context {
         return Err(ApiError::invalid(format!(
             "the prompt ({} tokens) plus max_tokens ({max_tokens}) is longer than the model's context of {context} tokens",
             prompt.len()

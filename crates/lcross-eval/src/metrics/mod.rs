@@ -79,7 +79,7 @@ impl<'a> Setup<'a> {
         let rows_in_flight = match run.batch_size {
             Some(0) => return Err(EvalError::bad_value("batch size", "0", "at least 1")),
             Some(n) => n,
-            None => model.rows_that_fit(prompt_tokens + run.max_tokens),
+            None => model.rows_that_fit(prompt_tokens.saturating_add(run.max_tokens)),
         };
         let store = if run.use_cache { Some(Store::open_default()?) } else { None };
         let neutral_prompts = if run.side_effects { Some(crate::side_effects::neutral_prompts(&run.data_dir)?) } else { None };

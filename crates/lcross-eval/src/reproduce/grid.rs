@@ -81,13 +81,18 @@ pub struct Shard {
     pub count: usize,
 }
 
+/// The most shards a grid is split into (Slurm's own array limit, `MaxArraySize`, is at
+/// most 4 000 001; a grid has far fewer groups than this).
+pub const MAX_SHARDS: usize = 100_000;
+
 impl Shard {
-    /// Parse `i/n` with 0 <= i < n.
+    /// Parse `i/n` with 0 <= i < n <= [`MAX_SHARDS`].
     pub fn parse(s: &str) -> Result<Self> {
-        let err = || EvalError::bad_value("--shard", s, "i/n with 0 <= i < n, e.g. 0/4 (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)");
+        let err =
+            || EvalError::bad_value("--shard", s, "i/n with 0 <= i < n <= 100000, e.g. 0/4 (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)");
         let (i, n) = s.split_once('/').ok_or_else(err)?;
         let (index, count) = (i.trim().parse::<usize>().map_err(|_| err())?, n.trim().parse::<usize>().map_err(|_| err())?);
-        if count == 0 || index >= count {
+        if count == 0 || index >= count || count > MAX_SHARDS {
             return Err(err());
         }
         Ok(Self { index, count })
@@ -281,6 +286,7 @@ sizes = { extract_pairs = 4, test_questions = 2, heldout_pairs = 4 }"#,
         }
         assert_eq!(gs[3].0.shard(7), gs[3].0.clone().shard(7));
         assert_eq!(Shard::parse("2/4").unwrap(), Shard { index: 2, count: 4 });
+        assert!(Shard::parse("1/18446744073709551615").is_err() && Shard::parse("1/100001").is_err());
         for bad in ["4/4", "1", "a/b", "0/0", "-1/3"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }

@@ -147,7 +147,14 @@ pub fn plan_summary(file: &ExperimentFile, profile: Option<&str>, shards: Option
         *per_target.entry(c.target.clone()).or_insert(0) += 1;
     }
     let per_shard = match shards {
-        Some(n) => (0..n).map(|i| gs.iter().filter(|(g, _)| (Shard { index: i, count: n }).owns(g)).map(|(_, cs)| cs.len()).sum()).collect(),
+        Some(n) if n > super::grid::MAX_SHARDS => return Err(EvalError::bad_value("--shard", n.to_string(), "at most 100000 shards")),
+        Some(n) => {
+            let mut counts = vec![0; n];
+            for (g, cs) in &gs {
+                counts[g.shard(n)] += cs.len();
+            }
+            counts
+        }
         None => Vec::new(),
     };
     Ok(PlanSummary { name: e.run_name(), cells: cells.len(), groups: gs.len(), per_metric, per_target, per_shard })
@@ -618,7 +625,7 @@ impl Runner<'_> {
         };
         let model = &self.models[&group.target];
         let max_tokens = e.sizes.answer_tokens.unwrap_or(64);
-        let settings = GenerationSettings { max_tokens, sampling, rows_in_flight: model.rows_that_fit(PROMPT_TOKENS_HINT + max_tokens) };
+        let settings = GenerationSettings { max_tokens, sampling, rows_in_flight: model.rows_that_fit(PROMPT_TOKENS_HINT.saturating_add(max_tokens)) };
         let judge = self.judge.as_ref().map(|(_, j)| j);
         let mut setup = Setup { model, conditions: Vec::new(), settings, store: Some(Store::open_default()?), neutral_prompts: None };
         let neutral = setup.chat_ids(&crate::side_effects::neutral_prompts(&self.data_dir)?)?;
@@ -944,7 +951,7 @@ impl Runner<'_> {
         self.model(&group.target)?;
         let model = &self.models[&group.target];
         let max_tokens = self.e.sizes.answer_tokens.unwrap_or(64);
-        let settings = GenerationSettings { max_tokens, sampling, rows_in_flight: model.rows_that_fit(PROMPT_TOKENS_HINT + max_tokens) };
+        let settings = GenerationSettings { max_tokens, sampling, rows_in_flight: model.rows_that_fit(PROMPT_TOKENS_HINT.saturating_add(max_tokens)) };
         let judge = self.judge.as_ref().map(|(_, j)| j as &dyn Judge);
         let mut setup = Setup { model, conditions, settings, store: Some(Store::open_default()?), neutral_prompts: None };
         let (report, items) = measured.evaluate(&mut setup, judge)?;
