@@ -103,9 +103,29 @@ impl GgufFile {
         info.read(&mut self.reader, self.content.tensor_data_offset, device).map_err(|e| ModelError::tensor(&self.path, name, e.to_string()))
     }
 
-    /// The decoder configuration described by the metadata.
-    pub fn config(&self) -> Result<ModelConfig> {
-        config_from_metadata(&self.path, &self.content, |n| self.has_tensor(n))
+    /// The decoder configuration described by the metadata (and, for Phi-3's LongRoPE,
+    /// the `rope_factors_short` tensor).
+    pub fn config(&mut self) -> Result<ModelConfig> {
+        let mut config = config_from_metadata(&self.path, &self.content, |n| self.has_tensor(n))?;
+        if config.architecture == Architecture::Phi3 && self.has_tensor("rope_factors_short.weight") {
+            let half = config.head_dim / 2;
+            let short: Vec<f32> = self.qtensor("rope_factors_short.weight", &[half], &Device::Cpu)?.dequantize(&Device::Cpu)?.to_vec1()?;
+            let md = &self.content.metadata;
+            let original = meta_usize(&self.path, md, "phi3.rope.scaling.original_context_length")?;
+            let factor = config.max_position_embeddings as f64 / original as f64;
+            let attention_factor = match md.contains_key("phi3.rope.scaling.attn_factor") {
+                true => meta_f64(&self.path, md, "phi3.rope.scaling.attn_factor")?,
+                false if factor <= 1.0 => 1.0,
+                false => (1.0 + factor.ln() / (original as f64).ln()).sqrt(),
+            };
+            config.rope_scaling = Some(RopeScaling::LongRope {
+                short_factor: short.into_iter().map(f64::from).collect(),
+                attention_factor,
+                original_max_position_embeddings: original,
+            });
+            config.validate().map_err(|reason| ModelError::field(&self.path, "rope_factors_short.weight", reason))?;
+        }
+        Ok(config)
     }
 }
 
@@ -203,12 +223,25 @@ fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: i
         }
         (s, false) => s,
     };
-    if md.contains_key(&key("attention.sliding_window")) && architecture != Architecture::Gemma3 {
+    let window_key = key("attention.sliding_window");
+    if md.contains_key(&window_key) && !matches!(architecture, Architecture::Gemma3 | Architecture::Gemma2 | Architecture::Phi3) {
         return Err(ModelError::field(
             path,
-            key("attention.sliding_window"),
-            "a sliding window is only supported for gemma3 GGUF files (use the Hugging Face folder)",
+            window_key,
+            "a sliding window is only supported for gemma2, gemma3 and phi3 GGUF files (use the Hugging Face folder)",
         ));
+    }
+    let window = if md.contains_key(&window_key) { Some(meta_usize(path, md, &window_key)?) } else { None };
+    let softcap = |k: &str| -> Result<Option<f64>> {
+        if md.contains_key(&key(k)) {
+            meta_f64(path, md, &key(k)).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let mut attention_scale = 1.0 / (head_dim as f64).sqrt();
+    if md.contains_key(&key("rope.dimension_count")) && meta_usize(path, md, &key("rope.dimension_count"))? != head_dim {
+        return Err(ModelError::field(path, key("rope.dimension_count"), "rotary embeddings on part of each head are not supported"));
     }
     let tied_embeddings = !has_tensor("output.weight");
     let (activation, qkv_bias, qk_norm, sandwich_norms, scale_embeddings, rope_local_theta, layer_attention, rope_interleaved) = match architecture {
@@ -221,9 +254,27 @@ fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: i
             let layers = (0..num_layers).map(|i| if (i + 1) % 6 == 0 { LayerAttention::Global } else { LayerAttention::Sliding { window } }).collect();
             (Activation::GeluTanh, false, QkNorm::PerHead, true, true, Some(10_000.0), layers, false)
         }
-        Architecture::Gemma2 | Architecture::Phi3 | Architecture::Olmo2 => {
-            return Err(ModelError::UnsupportedArchitecture { path: path.to_path_buf(), arch: format!("{arch_name} in GGUF (its Hugging Face folder loads)") })
+        Architecture::Gemma2 => {
+            let window =
+                window.ok_or_else(|| ModelError::field(path, key("attention.sliding_window"), "missing (gemma2 alternates sliding and global layers)"))?;
+            // Even layers slide, odd layers are global (transformers and llama.cpp alike).
+            let layers = (0..num_layers).map(|i| if i % 2 == 0 { LayerAttention::Sliding { window } } else { LayerAttention::Global }).collect();
+            // GGUF has no query_pre_attn_scalar: llama.cpp uses hidden / heads for the 27B
+            // model (46 layers) and head_dim otherwise, which is what the published
+            // configs set.
+            if num_layers == 46 {
+                attention_scale = 1.0 / ((hidden_size / num_heads) as f64).sqrt();
+            }
+            (Activation::GeluTanh, false, QkNorm::None, true, true, None, layers, false)
         }
+        Architecture::Phi3 => {
+            let layers = match window.filter(|&w| w > 0) {
+                Some(window) => vec![LayerAttention::Sliding { window }; num_layers],
+                None => vec![LayerAttention::Global; num_layers],
+            };
+            (Activation::Silu, false, QkNorm::None, false, false, None, layers, false)
+        }
+        Architecture::Olmo2 => (Activation::Silu, false, QkNorm::Whole, true, false, None, vec![LayerAttention::Global; num_layers], false),
     };
     let config = ModelConfig {
         architecture,
@@ -244,13 +295,13 @@ fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: i
         activation,
         qkv_bias,
         qk_norm,
-        pre_norms: true,
+        pre_norms: architecture != Architecture::Olmo2,
         sandwich_norms,
         scale_embeddings,
-        attention_scale: 1.0 / (head_dim as f64).sqrt(),
+        attention_scale,
         tied_embeddings,
-        final_logit_softcapping: None,
-        attn_logit_softcapping: None,
+        final_logit_softcapping: if architecture == Architecture::Gemma2 { softcap("final_logit_softcapping")? } else { None },
+        attn_logit_softcapping: if architecture == Architecture::Gemma2 { softcap("attn_logit_softcapping")? } else { None },
     };
     config.validate().map_err(|reason| ModelError::field(path, format!("{p}.*"), reason))?;
     Ok(config)

@@ -107,7 +107,7 @@ impl ModelText {
         let location = resolve(spec).map_err(|reason| ModelError::ModelNotFound { spec: spec.to_string(), reason })?;
         match &location {
             ModelLocation::Gguf { path, .. } => {
-                let file = GgufFile::open(path)?;
+                let mut file = GgufFile::open(path)?;
                 let config = file.config()?;
                 Self::from_gguf(path, &file, &config)
             }
@@ -206,7 +206,7 @@ impl Model {
         let start = Instant::now();
         let (decoder, text, quantization) = match &location {
             ModelLocation::Gguf { path, .. } => {
-                let file = GgufFile::open(path)?;
+                let mut file = GgufFile::open(path)?;
                 let config = file.config()?;
                 let text = ModelText::from_gguf(path, &file, &config)?.with_id(location.id());
                 let quantization = file.dominant_dtype().map(|d| format!("{d:?}")).unwrap_or_else(|| "?".into());

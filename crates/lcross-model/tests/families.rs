@@ -299,3 +299,46 @@ fn hook_points_add_up_on_every_family() {
         }
     }
 }
+
+/// The same checkpoints as GGUF files written by llama.cpp's own converter
+/// (scripts/reference/make_gguf_fixtures.py, f32): the GGUF reader's names, norms (gemma2's
+/// stored 1 + w), fused tensors and rope factors (phi3), post-norms (olmo2) and metadata give
+/// the numbers of the Hugging Face folder (states after every layer and logits within 1e-5),
+/// the tokenizer gives transformers' ids, and greedy tokens equal transformers'. Where GGUF
+/// cannot say what the folder says, lcross reads it as llama.cpp does, and the folder is
+/// compared with that meaning: gemma2's GGUF has no query_pre_attn_scalar (head_dim is
+/// used, as in the published 2B and 9B configs), and llama.cpp's converter writes a mistral
+/// as a llama without its sliding window.
+#[test]
+fn gguf_files_of_the_new_families_equal_their_folders() {
+    for name in FAMILIES {
+        let gguf = fixtures().join("gguf").join(format!("{name}.gguf"));
+        let from_gguf = load(&gguf);
+        let folder = match name {
+            "tiny-gemma2" => variant(name, "gguf-scale", |c| {
+                let head_dim = c["head_dim"].clone();
+                c.insert("query_pre_attn_scalar".into(), head_dim);
+            }),
+            "tiny-mistral" => variant(name, "gguf-window", |c| {
+                c.insert("sliding_window".into(), Value::Null);
+            }),
+            _ => dir(name),
+        };
+        let from_folder = load(&folder);
+        let r = reference(name);
+        let prompt = from_gguf.prompt(r["text"].as_str().unwrap(), false, None).unwrap().ids;
+        assert_eq!(prompt, ids(&r["ids"]), "{name}: the GGUF tokenizer's ids differ from transformers'");
+        let (a, la) = states_and_logits(&from_gguf, &prompt);
+        let (b, lb) = states_and_logits(&from_folder, &prompt);
+        for (layer, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(rel_l2(x, y) <= 1e-5, "{name} layer {layer}: GGUF {:.2e} from the folder", rel_l2(x, y));
+        }
+        assert!(rel_l2(&la, &lb) <= 1e-5, "{name}: GGUF logits differ from the folder's");
+        if !matches!(name, "tiny-gemma2" | "tiny-mistral") {
+            assert_eq!(greedy(&from_gguf, &prompt, 16), ids(&r["greedy"]), "{name}: GGUF greedy tokens differ from transformers'");
+        }
+        if folder != dir(name) {
+            let _ = std::fs::remove_dir_all(folder);
+        }
+    }
+}
