@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """GGUF files of the tiny family checkpoints, written by llama.cpp's own converter.
 
-Converts crates/lcross-model/tests/fixtures/hf/tiny-{qwen3,mistral,gemma2,phi3,olmo2} with
+Converts crates/lcross-model/tests/fixtures/hf/tiny-{llama,qwen3,mistral,gemma2,phi3,olmo2} with
 llama.cpp's `convert_hf_to_gguf.py` (f32, so the weights are the checkpoint's exactly) into
 crates/lcross-model/tests/fixtures/gguf/, where tests/families.rs checks them against the same
 transformers numbers (reference.json) as the folders. The tiny checkpoints carry a byte-level
@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "crates" / "lcross-model" / "tests" / "fixtures"
-FAMILIES = ["tiny-qwen3", "tiny-mistral", "tiny-gemma2", "tiny-phi3", "tiny-olmo2"]
+FAMILIES = ["tiny-llama", "tiny-qwen3", "tiny-mistral", "tiny-gemma2", "tiny-phi3", "tiny-olmo2"]
 
 
 def main():

@@ -342,3 +342,22 @@ fn gguf_files_of_the_new_families_equal_their_folders() {
         }
     }
 }
+
+/// Llama 3.x in GGUF: llama.cpp's converter stores the llama3 rope scaling as per-frequency
+/// factors (`rope_freqs.weight`) and Q/K in the interleaved rotary layout; the tiny llama3
+/// checkpoint converted by it gives its folder's numbers and transformers' greedy tokens.
+#[test]
+fn llama3_gguf_rope_factors_equal_the_folder() {
+    let from_gguf = load(&fixtures().join("gguf").join("tiny-llama.gguf"));
+    assert!(matches!(from_gguf.config().rope_scaling, Some(lcross_model::config::RopeScaling::FreqFactors)), "the file's rope_freqs are read");
+    let from_folder = load(&dir("tiny-llama"));
+    let r = reference("tiny-llama");
+    let prompt = ids(&r["ids"]);
+    let (a, la) = states_and_logits(&from_gguf, &prompt);
+    let (b, lb) = states_and_logits(&from_folder, &prompt);
+    for (layer, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(rel_l2(x, y) <= 1e-5, "layer {layer}: GGUF {:.2e} from the folder", rel_l2(x, y));
+    }
+    assert!(rel_l2(&la, &lb) <= 1e-5);
+    assert_eq!(greedy(&from_gguf, &prompt, ids(&r["greedy"]).len()), ids(&r["greedy"]));
+}
