@@ -79,7 +79,7 @@ pub fn export_vector(path: &Path, sv: &crate::steering::SteeringVector) -> Resul
     let hint = lcross_model::resolve(&sv.metadata.model_id)
         .ok()
         .and_then(|loc| lcross_model::gguf::GgufFile::open(loc.path()).ok())
-        .and_then(|f| f.config().ok())
+        .and_then(|mut f| f.config().ok())
         .map_or("llama".to_string(), |c| c.architecture.as_str().to_string());
     export(path, &sv.layers, &hint)
 }

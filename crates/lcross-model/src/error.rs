@@ -40,6 +40,12 @@ pub enum ModelError {
     /// [`crate::interrupt`]).
     #[error("interrupted")]
     Interrupted,
+    /// Numbers became NaN or infinite while running (a steering too strong for the compute
+    /// dtype, or broken weights): never an answer made of them.
+    #[error(
+        "{what} are not finite (NaN or infinity) with {steering}: the numbers overflowed the compute dtype; lower beta (or check the vector and the model)"
+    )]
+    NonFinite { what: String, steering: String },
     /// A caller asked for something out of range or inconsistent with the model.
     #[error("{0}")]
     InvalidInput(String),

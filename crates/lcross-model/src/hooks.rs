@@ -282,6 +282,23 @@ impl Hooks {
         self
     }
 
+    /// The interventions in words, for error messages: "no steering", or each one's hook,
+    /// kind, scale and vector norm ("add at resid_post of layer 12, scale 4, |v| = 11.2").
+    pub fn describe_steering(&self) -> String {
+        if self.interventions.is_empty() {
+            return "no steering".into();
+        }
+        let parts: Vec<String> = self
+            .interventions
+            .iter()
+            .map(|iv| {
+                let norm = iv.vector.to_dtype(candle_core::DType::F32).and_then(|v| v.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()).unwrap_or(f32::NAN);
+                format!("{} at {} of layer {}, scale {}, |v| = {norm:.3}", iv.kind.as_str(), iv.point.as_str(), iv.layer, iv.scale)
+            })
+            .collect();
+        format!("steering {}", parts.join("; "))
+    }
+
     /// Whether anything hooks `name`.
     pub fn touches(&self, name: HookName) -> bool {
         self.captures.iter().any(|c| c.name() == name) || self.interventions.iter().any(|i| i.name() == name)

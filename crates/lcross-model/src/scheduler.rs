@@ -31,6 +31,9 @@ pub enum FinishReason {
     Length,
     /// It was cancelled.
     Cancelled,
+    /// Its logits were not finite (NaN or infinity): its steering (or the model) overflowed
+    /// the compute dtype. No token was produced for that step.
+    NonFinite,
 }
 
 /// Something that happened to a row in one [`BatchGenerator::step`].
@@ -261,6 +264,9 @@ impl<'m> BatchGenerator<'m> {
 
     /// Choose a row's next token from its logits.
     fn emit(row: &mut ActiveRow, logits: &[f32]) -> (StepEvent, bool) {
+        if logits.iter().any(|x| !x.is_finite()) {
+            return (StepEvent { id: row.id, token: None, logprob: None, finished: Some(FinishReason::NonFinite) }, true);
+        }
         let token = row.sampler.next(logits);
         row.produced += 1;
         row.last = token;
@@ -353,10 +359,20 @@ pub fn generate_batch(
     let mut out = vec![Vec::new(); requests.len()];
     while !generator.is_idle() {
         for ev in generator.step()? {
+            let i = index[&ev.id];
             if let Some(tok) = ev.token {
-                let i = index[&ev.id];
                 out[i].push(tok);
                 on_token(i, tok)?;
+            }
+            if ev.finished == Some(FinishReason::NonFinite) {
+                return Err(ModelError::NonFinite {
+                    what: format!(
+                        "{}the logits after {} generated tokens",
+                        if requests.len() > 1 { format!("request {i}: ") } else { String::new() },
+                        out[i].len()
+                    ),
+                    steering: requests[i].hooks.describe_steering(),
+                });
             }
         }
     }

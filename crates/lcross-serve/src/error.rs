@@ -47,6 +47,19 @@ impl ApiError {
         Self { param: Some(param.to_string()), ..Self::invalid(message) }
     }
 
+    /// 422: the request was valid but its numbers overflowed while generating (a steering
+    /// too strong for the model's dtype).
+    pub fn non_finite(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some("steering".into()),
+            code: Some("non_finite_logits"),
+            retry_after: None,
+        }
+    }
+
     /// 404 with a code.
     pub fn not_found(message: impl Into<String>, code: &'static str) -> Self {
         Self { status: StatusCode::NOT_FOUND, message: message.into(), kind: "not_found_error", param: None, code: Some(code), retry_after: None }

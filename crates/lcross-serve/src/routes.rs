@@ -325,7 +325,17 @@ fn finish_name(r: FinishReason) -> &'static str {
         FinishReason::Stop => "stop",
         FinishReason::Length => "length",
         FinishReason::Cancelled => "cancelled",
+        FinishReason::NonFinite => "error",
     }
+}
+
+/// What a request whose logits became NaN or infinite is answered (never an answer made of them).
+fn non_finite(p: &Prepared, produced: usize) -> ApiError {
+    let steering: Vec<String> = p.applied.iter().map(|a| format!("{} x {} ({} at {})", a.beta, a.vector, a.intervention, a.hook)).collect();
+    let with = if steering.is_empty() { "without steering".to_string() } else { format!("with steering {}", steering.join(", ")) };
+    ApiError::non_finite(format!(
+        "the logits became NaN or infinite after {produced} generated tokens {with}: the steering overflows the model's numbers; lower beta"
+    ))
 }
 
 /// Admit, submit, and answer in full or as a stream.
@@ -399,6 +409,7 @@ async fn collect(st: &Arc<AppState>, p: &Prepared, mut ticket: Ticket) -> Result
                     return Ok((transcript, "stop"));
                 }
             }
+            Some(EngineEvent::Finished(FinishReason::NonFinite)) => return Err(non_finite(p, transcript.produced)),
             Some(EngineEvent::Finished(r)) => {
                 transcript.finish();
                 return Ok((transcript, finish_name(r)));
@@ -528,6 +539,10 @@ impl StreamState {
                             }
                         }
                     },
+                    Some(EngineEvent::Finished(FinishReason::NonFinite)) => {
+                        let error = non_finite(&self.p, self.transcript.produced);
+                        return Some(self.fail_with(error));
+                    }
                     Some(EngineEvent::Finished(r)) => {
                         let rest = self.transcript.finish();
                         return Some(self.close(rest, finish_name(r)));
@@ -539,11 +554,16 @@ impl StreamState {
         }
     }
 
-    /// An error object as the last event (the status line is already sent).
+    /// A server error object as the last event (the status line is already sent).
     fn fail(&mut self, why: String) -> Vec<Event> {
+        self.fail_with(ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, why))
+    }
+
+    /// An error object as the last event.
+    fn fail_with(&mut self, error: ApiError) -> Vec<Event> {
         self.ticket = None;
         self.phase = Phase::Done;
-        tracing::warn!(id = self.id, error = %why, "stream failed");
-        vec![Event::default().data(ApiError::server(StatusCode::INTERNAL_SERVER_ERROR, why).body().to_string()), Event::default().data("[DONE]")]
+        tracing::warn!(id = self.id, error = %error.message, "stream failed");
+        vec![Event::default().data(error.body().to_string()), Event::default().data("[DONE]")]
     }
 }

@@ -60,7 +60,7 @@ fn list(ctx: &Context) -> Result<()> {
                 error: None,
             };
             if row.present {
-                match GgufFile::open(&path).and_then(|f| Ok((f.config()?, f.dominant_dtype()))) {
+                match GgufFile::open(&path).and_then(|mut f| Ok((f.config()?, f.dominant_dtype()))) {
                     Ok((c, q)) => {
                         row.architecture = Some(c.architecture.as_str().into());
                         row.layers = Some(c.num_layers);
