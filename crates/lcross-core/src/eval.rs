@@ -73,6 +73,13 @@ pub fn evaluate_ab_conditions(model: &Model, items: &[AbItem], conditions: &[Opt
         let pairs: Vec<Vec<f32>> = logits.gather(&letters, 1).and_then(|t| t.to_vec2()).map_err(lcross_model::ModelError::from)?;
         for (r, lp) in pairs.iter().enumerate() {
             let (lm, lo) = (lp[0] as f64, lp[1] as f64);
+            if !(lm.is_finite() && lo.is_finite()) {
+                return Err(lcross_model::ModelError::NonFinite {
+                    what: format!("the answer letters' logits of A/B question {}", chunk_order[rows[r]]),
+                    steering: row_hooks[r].describe_steering(),
+                }
+                .into());
+            }
             let mx = lm.max(lo);
             let (em, eo) = ((lm - mx).exp(), (lo - mx).exp());
             probs[r % conditions.len()][chunk_order[rows[r]]] = em / (em + eo);

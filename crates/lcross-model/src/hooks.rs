@@ -293,7 +293,8 @@ impl Hooks {
             .iter()
             .map(|iv| {
                 let norm = iv.vector.to_dtype(candle_core::DType::F32).and_then(|v| v.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()).unwrap_or(f32::NAN);
-                format!("{} at {} of layer {}, scale {}, |v| = {norm:.3}", iv.kind.as_str(), iv.point.as_str(), iv.layer, iv.scale)
+                let scale = if iv.scale != 0.0 && !(1e-3..1e6).contains(&iv.scale.abs()) { format!("{:e}", iv.scale) } else { iv.scale.to_string() };
+                format!("{} at {} of layer {}, scale {scale}, |v| = {norm:.3}", iv.kind.as_str(), iv.point.as_str(), iv.layer)
             })
             .collect();
         format!("steering {}", parts.join("; "))

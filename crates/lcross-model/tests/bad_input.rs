@@ -282,3 +282,28 @@ fn unknown_model_spec_lists_known_ids() {
     };
     assert!(e.contains("no-such-model") && e.contains("smollm2-135m-instruct"), "{e}");
 }
+
+/// A steering that overflows the numbers (here a scale past f32's range) stops the
+/// generation with an error naming the steering; it never returns the tokens NaN logits
+/// would pick, and the same model answers normally afterwards.
+#[test]
+fn non_finite_logits_stop_generation_with_an_error() {
+    use lcross_model::{GenerateOptions, GenerationRequest, Hooks, ModelError, Positions, Sampling};
+    let dir = fixtures().join("hf").join("tiny-llama");
+    let model = Model::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let h = model.config().hidden_size;
+    let v = model.vector_tensor(&vec![0.5; h]).unwrap();
+    let opts = GenerateOptions { max_tokens: 4, sampling: Sampling::Greedy, stop_tokens: vec![] };
+    let prompt = model.prompt("hello there", false, None).unwrap().ids;
+    let hooks = Hooks::none().with_intervention(1, v, 1e39, Positions::All);
+    let err = model.generate(&prompt, &opts, &hooks, |_| Ok(())).unwrap_err();
+    assert!(matches!(err, ModelError::NonFinite { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("not finite") && msg.contains("layer 1") && msg.contains("scale 1e39") && msg.contains("lower beta"), "{msg}");
+    // In a batch, the bad row is named and the error is returned (no half answer).
+    let requests: Vec<GenerationRequest> =
+        [Hooks::none(), hooks.clone()].into_iter().map(|hooks| GenerationRequest { prompt: prompt.clone(), hooks, options: opts.clone() }).collect();
+    let err = model.generate_batch(&requests, 2, |_, _| Ok(())).unwrap_err().to_string();
+    assert!(err.contains("request 1"), "{err}");
+    assert_eq!(model.generate(&prompt, &opts, &Hooks::none(), |_| Ok(())).unwrap().len(), 4);
+}

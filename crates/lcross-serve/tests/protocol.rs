@@ -337,3 +337,33 @@ fn every_family_serves_steered_requests_like_the_runtime() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// A steering whose numbers overflow (a vector near f32's limit times a beta the server
+/// accepts) is answered 422 in OpenAI's error shape, streamed or not, never 200 with empty
+/// content; the server keeps answering other requests.
+#[test]
+fn overflowing_steering_is_a_422_not_an_empty_answer() {
+    let model = tiny_model();
+    let dir = tmp("overflow");
+    let h = model.config().hidden_size;
+    let huge = write_vector(&model, &dir, "huge", 1, direction(h, 3, 3.0e38), None);
+    let mut reg = VectorRegistry::new();
+    reg.register("huge", &huge, &model).unwrap();
+    let server = RunningServer::start(model.clone(), reg, &options(2, 2)).unwrap();
+    let c = client();
+    let url = format!("{}/chat/completions", server.base_url());
+    let steer = json!({"steering": [{"vector": "huge", "beta": 1000.0}]});
+    let (s, v) = post(&c, &url, &chat(model.id(), "hello there", steer.clone()));
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["code"], "non_finite_logits", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("huge") && msg.contains("lower beta"), "{msg}");
+    let mut streamed = steer.clone();
+    streamed["stream"] = json!(true);
+    let body = c.post(&url).json(&chat(model.id(), "hello there", streamed)).send().unwrap().text().unwrap();
+    assert!(body.contains("non_finite_logits") && body.contains("[DONE]"), "{body}");
+    let (s, v) = post(&c, &url, &chat(model.id(), "hello there", json!({})));
+    assert_eq!(s, 200, "{v}");
+    server.stop().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
