@@ -325,3 +325,19 @@ def test_ctrl_c_stops_generation_and_the_model_still_runs(smollm):
     finally:
         timer.cancel()
     assert len(smollm.generate(["Hi"], max_tokens=3)[0]) > 0
+
+
+@pytest.mark.parametrize("family", ["tiny-qwen3", "tiny-mistral", "tiny-gemma2", "tiny-phi3", "tiny-olmo2"])
+def test_every_family_loads_from_python_and_matches_transformers(family):
+    import json
+
+    ref = json.loads((TINY / family / "reference.json").read_text())
+    m = lcross.Model(str(TINY / family))
+    assert m.tokenize(ref["text"]) == ref["ids"]
+    layers = sorted(int(k) for k in ref["hidden_last"])
+    for layer in layers:
+        h = m.hidden_states([ref["text"]], layer, cache=False)
+        err = rel_l2(h[0], ref["hidden_last"][str(layer)])
+        assert err <= 1e-4, f"{family} layer {layer}: relative L2 {err:.2e} from transformers"
+    gguf = lcross.Model(str(TINY.parent / "gguf" / f"{family}.gguf"))
+    assert gguf.architecture == m.architecture or family == "tiny-mistral"
