@@ -75,6 +75,8 @@ enum Command {
     Transfer(cmd::maps::TransferArgs),
     /// Compare two maps (SSIM, spectra, Frobenius), each also against a random map.
     CompareMaps(cmd::maps::CompareArgs),
+    /// How alike two models' states of the same texts are: mutual k-NN, CKA, unbiased CKA, CKNNA, SVCCA.
+    Similarity(cmd::maps::SimilarityArgs),
     /// t-SNE scatter of the difference vectors of several concepts in several models.
     Tsne(cmd::tsne::TsneArgs),
     /// Serve the model behind an OpenAI-compatible API, steered per request.
@@ -156,6 +158,7 @@ fn main() {
         Command::Align(a) => cmd::maps::align_cmd(&ctx, a),
         Command::Transfer(a) => cmd::maps::transfer_cmd(&ctx, a),
         Command::CompareMaps(a) => cmd::maps::compare_cmd(&ctx, a),
+        Command::Similarity(a) => cmd::maps::similarity_cmd(&ctx, a),
         Command::Tsne(a) => cmd::tsne::run(&ctx, a),
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Reproduce(a) => cmd::reproduce::run(&ctx, a),

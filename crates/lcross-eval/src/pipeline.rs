@@ -215,6 +215,23 @@ pub fn align_at(
     Ok(map)
 }
 
+/// The alignment metrics (mutual k-NN, CKA, unbiased CKA, CKNNA, SVCCA) of `src` at
+/// `layers.0` and `tgt` at `layers.1` on the last-token states of `corpus`, read exactly as
+/// [`align_at`] reads them (`lcross similarity`).
+pub fn similarity_at(
+    src: &Model,
+    tgt: &Model,
+    layers: (usize, usize),
+    points: (HookPoint, HookPoint),
+    corpus: &Corpus,
+    opts: &lcross_core::similarity::SimilarityOptions,
+    use_cache: bool,
+) -> Result<lcross_core::similarity::Alignment> {
+    let xs = corpus.states_point(src, layers.0, points.0, use_cache)?;
+    let ys = corpus.states_point(tgt, layers.1, points.1, use_cache)?;
+    Ok(lcross_core::similarity::alignment(&Rows::from_f32(&xs)?, &Rows::from_f32(&ys)?, opts)?)
+}
+
 /// Fit a map on paired states already gathered (`xs[i]` from `src`, `ys[i]` from `tgt`, same
 /// text), recording both models, the layers and the corpus `(description, sha256)`.
 pub fn fit_states(

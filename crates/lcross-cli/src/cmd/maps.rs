@@ -1,4 +1,4 @@
-//! `lcross align`, `lcross transfer`, `lcross compare-maps`, `lcross vector export|import`.
+//! `lcross align`, `lcross transfer`, `lcross compare-maps`, `lcross similarity`, `lcross vector export|import`.
 
 use std::path::PathBuf;
 
@@ -91,5 +91,63 @@ pub fn compare_cmd(ctx: &Context, a: CompareArgs) -> Result<()> {
         for (name, c) in [("A vs B", &out.a_vs_b), ("A vs random", &out.a_vs_random), ("B vs random", &out.b_vs_random)] {
             println!("| {name} | {:.4} | {:.4} | {:.4} |", c.ssim, c.spectral_mean_abs_diff, c.frobenius);
         }
+    })
+}
+
+#[derive(Args)]
+pub struct SimilarityArgs {
+    /// Source model.
+    #[arg(long)]
+    source: String,
+    /// Source layer (0-based).
+    #[arg(long)]
+    source_layer: usize,
+    /// Target model.
+    #[arg(long)]
+    target: String,
+    /// Target layer.
+    #[arg(long)]
+    target_layer: usize,
+    /// Hook point of the states on both sides: resid_post (default), resid_pre, attn_out, mlp_out.
+    #[arg(long, default_value = "resid_post")]
+    hook: String,
+    /// Corpus, read as `align` reads it: a concept dataset (both texts of each pair) or a
+    /// .txt file with one text a line.
+    #[arg(long)]
+    corpus: String,
+    /// First N items of the corpus, after --skip.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Skip the first N items.
+    #[arg(long, default_value_t = 0)]
+    skip: usize,
+    /// Neighbours per text for mutual k-NN and CKNNA.
+    #[arg(long, default_value_t = 10)]
+    topk: usize,
+    /// Singular directions per side for SVCCA.
+    #[arg(long, default_value_t = 10)]
+    cca_dim: usize,
+    /// Data directory for RepE concepts.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Do not use the activation cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+/// `lcross similarity`: how alike two models' states of the same texts are.
+pub fn similarity_cmd(ctx: &Context, a: SimilarityArgs) -> Result<()> {
+    let src = ctx.load(&a.source)?;
+    let tgt = ctx.load(&a.target)?;
+    let data_dir = a.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
+    let corpus = lcross_eval::pipeline::Corpus::load(&a.corpus, &data_dir, a.skip, a.limit)?;
+    let point = lcross_core::steer::parse_hook(&a.hook)?;
+    let opts = lcross_core::similarity::SimilarityOptions { topk: a.topk, cca_dim: a.cca_dim };
+    let m = pipeline::similarity_at(&src, &tgt, (a.source_layer, a.target_layer), (point, point), &corpus, &opts, !a.no_cache)?;
+    ctx.print(&m, || {
+        println!("{} L{} vs {} L{} on {} texts:", src.id(), a.source_layer, tgt.id(), a.target_layer, m.n);
+        println!("  mutual k-NN (k = {}) {:.4}", a.topk, m.mutual_knn);
+        println!("  CKA {:.4}, unbiased CKA {:.4}, CKNNA {:.4}", m.cka, m.unbiased_cka, m.cknna);
+        println!("  SVCCA ({} directions) {:.4}", a.cca_dim, m.svcca);
     })
 }
