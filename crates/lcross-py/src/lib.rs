@@ -58,6 +58,7 @@ fn _lcross(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(maps::fit_map, m)?)?;
     m.add_function(wrap_pyfunction!(maps::align, m)?)?;
     m.add_function(wrap_pyfunction!(maps::transfer, m)?)?;
+    m.add_function(wrap_pyfunction!(maps::similarity, m)?)?;
     m.add_function(wrap_pyfunction!(evals::evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(evals::eval_ab, m)?)?;
     m.add_function(wrap_pyfunction!(evals::calibrate, m)?)?;

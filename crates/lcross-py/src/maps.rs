@@ -182,3 +182,18 @@ pub fn transfer(sv: &SteeringVector, map: &LinearMap, force: bool) -> PyResult<S
     .or_raise()?;
     Ok(SteeringVector::wrap(moved))
 }
+
+/// How alike two representations of the same texts are (Huh et al.'s metrics, their
+/// conventions): `x` (n, d_a) and `y` (n, d_b), row i of each the state of text i (any
+/// arrays, e.g. captured with your own PyTorch code). Returns a dict with mutual_knn, cka,
+/// unbiased_cka, cknna, svcca and n.
+#[pyfunction]
+#[pyo3(signature = (x, y, *, topk = 10, cca_dim = 10))]
+pub fn similarity<'py>(py: Python<'py>, x: &Bound<'py, PyAny>, y: &Bound<'py, PyAny>, topk: usize, cca_dim: usize) -> PyResult<Bound<'py, PyAny>> {
+    let (nx, dx, xd) = matrix_f64(x, "X")?;
+    let (ny, dy, yd) = matrix_f64(y, "Y")?;
+    let (xr, yr) = (Rows::from_f64(nx, dx, xd).or_raise()?, Rows::from_f64(ny, dy, yd).or_raise()?);
+    let opts = lcross_core::similarity::SimilarityOptions { topk, cca_dim };
+    let m = py.allow_threads(|| lcross_core::similarity::alignment(&xr, &yr, &opts)).or_raise()?;
+    to_python(py, &m)
+}

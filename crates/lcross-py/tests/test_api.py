@@ -341,3 +341,20 @@ def test_every_family_loads_from_python_and_matches_transformers(family):
         assert err <= 1e-4, f"{family} layer {layer}: relative L2 {err:.2e} from transformers"
     gguf = lcross.Model(str(TINY.parent / "gguf" / f"{family}.gguf"))
     assert gguf.architecture == m.architecture or family == "tiny-mistral"
+
+
+def test_similarity_of_arrays_equals_numpy():
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((40, 12))
+    b = a @ rng.standard_normal((12, 8)) + 0.3 * rng.standard_normal((40, 8))
+    got = lcross.similarity(a, b, topk=5, cca_dim=4)
+    an = a / np.linalg.norm(a, axis=1, keepdims=True)
+    bn = b / np.linalg.norm(b, axis=1, keepdims=True)
+    h = np.eye(40) - 1 / 40
+    k, l = an @ an.T, bn @ bn.T
+    hsic = lambda x, y: np.trace(x @ h @ y @ h)  # noqa: E731
+    assert abs(got["cka"] - hsic(k, l) / np.sqrt(hsic(k, k) * hsic(l, l))) < 1e-9
+    assert got["n"] == 40 and all(0 <= got[m] <= 1 + 1e-9 for m in ("mutual_knn", "cka", "svcca"))
+    assert abs(lcross.similarity(a, a)["mutual_knn"] - 1.0) < 1e-12
+    with pytest.raises(lcross.ShapeError):
+        lcross.similarity(a, b[:30])

@@ -30,6 +30,7 @@ from ._lcross import (
     evaluate,
     extract,
     fit_map,
+    similarity,
     transfer,
 )
 
@@ -57,5 +58,6 @@ __all__ = [
     "evaluate",
     "extract",
     "fit_map",
+    "similarity",
     "transfer",
 ]

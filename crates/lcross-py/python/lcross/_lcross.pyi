@@ -271,6 +271,12 @@ def align(
     path, or a .txt file with a text per line), as ``lcross align`` does. ``progress`` and Ctrl-C
     as in ``extract``."""
 
+def similarity(x: ArrayLike, y: ArrayLike, *, topk: int = 10, cca_dim: int = 10) -> dict[str, Any]:
+    """How alike two representations of the same texts are, with the conventions of Huh et al.
+    (2024): rows L2-normalised, then mutual k-NN, CKA, unbiased CKA, CKNNA and SVCCA
+    ({"mutual_knn", "cka", "unbiased_cka", "cknna", "svcca", "n"}). ``x`` (n, d_a), ``y`` (n, d_b):
+    row i of each is the state of text i."""
+
 def transfer(sv: SteeringVector, map: LinearMap, *, force: bool = False) -> SteeringVector:
     """sv @ T: the vector moved into the target model's space, provenance kept."""
 
