@@ -103,7 +103,8 @@ impl LinearMap {
 }
 
 fn estimator(s: &str) -> PyResult<Estimator> {
-    Estimator::parse(s).ok_or_else(|| bad_value(format!("estimator `{s}`: expected ols, ridge[:LAMBDA], procrustes, random[:SEED] or identity")))
+    Estimator::parse(s)
+        .ok_or_else(|| bad_value(format!("estimator `{s}`: expected ols, ridge[:LAMBDA], procrustes, reduced-rank[:RANK], random[:SEED] or identity")))
 }
 
 /// Fit `T` with `X @ T ~ Y` on paired rows (X: (n, d_s), Y: (n, d_t)) from any arrays

@@ -445,7 +445,7 @@ pub const GENERATED: &[&str] = &["open-ended", "harm", "fair", "emotion"];
 /// The judge of `open-ended` unless the experiment names one.
 pub const DEFAULT_JUDGE: &str = "qwen2.5-coder-1.5b-instruct";
 /// Map estimators of the `lcross` condition.
-pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes"];
+pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes", "reduced-rank"];
 
 /// An experiment with its profile applied and checked.
 #[derive(Debug, Clone, Serialize, PartialEq)]
