@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
@@ -30,6 +30,7 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         let file_size = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
         let mut reader = BufReader::new(file);
+        check_alignment(path, &mut reader, file_size)?;
         let content =
             gguf_file::Content::read(&mut reader).map_err(|e| ModelError::InvalidFile { path: path.to_path_buf(), format: "GGUF", reason: e.to_string() })?;
         // Every tensor must have a sane shape and lie inside the file.
@@ -127,6 +128,101 @@ impl GgufFile {
         }
         Ok(config)
     }
+}
+
+/// candle's reader divides by `general.alignment` (a zero panics) before lcross can look at
+/// the metadata: walk the key-value section first and refuse an alignment of 0 (or one that is
+/// not a power of two, which llama.cpp refuses too) with the file and key named. Values are
+/// skipped, not read; every length is checked against the file's size; whatever else is wrong
+/// with the header (truncation, v1's 32-bit lengths, unknown types) is left to candle's
+/// reader, which says what. The reader is rewound afterwards.
+fn check_alignment(path: &Path, r: &mut BufReader<File>, file_size: u64) -> Result<()> {
+    let found = declared_alignment(r, file_size);
+    r.rewind().map_err(|e| ModelError::io(path, e))?;
+    match found {
+        Some(a) if a == 0 || !a.is_power_of_two() => Err(ModelError::field(path, "general.alignment", format!("{a} is not a power of two"))),
+        _ => Ok(()),
+    }
+}
+
+/// `general.alignment` when the header declares it as a u32 and can be walked to it.
+fn declared_alignment(r: &mut BufReader<File>, file_size: u64) -> Option<u64> {
+    /// A reader that counts what it consumed and skips within its buffer.
+    struct Walk<'a> {
+        r: &'a mut BufReader<File>,
+        pos: u64,
+        size: u64,
+    }
+    impl Walk<'_> {
+        fn bytes<const N: usize>(&mut self) -> Option<[u8; N]> {
+            let mut b = [0u8; N];
+            self.r.read_exact(&mut b).ok()?;
+            self.pos += N as u64;
+            Some(b)
+        }
+        fn u32(&mut self) -> Option<u32> {
+            self.bytes::<4>().map(u32::from_le_bytes)
+        }
+        fn u64(&mut self) -> Option<u64> {
+            self.bytes::<8>().map(u64::from_le_bytes)
+        }
+        fn skip(&mut self, n: u64) -> Option<()> {
+            let to = self.pos.checked_add(n).filter(|&to| to <= self.size)?;
+            self.r.seek_relative(i64::try_from(n).ok()?).ok()?;
+            self.pos = to;
+            Some(())
+        }
+    }
+    // Bytes of a fixed-size value type (None: a string, an array or unknown).
+    let fixed = |t: u32| match t {
+        0 | 1 | 7 => Some(1u64),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    };
+    let mut w = Walk { r, pos: 0, size: file_size };
+    if w.u32()? != 0x4655_4747 || w.u32()? < 2 {
+        return None;
+    }
+    let _tensors = w.u64()?;
+    let kvs = w.u64()?;
+    for _ in 0..kvs {
+        let key_len = w.u64()?;
+        if key_len > 1 << 16 || w.pos + key_len > file_size {
+            return None;
+        }
+        let mut key = vec![0u8; key_len as usize];
+        w.r.read_exact(&mut key).ok()?;
+        w.pos += key_len;
+        let kind = w.u32()?;
+        if key == b"general.alignment" {
+            return if kind == 4 { w.u32().map(u64::from) } else { None };
+        }
+        match (fixed(kind), kind) {
+            (Some(n), _) => w.skip(n)?,
+            (None, 8) => {
+                let n = w.u64()?;
+                w.skip(n)?
+            }
+            (None, 9) => {
+                let elem = w.u32()?;
+                let count = w.u64()?;
+                match (fixed(elem), elem) {
+                    (Some(n), _) => w.skip(count.checked_mul(n)?)?,
+                    (None, 8) => {
+                        for _ in 0..count {
+                            let n = w.u64()?;
+                            w.skip(n)?;
+                        }
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn wrong_type(path: &Path, key: &str, want: &str, v: &gguf_file::Value) -> ModelError {

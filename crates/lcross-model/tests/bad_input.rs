@@ -307,3 +307,31 @@ fn non_finite_logits_stop_generation_with_an_error() {
     assert!(err.contains("request 1"), "{err}");
     assert_eq!(model.generate(&prompt, &opts, &Hooks::none(), |_| Ok(())).unwrap().len(), 4);
 }
+
+/// `general.alignment = 0` made candle's reader divide by zero (a panic); it is refused with
+/// the file and key named, as is an alignment that is not a power of two. A valid alignment
+/// declared after a tokenizer-sized string array still loads as far as the missing tensors.
+#[test]
+fn a_zero_or_odd_alignment_is_an_error_not_a_panic() {
+    let dir = tmpdir("alignment");
+    for (tag, alignment) in [("zero", 0u32), ("odd", 24)] {
+        let path = dir.join(format!("{tag}.gguf"));
+        llama_header()
+            .kv_str_array("tokenizer.ggml.tokens", &["a", "b", "c"])
+            .kv_u32("general.alignment", alignment)
+            .tensor_f32("token_embd.weight", &[8, 3], true)
+            .write(&path);
+        let err = load_err(&path);
+        assert!(
+            err.contains("general.alignment") && err.contains(&format!("{alignment} is not a power of two")) && err.contains(&format!("{tag}.gguf")),
+            "{err}"
+        );
+    }
+    let path = dir.join("fine.gguf");
+    let tokens: Vec<String> = (0..5000).map(|i| format!("token{i}")).collect();
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    llama_header().kv_str_array("tokenizer.ggml.tokens", &refs).kv_u32("general.alignment", 32).tensor_f32("token_embd.weight", &[8, 5000], true).write(&path);
+    let err = load_err(&path);
+    assert!(!err.contains("general.alignment"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}
