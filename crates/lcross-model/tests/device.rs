@@ -62,11 +62,13 @@ fn greedy(model: &Model, prompt: &[u32], n: usize, stop: Vec<u32>) -> Vec<u32> {
     model.generate(prompt, &opts, &Hooks::none(), |_| Ok(())).unwrap()
 }
 
-/// A steered pass (layer 1, every position) on `model` against the same on the CPU in f32.
+/// A steered pass (layer 1, every position) on `model` against the same on the CPU in f32,
+/// compared two blocks after the steering (deeper, half-precision rounding of the whole
+/// stack dominates what the check is about: gemma3-270m's last layer is 4.9e-2 off in bf16).
 fn check_steering(t: &Target, model: &Model, cpu: &Model, prompt: &[u32], name: &str) {
     let h = model.config().hidden_size;
     let values: Vec<f32> = (0..h).map(|i| ((i % 5) as f32 - 2.0) / 2.0).collect();
-    let layer = model.config().num_layers - 1;
+    let layer = (model.config().num_layers - 1).min(3);
     let steer = |m: &Model| Hooks::none().with_intervention(1, m.vector_tensor(&values).unwrap(), 3.0, Positions::All);
     let (got, _) = last_state(model, prompt, layer, steer(model));
     let (want, _) = last_state(cpu, prompt, layer, steer(cpu));

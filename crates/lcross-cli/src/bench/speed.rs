@@ -14,6 +14,9 @@ pub struct SpeedSize {
     pub prompt_tokens: usize,
     pub decode_tokens: usize,
     pub repeat: usize,
+    /// Where the model runs (`--device`) and in which compute dtype (`--dtype`).
+    pub device: String,
+    pub dtype: String,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -55,7 +58,8 @@ fn bench_prompt(model: &Model, n: usize) -> Result<Vec<u32>> {
 pub fn measure_here(spec: &str, mode: WeightMode, size: &SpeedSize) -> Result<BenchRow> {
     let a = size;
     let start = Instant::now();
-    let model = Model::load(spec, &LoadOptions { weight_mode: mode, ..LoadOptions::default() })?;
+    let opts = LoadOptions { weight_mode: mode, device: lcross_model::parse_device(&a.device)?, dtype: lcross_model::parse_dtype(&a.dtype)? };
+    let model = Model::load(spec, &opts)?;
     let load_seconds = start.elapsed().as_secs_f64();
     let ids = bench_prompt(&model, a.prompt_tokens)?;
     let mut prefill = Vec::new();
@@ -76,7 +80,10 @@ pub fn measure_here(spec: &str, mode: WeightMode, size: &SpeedSize) -> Result<Be
     Ok(BenchRow {
         engine: "lcross".into(),
         model: model.id().to_string(),
-        mode: format!("{mode:?}").to_lowercase(),
+        mode: match (a.dtype.as_str(), a.device.as_str()) {
+            ("f32", "cpu") => format!("{mode:?}").to_lowercase(),
+            (dtype, device) => format!("{mode:?}, {dtype} on {device}").to_lowercase(),
+        },
         load_seconds,
         prefill_tokens_per_second: median(prefill),
         decode_tokens_per_second: median(decode),
@@ -200,6 +207,7 @@ pub fn measure_in_child(spec: &str, mode: WeightMode, size: &SpeedSize) -> Resul
     let out = Command::new(&exe)
         .args(["--weights", weights, "bench", "--single", "--models", spec, "--modes", weights])
         .args(["--prompt-tokens", &size.prompt_tokens.to_string(), "--decode-tokens", &size.decode_tokens.to_string(), "--repeat", &size.repeat.to_string()])
+        .args(["--device", &size.device, "--dtype", &size.dtype])
         .output()?;
     if !out.status.success() {
         bail!("measuring {spec}: {}", String::from_utf8_lossy(&out.stderr));

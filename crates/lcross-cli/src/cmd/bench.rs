@@ -116,7 +116,8 @@ pub fn run(ctx: &Context, a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let modes: Vec<WeightMode> = a.modes.iter().map(|m| WeightMode::parse(m).with_context(|| format!("unknown weight mode `{m}`"))).collect::<Result<_>>()?;
-    let size = SpeedSize { prompt_tokens: a.prompt_tokens, decode_tokens: a.decode_tokens, repeat: a.repeat };
+    let size =
+        SpeedSize { prompt_tokens: a.prompt_tokens, decode_tokens: a.decode_tokens, repeat: a.repeat, device: ctx.device.clone(), dtype: ctx.dtype.clone() };
     if a.single {
         let spec = a.models.first().context("--single needs one --models")?;
         let row = measure_here(spec, modes[0], &size)?;
