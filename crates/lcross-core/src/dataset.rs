@@ -153,6 +153,11 @@ fn caa_items_from_values(path: &Path, raw: Vec<serde_json::Value>) -> Result<Vec
             if ml == nl {
                 return Err(CoreError::parse(path, Some(i), format!("both answers are ({ml})")));
             }
+            for (l, name) in [(ml, "answer_matching_behavior"), (nl, "answer_not_matching_behavior")] {
+                if !question.contains(&format!("({l})")) {
+                    return Err(CoreError::parse(path, Some(i), format!("`{name}` is ({l}), which is not among the question's choices (no \"({l})\" in it)")));
+                }
+            }
             Ok(AbItem { question, matching_letter: ml, other_letter: nl })
         })
         .collect()
@@ -598,7 +603,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lcross-ds-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("bad.json");
-        std::fs::write(&p, r#"[{"question":"q","answer_matching_behavior":"(A)","answer_not_matching_behavior":"(B)"},{"question":"q2","answer_matching_behavior":"yes","answer_not_matching_behavior":"(B)"}]"#).unwrap();
+        std::fs::write(&p, r#"[{"question":"q (A) (B)","answer_matching_behavior":"(A)","answer_not_matching_behavior":"(B)"},{"question":"q2","answer_matching_behavior":"yes","answer_not_matching_behavior":"(B)"}]"#).unwrap();
         let e = load_caa_pairs(&p).unwrap_err().to_string();
         assert!(e.contains("bad.json, item 1") && e.contains("answer_matching_behavior"), "{e}");
         std::fs::write(&p, "{not json").unwrap();
@@ -607,5 +612,9 @@ mod tests {
         std::fs::write(&p, r#"[{"question":"q"}]"#).unwrap();
         let e = load_caa_pairs(&p).unwrap_err().to_string();
         assert!(e.contains("item 0") && e.contains("missing `answer_matching_behavior`"), "{e}");
+        // A letter the question does not offer is refused, never scored.
+        std::fs::write(&p, r#"[{"question":"q\n(A) yes\n(B) no","answer_matching_behavior":"(A)","answer_not_matching_behavior":"(B)"},{"question":"q\n(A) yes\n(B) no","answer_matching_behavior":"(C)","answer_not_matching_behavior":"(B)"}]"#).unwrap();
+        let e = load_ab_items(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.json, item 1") && e.contains("(C)") && e.contains("not among the question's choices"), "{e}");
     }
 }

@@ -63,11 +63,21 @@ pub fn parse_betas(items: &[String]) -> Result<Vec<Beta>> {
     items.iter().map(|s| Beta::parse(s)).collect()
 }
 
-/// Parse layers: `12`, `12,13,14` or `12-14` (0-based; ranges inclusive).
+/// More layers than any model has: `parse_layers` refuses numbers (and lists) past it
+/// before expanding a range, so `0-1000000000` is an error, not an 8 GB list.
+pub const MAX_LAYERS: usize = 4096;
+
+/// Parse layers: `12`, `12,13,14` or `12-14` (0-based; ranges inclusive; below
+/// [`MAX_LAYERS`], checked against the model by the caller).
 pub fn parse_layers(s: &str) -> Result<Vec<usize>> {
     let bad =
         |value: &str| CoreError::BadValue { what: "layers".into(), value: value.to_string(), expected: "layer numbers such as 12, 12,13 or 10-14".into() };
     let number = |x: &str| x.trim().parse::<usize>().map_err(|_| bad(s));
+    let too_many = |part: &str| CoreError::BadValue {
+        what: "layers".into(),
+        value: part.to_string(),
+        expected: format!("at most {MAX_LAYERS} layers numbered below {MAX_LAYERS} (no model has more; each is then checked against the model)"),
+    };
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
@@ -80,9 +90,18 @@ pub fn parse_layers(s: &str) -> Result<Vec<usize>> {
                         expected: "a range from low to high, e.g. 10-14".into(),
                     });
                 }
+                if b >= MAX_LAYERS || out.len() + (b - a + 1) > MAX_LAYERS {
+                    return Err(too_many(part));
+                }
                 out.extend(a..=b);
             }
-            None => out.push(number(part)?),
+            None => {
+                let l = number(part)?;
+                if l >= MAX_LAYERS || out.len() >= MAX_LAYERS {
+                    return Err(too_many(part));
+                }
+                out.push(l)
+            }
         }
     }
     if out.is_empty() {
@@ -260,5 +279,18 @@ mod tests {
         assert_eq!(Site::parse(None, None, None).unwrap(), Site::default());
         assert!(Site::parse(Some("resid_mid"), None, None).unwrap_err().to_string().contains("resid_mid"));
         assert!(Site::parse(None, None, Some("scale")).unwrap_err().to_string().contains("add, ablate or cap"));
+    }
+
+    #[test]
+    fn layer_ranges_are_bounded_before_they_are_expanded() {
+        assert_eq!(parse_layers("3, 5-7,9").unwrap(), vec![3, 5, 6, 7, 9]);
+        assert_eq!(parse_layers(&format!("0-{}", MAX_LAYERS - 1)).unwrap().len(), MAX_LAYERS);
+        for bad in ["0-1000000000", "4096", "18446744073709551615", "0-18446744073709551615", "0-4095,0"] {
+            let e = parse_layers(bad).unwrap_err();
+            assert!(matches!(&e, CoreError::BadValue { what, .. } if what == "layers"), "{bad}: {e:?}");
+        }
+        for bad in ["", ",", "7-3", "-1", "1-", "a"] {
+            assert!(parse_layers(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -115,8 +115,13 @@ impl VectorMetadata {
     pub fn calibrated_beta(&self) -> Result<f64> {
         let beta = self.calibration.as_ref().map(|c| c.beta);
         match beta {
-            Some(b) if b.is_finite() => Ok(b),
-            _ => Err(CoreError::NotCalibrated { concept: self.concept.clone(), model: self.model_id.clone() }),
+            Some(b) if b.is_finite() && b.abs() <= f32::MAX as f64 => Ok(b),
+            Some(b) => Err(CoreError::BadValue {
+                what: "calibrated beta (metadata `calibration.beta`)".into(),
+                value: b.to_string(),
+                expected: "a finite number within f32's range: calibrate the vector again".into(),
+            }),
+            None => Err(CoreError::NotCalibrated { concept: self.concept.clone(), model: self.model_id.clone() }),
         }
     }
 }

@@ -19,6 +19,12 @@ use candle_core::quantized::QMatMul;
 use crate::linear::{transposed_input, Linear, SharedInput};
 use crate::weights::{requantize, WeightMode, WeightSource};
 
+/// The largest norm an added steering (`|scale| x |v|`) may have: the square root of
+/// f32's largest value. Beyond it a hidden state's sum of squares is infinite and every
+/// RMSNorm after it returns zeros, so the model would answer its end-of-text token with
+/// finite logits (no NaN to catch later).
+pub const MAX_STEERING_NORM: f64 = 1.844_674_3e19;
+
 /// RMS normalisation with an effective per-channel multiplier (gemma's `1 + w` folded in).
 #[derive(Debug, Clone)]
 struct RmsNorm {
@@ -624,7 +630,8 @@ impl Decoder {
     }
 
     /// Check hooks against the model: layers in range, vectors of the hidden size,
-    /// finite scales.
+    /// finite scales, and an added `scale * vector` whose squared norm f32 can hold
+    /// (below [`MAX_STEERING_NORM`]).
     pub fn check_hooks(&self, hooks: &Hooks) -> Result<()> {
         let c = &self.config;
         for l in hooks.captures.iter().map(|c| c.layer).chain(hooks.interventions.iter().map(|i| i.layer)) {
@@ -644,11 +651,18 @@ impl Decoder {
             if !iv.scale.is_finite() {
                 return Err(ModelError::InvalidInput(format!("steering scale for layer {} is {} (not finite)", iv.layer, iv.scale)));
             }
-            if iv.kind != InterventionKind::Add {
-                let norm = iv.vector.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
-                if !(norm.is_finite() && norm > 0.0) {
-                    return Err(ModelError::InvalidInput(format!("{} at {} needs a direction: the vector's norm is {norm}", iv.kind, iv.name())));
-                }
+            let norm = iv.vector.to_dtype(DType::F32)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+            if iv.kind != InterventionKind::Add && !(norm.is_finite() && norm > 0.0) {
+                return Err(ModelError::InvalidInput(format!("{} at {} needs a direction: the vector's norm is {norm}", iv.kind, iv.name())));
+            }
+            let added = iv.scale.abs() * norm as f64;
+            if iv.kind == InterventionKind::Add && !(added < MAX_STEERING_NORM) {
+                return Err(ModelError::InvalidInput(format!(
+                    "steering at {} of layer {}: |scale| x |v| = {:.3e} x {norm:.3e} = {added:.3e} is beyond {MAX_STEERING_NORM:.3e}, where the squared norm of a hidden state overflows f32 (every norm layer after it would return zeros): lower beta",
+                    iv.point.as_str(),
+                    iv.layer,
+                    iv.scale.abs()
+                )));
             }
         }
         Ok(())

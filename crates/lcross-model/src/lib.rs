@@ -44,7 +44,7 @@ pub use cache::KvCache;
 pub use candle_core::{Device, Tensor};
 pub use chat::{ChatTemplate, Message};
 pub use config::{Architecture, ModelConfig};
-pub use decoder::{BatchRow, BatchState, ForwardOutput, Logits};
+pub use decoder::{BatchRow, BatchState, ForwardOutput, Logits, MAX_STEERING_NORM};
 pub use error::{ModelError, Result};
 pub use generate::{argmax, GenerateOptions, Sampling, TextStream};
 pub use hooks::{Capture, CapturePositions, HookName, HookPoint, Hooks, Intervention, InterventionKind, Positions};

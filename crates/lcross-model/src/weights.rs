@@ -98,6 +98,16 @@ impl WeightSource {
             Self::HfDir { dir, tensors, arch } => {
                 let hf = hf_name(name, *arch);
                 let t = tensors.load(&hf, device).map_err(|e| ModelError::tensor(dir.as_path(), &hf, e.to_string()))?;
+                if !t.dtype().is_float() {
+                    return Err(ModelError::tensor(
+                        dir.as_path(),
+                        &hf,
+                        format!(
+                            "stored as {:?}: lcross loads float weights (F32, F16, BF16); integer or packed-quantized checkpoints (GPTQ, AWQ, bitsandbytes) are not supported (use the original weights or a GGUF)",
+                            t.dtype()
+                        ),
+                    ));
+                }
                 if t.dims() != shape {
                     return Err(ModelError::tensor(dir.as_path(), &hf, format!("shape {:?}, expected {:?}", t.dims(), shape)));
                 }

@@ -283,23 +283,51 @@ fn unknown_model_spec_lists_known_ids() {
     assert!(e.contains("no-such-model") && e.contains("smollm2-135m-instruct"), "{e}");
 }
 
-/// A steering that overflows the numbers (here a scale past f32's range) stops the
-/// generation with an error naming the steering; it never returns the tokens NaN logits
-/// would pick, and the same model answers normally afterwards.
+/// A steering whose added norm overflows f32's squared range (here |scale x v| = 1e30,
+/// which f32 holds but whose square it does not: every RMSNorm would return zeros and
+/// the model its end-of-text token with finite logits) is refused before it runs.
+#[test]
+fn a_steering_beyond_f32s_squared_range_is_refused_up_front() {
+    use lcross_model::{GenerateOptions, Hooks, ModelError, Positions, Sampling, MAX_STEERING_NORM};
+    let dir = fixtures().join("hf").join("tiny-llama");
+    let model = Model::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let h = model.config().hidden_size;
+    let mut unit = vec![0.0; h];
+    unit[0] = 1.0;
+    let opts = GenerateOptions { max_tokens: 4, sampling: Sampling::Greedy, stop_tokens: vec![] };
+    let prompt = model.prompt("hello there", false, None).unwrap().ids;
+    for scale in [1e30, -1e30, MAX_STEERING_NORM * 1.01] {
+        let hooks = Hooks::none().with_intervention(1, model.vector_tensor(&unit).unwrap(), scale, Positions::All);
+        let err = model.generate(&prompt, &opts, &hooks, |_| Ok(())).unwrap_err();
+        assert!(matches!(err, ModelError::InvalidInput(_)), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("resid_post") && msg.contains("layer 1") && msg.contains("lower beta"), "{msg}");
+    }
+    // Just below the bound the run goes through (the check is not stricter than f32).
+    let hooks = Hooks::none().with_intervention(1, model.vector_tensor(&unit).unwrap(), MAX_STEERING_NORM * 0.5, Positions::All);
+    if let Err(e) = model.generate(&prompt, &opts, &hooks, |_| Ok(())) {
+        panic!("{e}")
+    }
+}
+
+/// A steering that overflows the compute dtype (here f16, whose largest value is 65504)
+/// stops the generation with an error naming the steering; it never returns the tokens
+/// NaN logits would pick, and the same model answers normally afterwards.
 #[test]
 fn non_finite_logits_stop_generation_with_an_error() {
     use lcross_model::{GenerateOptions, GenerationRequest, Hooks, ModelError, Positions, Sampling};
     let dir = fixtures().join("hf").join("tiny-llama");
-    let model = Model::load(dir.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let f16 = LoadOptions::parse("f32", "cpu", "f16").unwrap();
+    let model = Model::load(dir.to_str().unwrap(), &f16).unwrap();
     let h = model.config().hidden_size;
     let v = model.vector_tensor(&vec![0.5; h]).unwrap();
     let opts = GenerateOptions { max_tokens: 4, sampling: Sampling::Greedy, stop_tokens: vec![] };
     let prompt = model.prompt("hello there", false, None).unwrap().ids;
-    let hooks = Hooks::none().with_intervention(1, v, 1e39, Positions::All);
+    let hooks = Hooks::none().with_intervention(1, v, 1e6, Positions::All);
     let err = model.generate(&prompt, &opts, &hooks, |_| Ok(())).unwrap_err();
     assert!(matches!(err, ModelError::NonFinite { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("not finite") && msg.contains("layer 1") && msg.contains("scale 1e39") && msg.contains("lower beta"), "{msg}");
+    assert!(msg.contains("not finite") && msg.contains("layer 1") && msg.contains("scale 1e6") && msg.contains("lower beta"), "{msg}");
     // In a batch, the bad row is named and the error is returned (no half answer).
     let requests: Vec<GenerationRequest> =
         [Hooks::none(), hooks.clone()].into_iter().map(|hooks| GenerationRequest { prompt: prompt.clone(), hooks, options: opts.clone() }).collect();
@@ -334,4 +362,26 @@ fn a_zero_or_odd_alignment_is_an_error_not_a_panic() {
     let err = load_err(&path);
     assert!(!err.contains("general.alignment"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Integer weights (a GPTQ/AWQ-style checkpoint, or a bad conversion) are refused naming
+/// the tensor: converted to floats they would run and answer nonsense (norms of 1e8).
+#[test]
+fn integer_weights_in_a_hf_folder_are_refused() {
+    let d = tmpdir("st-int");
+    copy_dir(&fixtures().join("hf/tiny-llama"), &d);
+    let st = d.join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    // I32 has F32's width: the offsets stay valid, only the meaning of the bytes changes.
+    header["model.layers.0.mlp.up_proj.weight"]["dtype"] = "I32".into();
+    let mut text = serde_json::to_vec(&header).unwrap();
+    text.resize(n, b' ');
+    let mut out = bytes[..8].to_vec();
+    out.extend(&text);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(&st, out).unwrap();
+    let e = load_err(&d);
+    assert!(e.contains("model.layers.0.mlp.up_proj.weight") && e.contains("I32") && e.contains("float weights"), "{e}");
 }
