@@ -170,6 +170,26 @@ fn bad_input_is_a_clear_error() {
     assert!(!d.join("x.safetensors").exists());
     let (ok, _, err) = lcross(&["vector", "show", bad.to_str().unwrap()]);
     assert!(!ok && err.contains("bad.json"), "{err}");
+    // A range is bounded before it is expanded (this was an 8 GB list).
+    let (ok, _, err) = lcross(&["extract", "-d", "builtin:optimism", "-l", "0-1000000000", "-o", d.join("y.safetensors").to_str().unwrap()]);
+    assert!(!ok && err.contains("0-1000000000") && err.contains("at most 4096 layers"), "{err}");
+    // -o onto a symlink leaves the link and its target alone.
+    #[cfg(unix)]
+    {
+        let target = d.join("target.txt");
+        std::fs::write(&target, "keep").unwrap();
+        let link = d.join("v.safetensors");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let (ok, _, err) = lcross(&["extract", "-d", "builtin:optimism", "--limit", "4", "-l", "3", "-o", link.to_str().unwrap()]);
+        assert!(!ok && err.contains("v.safetensors is a symlink") && err.contains("LCROSS_REPLACE_SPECIAL"), "{err}");
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+    // A steering whose squared norm overflows f32 is an error, not an empty answer with exit 0.
+    let v = d.join("v3.safetensors");
+    json(&["--json", "extract", "-d", "builtin:optimism", "--limit", "4", "-l", "3", "-o", v.to_str().unwrap()]);
+    let (ok, out, err) = lcross(&["steer", "--vector", v.to_str().unwrap(), "--beta", "1e30", "--max-tokens", "3", "Hello"]);
+    assert!(!ok && err.contains("layer 3") && err.contains("lower beta"), "{out} {err}");
 }
 
 /// The README's first command: the demo runs end to end and its numbers say what the

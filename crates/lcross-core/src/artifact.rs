@@ -11,24 +11,11 @@ use serde::Serialize;
 
 use crate::error::{CoreError, Result};
 
-/// Write bytes to `path` atomically: a temp file in the same directory, fsync, rename.
+/// Write bytes to `path` atomically with lcross's one writer ([`lcross_fs::write_atomic`]:
+/// temp file in the same directory, fsync, rename, directory fsync; links and devices
+/// are not replaced unless `LCROSS_REPLACE_SPECIAL=1`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "artifact".into());
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(CoreError::io(path, e));
-    }
-    Ok(())
+    Ok(lcross_fs::write_atomic(path, bytes)?)
 }
 
 /// Save named f32 tensors (`name -> (shape, values)`) with JSON metadata.

@@ -56,6 +56,9 @@ pub enum CoreError {
     /// The result store (SQLite) failed.
     #[error("result store {path}: {reason}")]
     Store { path: PathBuf, reason: String },
+    /// A file could not be written (or would replace a link or a device).
+    #[error(transparent)]
+    Write(#[from] lcross_fs::WriteError),
     #[error(transparent)]
     Model(#[from] lcross_model::ModelError),
 }

@@ -1,7 +1,6 @@
 //! The one shape every evaluation reports, and its files.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -116,12 +115,7 @@ impl EvalReport {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let io = |e: std::io::Error| EvalError::io(path, e);
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+/// Write `bytes` to `path` with lcross's one atomic writer.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    Ok(lcross_core::artifact::write_atomic(path, bytes)?)
 }

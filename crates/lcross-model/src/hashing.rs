@@ -45,11 +45,7 @@ pub fn files_sha256(files: &[PathBuf]) -> Result<String> {
     }
     let hashes: Vec<String> = files.iter().map(|p| file_sha256(p)).collect::<Result<_>>()?;
     let h = if hashes.len() == 1 { hashes[0].clone() } else { hex::encode(Sha256::digest(hashes.join("\n").as_bytes())) };
-    if std::fs::create_dir_all(memo.parent().unwrap_or(Path::new("."))).is_ok() {
-        let tmp = memo.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, &h).is_ok() {
-            let _ = std::fs::rename(&tmp, &memo);
-        }
-    }
+    // A memo: a failed write only costs the next run a rehash.
+    let _ = lcross_fs::write_atomic(&memo, h.as_bytes());
     Ok(h)
 }

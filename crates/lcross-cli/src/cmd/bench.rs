@@ -151,7 +151,7 @@ pub fn run(ctx: &Context, a: BenchArgs) -> Result<()> {
     let machine = machine();
     let md = speed_table(&machine, &size, &rows);
     if let Some(path) = &a.out {
-        std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?;
+        lcross_fs::write_atomic(path, md.as_bytes())?;
     }
     #[derive(Serialize)]
     struct Out<'a> {
