@@ -86,6 +86,9 @@ enum Command {
     /// Resumable experiment grids (self modulation, layer sweeps).
     #[command(subcommand)]
     Experiment(cmd::experiment::ExperimentCommand),
+    /// Check or clear the result cache (`lcross cache check [--repair]`, `lcross cache clear`).
+    #[command(subcommand)]
+    Cache(cmd::cache::CacheCommand),
 }
 
 /// Keep freed tensor buffers in the heap. glibc serves allocations over 128 KiB (its
@@ -163,6 +166,7 @@ fn main() {
         Command::Serve(a) => cmd::serve::run(&ctx, a),
         Command::Reproduce(a) => cmd::reproduce::run(&ctx, a),
         Command::Experiment(c) => cmd::experiment::run(&ctx, c),
+        Command::Cache(c) => cmd::cache::run(&ctx, c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

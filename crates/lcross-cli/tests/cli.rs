@@ -274,3 +274,68 @@ fn a_closed_stdout_is_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE: {:?}", out.status);
 }
+
+/// The cache proves its values: a cached state whose bytes changed is recomputed (the
+/// vector is the one of a clean run, and the run says so once); `lcross cache check`
+/// finds changed values and damaged files, `--repair` and `clear` fix them.
+#[test]
+fn the_cache_proves_its_values() {
+    if skip() {
+        return;
+    }
+    let d = tmp("cache");
+    let cache = d.join("cache");
+    let db = cache.join("lcross.sqlite");
+    let run = |args: &[&str]| {
+        let out = lcross_command().args(args).env("LCROSS_CACHE", &cache).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let extract = |name: &str| {
+        let p = d.join(name);
+        let (ok, _, err) = run(&["extract", "-d", "builtin:optimism", "--limit", "4", "-l", "3", "-o", p.to_str().unwrap()]);
+        (ok, std::fs::read(&p).ok(), err)
+    };
+    let (ok, clean, _) = extract("a.safetensors");
+    assert!(ok);
+    let (ok, out, err) = run(&["--json", "cache", "check"]);
+    assert!(ok, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report["entries"]["activation"].as_u64().unwrap() >= 8 && report["bad_checksums"] == 0, "{report}");
+    // Change one bit of every cached state, as bit rot would.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = conn
+            .prepare("SELECT key, value FROM entries WHERE kind = 'activation'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (key, mut value) in rows {
+            value[5] ^= 0x20;
+            conn.execute("UPDATE entries SET value = ?1 WHERE kind = 'activation' AND key = ?2", rusqlite::params![value, key]).unwrap();
+        }
+    }
+    let (ok, out, err) = run(&["cache", "check"]);
+    assert!(!ok && out.contains("failed checksums") && err.contains("--repair"), "{out}{err}");
+    let (ok, again, err) = extract("b.safetensors");
+    assert!(ok, "{err}");
+    assert_eq!(err.matches("failed its checksum").count(), 1, "reported once: {err}");
+    assert_eq!(again, clean, "recomputed, not served: the vector is the clean run's");
+    let (ok, out, err) = run(&["cache", "check"]);
+    assert!(ok, "rewritten: {out}{err}");
+    // A damaged file: the run names it and says what to do; check says so; clear fixes it.
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().take(8192).skip(16) {
+        *b = 0x5A;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let (ok, _, err) = extract("c.safetensors");
+    assert!(!ok && err.contains("lcross.sqlite") && err.contains("lcross cache clear"), "{err}");
+    let (ok, out, err) = run(&["cache", "check"]);
+    assert!(!ok && err.contains("damaged"), "{out}{err}");
+    let (ok, out, _) = run(&["cache", "clear"]);
+    assert!(ok && out.contains("removed") && !db.exists(), "{out}");
+    let (ok, again, err) = extract("d.safetensors");
+    assert!(ok && again == clean, "{err}");
+}

@@ -56,6 +56,9 @@ pub enum CoreError {
     /// The result store (SQLite) failed.
     #[error("result store {path}: {reason}")]
     Store { path: PathBuf, reason: String },
+    /// The result store's file is not a sound database (a damaged page, not SQLite).
+    #[error("result store {path} is damaged ({reason}): {advice}")]
+    StoreDamaged { path: PathBuf, reason: String, advice: &'static str },
     /// A file could not be written (or would replace a link or a device).
     #[error(transparent)]
     Write(#[from] lcross_fs::WriteError),

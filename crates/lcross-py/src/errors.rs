@@ -50,7 +50,12 @@ fn core_error(e: &CoreError) -> PyErr {
     match e {
         CoreError::Model(m) => model_error(m),
         CoreError::MissingData { .. } => MissingDataError::new_err(msg),
-        CoreError::Io { .. } | CoreError::Parse { .. } | CoreError::Store { .. } | CoreError::Encode { .. } | CoreError::Write(_) => DataError::new_err(msg),
+        CoreError::Io { .. }
+        | CoreError::Parse { .. }
+        | CoreError::Store { .. }
+        | CoreError::StoreDamaged { .. }
+        | CoreError::Encode { .. }
+        | CoreError::Write(_) => DataError::new_err(msg),
         CoreError::BadValue { .. } | CoreError::Empty { .. } | CoreError::TooFew { .. } => BadValueError::new_err(msg),
         CoreError::SizeMismatch { .. } | CoreError::LayerOutOfRange { .. } | CoreError::MissingLayer { .. } => ShapeError::new_err(msg),
         CoreError::HiddenSizeMismatch { .. } | CoreError::WrongModel(_) => WrongModelError::new_err(msg),

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod bench;
+pub mod cache;
 pub mod calibrate;
 pub mod data;
 pub mod demo;
