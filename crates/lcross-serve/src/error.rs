@@ -14,6 +14,13 @@ pub enum ServeError {
     /// A bad option.
     #[error("{0}")]
     Invalid(String),
+    /// The address cannot be listened on (in use, not this machine's, no permission).
+    #[error("cannot listen on {addr}: {source}{}", if source.kind() == std::io::ErrorKind::AddrInUse { " (another program is serving there: stop it, or pick another --port)" } else { "" })]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -73,6 +80,18 @@ impl ApiError {
             kind: "invalid_request_error",
             param: None,
             code: Some("request_too_large"),
+            retry_after: None,
+        }
+    }
+
+    /// 408: the body did not arrive in time.
+    pub fn body_timeout(after: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!("the request body did not arrive within {} s", after.as_secs_f64()),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("request_timeout"),
             retry_after: None,
         }
     }

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod engine;
 pub mod error;
+pub mod listen;
 pub mod routes;
 pub mod state;
 pub mod transcript;
@@ -62,13 +63,14 @@ pub fn build_state(model: Arc<Model>, vectors: VectorRegistry, opts: &ServeOptio
     Arc::new(AppState::new(model, name, vectors, engine, opts.limits.clone()))
 }
 
-/// Serve until `shutdown` resolves (then finish open responses and return).
+/// Serve until `shutdown` resolves (then finish open responses and return); see
+/// [`listen::serve`] for the timeouts and the connection cap.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    listen::serve(listener, state, shutdown).await
 }
 
 /// A server running on its own threads (tests, benchmarks, embedding).
@@ -86,7 +88,7 @@ impl RunningServer {
     pub fn start(model: Arc<Model>, vectors: VectorRegistry, opts: &ServeOptions) -> Result<Self, ServeError> {
         let state = build_state(model, vectors, opts);
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("lcross-http").enable_all().build()?;
-        let listener = runtime.block_on(tokio::net::TcpListener::bind(opts.addr))?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(opts.addr)).map_err(|source| ServeError::Bind { addr: opts.addr, source })?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread_state = state.clone();
@@ -130,7 +132,7 @@ pub fn run_blocking(model: Arc<Model>, vectors: VectorRegistry, opts: &ServeOpti
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("lcross-http").enable_all().build()?;
     let state = build_state(model, vectors, opts);
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(opts.addr).await?;
+        let listener = tokio::net::TcpListener::bind(opts.addr).await.map_err(|source| ServeError::Bind { addr: opts.addr, source })?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, model = state.model_name, vectors = state.vectors.len(), "serving");
         eprintln!("lcross serve: {} on http://{addr}/v1 ({} vectors: {})", state.model_name, state.vectors.len(), state.vectors.names().join(", "));
@@ -138,7 +140,7 @@ pub fn run_blocking(model: Arc<Model>, vectors: VectorRegistry, opts: &ServeOpti
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("lcross serve: shutting down");
         })
-        .await
-    })?;
-    Ok(())
+        .await?;
+        Ok::<(), ServeError>(())
+    })
 }

@@ -43,7 +43,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), read_body_in_time))
         .with_state(state)
+}
+
+/// Read the whole request body before any handler runs: a body announced larger than
+/// the limit is refused at once (413, without reading it), one that does not arrive
+/// within `body_timeout` gets a 408; both close the connection.
+async fn read_body_in_time(State(st): State<Arc<AppState>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let limit = st.limits.max_body_bytes;
+    let announced = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return closing(ApiError::too_large(limit).into_response());
+    }
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(st.limits.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => closing(ApiError::body_timeout(st.limits.body_timeout).into_response()),
+        Ok(Err(e)) => {
+            let over = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let err = if over { ApiError::too_large(limit) } else { ApiError::invalid(format!("cannot read the request body: {e}")) };
+            closing(err.into_response())
+        }
+        Ok(Ok(bytes)) => next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await,
+    }
+}
+
+/// A response after which the connection is closed (its request body was not read).
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

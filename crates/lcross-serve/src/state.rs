@@ -19,11 +19,27 @@ pub struct Limits {
     pub max_tokens_limit: usize,
     /// `max_tokens` of a chat request that gives none.
     pub default_max_tokens: usize,
+    /// Longest wait for a request's headers, from the connection's first byte or the end
+    /// of its previous response (an idle keep-alive connection is closed after it).
+    pub header_timeout: std::time::Duration,
+    /// Longest time to receive a whole request body; past it the request gets a 408 and
+    /// the connection is closed.
+    pub body_timeout: std::time::Duration,
+    /// Connections open at once at most; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 1 << 20, max_prompt_tokens: 4096, max_tokens_limit: 2048, default_max_tokens: 256 }
+        Self {
+            max_body_bytes: 1 << 20,
+            max_prompt_tokens: 4096,
+            max_tokens_limit: 2048,
+            default_max_tokens: 256,
+            header_timeout: std::time::Duration::from_secs(10),
+            body_timeout: std::time::Duration::from_secs(30),
+            max_connections: 256,
+        }
     }
 }
 

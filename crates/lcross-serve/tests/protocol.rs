@@ -19,7 +19,7 @@ fn options(batch_rows: usize, max_queue: usize) -> ServeOptions {
         batch_rows,
         max_queue,
         model_name: None,
-        limits: Limits { max_body_bytes: 64 * 1024, max_prompt_tokens: 200, max_tokens_limit: 64, default_max_tokens: 16 },
+        limits: Limits { max_body_bytes: 64 * 1024, max_prompt_tokens: 200, max_tokens_limit: 64, default_max_tokens: 16, ..Limits::default() },
     }
 }
 
@@ -338,9 +338,10 @@ fn every_family_serves_steered_requests_like_the_runtime() {
     }
 }
 
-/// A steering whose numbers overflow (a vector near f32's limit times a beta the server
-/// accepts) is answered 422 in OpenAI's error shape, streamed or not, never 200 with empty
-/// content; the server keeps answering other requests.
+/// A steering whose numbers overflow is never answered 200 with empty content: one whose
+/// added norm overflows f32's squared range is refused up front (400, naming the field);
+/// one that overflows the compute dtype while generating (here f16, largest value 65504)
+/// is answered 422 in OpenAI's error shape, streamed or not; the server keeps answering.
 #[test]
 fn overflowing_steering_is_a_422_not_an_empty_answer() {
     let model = tiny_model();
@@ -352,17 +353,30 @@ fn overflowing_steering_is_a_422_not_an_empty_answer() {
     let server = RunningServer::start(model.clone(), reg, &options(2, 2)).unwrap();
     let c = client();
     let url = format!("{}/chat/completions", server.base_url());
-    let steer = json!({"steering": [{"vector": "huge", "beta": 1000.0}]});
-    let (s, v) = post(&c, &url, &chat(model.id(), "hello there", steer.clone()));
+    let (s, v) = post(&c, &url, &chat(model.id(), "hello there", json!({"steering": [{"vector": "huge", "beta": 1000.0}]})));
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["param"], "steering[0]", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("lower beta"), "{v}");
+    server.stop().unwrap();
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../lcross-model/tests/fixtures/hf/tiny-llama");
+    let f16 = Arc::new(Model::load(fixture.to_str().unwrap(), &lcross_model::LoadOptions::parse("f32", "cpu", "f16").unwrap()).unwrap());
+    let strong = write_vector(&f16, &dir, "strong", 1, direction(h, 3, 4.0), None);
+    let mut reg = VectorRegistry::new();
+    reg.register("strong", &strong, &f16).unwrap();
+    let server = RunningServer::start(f16.clone(), reg, &options(2, 2)).unwrap();
+    let url = format!("{}/chat/completions", server.base_url());
+    let steer = json!({"steering": [{"vector": "strong", "beta": 1.0e6}]});
+    let (s, v) = post(&c, &url, &chat(f16.id(), "hello there", steer.clone()));
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["error"]["code"], "non_finite_logits", "{v}");
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("huge") && msg.contains("lower beta"), "{msg}");
+    assert!(msg.contains("strong") && msg.contains("lower beta"), "{msg}");
     let mut streamed = steer.clone();
     streamed["stream"] = json!(true);
-    let body = c.post(&url).json(&chat(model.id(), "hello there", streamed)).send().unwrap().text().unwrap();
+    let body = c.post(&url).json(&chat(f16.id(), "hello there", streamed)).send().unwrap().text().unwrap();
     assert!(body.contains("non_finite_logits") && body.contains("[DONE]"), "{body}");
-    let (s, v) = post(&c, &url, &chat(model.id(), "hello there", json!({})));
+    let (s, v) = post(&c, &url, &chat(f16.id(), "hello there", json!({})));
     assert_eq!(s, 200, "{v}");
     server.stop().unwrap();
     let _ = std::fs::remove_dir_all(dir);

@@ -31,7 +31,7 @@ fn options(batch_rows: usize) -> ServeOptions {
         batch_rows,
         max_queue: 64,
         model_name: None,
-        limits: Limits { max_body_bytes: 256 * 1024, max_prompt_tokens: 512, max_tokens_limit: 256, default_max_tokens: 32 },
+        limits: Limits { max_body_bytes: 256 * 1024, max_prompt_tokens: 512, max_tokens_limit: 256, default_max_tokens: 32, ..Limits::default() },
     }
 }
 

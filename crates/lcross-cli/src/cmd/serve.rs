@@ -43,14 +43,24 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Seconds a client has to send a request's headers (also how long an idle
+    /// keep-alive connection stays open).
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a client has to send a whole request body (408 past it).
+    #[arg(long, default_value_t = 30.0)]
+    body_timeout: f64,
+    /// Connections open at once at most (more wait in the listen backlog).
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
     /// The name clients give as `model` (default: the model's id).
     #[arg(long)]
     served_model_name: Option<String>,
 }
 
 pub fn run(ctx: &Context, a: ServeArgs) -> Result<()> {
-    if a.max_tokens_limit == 0 || a.default_max_tokens == 0 {
-        bail!("--max-tokens-limit and --default-max-tokens must be at least 1");
+    if a.max_tokens_limit == 0 || a.default_max_tokens == 0 || a.max_connections == 0 {
+        bail!("--max-tokens-limit, --default-max-tokens and --max-connections must be at least 1");
     }
     let model = ctx.load(&a.model)?;
     let mut registry = VectorRegistry::new();
@@ -74,9 +84,20 @@ pub fn run(ctx: &Context, a: ServeArgs) -> Result<()> {
             max_prompt_tokens: a.max_prompt_tokens.unwrap_or(context).min(context),
             max_tokens_limit: a.max_tokens_limit,
             default_max_tokens: a.default_max_tokens.min(a.max_tokens_limit),
+            header_timeout: seconds("--header-timeout", a.header_timeout)?,
+            body_timeout: seconds("--body-timeout", a.body_timeout)?,
+            max_connections: a.max_connections,
         },
     };
     tracing::info!(rows = batch_rows, queue = a.max_queue, "batching");
     lcross_serve::run_blocking(Arc::new(model), registry, &opts)?;
     Ok(())
+}
+
+/// A timeout flag in seconds: positive, finite, at most a day.
+fn seconds(flag: &str, s: f64) -> Result<std::time::Duration> {
+    if !(s > 0.0 && s <= 86_400.0) {
+        bail!("{flag} {s}: expected seconds between 0 and 86400");
+    }
+    Ok(std::time::Duration::from_secs_f64(s))
 }
