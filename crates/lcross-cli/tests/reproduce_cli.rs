@@ -460,3 +460,49 @@ fn plan_counts_the_grid_without_running_it() {
         assert!(full["per_metric"][m].as_u64().is_some_and(|n| n > 0), "the shipped grid has {m} cells: {full}");
     }
 }
+
+/// `--plan` (and a run) checks what the file names before anything runs: model ids,
+/// layers against the model's depth, betas within f32, sizes, repeated entries.
+#[test]
+fn plan_refuses_what_cannot_run() {
+    let d = std::env::temp_dir().join(format!("lcross-plan-checks-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let base = r#"name = "checks"
+targets = ["qwen2.5-coder-0.5b-instruct"]
+sources = ["smollm2-135m-instruct"]
+concepts = ["refusal"]
+conditions = ["none", "self", "lcross"]
+betas = [4.0]
+[sizes]
+extract_pairs = 8
+test_questions = 4
+"#;
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("model", "targets = [\"qwen2.5-coder-0.5b-instruct\"]|targets = [\"no-such-model\"]", &["targets", "no-such-model", "known ids"]),
+        (
+            "twice",
+            "targets = [\"qwen2.5-coder-0.5b-instruct\"]|targets = [\"qwen2.5-coder-0.5b-instruct\", \"qwen2.5-coder-0.5b-instruct\"]",
+            &["`targets` lists", "twice"],
+        ),
+        ("beta", "betas = [4.0]|betas = [4.0, 1e39]", &["`betas`", "f32"]),
+        ("beta-twice", "betas = [4.0]|betas = [4.0, 4.0]", &["`betas` lists", "twice"]),
+        ("size", "extract_pairs = 8|extract_pairs = 800000000000", &["sizes.extract_pairs", "more than"]),
+        ("layer", "[sizes]|[layers]\n\"smollm2-135m-instruct\" = 400\n[sizes]", &["layers.smollm2-135m-instruct", "400", "0..=29"]),
+        ("layer-model", "[sizes]|[layers]\n\"gemma4-1t\" = 4\n[sizes]", &["`layers`", "gemma4-1t", "known ids"]),
+    ];
+    for (name, edit, expect) in cases {
+        let (from, to) = edit.split_once('|').unwrap();
+        assert!(base.contains(from), "{name}");
+        let path = d.join(format!("{name}.toml"));
+        std::fs::write(&path, base.replacen(from, to, 1)).unwrap();
+        let (ok, _, err) = lcross(&["reproduce", path.to_str().unwrap(), "--plan"]);
+        assert!(!ok, "{name}: planned");
+        for e in *expect {
+            assert!(err.contains(e), "{name}: no `{e}` in: {err}");
+        }
+    }
+    let path = d.join("fine.toml");
+    std::fs::write(&path, base).unwrap();
+    let (ok, out, err) = lcross(&["reproduce", path.to_str().unwrap(), "--plan"]);
+    assert!(ok, "{out}{err}");
+}

@@ -70,12 +70,17 @@ pub fn default_steering_layer(id: &str, num_layers: usize) -> usize {
 /// depth read from the GGUF header or the directory's config.json, without reading
 /// weights.
 pub fn steering_layer_of(spec: &str) -> crate::Result<usize> {
+    Ok(default_steering_layer(spec, depth_of(spec)?))
+}
+
+/// The number of blocks of a `--model` argument, read from the GGUF header or the
+/// directory's config.json, without reading weights.
+pub fn depth_of(spec: &str) -> crate::Result<usize> {
     let loc = resolve(spec).map_err(|reason| crate::ModelError::ModelNotFound { spec: spec.into(), reason })?;
-    let layers = match &loc {
+    Ok(match &loc {
         ModelLocation::Gguf { path, .. } => crate::gguf::GgufFile::open(path)?.config()?.num_layers,
         ModelLocation::HfDir { path, .. } => crate::hf::HfFiles::open(path)?.model_config()?.num_layers,
-    };
-    Ok(default_steering_layer(spec, layers))
+    })
 }
 
 /// The known model with this id.

@@ -447,6 +447,12 @@ pub const DEFAULT_JUDGE: &str = "qwen2.5-coder-1.5b-instruct";
 /// Map estimators of the `lcross` condition.
 pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes", "reduced-rank"];
 
+/// Most items a size may ask for (`extract_pairs`, `test_questions`, ...): more than any
+/// dataset of the grid has, by far.
+pub const MAX_ITEMS: usize = 1_000_000;
+/// Most new tokens an answer may ask for.
+pub const MAX_ANSWER_TOKENS: usize = 32_768;
+
 /// An experiment with its profile applied and checked.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Experiment {
@@ -633,6 +639,41 @@ impl ExperimentFile {
 }
 
 impl Experiment {
+    /// Check the experiment against the models it names, without loading weights: every
+    /// target, source, judge and weak-to-strong model is a known id or a GGUF file or
+    /// model folder that exists, and every `layers` entry is within its model's depth
+    /// (read from the file's header; `layers` may name models of other profiles). A known
+    /// id not fetched yet passes (its depth is
+    /// checked once it is there): `--plan` runs where the models are not.
+    pub fn check_models(&self) -> Result<()> {
+        let bad = |m: String| Err(EvalError::Config { origin: format!("experiment `{}`", self.name), reason: m });
+        let named =
+            self.targets.iter().map(|m| ("targets", m)).chain(self.sources.iter().map(|m| ("sources", m))).chain(self.judge.iter().map(|m| ("judge", m)));
+        let pairs = self.weak_to_strong.iter().flat_map(|p| p.iter()).map(|m| ("weak_to_strong", m));
+        // `layers` may name models of other profiles, but each must be a model.
+        let layered = self.layers.keys().map(|m| ("layers", m));
+        for (field, spec) in named.chain(pairs).chain(layered) {
+            if lcross_model::registry::known(spec).is_some() {
+                continue;
+            }
+            if let Err(reason) = lcross_model::registry::resolve(spec) {
+                let known: Vec<&str> = lcross_model::KNOWN_MODELS.iter().map(|k| k.id).collect();
+                return bad(format!("`{field}`: model `{spec}`: {reason} (known ids: {})", known.join(", ")));
+            }
+        }
+        for (spec, &layer) in &self.layers {
+            let fetched = lcross_model::registry::resolve(spec).is_ok();
+            if !fetched {
+                continue;
+            }
+            let depth = lcross_model::registry::depth_of(spec)?;
+            if layer >= depth {
+                return bad(format!("`layers.{spec}` = {layer} is past the model's depth: it has layers 0..={}", depth - 1));
+            }
+        }
+        Ok(())
+    }
+
     fn check(&self) -> Result<()> {
         let bad = |m: String| Err(EvalError::Config { origin: format!("experiment `{}`", self.name), reason: m });
         if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
@@ -706,6 +747,61 @@ impl Experiment {
         }
         if self.betas.is_empty() || self.betas.iter().any(|b| b.value().is_some_and(|x| !x.is_finite())) {
             return bad("`betas` must hold finite numbers or \"auto\"".into());
+        }
+        // Betas scale f32 vectors: past f32's range every steered state is infinite.
+        let beyond_f32 = |x: f64| x.abs() > f32::MAX as f64;
+        for (field, betas) in
+            std::iter::once(("betas".to_string(), &self.betas)).chain(self.concept_betas.iter().map(|(c, b)| (format!("concept_betas.{c}"), b)))
+        {
+            if let Some(x) = betas.iter().filter_map(|b| b.value()).find(|&x| beyond_f32(x)) {
+                return bad(format!("`{field}`: {x:e} is beyond f32's range (betas scale f32 vectors)"));
+            }
+        }
+        if let Some(x) = self.auto_betas.iter().find(|&&x| beyond_f32(x)) {
+            return bad(format!("`auto_betas`: {x:e} is beyond f32's range"));
+        }
+        // A repeated entry would double cells (and their cost) without a new number.
+        fn repeated<T: PartialEq + std::fmt::Debug>(list: &[T]) -> Option<&T> {
+            list.iter().enumerate().find(|(i, x)| list[..*i].contains(x)).map(|(_, x)| x)
+        }
+        let conditions: Vec<&str> = self.conditions.iter().map(|c| c.name()).collect();
+        let vectors: Vec<&str> = self.vectors.iter().map(|v| v.name()).collect();
+        for (field, list) in [
+            ("targets", self.targets.iter().map(String::as_str).collect::<Vec<_>>()),
+            ("sources", self.sources.iter().map(String::as_str).collect()),
+            ("concepts", self.concepts.iter().map(String::as_str).collect()),
+            ("estimators", self.estimators.iter().map(String::as_str).collect()),
+            ("evaluations", self.evaluations.iter().map(String::as_str).collect()),
+            ("conditions", conditions),
+            ("vectors", vectors),
+        ] {
+            if let Some(x) = repeated(&list) {
+                return bad(format!("`{field}` lists `{x}` twice (it would run every cell of it twice)"));
+            }
+        }
+        for (field, betas) in
+            std::iter::once(("betas".to_string(), &self.betas)).chain(self.concept_betas.iter().map(|(c, b)| (format!("concept_betas.{c}"), b)))
+        {
+            if let Some(b) = repeated(betas) {
+                return bad(format!("`{field}` lists {b:?} twice"));
+            }
+        }
+        // Sizes far past any dataset: a typo (an extra zero or three), not a plan.
+        let s = &self.sizes;
+        for (field, n, most) in [
+            ("extract_pairs", Some(s.extract_pairs), MAX_ITEMS),
+            ("test_questions", Some(s.test_questions), MAX_ITEMS),
+            ("heldout_pairs", Some(s.heldout_pairs), MAX_ITEMS),
+            ("open_ended_questions", s.open_ended_questions, MAX_ITEMS),
+            ("eval_prompts", s.eval_prompts, MAX_ITEMS),
+            ("answer_tokens", s.answer_tokens, MAX_ANSWER_TOKENS),
+        ] {
+            if let Some(n) = n.filter(|&n| n > most) {
+                return bad(format!("`sizes.{field}` = {n} is more than {most}"));
+            }
+        }
+        if s.answer_tokens == Some(0) {
+            return bad("`sizes.answer_tokens` must be at least 1".into());
         }
         if self.concepts.iter().any(|c| self.betas_for(c).iter().any(|b| b.is_auto()))
             && (self.auto_betas.is_empty() || self.auto_betas.iter().any(|b| !b.is_finite() || *b == 0.0))

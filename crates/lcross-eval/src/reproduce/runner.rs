@@ -138,6 +138,7 @@ pub struct PlanSummary {
 /// The grid of `file` with `profile`, counted (nothing is loaded or run).
 pub fn plan_summary(file: &ExperimentFile, profile: Option<&str>, shards: Option<usize>) -> Result<PlanSummary> {
     let e = file.resolve(profile)?;
+    e.check_models()?;
     let cells = plan(&e);
     let gs = groups(&cells);
     let mut per_metric = BTreeMap::new();
@@ -167,6 +168,7 @@ pub fn run(req: RunRequest, load: &ModelLoader) -> Result<RunSummary> {
         ExperimentSource::Built(file, how) => (*file, how, None),
     };
     let e = file.resolve(req.profile)?;
+    e.check_models()?;
     let out = match (&req.out, req.shard) {
         (Some(o), _) => o.clone(),
         (None, None) => PathBuf::from("results").join(e.run_name()),
