@@ -169,7 +169,21 @@ fn main() {
         Command::Cache(c) => cmd::cache::run(&ctx, c),
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: lcross's errors already name
+/// their cause ("FILE: No such file or directory"), which `{:#}` would repeat.
+fn error_message(e: &anyhow::Error) -> String {
+    let mut message = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }

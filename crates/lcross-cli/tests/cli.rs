@@ -170,6 +170,18 @@ fn bad_input_is_a_clear_error() {
     assert!(!d.join("x.safetensors").exists());
     let (ok, _, err) = lcross(&["vector", "show", bad.to_str().unwrap()]);
     assert!(!ok && err.contains("bad.json"), "{err}");
+    // A cause is said once, not once per layer of the error.
+    let (ok, _, err) = lcross(&["vector", "show", d.join("missing.safetensors").to_str().unwrap()]);
+    assert!(!ok && err.matches("No such file").count() == 1, "{err}");
+    // A byte-order mark is read past; bytes that are not UTF-8 are located.
+    let bom = d.join("bom.jsonl");
+    std::fs::write(&bom, b"\xEF\xBB\xBF{\"positive\": \"a\", \"negative\": \"b\"}\n{\"positive\": \"c\", \"negative\": \"d\"}\n").unwrap();
+    let (ok, _, err) = lcross(&["extract", "-d", bom.to_str().unwrap(), "-l", "2", "-o", d.join("bom.safetensors").to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let latin1 = d.join("latin1.jsonl");
+    std::fs::write(&latin1, b"{\"positive\": \"a\", \"negative\": \"b\"}\n{\"positive\": \"caf\xE9\", \"negative\": \"d\"}\n").unwrap();
+    let (ok, _, err) = lcross(&["extract", "-d", latin1.to_str().unwrap(), "-l", "2", "-o", d.join("l.safetensors").to_str().unwrap()]);
+    assert!(!ok && err.contains("latin1.jsonl") && err.contains("line 2, column 18"), "{err}");
     // A range is bounded before it is expanded (this was an 8 GB list).
     let (ok, _, err) = lcross(&["extract", "-d", "builtin:optimism", "-l", "0-1000000000", "-o", d.join("y.safetensors").to_str().unwrap()]);
     assert!(!ok && err.contains("0-1000000000") && err.contains("at most 4096 layers"), "{err}");

@@ -287,6 +287,31 @@ pub fn data_file(data_dir: &Path, rel: &str) -> Result<PathBuf> {
     }
 }
 
+/// Read a user's text file (dataset, prompts, corpus, experiment): a UTF-8 byte-order mark
+/// is dropped (editors on Windows write one; JSON and TOML readers stumble on it), UTF-16
+/// is named as such, and bytes that are not UTF-8 are located by line and column.
+pub fn read_text(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
+    decode_text(path, bytes)
+}
+
+/// [`read_text`] on bytes already read from `path`.
+pub fn decode_text(path: &Path, mut bytes: Vec<u8>) -> Result<String> {
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        bytes.drain(..3);
+    } else if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(CoreError::parse(path, None, "the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let before = &e.as_bytes()[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        CoreError::parse(path, None, format!("not UTF-8 at line {line}, column {column} (byte {at}, 0x{:02X}): save the file as UTF-8", e.as_bytes()[at]))
+    })
+}
+
 /// The error for reading `path` that failed with `err`: [`CoreError::MissingData`] when
 /// `path` is a dataset file of [`DATA_FILES`] that is not there (naming the fetch
 /// command), else the plain I/O error.
@@ -338,6 +363,16 @@ pub fn file_state(data_dir: &Path, file: &DataFile) -> Result<FileState> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_files_with_a_bom_read_and_bad_bytes_are_located() {
+        let p = Path::new("items.json");
+        assert_eq!(decode_text(p, b"\xEF\xBB\xBF[1]".to_vec()).unwrap(), "[1]");
+        let e = decode_text(p, b"ok\nfine\nab\xFFc".to_vec()).unwrap_err().to_string();
+        assert!(e.contains("items.json") && e.contains("line 3, column 3") && e.contains("0xFF"), "{e}");
+        let e = decode_text(p, b"\xFF\xFEa\x00".to_vec()).unwrap_err().to_string();
+        assert!(e.contains("UTF-16"), "{e}");
+    }
 
     #[test]
     fn manifest_is_well_formed() {

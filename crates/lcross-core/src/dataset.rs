@@ -102,7 +102,7 @@ impl ConceptDataset {
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| crate::data::read_error(path, e))
+    crate::data::read_text(path)
 }
 
 #[derive(Deserialize)]

@@ -68,16 +68,40 @@ pub enum CoreError {
 
 /// Which model an artifact was made for and which it met (see [`CoreError::WrongModel`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{what} was made for model `{made_for}` (sha256 {}…), not `{model}` (sha256 {}…); pass --force to use it anyway",
-    made_for_sha256.get(..12).unwrap_or(made_for_sha256), model_sha256.get(..12).unwrap_or(model_sha256)
-)]
 pub struct ModelMismatch {
     pub what: String,
     pub made_for: String,
     pub made_for_sha256: String,
     pub model: String,
     pub model_sha256: String,
+}
+
+impl std::fmt::Display for ModelMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |h: &str| h.get(..12).unwrap_or(h).to_string();
+        // `model` may carry a note after the id ("x (the vector's model)").
+        let same_id = self.model.split(' ').next() == Some(self.made_for.as_str());
+        if same_id && self.made_for_sha256 != self.model_sha256 {
+            write!(
+                f,
+                "{} was made for another file of `{}` (sha256 {}…), not this one (sha256 {}…): another quantization, revision or conversion of the model; pass --force to use it anyway",
+                self.what,
+                self.made_for,
+                short(&self.made_for_sha256),
+                short(&self.model_sha256)
+            )
+        } else {
+            write!(
+                f,
+                "{} was made for model `{}` (sha256 {}…), not `{}` (sha256 {}…); pass --force to use it anyway",
+                self.what,
+                self.made_for,
+                short(&self.made_for_sha256),
+                self.model,
+                short(&self.model_sha256)
+            )
+        }
+    }
 }
 
 /// Result alias.
@@ -89,5 +113,25 @@ impl CoreError {
     }
     pub(crate) fn parse(path: impl Into<PathBuf>, item: Option<usize>, reason: impl Into<String>) -> Self {
         Self::Parse { path: path.into(), item, reason: reason.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mismatch_of_files_of_one_id_says_so() {
+        let m = ModelMismatch {
+            what: "the map's source side".into(),
+            made_for: "qwen".into(),
+            made_for_sha256: "aaaaaaaaaaaaaaaa".into(),
+            model: "qwen (the vector's model)".into(),
+            model_sha256: "bbbbbbbbbbbbbbbb".into(),
+        };
+        let s = m.to_string();
+        assert!(s.contains("another file of `qwen`") && s.contains("aaaaaaaaaaaa…") && s.contains("bbbbbbbbbbbb…") && s.contains("--force"), "{s}");
+        let other = ModelMismatch { model: "smollm (the vector's model)".into(), ..m };
+        assert!(other.to_string().contains("not `smollm (the vector's model)`"), "{other}");
     }
 }

@@ -9,7 +9,7 @@ use crate::error::{EvalError, Result};
 /// Questions of a file: a CAA `test_dataset_open_ended.json` (a JSON array of objects
 /// with a "question"), else prompts as [`read_prompts`] reads them.
 pub fn read_questions(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::parse(path, None, e.to_string()))?;
+    let text = lcross_core::data::read_text(path)?;
     let looks_caa = text.trim_start().starts_with('[') && text.contains("\"question\"");
     if looks_caa {
         Ok(lcross_core::dataset::load_open_ended(path)?)
@@ -22,7 +22,7 @@ pub fn read_questions(path: &Path) -> Result<Vec<String>> {
 /// A JSON array of strings is read too. Blank lines are skipped; a malformed line is an
 /// error naming the file and line.
 pub fn read_prompts(path: &Path, field: &str) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::parse(path, None, e.to_string()))?;
+    let text = lcross_core::data::read_text(path)?;
     if text.trim_start().starts_with('[') {
         let v: Vec<Value> = serde_json::from_str(&text).map_err(|e| EvalError::parse(path, None, format!("not a JSON array: {e}")))?;
         let out = v
@@ -81,7 +81,7 @@ pub struct QuestionAnswer {
 /// JSONL lines `{"question": ..., "answer": ...}` with optional `concept` (string) and
 /// `label` (number) fields (others ignored), in file order.
 pub fn read_question_answers(path: &Path) -> Result<Vec<QuestionAnswer>> {
-    let text = std::fs::read_to_string(path).map_err(|e| EvalError::parse(path, None, e.to_string()))?;
+    let text = lcross_core::data::read_text(path)?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

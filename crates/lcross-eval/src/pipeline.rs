@@ -106,7 +106,7 @@ impl Corpus {
     pub fn load(spec: &str, data_dir: &Path, skip: usize, limit: Option<usize>) -> Result<Self> {
         let p = Path::new(spec);
         if p.extension().is_some_and(|e| e == "txt") {
-            let text = std::fs::read_to_string(p).map_err(|e| EvalError::io(p, e))?;
+            let text = lcross_core::data::read_text(p)?;
             let mut lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).skip(skip).map(String::from).collect();
             if let Some(n) = limit {
                 lines.truncate(n);

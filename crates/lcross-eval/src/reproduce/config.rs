@@ -568,7 +568,7 @@ impl ExperimentFile {
 
     /// Read an experiment file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| EvalError::io(path, e))?;
+        let text = lcross_core::data::read_text(path)?;
         Self::parse(&text, &path.display().to_string())
     }
 
