@@ -38,11 +38,16 @@ pub enum Estimator {
     /// best held-out R^2 among 1, 2, 4, ... and the full rank).
     #[serde(rename = "reduced-rank")]
     ReducedRank { rank: Option<usize> },
+    /// Affine least squares: OLS on centred states plus a bias, `y = x T + b` with
+    /// `b = mean(y) - mean(x) T` (ConTrans, model stitching). A steering vector is a
+    /// difference of states, so it moves through the linear part alone (`v T`); the bias
+    /// only changes how states are mapped (and the R^2).
+    Affine,
 }
 
 impl Estimator {
-    /// Parse `ols`, `ridge`, `ridge:0.1`, `procrustes`, `random`, `random:SEED`, `identity`,
-    /// `reduced-rank`, `reduced-rank:RANK`.
+    /// Parse `ols`, `ridge`, `ridge:0.1`, `procrustes`, `affine`, `random`, `random:SEED`,
+    /// `identity`, `reduced-rank`, `reduced-rank:RANK`.
     pub fn parse(s: &str) -> Option<Self> {
         let (name, arg) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
         match name {
@@ -54,6 +59,7 @@ impl Estimator {
             "procrustes" => Some(Self::Procrustes),
             "random" => Some(Self::Random { seed: arg.map_or(Some(0), |x| x.parse().ok())? }),
             "identity" | "none" => Some(Self::Identity),
+            "affine" => Some(Self::Affine),
             "reduced-rank" | "rrr" => match arg {
                 None => Some(Self::ReducedRank { rank: None }),
                 Some(x) => x.parse().ok().filter(|r: &usize| *r > 0).map(|r| Self::ReducedRank { rank: Some(r) }),
@@ -163,8 +169,15 @@ fn spectral_solve(u: &Mat<f64>, s: &[f64], v: &Mat<f64>, y: &Mat<f64>, filter: i
     v * &scaled
 }
 
-fn r2(x: &Mat<f64>, y: &Mat<f64>, t: &Mat<f64>) -> f64 {
-    let pred = x * t;
+fn r2(x: &Mat<f64>, y: &Mat<f64>, t: &Mat<f64>, bias: Option<&[f64]>) -> f64 {
+    let mut pred = x * t;
+    if let Some(b) = bias {
+        for i in 0..pred.nrows() {
+            for (j, bj) in b.iter().enumerate() {
+                pred[(i, j)] += bj;
+            }
+        }
+    }
     let (n, d) = (y.nrows(), y.ncols());
     let mut ss_res = 0.0;
     let mut ss_tot = 0.0;
@@ -182,8 +195,18 @@ fn r2(x: &Mat<f64>, y: &Mat<f64>, t: &Mat<f64>) -> f64 {
     }
 }
 
-/// T, the rank of X, ridge's lambda and reduced-rank's rank.
-type RawFit = (Mat<f64>, usize, Option<f64>, Option<usize>);
+/// T, the rank of X, ridge's lambda, reduced-rank's rank and the affine map's bias.
+type RawFit = (Mat<f64>, usize, Option<f64>, Option<usize>, Option<Vec<f64>>);
+
+/// Column means of `m`.
+fn column_means(m: &Mat<f64>) -> Vec<f64> {
+    (0..m.ncols()).map(|j| (0..m.nrows()).map(|i| m[(i, j)]).sum::<f64>() / m.nrows().max(1) as f64).collect()
+}
+
+/// `m` with `means` subtracted from its columns.
+fn centred(m: &Mat<f64>, means: &[f64]) -> Mat<f64> {
+    Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] - means[j])
+}
 
 fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<RawFit> {
     let (n, ds, dt) = (x.nrows(), x.ncols(), y.ncols());
@@ -192,7 +215,7 @@ fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<RawFit> {
             let (u, s, v) = thin_svd(x)?;
             let tol = rank_tolerance(&s, n, ds);
             let rank = s.iter().filter(|&&x| x > tol).count();
-            Ok((spectral_solve(&u, &s, &v, y, |si| if si > tol { 1.0 / si } else { 0.0 }), rank, None, None))
+            Ok((spectral_solve(&u, &s, &v, y, |si| if si > tol { 1.0 / si } else { 0.0 }), rank, None, None, None))
         }
         Estimator::Ridge { lambda } => {
             let (u, s, v) = thin_svd(x)?;
@@ -202,7 +225,7 @@ fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<RawFit> {
                 Some(l) => *l,
                 None => choose_lambda(&u, &s, y),
             };
-            Ok((spectral_solve(&u, &s, &v, y, |si| si / (si * si + lam)), rank, Some(lam), None))
+            Ok((spectral_solve(&u, &s, &v, y, |si| si / (si * si + lam)), rank, Some(lam), None, None))
         }
         Estimator::Procrustes => {
             // Only the rank of X is reported: its singular values suffice (no vectors).
@@ -210,29 +233,35 @@ fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<RawFit> {
             let rank = s.iter().filter(|&&v| v > rank_tolerance(&s, n, ds)).count();
             let m = x.transpose() * y; // (d_s, d_t)
             let (u, _, v) = thin_svd(&m)?;
-            Ok((&u * v.transpose(), rank, None, None))
+            Ok((&u * v.transpose(), rank, None, None, None))
         }
         Estimator::Random { seed } => {
             let mean_sq = |m: &Mat<f64>| (0..m.nrows()).map(|i| (0..m.ncols()).map(|j| m[(i, j)].powi(2)).sum::<f64>()).sum::<f64>() / m.nrows() as f64;
             let sigma = (mean_sq(y) / (dt as f64 * mean_sq(x).max(1e-300))).sqrt();
             let mut rng = rand::rngs::StdRng::seed_from_u64(*seed);
             let normal = Normal::new(0.0, sigma.max(1e-300)).map_err(|e| CoreError::Numerical(e.to_string()))?;
-            Ok((Mat::from_fn(ds, dt, |_, _| normal.sample(&mut rng)), 0, None, None))
+            Ok((Mat::from_fn(ds, dt, |_, _| normal.sample(&mut rng)), 0, None, None, None))
         }
         Estimator::Identity => {
             if ds != dt {
                 return Err(CoreError::SizeMismatch { what: "the identity map's target hidden size".into(), expected: ds, got: dt });
             }
-            Ok((Mat::from_fn(ds, dt, |i, j| if i == j { 1.0 } else { 0.0 }), 0, None, None))
+            Ok((Mat::from_fn(ds, dt, |i, j| if i == j { 1.0 } else { 0.0 }), 0, None, None, None))
         }
         Estimator::ReducedRank { rank } => {
-            let (t, x_rank, _, _) = fit_raw(x, y, &Estimator::Ols)?;
+            let (t, x_rank, _, _, _) = fit_raw(x, y, &Estimator::Ols)?;
             let r = match rank {
                 Some(r) => *r,
                 None => choose_rank(x, y)?,
             };
             let (t, r) = reduce_rank(x, &t, r)?;
-            Ok((t, x_rank, None, Some(r)))
+            Ok((t, x_rank, None, Some(r), None))
+        }
+        Estimator::Affine => {
+            let (mx, my) = (column_means(x), column_means(y));
+            let (t, rank, _, _, _) = fit_raw(&centred(x, &mx), &centred(y, &my), &Estimator::Ols)?;
+            let bias: Vec<f64> = (0..dt).map(|j| my[j] - (0..ds).map(|i| mx[i] * t[(i, j)]).sum::<f64>()).collect();
+            Ok((t, rank, None, None, Some(bias)))
         }
     }
 }
@@ -257,13 +286,13 @@ fn choose_rank(x: &Mat<f64>, y: &Mat<f64>) -> Result<usize> {
     let (train, test) = split(n);
     let rows = |m: &Mat<f64>, idx: &[usize]| Mat::from_fn(idx.len(), m.ncols(), |i, j| m[(idx[i], j)]);
     let (xt, yt, xh, yh) = (rows(x, &train), rows(y, &train), rows(x, &test), rows(y, &test));
-    let (t, _, _, _) = fit_raw(&xt, &yt, &Estimator::Ols)?;
+    let (t, _, _, _, _) = fit_raw(&xt, &yt, &Estimator::Ols)?;
     let mut candidates: Vec<usize> = std::iter::successors(Some(1usize), |r| r.checked_mul(2)).take_while(|&r| r < full).collect();
     candidates.push(full);
     let mut best = (f64::NEG_INFINITY, full);
     for r in candidates {
         let (tr, _) = reduce_rank(&xt, &t, r)?;
-        let score = r2(&xh, &yh, &tr);
+        let score = r2(&xh, &yh, &tr, None);
         if score > best.0 + 1e-12 {
             best = (score, r);
         }
@@ -309,23 +338,30 @@ fn choose_lambda(u: &Mat<f64>, s: &[f64], y: &Mat<f64>) -> f64 {
     best.1
 }
 
-/// Fit T on paired states, with diagnostics.
+/// Fit T on paired states, with diagnostics (the affine map's bias dropped: see
+/// [`fit_with_bias`]).
 pub fn fit(x: &Rows, y: &Rows, est: &Estimator) -> Result<(Mat<f64>, FitDiagnostics)> {
+    let (t, _, d) = fit_with_bias(x, y, est)?;
+    Ok((t, d))
+}
+
+/// Fit T (and, for [`Estimator::Affine`], its bias) on paired states, with diagnostics.
+pub fn fit_with_bias(x: &Rows, y: &Rows, est: &Estimator) -> Result<(Mat<f64>, Option<Vec<f64>>, FitDiagnostics)> {
     if x.n != y.n {
         return Err(CoreError::SizeMismatch { what: "target states (one per source state: they are paired)".into(), expected: x.n, got: y.n });
     }
     let start = std::time::Instant::now();
     let (xm, ym) = (to_mat(x), to_mat(y));
-    let (t, rank, lambda, map_rank) = fit_raw(&xm, &ym, est)?;
+    let (t, rank, lambda, map_rank, bias) = fit_raw(&xm, &ym, est)?;
     let fit_seconds = start.elapsed().as_secs_f64();
     let diag_start = std::time::Instant::now();
-    let train_r2 = r2(&xm, &ym, &t);
+    let train_r2 = r2(&xm, &ym, &t, bias.as_deref());
     let heldout_r2 = if x.n >= 10 {
         let (tr, te) = split(x.n);
         let (xt, yt) = (to_mat(&x.select(&tr)), to_mat(&y.select(&tr)));
         // Ridge without a given lambda chooses it again on the training rows alone.
-        let (t_tr, _, _, _) = fit_raw(&xt, &yt, est)?;
-        Some(r2(&to_mat(&x.select(&te)), &to_mat(&y.select(&te)), &t_tr))
+        let (t_tr, _, _, _, b_tr) = fit_raw(&xt, &yt, est)?;
+        Some(r2(&to_mat(&x.select(&te)), &to_mat(&y.select(&te)), &t_tr, b_tr.as_deref()))
     } else {
         None
     };
@@ -348,7 +384,7 @@ pub fn fit(x: &Rows, y: &Rows, est: &Estimator) -> Result<(Mat<f64>, FitDiagnost
         seconds: fit_seconds,
         diagnostics_seconds: diag_start.elapsed().as_secs_f64(),
     };
-    Ok((t, diag))
+    Ok((t, bias, diag))
 }
 
 /// `v T` for a row vector `v`.
@@ -391,6 +427,9 @@ pub struct MapMetadata {
 pub struct LinearMap {
     pub metadata: MapMetadata,
     pub t: Mat<f64>,
+    /// The bias of an affine map (`y = x T + b`; tensor `b`), None for linear ones.
+    /// Vectors move through `T` alone.
+    pub bias: Option<Vec<f64>>,
 }
 
 impl LinearMap {
@@ -406,7 +445,14 @@ impl LinearMap {
         if data.iter().any(|x| !x.is_finite()) {
             return Err(CoreError::Numerical("the fitted map has non-finite entries".into()));
         }
-        let tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = [("T".to_string(), (vec![r, c], data))].into_iter().collect();
+        let mut tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)> = [("T".to_string(), (vec![r, c], data))].into_iter().collect();
+        if let Some(b) = &self.bias {
+            let b: Vec<f32> = b.iter().map(|&x| x as f32).collect();
+            if b.len() != c || b.iter().any(|x| !x.is_finite()) {
+                return Err(CoreError::Numerical(format!("the map's bias has {} values (expected {c}) or non-finite ones", b.len())));
+            }
+            tensors.insert("b".into(), (vec![c], b));
+        }
         artifact::save(path, &tensors, &self.metadata)
     }
 
@@ -418,8 +464,18 @@ impl LinearMap {
         if shape.as_slice() != [d.source_dim, d.target_dim] {
             return Err(CoreError::parse(path, None, format!("T has shape {shape:?}, metadata says ({}, {})", d.source_dim, d.target_dim)));
         }
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(CoreError::parse(path, None, format!("T has a non-finite value at ({}, {})", i / shape[1].max(1), i % shape[1].max(1))));
+        }
         let t = Mat::from_fn(shape[0], shape[1], |i, j| data[i * shape[1] + j] as f64);
-        Ok(Self { metadata, t })
+        let bias = match tensors.get("b") {
+            None => None,
+            Some((shape, b)) if shape.as_slice() == [d.target_dim] && b.iter().all(|x| x.is_finite()) => Some(b.iter().map(|&x| x as f64).collect()),
+            Some((shape, _)) => {
+                return Err(CoreError::parse(path, None, format!("bias `b` has shape {shape:?} (expected [{}]) or a non-finite value", d.target_dim)))
+            }
+        };
+        Ok(Self { metadata, t, bias })
     }
 }
 
@@ -574,5 +630,62 @@ mod tests {
         assert_eq!(Estimator::parse("reduced-rank"), Some(Estimator::ReducedRank { rank: None }));
         assert_eq!(Estimator::parse("reduced-rank:8"), Some(Estimator::ReducedRank { rank: Some(8) }));
         assert_eq!(Estimator::parse("reduced-rank:0"), None);
+        assert_eq!(Estimator::parse("affine"), Some(Estimator::Affine));
+    }
+
+    /// The affine map equals OLS on states with a column of ones appended (its last row is
+    /// the bias: an independent formulation), recovers a known affine map exactly where
+    /// OLS without a bias cannot, and its bias survives a save and load.
+    #[test]
+    fn affine_maps_are_ols_with_a_constant_column() {
+        let (n, ds, dt) = (40, 6, 5);
+        let x = rows_from(n, ds, |i, j| pseudo(i, j, 7) + 3.0);
+        let t_true = Mat::from_fn(ds, dt, |i, j| pseudo(i + 50, j, 8));
+        let b_true: Vec<f64> = (0..dt).map(|j| 10.0 * pseudo(99, j, 9)).collect();
+        let xm = x.mat();
+        let ym = &xm * &t_true;
+        let y = Rows { n, d: dt, data: (0..n * dt).map(|k| ym[(k / dt, k % dt)] + b_true[k % dt] + 0.01 * pseudo(k, 3, 4)).collect() };
+        let (t, bias, diag) = fit_with_bias(&x, &y, &Estimator::Affine).unwrap();
+        let bias = bias.unwrap();
+        let augmented = rows_from(n, ds + 1, |i, j| if j < ds { x.data[i * ds + j] } else { 1.0 });
+        let (ta, _) = fit(&augmented, &y, &Estimator::Ols).unwrap();
+        for j in 0..dt {
+            for i in 0..ds {
+                assert!((t[(i, j)] - ta[(i, j)]).abs() < 1e-9, "T[{i},{j}]");
+            }
+            assert!((bias[j] - ta[(ds, j)]).abs() < 1e-8, "b[{j}]");
+            assert!((bias[j] - b_true[j]).abs() < 0.05, "b[{j}] = {} vs {}", bias[j], b_true[j]);
+        }
+        let (_, ols) = fit(&x, &y, &Estimator::Ols).unwrap();
+        assert!(diag.train_r2 > 0.999 && diag.heldout_r2.unwrap() > 0.999, "{diag:?}");
+        assert!(ols.train_r2 < diag.train_r2 - 0.01, "without a bias the fit is worse: {} vs {}", ols.train_r2, diag.train_r2);
+        let dir = std::env::temp_dir().join(format!("lcross-affine-{}", std::process::id()));
+        let meta = MapMetadata {
+            lcross_version: "test".into(),
+            source_model_id: "a".into(),
+            source_model_sha256: String::new(),
+            target_model_id: "b".into(),
+            target_model_sha256: String::new(),
+            source_layer: 0,
+            target_layer: 0,
+            estimator: Estimator::Affine,
+            corpus: String::new(),
+            corpus_sha256: String::new(),
+            diagnostics: diag,
+            native_cosine: None,
+            native_vector: None,
+            source_hook: Default::default(),
+            target_hook: Default::default(),
+        };
+        let map = LinearMap { metadata: meta, t: t.clone(), bias: Some(bias.clone()) };
+        map.save(&dir.join("m.safetensors")).unwrap();
+        let back = LinearMap::load(&dir.join("m.safetensors")).unwrap();
+        let b2 = back.bias.unwrap();
+        assert!(b2.iter().zip(&bias).all(|(a, b)| (a - b).abs() < 1e-5));
+        // A vector moves through T alone.
+        let v: Vec<f32> = (0..ds).map(|i| i as f32).collect();
+        let want: Vec<f32> = (0..dt).map(|j| (0..ds).map(|i| v[i] as f64 * t[(i, j)]).sum::<f64>() as f32).collect();
+        assert_eq!(apply(&back.t, &v).unwrap().len(), dt);
+        assert!(apply(&back.t, &v).unwrap().iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4));
     }
 }

@@ -268,7 +268,7 @@ impl MapSide<'_> {
 /// Fit a map on paired rows (`x` row i and `y` row i of the same text), recording where
 /// both sides come from and the corpus `(description, sha256)`.
 pub fn fit_rows(x: &Rows, y: &Rows, est: Estimator, source: MapSide<'_>, target: MapSide<'_>, corpus: (String, String)) -> Result<LinearMap> {
-    let (t, diag) = fit(x, y, &est)?;
+    let (t, bias, diag) = lcross_core::maps::fit_with_bias(x, y, &est)?;
     let ((source_model_id, source_model_sha256), (target_model_id, target_model_sha256)) = (source.id_and_sha()?, target.id_and_sha()?);
     let metadata = MapMetadata {
         lcross_version: lcross_core::VERSION.into(),
@@ -287,7 +287,7 @@ pub fn fit_rows(x: &Rows, y: &Rows, est: Estimator, source: MapSide<'_>, target:
         source_hook: source.point,
         target_hook: target.point,
     };
-    Ok(LinearMap { metadata, t })
+    Ok(LinearMap { metadata, t, bias })
 }
 
 /// The state at the last token of each text at hook point `point` of block `layer`, in

@@ -6,6 +6,10 @@
 
 use serde::Serialize;
 
+/// The most blocks a model may have (the largest today have about 130): a count past it
+/// is a broken file, refused before anything is sized by it.
+pub const MAX_MODEL_LAYERS: usize = 1024;
+
 /// The model families lcross runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -177,7 +181,7 @@ impl ModelConfig {
                 return Err(format!("{name} = {v} is implausibly large"));
             }
         }
-        if self.num_layers > 1024 {
+        if self.num_layers > MAX_MODEL_LAYERS {
             return Err(format!("num_layers = {} is implausibly large", self.num_layers));
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {

@@ -292,6 +292,11 @@ fn config_from_metadata(path: &Path, content: &gguf_file::Content, has_tensor: i
     let key = |k: &str| format!("{p}.{k}");
     let hidden_size = meta_usize(path, md, &key("embedding_length"))?;
     let num_layers = meta_usize(path, md, &key("block_count"))?;
+    // Checked before anything is sized by it (found by fuzzing: a block count of 2^32 - 2
+    // made a per-layer list of 64 GB).
+    if num_layers > crate::config::MAX_MODEL_LAYERS {
+        return Err(ModelError::field(path, key("block_count"), format!("{num_layers} is implausibly large (at most {})", crate::config::MAX_MODEL_LAYERS)));
+    }
     let intermediate_size = meta_usize(path, md, &key("feed_forward_length"))?;
     let num_heads = meta_usize(path, md, &key("attention.head_count"))?;
     if num_heads == 0 {

@@ -114,6 +114,10 @@ impl HfFiles {
             return Err(ModelError::field(p, "num_attention_heads", "is 0"));
         }
         let num_layers = usize_of("num_hidden_layers")?;
+        // Checked before anything is sized by it (a per-layer list of 2^32 entries).
+        if num_layers > crate::config::MAX_MODEL_LAYERS {
+            return Err(ModelError::field(p, "num_hidden_layers", format!("{num_layers} is implausibly large (at most {})", crate::config::MAX_MODEL_LAYERS)));
+        }
         let head_dim = c.get("head_dim").and_then(Value::as_u64).map(|x| x as usize).unwrap_or(hidden_size / num_heads);
         // rope: transformers 5 writes `rope_parameters`, older files `rope_theta` + `rope_scaling`.
         let rope_params = c.get("rope_parameters");

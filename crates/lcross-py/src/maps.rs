@@ -52,6 +52,13 @@ impl LinearMap {
         mat_to_numpy(py, t.nrows(), t.ncols(), |i, j| t[(i, j)])
     }
 
+    /// The bias `b` of an affine map (`y ~ x @ T + b`; float64, shape (d_t,)), None for
+    /// linear maps. Vectors (differences of states) move through `T` alone.
+    #[getter]
+    fn bias<'py>(&self, py: Python<'py>) -> Option<Bound<'py, numpy::PyArray1<f64>>> {
+        self.inner.bias.as_ref().map(|b| numpy::PyArray1::from_slice(py, b))
+    }
+
     /// (d_s, d_t).
     #[getter]
     fn shape(&self) -> (usize, usize) {
@@ -104,7 +111,7 @@ impl LinearMap {
 
 fn estimator(s: &str) -> PyResult<Estimator> {
     Estimator::parse(s)
-        .ok_or_else(|| bad_value(format!("estimator `{s}`: expected ols, ridge[:LAMBDA], procrustes, reduced-rank[:RANK], random[:SEED] or identity")))
+        .ok_or_else(|| bad_value(format!("estimator `{s}`: expected ols, ridge[:LAMBDA], procrustes, affine, reduced-rank[:RANK], random[:SEED] or identity")))
 }
 
 /// Fit `T` with `X @ T ~ Y` on paired rows (X: (n, d_s), Y: (n, d_t)) from any arrays

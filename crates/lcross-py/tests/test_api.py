@@ -83,7 +83,7 @@ def test_fit_map_equals_numpy(n, ds, dt):
     np.testing.assert_allclose(t.apply(x[0]), (x[0] @ pinv).astype(np.float32), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("estimator", ["ridge", "ridge:0.5", "procrustes", "random:3", "reduced-rank", "reduced-rank:2"])
+@pytest.mark.parametrize("estimator", ["ridge", "ridge:0.5", "procrustes", "random:3", "reduced-rank", "reduced-rank:2", "affine"])
 def test_fit_map_takes_every_estimator(estimator):
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((50, 10)), rng.standard_normal((50, 10))
@@ -94,6 +94,20 @@ def test_fit_map_takes_every_estimator(estimator):
     if estimator == "reduced-rank:2":
         assert t.diagnostics["map_rank"] == 2 and np.linalg.matrix_rank(t.matrix, tol=1e-8) == 2
     assert lcross.fit_map(x, x, estimator="identity").matrix.tolist() == np.eye(10).tolist()
+
+
+def test_affine_map_matches_numpy_least_squares_with_a_bias():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((60, 8)) + 3.0
+    y = x @ rng.standard_normal((8, 6)) + rng.standard_normal(6) * 5 + 0.01 * rng.standard_normal((60, 6))
+    t = lcross.fit_map(x, y, estimator="affine")
+    sol, *_ = np.linalg.lstsq(np.hstack([x, np.ones((60, 1))]), y, rcond=None)
+    np.testing.assert_allclose(t.matrix, sol[:8], rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(t.bias, sol[8], rtol=1e-7, atol=1e-8)
+    assert t.diagnostics["train_r2"] > 0.9999
+    assert lcross.fit_map(x, y, estimator="ols").bias is None
+    # A vector (a difference of states) moves through T alone.
+    np.testing.assert_allclose(t.apply(x[0] - x[1]), ((x[0] - x[1]) @ sol[:8]).astype(np.float32), rtol=1e-4, atol=1e-5)
 
 
 def test_fit_map_accepts_torch_tensors():

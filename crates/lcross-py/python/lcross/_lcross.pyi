@@ -206,6 +206,9 @@ class LinearMap:
     def matrix(self) -> npt.NDArray[np.float64]:
         """T, shape (d_s, d_t)."""
     @property
+    def bias(self) -> Optional[npt.NDArray[np.float64]]:
+        """The bias b of an affine map (y ~ x @ T + b), None for linear maps; vectors move through T alone."""
+    @property
     def shape(self) -> Tuple[int, int]: ...
     @property
     def diagnostics(self) -> dict[str, Any]:
@@ -250,7 +253,7 @@ def fit_map(
 ) -> LinearMap:
     """T with X @ T ~ Y on paired rows (X: (n, d_s), Y: (n, d_t)). ``estimator``: "ols" (the paper's
     pseudo-inverse; the minimum-norm solution when n < d_s), "ridge[:LAMBDA]", "procrustes",
-    "reduced-rank[:RANK]" (the OLS map kept to its leading directions; the rank chosen on held-out
+    "affine" (centred least squares plus a bias: ``T.bias``), "reduced-rank[:RANK]" (the OLS map kept to its leading directions; the rank chosen on held-out
     rows unless given: ``T.diagnostics["map_rank"]``), "random[:SEED]", "identity". ``source`` / ``target`` and the layers are recorded so vectors of
     that model transfer through the map."""
 
