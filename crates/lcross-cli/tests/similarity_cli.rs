@@ -25,3 +25,55 @@ fn similarity_prints_every_metric() {
     let err = fails(&[&base[..], &["--source", &llama, "--source-layer", "1", "--target", &qwen, "--target-layer", "1", "--topk", "40"]].concat());
     assert!(err.contains("topk") && err.contains("2 <= topk < n = 32"), "{err}");
 }
+
+/// `--source-layers all --target-layers all`: every layer pair, a CSV, a JSON and a
+/// heatmap per metric; the diagonal of a model with itself is 1 on every metric.
+#[test]
+fn layer_grids_write_a_heatmap_per_metric() {
+    let llama = tiny("tiny-llama");
+    let out = std::env::temp_dir().join(format!("lcross-sim-grid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let grid = json(&[
+        "--json",
+        "similarity",
+        "--corpus",
+        "builtin:optimism",
+        "--limit",
+        "12",
+        "--cca-dim",
+        "4",
+        "--topk",
+        "5",
+        "--no-cache",
+        "--source",
+        &llama,
+        "--source-layers",
+        "all",
+        "--target",
+        &llama,
+        "--target-layers",
+        "0,2",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(grid["source_layers"], serde_json::json!([0, 1, 2]), "{grid}");
+    let cells = grid["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 6);
+    for c in cells {
+        if c["source_layer"] == c["target_layer"] {
+            for m in ["mutual_knn", "cka", "unbiased_cka", "cknna", "svcca"] {
+                assert!((c[m].as_f64().unwrap() - 1.0).abs() < 1e-6, "{c}");
+            }
+        }
+    }
+    let csv = std::fs::read_to_string(out.join("similarity.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(csv.starts_with("source_layer,target_layer,mutual_knn,cka,unbiased_cka,cknna,svcca,n"));
+    for m in ["mutual_knn", "cka", "unbiased_cka", "cknna", "svcca"] {
+        let svg = std::fs::read_to_string(out.join(format!("similarity-{m}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.matches("<rect").count() >= 6, "{m}");
+    }
+    let err =
+        fails(&["similarity", "--corpus", "builtin:optimism", "--source", &llama, "--source-layers", "0-9", "--target", &llama, "--target-layers", "all"]);
+    assert!(err.contains("layer 3 is out of range"), "{err}");
+}

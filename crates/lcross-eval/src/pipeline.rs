@@ -4,7 +4,8 @@
 //! The CLI's `extract`, `align`, `transfer`, `demo`, `experiment` and `reproduce` all call
 //! these, so a vector or map made by one is the same as one made by another.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use lcross_core::activations::{ExtractOptions, Extractor};
@@ -174,19 +175,7 @@ impl Corpus {
 
     /// [`Corpus::states`] at another hook point than `resid_post`.
     pub fn states_point(&self, model: &Model, layer: usize, point: HookPoint, use_cache: bool) -> Result<Vec<Vec<f32>>> {
-        let cache = if use_cache { Some(Store::open_default()?) } else { None };
-        let mut ex = Extractor::new(model, &[layer], cache, ExtractOptions { point, ..ExtractOptions::default() })?;
-        let label = format!("corpus on {}", model.id());
-        Ok(match self {
-            Self::Pairs(d) => {
-                let ids: Vec<_> = d.pairs.iter().map(|p| pair_ids(model, p)).collect::<lcross_core::Result<_>>()?;
-                ex.pairs(&ids, &label)?.into_iter().flat_map(|(a, b)| [a[&layer].clone(), b[&layer].clone()]).collect()
-            }
-            Self::Lines { lines, .. } => {
-                let ids: Vec<Vec<u32>> = lines.iter().map(|l| model.prompt(l, false, None).map(|p| p.ids)).collect::<lcross_model::Result<_>>()?;
-                ex.texts(&ids, &label)?.into_iter().map(|s| s[&layer].clone()).collect()
-            }
-        })
+        Ok(self.states_at_point(model, &[layer], point, use_cache)?.remove(&layer).unwrap_or_default())
     }
 }
 
@@ -230,6 +219,138 @@ pub fn similarity_at(
     let xs = corpus.states_point(src, layers.0, points.0, use_cache)?;
     let ys = corpus.states_point(tgt, layers.1, points.1, use_cache)?;
     Ok(lcross_core::similarity::alignment(&Rows::from_f32(&xs)?, &Rows::from_f32(&ys)?, opts)?)
+}
+
+/// The alignment metrics of every (source layer, target layer) pair: `lcross similarity
+/// --source-layers all --target-layers all`, the layer-by-layer heatmaps.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimilarityGrid {
+    pub source: String,
+    pub target: String,
+    pub source_layers: Vec<usize>,
+    pub target_layers: Vec<usize>,
+    /// Texts compared per pair.
+    pub n: usize,
+    /// One per pair, source layer major.
+    pub cells: Vec<SimilarityCell>,
+}
+
+/// The metrics of one layer pair.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SimilarityCell {
+    pub source_layer: usize,
+    pub target_layer: usize,
+    #[serde(flatten)]
+    pub alignment: lcross_core::similarity::Alignment,
+}
+
+/// The metric names of [`lcross_core::similarity::Alignment`], in column order.
+pub const SIMILARITY_METRICS: [&str; 5] = ["mutual_knn", "cka", "unbiased_cka", "cknna", "svcca"];
+
+impl SimilarityGrid {
+    /// One metric of a cell by name.
+    pub fn value(cell: &SimilarityCell, metric: &str) -> f64 {
+        let a = &cell.alignment;
+        match metric {
+            "mutual_knn" => a.mutual_knn,
+            "cka" => a.cka,
+            "unbiased_cka" => a.unbiased_cka,
+            "cknna" => a.cknna,
+            _ => a.svcca,
+        }
+    }
+
+    /// The layer pair with the highest value of `metric`.
+    pub fn best(&self, metric: &str) -> Option<&SimilarityCell> {
+        self.cells.iter().filter(|c| Self::value(c, metric).is_finite()).max_by(|a, b| Self::value(a, metric).total_cmp(&Self::value(b, metric)))
+    }
+
+    /// Write `similarity.csv`, `similarity.json` and one heatmap per metric
+    /// (`similarity-METRIC.svg`: source layers across, target layers up) into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut csv = format!("source_layer,target_layer,{},n\n", SIMILARITY_METRICS.join(","));
+        for c in &self.cells {
+            let values: Vec<String> = SIMILARITY_METRICS.iter().map(|m| format!("{:.6}", Self::value(c, m))).collect();
+            csv.push_str(&format!("{},{},{},{}\n", c.source_layer, c.target_layer, values.join(","), c.alignment.n));
+        }
+        let mut written = vec![dir.join("similarity.csv"), dir.join("similarity.json")];
+        lcross_core::artifact::write_atomic(&written[0], csv.as_bytes())?;
+        lcross_core::artifact::write_atomic(&written[1], serde_json::to_string_pretty(self)?.as_bytes())?;
+        for metric in SIMILARITY_METRICS {
+            let grid: Vec<Vec<f64>> = self
+                .source_layers
+                .iter()
+                .map(|&s| {
+                    self.target_layers
+                        .iter()
+                        .map(|&t| self.cells.iter().find(|c| c.source_layer == s && c.target_layer == t).map_or(f64::NAN, |c| Self::value(c, metric)))
+                        .collect()
+                })
+                .collect();
+            let path = dir.join(format!("similarity-{metric}.svg"));
+            crate::plots::heatmap(
+                &path,
+                &format!("{metric}: {} vs {} ({} texts)", self.source, self.target, self.n),
+                (&format!("{} layer", self.source), &self.source_layers),
+                (&format!("{} layer", self.target), &self.target_layers),
+                &grid,
+            )?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// Layers of `model` from a flag: `all`, or a list as [`lcross_core::steer::parse_layers`]
+/// reads it, each within the model's depth.
+pub fn layers_of(spec: &str, model: &Model) -> Result<Vec<usize>> {
+    let n = model.config().num_layers;
+    if spec.trim().eq_ignore_ascii_case("all") {
+        return Ok((0..n).collect());
+    }
+    let layers = lcross_core::steer::parse_layers(spec)?;
+    match layers.iter().find(|&&l| l >= n) {
+        Some(&layer) => Err(lcross_core::CoreError::LayerOutOfRange { model: model.id().into(), layer, layers: n }.into()),
+        None => Ok(layers),
+    }
+}
+
+/// The alignment metrics of every pair of `source_layers` x `target_layers` on the states
+/// of `corpus` (each model read once, at all its layers).
+#[allow(clippy::too_many_arguments)]
+pub fn similarity_grid(
+    src: &Model,
+    tgt: &Model,
+    source_layers: &[usize],
+    target_layers: &[usize],
+    points: (HookPoint, HookPoint),
+    corpus: &Corpus,
+    opts: &lcross_core::similarity::SimilarityOptions,
+    use_cache: bool,
+) -> Result<SimilarityGrid> {
+    let xs = corpus.states_at_point(src, source_layers, points.0, use_cache)?;
+    let ys = corpus.states_at_point(tgt, target_layers, points.1, use_cache)?;
+    let xs: BTreeMap<usize, Rows> = xs.iter().map(|(l, s)| Ok((*l, Rows::from_f32(s)?))).collect::<Result<_>>()?;
+    let ys: BTreeMap<usize, Rows> = ys.iter().map(|(l, s)| Ok((*l, Rows::from_f32(s)?))).collect::<Result<_>>()?;
+    let bar = lcross_core::activations::progress((source_layers.len() * target_layers.len()) as u64, "layer pairs");
+    let mut cells = Vec::with_capacity(source_layers.len() * target_layers.len());
+    for &s in source_layers {
+        for &t in target_layers {
+            lcross_model::interrupt::check()?;
+            cells.push(SimilarityCell { source_layer: s, target_layer: t, alignment: lcross_core::similarity::alignment(&xs[&s], &ys[&t], opts)? });
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let n = cells.first().map_or(0, |c| c.alignment.n);
+    Ok(SimilarityGrid {
+        source: src.id().into(),
+        target: tgt.id().into(),
+        source_layers: source_layers.to_vec(),
+        target_layers: target_layers.to_vec(),
+        n,
+        cells,
+    })
 }
 
 /// Fit a map on paired states already gathered (`xs[i]` from `src`, `ys[i]` from `tgt`, same

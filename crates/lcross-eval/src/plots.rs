@@ -111,3 +111,61 @@ fn draw_scatter<'a>(svg: &'a mut String, points: &[ScatterPoint], groups: &[Stri
     root.present()?;
     Ok(())
 }
+
+/// A heatmap into the SVG file `path`: `values[i][j]` is the cell of `x.1[i]` (across) and
+/// `y.1[j]` (up), coloured on viridis from the grid's minimum to its maximum (NaN cells
+/// grey), with the scale written in the title.
+pub fn heatmap(path: &Path, title: &str, x: (&str, &[usize]), y: (&str, &[usize]), values: &[Vec<f64>]) -> Result<()> {
+    let mut svg = String::new();
+    draw_heatmap(&mut svg, title, x, y, values)
+        .map_err(|e| lcross_core::CoreError::Encode { what: format!("the plot {}", path.display()), reason: e.to_string() })?;
+    write_atomic(path, svg.as_bytes())?;
+    Ok(())
+}
+
+fn draw_heatmap<'a>(
+    svg: &'a mut String,
+    title: &str,
+    (x_label, xs): (&str, &[usize]),
+    (y_label, ys): (&str, &[usize]),
+    values: &[Vec<f64>],
+) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
+    use plotters::style::colors::colormaps::{ColorMap, ViridisRGB};
+    let finite = values.iter().flatten().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo < hi {
+        (lo, hi)
+    } else if lo.is_finite() {
+        (lo - 0.5, lo + 0.5)
+    } else {
+        (0.0, 1.0)
+    };
+    let root = SVGBackend::with_string(svg, (780, 660)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (nx, ny) = (xs.len().max(1), ys.len().max(1));
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{title}; colour {lo:.3} (dark) to {hi:.3} (yellow)"), ("sans-serif", 13))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..nx as f64, 0f64..ny as f64)?;
+    let tick = |labels: &[usize], v: f64| labels.get(v.floor() as usize).map(|l| l.to_string()).unwrap_or_default();
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_labels(nx.min(16))
+        .y_labels(ny.min(16))
+        .x_label_formatter(&|v| tick(xs, *v))
+        .y_label_formatter(&|v| tick(ys, *v))
+        .draw()?;
+    chart.draw_series(values.iter().enumerate().flat_map(|(i, row)| {
+        row.iter().enumerate().map(move |(j, &v)| {
+            let color = if v.is_finite() { ViridisRGB.get_color_normalized(v, lo, hi) } else { RGBColor(200, 200, 200) };
+            Rectangle::new([(i as f64, j as f64), (i as f64 + 1.0, j as f64 + 1.0)], color.filled())
+        })
+    }))?;
+    root.present()?;
+    Ok(())
+}

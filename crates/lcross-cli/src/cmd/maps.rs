@@ -100,14 +100,25 @@ pub struct SimilarityArgs {
     #[arg(long)]
     source: String,
     /// Source layer (0-based).
-    #[arg(long)]
-    source_layer: usize,
+    #[arg(long, required_unless_present = "source_layers", conflicts_with = "source_layers")]
+    source_layer: Option<usize>,
     /// Target model.
     #[arg(long)]
     target: String,
     /// Target layer.
-    #[arg(long)]
-    target_layer: usize,
+    #[arg(long, required_unless_present = "target_layers", conflicts_with = "target_layers")]
+    target_layer: Option<usize>,
+    /// Several source layers (`all`, or e.g. 0-29 or 4,8,12): with --target-layers, every
+    /// pair is measured and a heatmap per metric written to --out.
+    #[arg(long, requires = "target_layers")]
+    source_layers: Option<String>,
+    /// Several target layers (`all` or a list), with --source-layers.
+    #[arg(long, requires = "source_layers")]
+    target_layers: Option<String>,
+    /// Directory of the layer-by-layer results (similarity.csv, similarity.json,
+    /// similarity-METRIC.svg); default similarity-SOURCE-TARGET.
+    #[arg(long, short)]
+    out: Option<PathBuf>,
     /// Hook point of the states on both sides: resid_post (default), resid_pre, attn_out, mlp_out.
     #[arg(long, default_value = "resid_post")]
     hook: String,
@@ -143,9 +154,27 @@ pub fn similarity_cmd(ctx: &Context, a: SimilarityArgs) -> Result<()> {
     let corpus = lcross_eval::pipeline::Corpus::load(&a.corpus, &data_dir, a.skip, a.limit)?;
     let point = lcross_core::steer::parse_hook(&a.hook)?;
     let opts = lcross_core::similarity::SimilarityOptions { topk: a.topk, cca_dim: a.cca_dim };
-    let m = pipeline::similarity_at(&src, &tgt, (a.source_layer, a.target_layer), (point, point), &corpus, &opts, !a.no_cache)?;
+    let (Some(source_layer), Some(target_layer)) = (a.source_layer, a.target_layer) else {
+        let sl = pipeline::layers_of(a.source_layers.as_deref().unwrap_or("all"), &src)?;
+        let tl = pipeline::layers_of(a.target_layers.as_deref().unwrap_or("all"), &tgt)?;
+        let grid = pipeline::similarity_grid(&src, &tgt, &sl, &tl, (point, point), &corpus, &opts, !a.no_cache)?;
+        let dir = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("similarity-{}-{}", src.id(), tgt.id())));
+        let files = grid.write(&dir)?;
+        return ctx.print(&grid, || {
+            println!("{} x {} layer pairs of {} and {} on {} texts:", sl.len(), tl.len(), src.id(), tgt.id(), grid.n);
+            for metric in pipeline::SIMILARITY_METRICS {
+                if let Some(c) = grid.best(metric) {
+                    println!("  {metric:>13}: highest {:.4} at L{} / L{}", pipeline::SimilarityGrid::value(c, metric), c.source_layer, c.target_layer);
+                }
+            }
+            for f in &files {
+                println!("  wrote {}", f.display());
+            }
+        });
+    };
+    let m = pipeline::similarity_at(&src, &tgt, (source_layer, target_layer), (point, point), &corpus, &opts, !a.no_cache)?;
     ctx.print(&m, || {
-        println!("{} L{} vs {} L{} on {} texts:", src.id(), a.source_layer, tgt.id(), a.target_layer, m.n);
+        println!("{} L{} vs {} L{} on {} texts:", src.id(), source_layer, tgt.id(), target_layer, m.n);
         println!("  mutual k-NN (k = {}) {:.4}", a.topk, m.mutual_knn);
         println!("  CKA {:.4}, unbiased CKA {:.4}, CKNNA {:.4}", m.cka, m.unbiased_cka, m.cknna);
         println!("  SVCCA ({} directions) {:.4}", a.cca_dim, m.svcca);
