@@ -390,8 +390,8 @@ pub struct AlignArgs {
     #[arg(long)]
     pub target_layer: usize,
     /// Corpus: a concept dataset (CAA file, builtin:NAME, RepE concept) whose pair texts are
-    /// used, or a .txt file with one text a line.
-    #[arg(long)]
+    /// used, or a .txt file with one text a line. Not used by `--estimator embedding`.
+    #[arg(long, default_value = "")]
     pub corpus: String,
     /// First N items of the corpus (pairs: both texts of each), after --skip.
     #[arg(long)]
@@ -400,7 +400,7 @@ pub struct AlignArgs {
     /// on held-out pairs).
     #[arg(long, default_value_t = 0)]
     pub skip: usize,
-    /// ols (default, the paper's pseudo-inverse), ridge[:LAMBDA], procrustes, affine (centred least squares plus a bias; vectors move through the linear part), reduced-rank[:RANK] (rank chosen on held-out rows unless given), random[:SEED], identity.
+    /// ols (default, the paper's pseudo-inverse), ridge[:LAMBDA], procrustes, affine (centred least squares plus a bias; vectors move through the linear part), reduced-rank[:RANK] (rank chosen on held-out rows unless given), embedding (OLS between the token embeddings of the vocabulary both tokenizers share: no corpus, no forward pass; --limit caps the tokens), random[:SEED], identity.
     #[arg(long, default_value = "ols")]
     pub estimator: String,
     /// A source-model vector to transfer at fit time (with --native: cosine reported).
@@ -425,6 +425,16 @@ impl AlignArgs {
     /// `--vector` through it to `--native` recorded when both are given).
     pub fn fit(&self, src: &Model, tgt: &Model) -> Result<LinearMap> {
         let est = Estimator::parse(&self.estimator).with_context(|| format!("unknown estimator `{}`", self.estimator))?;
+        if est == Estimator::Embedding {
+            let mut map = pipeline::align_embeddings(src, tgt, (self.source_layer, self.target_layer), self.limit)?;
+            if let (Some(v), Some(n)) = (&self.vector, &self.native) {
+                pipeline::record_native_cosine(&mut map, &SteeringVector::load(v)?, &SteeringVector::load(n)?, &n.display().to_string())?;
+            }
+            return Ok(map);
+        }
+        if self.corpus.is_empty() {
+            anyhow::bail!("--corpus is needed by the {} estimator (only `embedding` fits without one)", self.estimator);
+        }
         let data_dir = self.data_dir.clone().unwrap_or_else(lcross_core::default_data_dir);
         let corpus = Corpus::load(&self.corpus, &data_dir, self.skip, self.limit)?;
         let point = lcross_core::steer::parse_hook(&self.hook)?;

@@ -103,8 +103,17 @@ pub fn generate_with(ctx: &Context, model: &Model, prompt: &lcross_model::Prompt
 pub fn print_fit(m: &MapMetadata) {
     let d = &m.diagnostics;
     println!(
-        "{} L{} ({}) -> {} L{} ({}): {:?} on {} texts of {}",
-        m.source_model_id, m.source_layer, d.source_dim, m.target_model_id, m.target_layer, d.target_dim, m.estimator, d.n, m.corpus
+        "{} L{} ({}) -> {} L{} ({}): {:?} on {} {} of {}",
+        m.source_model_id,
+        m.source_layer,
+        d.source_dim,
+        m.target_model_id,
+        m.target_layer,
+        d.target_dim,
+        m.estimator,
+        d.n,
+        if m.estimator == lcross_core::maps::Estimator::Embedding { "rows" } else { "texts" },
+        m.corpus
     );
     println!(
         "  train R^2 {:.4}, held-out R^2 {}, rank(X) {}{}, {:.2} s",

@@ -77,3 +77,42 @@ fn layer_grids_write_a_heatmap_per_metric() {
         fails(&["similarity", "--corpus", "builtin:optimism", "--source", &llama, "--source-layers", "0-9", "--target", &llama, "--target-layers", "all"]);
     assert!(err.contains("layer 3 is out of range"), "{err}");
 }
+
+/// `align --estimator embedding` needs no corpus: a model mapped onto itself through its
+/// token embeddings gets the identity (its vocabulary has more rows than dimensions), so
+/// its own vector transfers to itself; other estimators still ask for a corpus.
+#[test]
+fn embedding_maps_fit_on_the_shared_vocabulary() {
+    let llama = tiny("tiny-llama");
+    let d = std::env::temp_dir().join(format!("lcross-emb-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let v = d.join("v.safetensors");
+    json(&["--json", "extract", "-m", &llama, "-d", "builtin:optimism", "--limit", "8", "-l", "1", "--no-cache", "-o", v.to_str().unwrap()]);
+    let m = d.join("m.safetensors");
+    let fit = json(&[
+        "--json",
+        "align",
+        "--source",
+        &llama,
+        "--source-layer",
+        "1",
+        "--target",
+        &llama,
+        "--target-layer",
+        "1",
+        "--estimator",
+        "embedding",
+        "--vector",
+        v.to_str().unwrap(),
+        "--native",
+        v.to_str().unwrap(),
+        "-o",
+        m.to_str().unwrap(),
+    ]);
+    let diag = &fit["diagnostics"];
+    assert!(diag["n"].as_u64().unwrap() > 64 && diag["train_r2"].as_f64().unwrap() > 1.0 - 1e-9, "{fit}");
+    assert!(fit["corpus"].as_str().unwrap().contains("vocabulary strings shared"), "{fit}");
+    assert!((fit["native_cosine"].as_f64().unwrap() - 1.0).abs() < 1e-5, "{fit}");
+    let err = fails(&["align", "--source", &llama, "--source-layer", "1", "--target", &llama, "--target-layer", "1", "-o", m.to_str().unwrap()]);
+    assert!(err.contains("--corpus") && err.contains("embedding"), "{err}");
+}

@@ -38,6 +38,10 @@ pub enum Estimator {
     /// best held-out R^2 among 1, 2, 4, ... and the full rank).
     #[serde(rename = "reduced-rank")]
     ReducedRank { rank: Option<usize> },
+    /// OLS between the two models' input token embeddings, on the rows of the vocabulary
+    /// strings both tokenizers share (Emb2Emb): no forward passes, no corpus. The rows
+    /// are given to [`fit`] like states; the fit itself is OLS.
+    Embedding,
     /// Affine least squares: OLS on centred states plus a bias, `y = x T + b` with
     /// `b = mean(y) - mean(x) T` (ConTrans, model stitching). A steering vector is a
     /// difference of states, so it moves through the linear part alone (`v T`); the bias
@@ -46,8 +50,8 @@ pub enum Estimator {
 }
 
 impl Estimator {
-    /// Parse `ols`, `ridge`, `ridge:0.1`, `procrustes`, `affine`, `random`, `random:SEED`,
-    /// `identity`, `reduced-rank`, `reduced-rank:RANK`.
+    /// Parse `ols`, `ridge`, `ridge:0.1`, `procrustes`, `affine`, `embedding`, `random`,
+    /// `random:SEED`, `identity`, `reduced-rank`, `reduced-rank:RANK`.
     pub fn parse(s: &str) -> Option<Self> {
         let (name, arg) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
         match name {
@@ -60,6 +64,7 @@ impl Estimator {
             "random" => Some(Self::Random { seed: arg.map_or(Some(0), |x| x.parse().ok())? }),
             "identity" | "none" => Some(Self::Identity),
             "affine" => Some(Self::Affine),
+            "embedding" => Some(Self::Embedding),
             "reduced-rank" | "rrr" => match arg {
                 None => Some(Self::ReducedRank { rank: None }),
                 Some(x) => x.parse().ok().filter(|r: &usize| *r > 0).map(|r| Self::ReducedRank { rank: Some(r) }),
@@ -211,7 +216,7 @@ fn centred(m: &Mat<f64>, means: &[f64]) -> Mat<f64> {
 fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<RawFit> {
     let (n, ds, dt) = (x.nrows(), x.ncols(), y.ncols());
     match est {
-        Estimator::Ols => {
+        Estimator::Ols | Estimator::Embedding => {
             let (u, s, v) = thin_svd(x)?;
             let tol = rank_tolerance(&s, n, ds);
             let rank = s.iter().filter(|&&x| x > tol).count();

@@ -196,6 +196,13 @@ pub fn align_at(
     est: Estimator,
     use_cache: bool,
 ) -> Result<LinearMap> {
+    if est == Estimator::Embedding {
+        return Err(EvalError::bad_value(
+            "estimator",
+            "embedding",
+            "a map fitted on states (ols, ridge, ...): `embedding` fits on token embeddings (align_embeddings)",
+        ));
+    }
     let xs = corpus.states_point(src, layers.0, points.0, use_cache)?;
     let ys = corpus.states_point(tgt, layers.1, points.1, use_cache)?;
     let mut map = fit_states(src, tgt, layers, &xs, &ys, est, corpus.describe())?;
@@ -299,6 +306,54 @@ impl SimilarityGrid {
         }
         Ok(written)
     }
+}
+
+/// The vocabulary strings of `model`'s tokenizer, each decoded alone (so byte-level `Ġ`
+/// and SentencePiece `▁` spellings of a space agree), with the first id of each; special
+/// tokens and strings that decode to nothing or to the replacement character (a partial
+/// UTF-8 byte) are left out.
+fn vocabulary_strings(model: &Model) -> Result<BTreeMap<String, u32>> {
+    let tok = model.tokenizer();
+    let n = (tok.vocab_size() as u32).min(model.config().vocab_size as u32);
+    let mut out = BTreeMap::new();
+    for id in 0..n {
+        let s = tok.decode(&[id], true)?;
+        if !s.is_empty() && !s.contains('\u{FFFD}') {
+            out.entry(s).or_insert(id);
+        }
+    }
+    Ok(out)
+}
+
+/// An `embedding` map (Emb2Emb): OLS from `src`'s input token embeddings to `tgt`'s on the
+/// vocabulary strings both tokenizers share (the first `limit` of them in the source's id
+/// order, when given), recorded for the layers vectors are taken from and added at. No
+/// forward pass and no corpus: the residual stream keeps the embeddings' basis.
+pub fn align_embeddings(src: &Model, tgt: &Model, layers: (usize, usize), limit: Option<usize>) -> Result<LinearMap> {
+    let (a, b) = (vocabulary_strings(src)?, vocabulary_strings(tgt)?);
+    let mut shared: Vec<(u32, u32)> = a.iter().filter_map(|(s, &i)| b.get(s).map(|&j| (i, j))).collect();
+    shared.sort_unstable();
+    if let Some(n) = limit {
+        shared.truncate(n);
+    }
+    if shared.len() < 2 {
+        return Err(lcross_core::CoreError::TooFew {
+            what: format!("vocabulary strings shared by {} and {}", src.id(), tgt.id()),
+            needed: 2,
+            got: shared.len(),
+        }
+        .into());
+    }
+    let (src_ids, tgt_ids): (Vec<u32>, Vec<u32>) = shared.iter().copied().unzip();
+    let xs = src.decoder().token_embeddings(&src_ids)?;
+    let ys = tgt.decoder().token_embeddings(&tgt_ids)?;
+    let mut h = Sha256::new();
+    for (i, j) in &shared {
+        h.update(i.to_le_bytes());
+        h.update(j.to_le_bytes());
+    }
+    let corpus = (format!("token embeddings of {} vocabulary strings shared by {} and {}", shared.len(), src.id(), tgt.id()), hex::encode(h.finalize()));
+    fit_states(src, tgt, layers, &xs, &ys, Estimator::Embedding, corpus)
 }
 
 /// Layers of `model` from a flag: `all`, or a list as [`lcross_core::steer::parse_layers`]

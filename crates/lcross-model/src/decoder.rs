@@ -533,6 +533,23 @@ impl Decoder {
         self.dtype
     }
 
+    /// The input embeddings of `ids` as block 0 receives them (Gemma's scaling applied),
+    /// in f32: one row per id.
+    pub fn token_embeddings(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let c = &self.config;
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(ModelError::InvalidInput(format!("token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut x = self.embed.rows(ids, DType::F32, &self.device)?.reshape((ids.len(), c.hidden_size))?;
+        if c.scale_embeddings {
+            x = (x * ((c.hidden_size as f32).sqrt() as f64))?;
+        }
+        Ok(x.to_vec2::<f32>()?)
+    }
+
     /// Longest sequence a row may reach.
     pub fn max_sequence(&self) -> usize {
         self.config.max_positions().min(ROTARY_TABLE_MAX)

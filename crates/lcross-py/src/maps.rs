@@ -110,8 +110,9 @@ impl LinearMap {
 }
 
 fn estimator(s: &str) -> PyResult<Estimator> {
-    Estimator::parse(s)
-        .ok_or_else(|| bad_value(format!("estimator `{s}`: expected ols, ridge[:LAMBDA], procrustes, affine, reduced-rank[:RANK], random[:SEED] or identity")))
+    Estimator::parse(s).ok_or_else(|| {
+        bad_value(format!("estimator `{s}`: expected ols, ridge[:LAMBDA], procrustes, affine, reduced-rank[:RANK], embedding, random[:SEED] or identity"))
+    })
 }
 
 /// Fit `T` with `X @ T ~ Y` on paired rows (X: (n, d_s), Y: (n, d_t)) from any arrays
@@ -132,6 +133,11 @@ pub fn fit_map(
     hook: &str,
 ) -> PyResult<LinearMap> {
     let est = self::estimator(estimator)?;
+    if est == Estimator::Embedding {
+        return Err(bad_value(
+            "estimator `embedding` fits on the two models' token embeddings: use lcross.align(source, target, \"\", estimator=\"embedding\", ...)",
+        ));
+    }
     let (nx, dx, xd) = matrix_f64(x, "X")?;
     let (ny, dy, yd) = matrix_f64(y, "Y")?;
     let xr = Rows::from_f64(nx, dx, xd).or_raise()?;
@@ -168,9 +174,13 @@ pub fn align(
     progress: Option<bool>,
 ) -> PyResult<LinearMap> {
     let est = self::estimator(estimator)?;
+    let (src, tgt) = (source.inner.clone(), target.inner.clone());
+    if est == Estimator::Embedding {
+        let map = run_long(py, progress, || pipeline::align_embeddings(&src, &tgt, (source_layer, target_layer), limit))?.or_raise()?;
+        return Ok(LinearMap::wrap(map, None));
+    }
     let point = lcross_core::steer::parse_hook(hook).or_raise()?;
     let corpus = Corpus::load(corpus, &lcross_core::default_data_dir(), skip, limit).or_raise()?;
-    let (src, tgt) = (source.inner.clone(), target.inner.clone());
     let map = run_long(py, progress, || pipeline::align_at(&src, &tgt, (source_layer, target_layer), (point, point), &corpus, est, cache))?.or_raise()?;
     Ok(LinearMap::wrap(map, None))
 }

@@ -272,8 +272,9 @@ def align(
     progress: Optional[bool] = None,
 ) -> LinearMap:
     """Fit a map between two models on the last-token states of a shared corpus (a dataset name or
-    path, or a .txt file with a text per line), as ``lcross align`` does. ``progress`` and Ctrl-C
-    as in ``extract``."""
+    path, or a .txt file with a text per line), as ``lcross align`` does. ``estimator="embedding"``
+    fits on the two models' token embeddings of their shared vocabulary instead (``corpus`` unused,
+    ``limit`` caps the tokens; no forward pass). ``progress`` and Ctrl-C as in ``extract``."""
 
 def similarity(x: ArrayLike, y: ArrayLike, *, topk: int = 10, cca_dim: int = 10) -> dict[str, Any]:
     """How alike two representations of the same texts are, with the conventions of Huh et al.
