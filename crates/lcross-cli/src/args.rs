@@ -400,7 +400,7 @@ pub struct AlignArgs {
     /// on held-out pairs).
     #[arg(long, default_value_t = 0)]
     pub skip: usize,
-    /// ols (default, the paper's pseudo-inverse), ridge[:LAMBDA], procrustes, affine (centred least squares plus a bias; vectors move through the linear part), reduced-rank[:RANK] (rank chosen on held-out rows unless given), embedding (OLS between the token embeddings of the vocabulary both tokenizers share: no corpus, no forward pass; --limit caps the tokens), random[:SEED], identity.
+    /// ols (default, the paper's pseudo-inverse), ridge[:LAMBDA], procrustes, affine (centred least squares plus a bias; vectors move through the linear part), reduced-rank[:RANK] (rank chosen on held-out rows unless given), embedding (OLS between the token embeddings of the vocabulary both tokenizers share: no corpus, no forward pass; --limit caps the tokens), mlp[:HIDDEN] (Oozeer et al.'s autoencoder: ReLU encoder, linear decoder, seeded AdamW; vectors move as the mean of map(h + v) - map(h)), random[:SEED], identity.
     #[arg(long, default_value = "ols")]
     pub estimator: String,
     /// A source-model vector to transfer at fit time (with --native: cosine reported).

@@ -116,3 +116,58 @@ fn embedding_maps_fit_on_the_shared_vocabulary() {
     let err = fails(&["align", "--source", &llama, "--source-layer", "1", "--target", &llama, "--target-layer", "1", "-o", m.to_str().unwrap()]);
     assert!(err.contains("--corpus") && err.contains("embedding"), "{err}");
 }
+
+/// `align --estimator mlp:H`: the autoencoder map is saved with its weights and anchors;
+/// `transfer` through the saved file gives what the fit gave (the native cosine), and the
+/// same command fits the same map again (seeded).
+#[test]
+fn mlp_maps_save_and_transfer_deterministically() {
+    let (llama, qwen) = (tiny("tiny-llama"), tiny("tiny-qwen2"));
+    let d = std::env::temp_dir().join(format!("lcross-mlp-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let (v, n) = (d.join("v.safetensors"), d.join("n.safetensors"));
+    json(&["--json", "extract", "-m", &llama, "-d", "builtin:optimism", "--limit", "8", "-l", "1", "--no-cache", "-o", v.to_str().unwrap()]);
+    json(&["--json", "extract", "-m", &qwen, "-d", "builtin:optimism", "--limit", "8", "-l", "1", "--no-cache", "-o", n.to_str().unwrap()]);
+    let fit = |out: &std::path::Path| {
+        json(&[
+            "--json",
+            "align",
+            "--source",
+            &llama,
+            "--source-layer",
+            "1",
+            "--target",
+            &qwen,
+            "--target-layer",
+            "1",
+            "--corpus",
+            "builtin:optimism",
+            "--limit",
+            "24",
+            "--no-cache",
+            "--estimator",
+            "mlp:32",
+            "--vector",
+            v.to_str().unwrap(),
+            "--native",
+            n.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (m1, m2) = (d.join("m1.safetensors"), d.join("m2.safetensors"));
+    let (a, b) = (fit(&m1), fit(&m2));
+    assert_eq!(a["estimator"], serde_json::json!({"name": "mlp", "hidden": 32}), "{a}");
+    let r2 = a["diagnostics"]["train_r2"].as_f64().unwrap();
+    assert!(r2 > 0.5 && a["diagnostics"]["heldout_r2"].as_f64().is_some(), "{a}");
+    let (l1, l2) = (lcross_core::maps::LinearMap::load(&m1).unwrap(), lcross_core::maps::LinearMap::load(&m2).unwrap());
+    let (p1, p2) = (l1.mlp.unwrap(), l2.mlp.unwrap());
+    assert!(p1.w1 == p2.w1 && p1.w2 == p2.w2 && p1.anchors == p2.anchors, "seeded: the same map twice");
+    assert_eq!(a["native_cosine"], b["native_cosine"]);
+    let moved = d.join("moved.safetensors");
+    json(&["--json", "transfer", "--vector", v.to_str().unwrap(), "--map", m1.to_str().unwrap(), "-o", moved.to_str().unwrap()]);
+    let sv = lcross_core::steering::SteeringVector::load(&moved).unwrap();
+    let native = lcross_core::steering::SteeringVector::load(&n).unwrap();
+    let c = lcross_core::steering::cosine(&sv.layers[&1], &native.layers[&1]);
+    assert!((c - a["native_cosine"].as_f64().unwrap()).abs() < 1e-5, "transfer through the saved map {c} vs at fit time {a}");
+}

@@ -13,6 +13,7 @@ pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod maps;
+pub mod mlp_map;
 pub mod similarity;
 pub mod steer;
 pub mod steering;

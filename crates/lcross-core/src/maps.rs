@@ -38,6 +38,11 @@ pub enum Estimator {
     /// best held-out R^2 among 1, 2, 4, ... and the full rank).
     #[serde(rename = "reduced-rank")]
     ReducedRank { rank: Option<usize> },
+    /// The autoencoder map of Oozeer et al. (ReLU encoder, linear decoder; `hidden` units,
+    /// default the target's size), trained with a seeded optimiser
+    /// ([`crate::mlp_map`]). Vectors move as the mean of `map(h + v) - map(h)` over the
+    /// source states it was fitted on; `T` is its mean Jacobian.
+    Mlp { hidden: Option<usize> },
     /// OLS between the two models' input token embeddings, on the rows of the vocabulary
     /// strings both tokenizers share (Emb2Emb): no forward passes, no corpus. The rows
     /// are given to [`fit`] like states; the fit itself is OLS.
@@ -50,8 +55,8 @@ pub enum Estimator {
 }
 
 impl Estimator {
-    /// Parse `ols`, `ridge`, `ridge:0.1`, `procrustes`, `affine`, `embedding`, `random`,
-    /// `random:SEED`, `identity`, `reduced-rank`, `reduced-rank:RANK`.
+    /// Parse `ols`, `ridge`, `ridge:0.1`, `procrustes`, `affine`, `embedding`, `mlp`,
+    /// `mlp:HIDDEN`, `random`, `random:SEED`, `identity`, `reduced-rank`, `reduced-rank:RANK`.
     pub fn parse(s: &str) -> Option<Self> {
         let (name, arg) = s.split_once(':').map_or((s, None), |(a, b)| (a, Some(b)));
         match name {
@@ -65,6 +70,10 @@ impl Estimator {
             "identity" | "none" => Some(Self::Identity),
             "affine" => Some(Self::Affine),
             "embedding" => Some(Self::Embedding),
+            "mlp" => match arg {
+                None => Some(Self::Mlp { hidden: None }),
+                Some(x) => x.parse().ok().filter(|h: &usize| (1..=1 << 16).contains(h)).map(|h| Self::Mlp { hidden: Some(h) }),
+            },
             "reduced-rank" | "rrr" => match arg {
                 None => Some(Self::ReducedRank { rank: None }),
                 Some(x) => x.parse().ok().filter(|r: &usize| *r > 0).map(|r| Self::ReducedRank { rank: Some(r) }),
@@ -262,6 +271,11 @@ fn fit_raw(x: &Mat<f64>, y: &Mat<f64>, est: &Estimator) -> Result<RawFit> {
             let (t, r) = reduce_rank(x, &t, r)?;
             Ok((t, x_rank, None, Some(r), None))
         }
+        Estimator::Mlp { .. } => Err(CoreError::BadValue {
+            what: "estimator".into(),
+            value: "mlp".into(),
+            expected: "a linear estimator here: the mlp map is fitted by fit_mlp".into(),
+        }),
         Estimator::Affine => {
             let (mx, my) = (column_means(x), column_means(y));
             let (t, rank, _, _, _) = fit_raw(&centred(x, &mx), &centred(y, &my), &Estimator::Ols)?;
@@ -392,6 +406,42 @@ pub fn fit_with_bias(x: &Rows, y: &Rows, est: &Estimator) -> Result<(Mat<f64>, O
     Ok((t, bias, diag))
 }
 
+/// Fit the autoencoder map (seed 0), with diagnostics as [`fit`] gives them (R^2 of the
+/// map itself; held out: refitted on 80% of the rows, scored on the rest). `T` is the
+/// map's mean Jacobian.
+pub fn fit_mlp(x: &Rows, y: &Rows, hidden: Option<usize>) -> Result<(Mat<f64>, crate::mlp_map::MlpMap, FitDiagnostics)> {
+    let start = std::time::Instant::now();
+    let mlp = crate::mlp_map::fit(x, y, hidden, 0)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let diag_start = std::time::Instant::now();
+    let train_r2 = mlp.r2(x, y)?;
+    let heldout_r2 = if x.n >= 10 {
+        let (tr, te) = split(x.n);
+        let held = crate::mlp_map::fit(&x.select(&tr), &y.select(&tr), hidden, 0)?;
+        Some(held.r2(&x.select(&te), &y.select(&te))?)
+    } else {
+        None
+    };
+    let (_, s, _) = thin_svd(&x.mat())?;
+    let rank = s.iter().filter(|&&v| v > rank_tolerance(&s, x.n, x.d)).count();
+    let jac = mlp.mean_jacobian();
+    let t = Mat::from_fn(x.d, y.d, |i, j| jac[i * y.d + j]);
+    let diag = FitDiagnostics {
+        n: x.n,
+        source_dim: x.d,
+        target_dim: y.d,
+        rank,
+        interpolating: false,
+        train_r2,
+        heldout_r2,
+        lambda: None,
+        map_rank: None,
+        seconds,
+        diagnostics_seconds: diag_start.elapsed().as_secs_f64(),
+    };
+    Ok((t, mlp, diag))
+}
+
 /// `v T` for a row vector `v`.
 pub fn apply(t: &Mat<f64>, v: &[f32]) -> Result<Vec<f32>> {
     if v.len() != t.nrows() {
@@ -435,6 +485,19 @@ pub struct LinearMap {
     /// The bias of an affine map (`y = x T + b`; tensor `b`), None for linear ones.
     /// Vectors move through `T` alone.
     pub bias: Option<Vec<f64>>,
+    /// The autoencoder of an `mlp` map (tensors `mlp.*`): vectors move through it, not `T`.
+    pub mlp: Option<crate::mlp_map::MlpMap>,
+}
+
+impl LinearMap {
+    /// A steering vector moved through the map: `v T`, or for an `mlp` map the mean of
+    /// `map(h + v) - map(h)` over its anchor states.
+    pub fn move_vector(&self, v: &[f32]) -> Result<Vec<f32>> {
+        match &self.mlp {
+            Some(m) => m.move_vector(v),
+            None => apply(&self.t, v),
+        }
+    }
 }
 
 impl LinearMap {
@@ -458,6 +521,23 @@ impl LinearMap {
             }
             tensors.insert("b".into(), (vec![c], b));
         }
+        if let Some(m) = &self.mlp {
+            let (ds, h, dt) = (m.source_dim, m.hidden, m.target_dim);
+            let parts: [(&str, Vec<usize>, &Vec<f32>); 9] = [
+                ("mlp.w1", vec![ds, h], &m.w1),
+                ("mlp.b1", vec![h], &m.b1),
+                ("mlp.w2", vec![h, dt], &m.w2),
+                ("mlp.b2", vec![dt], &m.b2),
+                ("mlp.x_mean", vec![ds], &m.x_mean),
+                ("mlp.x_scale", vec![ds], &m.x_scale),
+                ("mlp.y_mean", vec![dt], &m.y_mean),
+                ("mlp.y_scale", vec![dt], &m.y_scale),
+                ("mlp.anchors", vec![m.anchors.len() / ds.max(1), ds], &m.anchors),
+            ];
+            for (name, shape, data) in parts {
+                tensors.insert(name.into(), (shape, data.clone()));
+            }
+        }
         artifact::save(path, &tensors, &self.metadata)
     }
 
@@ -480,8 +560,65 @@ impl LinearMap {
                 return Err(CoreError::parse(path, None, format!("bias `b` has shape {shape:?} (expected [{}]) or a non-finite value", d.target_dim)))
             }
         };
-        Ok(Self { metadata, t, bias })
+        let mlp = if matches!(metadata.estimator, Estimator::Mlp { .. }) { Some(load_mlp(path, &tensors, d.source_dim, d.target_dim)?) } else { None };
+        Ok(Self { metadata, t, bias, mlp })
     }
+}
+
+/// The autoencoder of an `mlp` map file, every tensor's shape checked.
+fn load_mlp(path: &Path, tensors: &artifact::Tensors, ds: usize, dt: usize) -> Result<crate::mlp_map::MlpMap> {
+    let get = |name: &str| tensors.get(name).ok_or_else(|| CoreError::parse(path, None, format!("an mlp map without tensor `{name}`")));
+    let (w1_shape, w1) = get("mlp.w1")?;
+    let h = match w1_shape.as_slice() {
+        [s, h] if *s == ds && *h > 0 => *h,
+        other => return Err(CoreError::parse(path, None, format!("`mlp.w1` has shape {other:?}, expected [{ds}, hidden]"))),
+    };
+    let (anchor_shape, anchors) = get("mlp.anchors")?;
+    let expected: [(&str, Vec<usize>); 7] = [
+        ("mlp.b1", vec![h]),
+        ("mlp.w2", vec![h, dt]),
+        ("mlp.b2", vec![dt]),
+        ("mlp.x_mean", vec![ds]),
+        ("mlp.x_scale", vec![ds]),
+        ("mlp.y_mean", vec![dt]),
+        ("mlp.y_scale", vec![dt]),
+    ];
+    let mut data = Vec::new();
+    for (name, shape) in expected {
+        let (s, v) = get(name)?;
+        if *s != shape {
+            return Err(CoreError::parse(path, None, format!("`{name}` has shape {s:?}, expected {shape:?}")));
+        }
+        data.push(v.clone());
+    }
+    if anchor_shape.len() != 2 || anchor_shape[1] != ds || anchor_shape[0] == 0 {
+        return Err(CoreError::parse(path, None, format!("`mlp.anchors` has shape {anchor_shape:?}, expected [n, {ds}]")));
+    }
+    let all = [w1, anchors].into_iter().chain(data.iter());
+    for v in all {
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(CoreError::parse(path, None, "an mlp tensor has a non-finite value"));
+        }
+    }
+    if data[4].iter().chain(&data[6]).any(|&s| s == 0.0) {
+        return Err(CoreError::parse(path, None, "an mlp scale is 0"));
+    }
+    let mut it = data.into_iter();
+    let mut next = || it.next().expect("seven tensors");
+    Ok(crate::mlp_map::MlpMap {
+        source_dim: ds,
+        hidden: h,
+        target_dim: dt,
+        w1: w1.clone(),
+        b1: next(),
+        w2: next(),
+        b2: next(),
+        x_mean: next(),
+        x_scale: next(),
+        y_mean: next(),
+        y_scale: next(),
+        anchors: anchors.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -682,7 +819,7 @@ mod tests {
             source_hook: Default::default(),
             target_hook: Default::default(),
         };
-        let map = LinearMap { metadata: meta, t: t.clone(), bias: Some(bias.clone()) };
+        let map = LinearMap { metadata: meta, t: t.clone(), bias: Some(bias.clone()), mlp: None };
         map.save(&dir.join("m.safetensors")).unwrap();
         let back = LinearMap::load(&dir.join("m.safetensors")).unwrap();
         let b2 = back.bias.unwrap();

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use lcross_core::activations::{ExtractOptions, Extractor};
 use lcross_core::dataset::{self, AbItem, ConceptDataset, ContrastPair};
-use lcross_core::maps::{apply, fit, Estimator, LinearMap, MapMetadata, Rows};
+use lcross_core::maps::{fit, Estimator, LinearMap, MapMetadata, Rows};
 use lcross_core::steering::{extract, ExtractSpec, Method, SteeringVector, VectorMetadata};
 use lcross_core::store::Store;
 use lcross_core::texts::pair_ids;
@@ -444,7 +444,16 @@ impl MapSide<'_> {
 /// Fit a map on paired rows (`x` row i and `y` row i of the same text), recording where
 /// both sides come from and the corpus `(description, sha256)`.
 pub fn fit_rows(x: &Rows, y: &Rows, est: Estimator, source: MapSide<'_>, target: MapSide<'_>, corpus: (String, String)) -> Result<LinearMap> {
-    let (t, bias, diag) = lcross_core::maps::fit_with_bias(x, y, &est)?;
+    let (t, bias, mlp, diag) = match est {
+        Estimator::Mlp { hidden } => {
+            let (t, mlp, diag) = lcross_core::maps::fit_mlp(x, y, hidden)?;
+            (t, None, Some(mlp), diag)
+        }
+        _ => {
+            let (t, bias, diag) = lcross_core::maps::fit_with_bias(x, y, &est)?;
+            (t, bias, None, diag)
+        }
+    };
     let ((source_model_id, source_model_sha256), (target_model_id, target_model_sha256)) = (source.id_and_sha()?, target.id_and_sha()?);
     let metadata = MapMetadata {
         lcross_version: lcross_core::VERSION.into(),
@@ -463,7 +472,7 @@ pub fn fit_rows(x: &Rows, y: &Rows, est: Estimator, source: MapSide<'_>, target:
         source_hook: source.point,
         target_hook: target.point,
     };
-    Ok(LinearMap { metadata, t, bias })
+    Ok(LinearMap { metadata, t, bias, mlp })
 }
 
 /// The state at the last token of each text at hook point `point` of block `layer`, in
@@ -525,6 +534,14 @@ pub fn map_fingerprint(map: &LinearMap) -> String {
             h.update(map.t[(i, j)].to_le_bytes());
         }
     }
+    for b in map.bias.iter().flatten() {
+        h.update(b.to_le_bytes());
+    }
+    if let Some(m) = &map.mlp {
+        for x in m.w1.iter().chain(&m.b1).chain(&m.w2).chain(&m.b2).chain(&m.anchors) {
+            h.update(x.to_le_bytes());
+        }
+    }
     hex::encode(h.finalize())
 }
 
@@ -565,7 +582,7 @@ pub fn transfer_vector(sv: &SteeringVector, map: &LinearMap, map_label: &str, ma
         layer: m.source_layer,
         layers: sv.metadata.layers.clone(),
     })?;
-    let moved = apply(&map.t, v)?;
+    let moved = map.move_vector(v)?;
     let metadata = VectorMetadata {
         lcross_version: lcross_core::VERSION.into(),
         model_id: m.target_model_id.clone(),
@@ -610,7 +627,7 @@ pub fn record_native_cosine(map: &mut LinearMap, sv: &SteeringVector, native: &S
     };
     let v = sv.layers.get(&ls).ok_or_else(|| missing("the source vector", &sv.metadata.layers, ls))?;
     let n = native.layers.get(&lt).ok_or_else(|| missing(native_label, &native.metadata.layers, lt))?;
-    let c = lcross_core::steering::cosine(&apply(&map.t, v)?, n);
+    let c = lcross_core::steering::cosine(&map.move_vector(v)?, n);
     map.metadata.native_cosine = Some(c);
     map.metadata.native_vector = Some(native_label.to_string());
     Ok(c)

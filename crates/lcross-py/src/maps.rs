@@ -111,7 +111,9 @@ impl LinearMap {
 
 fn estimator(s: &str) -> PyResult<Estimator> {
     Estimator::parse(s).ok_or_else(|| {
-        bad_value(format!("estimator `{s}`: expected ols, ridge[:LAMBDA], procrustes, affine, reduced-rank[:RANK], embedding, random[:SEED] or identity"))
+        bad_value(format!(
+            "estimator `{s}`: expected ols, ridge[:LAMBDA], procrustes, affine, reduced-rank[:RANK], mlp[:HIDDEN], embedding, random[:SEED] or identity"
+        ))
     })
 }
 

@@ -445,7 +445,7 @@ pub const GENERATED: &[&str] = &["open-ended", "harm", "fair", "emotion"];
 /// The judge of `open-ended` unless the experiment names one.
 pub const DEFAULT_JUDGE: &str = "qwen2.5-coder-1.5b-instruct";
 /// Map estimators of the `lcross` condition.
-pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes", "reduced-rank", "affine"];
+pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes", "reduced-rank", "affine", "mlp"];
 
 /// Most items a size may ask for (`extract_pairs`, `test_questions`, ...): more than any
 /// dataset of the grid has, by far.

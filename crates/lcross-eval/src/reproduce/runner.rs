@@ -503,8 +503,13 @@ impl Runner<'_> {
     /// A map `src` -> `tgt` on `limit` pairs of `concept` after the first `skip`.
     #[allow(clippy::too_many_arguments)] // each is one setting of the cell's map; a struct would only rename them
     fn align(&mut self, src: &str, tgt: &str, layers: (usize, usize), concept: &str, estimator: &str, skip: usize, limit: usize) -> Result<LinearMap> {
-        let est = Estimator::parse(estimator)
-            .ok_or_else(|| EvalError::bad_value("estimator", estimator, "ols, ridge[:LAMBDA], procrustes, random[:SEED] or identity"))?;
+        let est = Estimator::parse(estimator).ok_or_else(|| {
+            EvalError::bad_value(
+                "estimator",
+                estimator,
+                "ols, ridge[:LAMBDA], procrustes, reduced-rank[:RANK], affine, mlp[:HIDDEN], random[:SEED] or identity",
+            )
+        })?;
         let corpus = Corpus::load(&self.pairs_spec(concept), &self.data_dir, skip, Some(limit))?;
         self.model(src)?;
         self.model(tgt)?;

@@ -253,7 +253,9 @@ def fit_map(
 ) -> LinearMap:
     """T with X @ T ~ Y on paired rows (X: (n, d_s), Y: (n, d_t)). ``estimator``: "ols" (the paper's
     pseudo-inverse; the minimum-norm solution when n < d_s), "ridge[:LAMBDA]", "procrustes",
-    "affine" (centred least squares plus a bias: ``T.bias``), "reduced-rank[:RANK]" (the OLS map kept to its leading directions; the rank chosen on held-out
+    "affine" (centred least squares plus a bias: ``T.bias``), "mlp[:HIDDEN]" (Oozeer et al.'s
+    autoencoder, seeded; ``T.matrix`` is its mean Jacobian and vectors move through the network),
+    "reduced-rank[:RANK]" (the OLS map kept to its leading directions; the rank chosen on held-out
     rows unless given: ``T.diagnostics["map_rank"]``), "random[:SEED]", "identity". ``source`` / ``target`` and the layers are recorded so vectors of
     that model transfer through the map."""
 
