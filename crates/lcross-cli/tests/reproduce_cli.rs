@@ -506,3 +506,41 @@ test_questions = 4
     let (ok, out, err) = lcross(&["reproduce", path.to_str().unwrap(), "--plan"]);
     assert!(ok, "{out}{err}");
 }
+
+/// Every map family runs in the grid: one L-Cross cell per estimator (SmolLM2 -> Qwen 0.5B
+/// on 8 pairs and 4 questions), each with its cosine to the target's own vector in the report.
+#[test]
+fn every_map_family_runs_in_the_grid() {
+    if skip() {
+        return;
+    }
+    let d = std::env::temp_dir().join(format!("lcross-families-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = d.join("families.toml");
+    std::fs::write(
+        &cfg,
+        r#"name = "families"
+targets = ["qwen2.5-coder-0.5b-instruct"]
+sources = ["smollm2-135m-instruct"]
+concepts = ["refusal"]
+conditions = ["none", "lcross"]
+estimators = ["ols", "affine", "reduced-rank", "mlp:64", "embedding"]
+betas = [4.0]
+evaluations = ["ab"]
+[sizes]
+extract_pairs = 8
+test_questions = 4
+"#,
+    )
+    .unwrap();
+    let out = d.join("run");
+    let (ok, _, err) = lcross(&["reproduce", cfg.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for est in ["ols", "affine", "reduced-rank", "mlp:64", "embedding"] {
+        let row = report.lines().find(|l| l.starts_with(&format!("| {est} |"))).unwrap_or_else(|| panic!("no row for {est}: {report}"));
+        let cosine: f64 = row.trim_end_matches('|').rsplit('|').next().unwrap().trim().parse().unwrap_or_else(|_| panic!("{row}"));
+        assert!(cosine.is_finite() && cosine.abs() <= 1.0 + 1e-9, "{row}");
+    }
+}

@@ -445,7 +445,7 @@ pub const GENERATED: &[&str] = &["open-ended", "harm", "fair", "emotion"];
 /// The judge of `open-ended` unless the experiment names one.
 pub const DEFAULT_JUDGE: &str = "qwen2.5-coder-1.5b-instruct";
 /// Map estimators of the `lcross` condition.
-pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes", "reduced-rank", "affine", "mlp"];
+pub const ESTIMATORS: &[&str] = &["ols", "ridge", "procrustes", "reduced-rank", "affine", "mlp", "embedding"];
 
 /// Most items a size may ask for (`extract_pairs`, `test_questions`, ...): more than any
 /// dataset of the grid has, by far.
@@ -707,13 +707,15 @@ impl Experiment {
         if self.evaluations.iter().any(|m| GENERATED[1..].contains(&m.as_str())) && self.sizes.eval_prompts == Some(0) {
             return bad("`sizes.eval_prompts` must be at least 1".into());
         }
-        if let Some(e) = self.estimators.iter().find(|e| !ESTIMATORS.contains(&e.as_str())) {
+        // A family's name, with its setting where it takes one (`ridge:0.5`, `mlp:256`).
+        let known_estimator = |e: &str| ESTIMATORS.contains(&e.split(':').next().unwrap_or(e)) && lcross_core::maps::Estimator::parse(e).is_some();
+        if let Some(e) = self.estimators.iter().find(|e| !known_estimator(e)) {
             return bad(format!("unknown estimator `{e}` (known: {})", ESTIMATORS.join(", ")));
         }
         if let Some(e) = self.evaluations.iter().find(|e| !EVALUATIONS.contains(&e.as_str())) {
             return bad(format!("evaluation `{e}` is not in the grid yet (available: {})", EVALUATIONS.join(", ")));
         }
-        let unknown_estimator = |list: &Option<Vec<String>>| list.iter().flatten().find(|x| !ESTIMATORS.contains(&x.as_str())).cloned();
+        let unknown_estimator = |list: &Option<Vec<String>>| list.iter().flatten().find(|x| !known_estimator(x)).cloned();
         for (m, scope) in &self.per_evaluation {
             if let Some(x) = unknown_estimator(&scope.estimators) {
                 return bad(format!("`per_evaluation.{m}.estimators`: unknown estimator `{x}` (known: {})", ESTIMATORS.join(", ")));

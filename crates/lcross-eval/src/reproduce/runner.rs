@@ -507,12 +507,16 @@ impl Runner<'_> {
             EvalError::bad_value(
                 "estimator",
                 estimator,
-                "ols, ridge[:LAMBDA], procrustes, reduced-rank[:RANK], affine, mlp[:HIDDEN], random[:SEED] or identity",
+                "ols, ridge[:LAMBDA], procrustes, reduced-rank[:RANK], affine, mlp[:HIDDEN], embedding, random[:SEED] or identity",
             )
         })?;
-        let corpus = Corpus::load(&self.pairs_spec(concept), &self.data_dir, skip, Some(limit))?;
         self.model(src)?;
         self.model(tgt)?;
+        if est == Estimator::Embedding {
+            // The same map for every concept and split: the two vocabularies' embeddings.
+            return pipeline::align_embeddings(&self.models[src], &self.models[tgt], layers, None);
+        }
+        let corpus = Corpus::load(&self.pairs_spec(concept), &self.data_dir, skip, Some(limit))?;
         pipeline::align(&self.models[src], &self.models[tgt], layers, &corpus, est, true)
     }
 
