@@ -105,6 +105,11 @@ def main():
     subprocess.run([a.lcross, "align", "--source", tiny, "--target", tiny, "--source-layer", "1", "--target-layer", "2", "--corpus", str(corpus), "-o", str(tmap)],
                    check=True, env=env, capture_output=True)
     put("artifact", "map.safetensors", tmap.read_bytes())
+    for est, name in [("affine", "map-affine.safetensors"), ("mlp:8", "map-mlp.safetensors")]:
+        out = tmp / name
+        subprocess.run([a.lcross, "align", "--source", tiny, "--target", tiny, "--source-layer", "1", "--target-layer", "2", "--corpus", str(corpus),
+                        "--estimator", est, "-o", str(out)], check=True, env=env, capture_output=True)
+        put("artifact", name, out.read_bytes())
 
     caa = [{"question": f"Is the glass half full? {i}\n\nChoices:\n (A) Yes\n (B) No", "answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)"} for i in range(3)]
     put("dataset", "caa.json", json.dumps(caa))

@@ -83,7 +83,7 @@ def test_fit_map_equals_numpy(n, ds, dt):
     np.testing.assert_allclose(t.apply(x[0]), (x[0] @ pinv).astype(np.float32), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("estimator", ["ridge", "ridge:0.5", "procrustes", "random:3", "reduced-rank", "reduced-rank:2", "affine"])
+@pytest.mark.parametrize("estimator", ["ridge", "ridge:0.5", "procrustes", "random:3", "reduced-rank", "reduced-rank:2", "affine", "mlp:8"])
 def test_fit_map_takes_every_estimator(estimator):
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((50, 10)), rng.standard_normal((50, 10))
