@@ -116,11 +116,12 @@ pub fn print_fit(m: &MapMetadata) {
         m.corpus
     );
     println!(
-        "  train R^2 {:.4}, held-out R^2 {}, rank(X) {}{}, {:.2} s",
+        "  train R^2 {:.4}, held-out R^2 {}, rank(X) {}{}, {} parameters, {:.2} s",
         d.train_r2,
         d.heldout_r2.map_or("-".into(), |r| format!("{r:.4}")),
         d.rank,
         d.lambda.map_or(String::new(), |l| format!(", lambda {l:.3e}")),
+        d.parameters,
         d.seconds
     );
     if d.interpolating {

@@ -158,6 +158,11 @@ pub struct FitDiagnostics {
     /// Reduced-rank: the rank of the map (given, or chosen on held-out rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map_rank: Option<usize>,
+    /// Free parameters of the map: `d_s d_t` for the linear families (the rank's
+    /// `r (d_s + d_t)` for reduced-rank), plus `d_t` for the affine bias, the weights and
+    /// biases of the mlp. 0 for the random and identity maps (nothing is fitted).
+    #[serde(default)]
+    pub parameters: usize,
     /// Seconds spent fitting T.
     pub seconds: f64,
     /// Seconds spent on the diagnostics (R^2, held-out refit).
@@ -400,6 +405,12 @@ pub fn fit_with_bias(x: &Rows, y: &Rows, est: &Estimator) -> Result<(Mat<f64>, O
         heldout_r2,
         lambda,
         map_rank,
+        parameters: match est {
+            Estimator::Random { .. } | Estimator::Identity => 0,
+            Estimator::ReducedRank { .. } => map_rank.unwrap_or(0) * (x.d + y.d),
+            Estimator::Affine => x.d * y.d + y.d,
+            _ => x.d * y.d,
+        },
         seconds: fit_seconds,
         diagnostics_seconds: diag_start.elapsed().as_secs_f64(),
     };
@@ -436,6 +447,7 @@ pub fn fit_mlp(x: &Rows, y: &Rows, hidden: Option<usize>) -> Result<(Mat<f64>, c
         heldout_r2,
         lambda: None,
         map_rank: None,
+        parameters: mlp.w1.len() + mlp.b1.len() + mlp.w2.len() + mlp.b2.len(),
         seconds,
         diagnostics_seconds: diag_start.elapsed().as_secs_f64(),
     };
@@ -800,6 +812,7 @@ mod tests {
         }
         let (_, ols) = fit(&x, &y, &Estimator::Ols).unwrap();
         assert!(diag.train_r2 > 0.999 && diag.heldout_r2.unwrap() > 0.999, "{diag:?}");
+        assert_eq!(diag.parameters, ds * dt + dt);
         assert!(ols.train_r2 < diag.train_r2 - 0.01, "without a bias the fit is worse: {} vs {}", ols.train_r2, diag.train_r2);
         let dir = std::env::temp_dir().join(format!("lcross-affine-{}", std::process::id()));
         let meta = MapMetadata {
