@@ -384,31 +384,35 @@ pub fn check(path: &Path, repair: bool) -> Result<CheckReport> {
     };
     report.integrity = integrity;
     let mut bad: Vec<(String, Vec<u8>)> = Vec::new();
-    let has_checksum: bool = conn
-        .query_row("SELECT COUNT(*) FROM pragma_table_info('entries') WHERE name = 'checksum'", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| store_error(path, e))?
-        > 0;
-    let sql = if has_checksum { "SELECT kind, key, value, checksum FROM entries" } else { "SELECT kind, key, value, NULL FROM entries" };
-    let mut stmt = conn.prepare(sql).map_err(|e| store_error(path, e))?;
-    let mut rows = stmt.query([]).map_err(|e| store_error(path, e))?;
-    while let Some(r) = rows.next().map_err(|e| store_error(path, e))? {
-        let kind: String = r.get(0).map_err(|e| store_error(path, e))?;
-        let key: Vec<u8> = r.get(1).map_err(|e| store_error(path, e))?;
-        let value: Vec<u8> = r.get(2).map_err(|e| store_error(path, e))?;
-        let stored: Option<Vec<u8>> = r.get(3).map_err(|e| store_error(path, e))?;
-        *report.entries.entry(kind.clone()).or_default() += 1;
-        let ok = <[u8; 32]>::try_from(key.as_slice()).is_ok_and(|k| stored.as_deref() == Some(checksum(&kind, &k, &value).as_slice()));
-        match (ok, stored.is_some()) {
-            (true, _) => {}
-            (false, true) => {
-                report.bad_checksums += 1;
-                bad.push((kind, key));
+    let scanned = (|| -> rusqlite::Result<()> {
+        let has_checksum: bool = conn.query_row("SELECT COUNT(*) FROM pragma_table_info('entries') WHERE name = 'checksum'", [], |r| r.get::<_, i64>(0))? > 0;
+        let sql = if has_checksum { "SELECT kind, key, value, checksum FROM entries" } else { "SELECT kind, key, value, NULL FROM entries" };
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (kind, key, value, stored): (String, Vec<u8>, Vec<u8>, Option<Vec<u8>>) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+            *report.entries.entry(kind.clone()).or_default() += 1;
+            let ok = <[u8; 32]>::try_from(key.as_slice()).is_ok_and(|k| stored.as_deref() == Some(checksum(&kind, &k, &value).as_slice()));
+            match (ok, stored.is_some()) {
+                (true, _) => {}
+                (false, true) => {
+                    report.bad_checksums += 1;
+                    bad.push((kind, key));
+                }
+                (false, false) => report.without_checksum += 1,
             }
-            (false, false) => report.without_checksum += 1,
         }
+        Ok(())
+    })();
+    match scanned {
+        Ok(()) => {}
+        // Pages SQLite's own check let through, or a table it cannot read: a damaged store.
+        Err(e) if is_damage(&e) || report.integrity != "ok" => {
+            report.integrity = format!("{}; the entries could not all be read: {e}", report.integrity);
+            return Ok(report);
+        }
+        Err(e) => return Err(store_error(path, e)),
     }
-    drop(rows);
-    drop(stmt);
     if repair {
         for (kind, key) in &bad {
             report.removed += conn.execute("DELETE FROM entries WHERE kind = ?1 AND key = ?2", params![kind, key]).map_err(|e| store_error(path, e))?;

@@ -224,3 +224,23 @@ fn a_write_replaces_a_bad_value_it_was_not_asked_to_read() {
     s.put(KIND, &k, b"other").unwrap();
     assert_eq!(s.get(KIND, &k).unwrap().as_deref(), Some(&b"good"[..]));
 }
+
+/// A page in the middle broken (the header intact): `check` reports it, it does not fail.
+#[test]
+fn a_broken_page_in_the_middle_is_reported_by_check() {
+    let path = tmp("middle").join("s.sqlite");
+    let mut s = Store::open(&path).unwrap();
+    for i in 0..400u32 {
+        s.put(KIND, &key_of(&[&i.to_le_bytes()]), &f32s_to_bytes(&[i as f32; 256])).unwrap();
+    }
+    drop(s);
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 64 * 1024, "{} bytes", bytes.len());
+    let mid = bytes.len() / 2 / 4096 * 4096;
+    for b in &mut bytes[mid..mid + 8192] {
+        *b = 0xC3;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let r = store::check(&path, false).expect("a report, not an error");
+    assert!(!r.is_sound(), "{r:?}");
+}
